@@ -1,0 +1,1 @@
+"""MedScan: per-disease medical-image screening models served over HTTP."""

@@ -1,0 +1,1 @@
+"""The HTTP edge: routes, request/response schemas, dependencies and error mapping."""

@@ -1,0 +1,73 @@
+"""Every error leaves the service in one JSON shape: {"error": {"status", "code", "message"}}."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.api.schemas import ErrorBody, ErrorDetail
+from app.errors import BodyTooLarge, EmptyUpload, ModelUnavailable, Overloaded, UnknownDisease
+from app.preprocessing import CorruptImage, ImageTooLarge, UnsupportedImage
+
+log = logging.getLogger("medscan.errors")
+
+# Domain error -> (HTTP status, code).
+STATUS_OF: dict[type[Exception], tuple[int, str]] = {
+    UnknownDisease: (404, "unknown_disease"),
+    ModelUnavailable: (503, "model_unavailable"),
+    Overloaded: (503, "overloaded"),
+    EmptyUpload: (422, "empty_file"),
+    CorruptImage: (422, "corrupt_image"),
+    UnsupportedImage: (415, "unsupported_media_type"),
+    ImageTooLarge: (413, "image_too_large"),
+    BodyTooLarge: (413, "body_too_large"),
+}
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    body = ErrorBody(error=ErrorDetail(status=status, code=code, message=message))
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+def responses(*statuses: int) -> dict[int | str, dict]:
+    """OpenAPI description of the error responses a route can give."""
+    return {status: {"model": ErrorBody} for status in statuses}
+
+
+async def _domain_error(request: Request, error: Exception) -> JSONResponse:
+    status, code = STATUS_OF[type(error)]
+    headers = {"Retry-After": str(error.retry_after_s)} if isinstance(error, Overloaded) else None
+    return error_response(status, code, str(error), headers)
+
+
+async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
+        problems.append(f"{where}: {item.get('msg')}" if where else str(item.get("msg")))
+    message = "; ".join(problems) or "invalid request"
+    if any(item.get("loc", ())[-1:] == ("file",) for item in error.errors()):
+        message = "send the image as multipart/form-data in the field 'file' (" + message + ")"
+    return error_response(422, "invalid_request", message)
+
+
+async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+    code = {404: "not_found", 405: "method_not_allowed", 400: "bad_request"}.get(error.status_code, "http_error")
+    return error_response(error.status_code, code, str(error.detail), getattr(error, "headers", None))
+
+
+async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(500, "internal_error", "internal error; it has been logged")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    for error_type in STATUS_OF:
+        app.add_exception_handler(error_type, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)

@@ -1,0 +1,49 @@
+"""POST /predict/{disease}: one image in, the model's probabilities out."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, File, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from app.api.deps import RegistryDep, SettingsDep
+from app.api.errors import responses
+from app.api.schemas import ImageSize, Prediction
+from app.errors import EmptyUpload
+from app.preprocessing import decode, scale
+from app.scoring import as_percentages, normalise
+
+router = APIRouter(tags=["predict"])
+
+
+@router.post(
+    "/predict/{disease}",
+    response_model=Prediction,
+    responses=responses(404, 413, 415, 422, 503),
+    summary="Screen one image with the disease's model",
+)
+async def predict(
+    disease: str,
+    file: Annotated[UploadFile, File(description="PNG, JPEG, BMP, TIFF or GIF (first frame)")],
+    registry: RegistryDep,
+    settings: SettingsDep,
+) -> Prediction:
+    served = registry.get(disease)
+    data = await file.read()
+    if not data:
+        raise EmptyUpload("the file field is empty: send the image's bytes")
+    card = served.card
+    assert card is not None
+    decoded = await run_in_threadpool(decode, data, card.input.spec(), max_pixels=settings.max_image_pixels)
+    scores = await registry.predict(served, scale(decoded.pixels))
+    probabilities = normalise(scores[np.newaxis])[0]
+    return Prediction(
+        disease=disease,
+        model_version=card.version,
+        label=card.classes[int(np.argmax(probabilities))],
+        probabilities=as_percentages(probabilities, card.classes),
+        image=ImageSize(width=decoded.width, height=decoded.height),
+        intended_use=card.intended_use,
+    )

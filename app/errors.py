@@ -1,0 +1,32 @@
+"""Domain errors of the service (no HTTP here: app/api/errors.py maps them to responses)."""
+
+from __future__ import annotations
+
+
+class UnknownDisease(Exception):
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(f"unknown disease {name!r}; known: {', '.join(known) or 'none'}")
+        self.name = name
+        self.known = known
+
+
+class ModelUnavailable(Exception):
+    """The disease is known but its model failed to load or is not ready yet."""
+
+
+class EmptyUpload(Exception):
+    """No bytes were sent in the file field."""
+
+
+class BodyTooLarge(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the request body is larger than the limit of {limit:,} bytes")
+        self.limit = limit
+
+
+class Overloaded(Exception):
+    """A model's queue is full; the client should retry after a moment."""
+
+    def __init__(self, disease: str, retry_after_s: int = 1) -> None:
+        super().__init__(f"the {disease} model is at capacity; retry after {retry_after_s} s")
+        self.retry_after_s = retry_after_s

@@ -1,0 +1,48 @@
+"""The FastAPI application: wiring only (factory, lifespan, middleware, routers, error handlers)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app import tf_runtime
+from app.api.body_limit import BodySizeLimitMiddleware
+from app.api.errors import install_error_handlers
+from app.api.routes import health, models, predict
+from app.registry import ModelRegistry
+from app.settings import Settings, get_settings
+
+DESCRIPTION = (
+    "One binary image classifier per disease (the CNN of 'Analysis of Medical Images using Deep Neural "
+    "Networks', 2022), trained on public data sets. **Research use only; not for diagnosis.**"
+)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        tf_runtime.configure(settings.tf_intra_op_threads, settings.tf_inter_op_threads)
+        registry = ModelRegistry(settings)
+        app.state.registry = registry
+        await registry.load_all()
+        try:
+            yield
+        finally:
+            await registry.close()
+
+    app = FastAPI(title="MedScan", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    install_error_handlers(app)
+    for module in (predict, models, health):
+        app.include_router(module.router)
+    return app
+
+
+app = create_app()

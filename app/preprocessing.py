@@ -1,0 +1,166 @@
+"""Image preprocessing: the one contract shared by training, evaluation and the service.
+
+The paper's steps: image -> 3D array -> squash-resize to the model input -> 4D -> float32 / 255.
+Everything that turns bytes into model input lives here so that a model never sees pixels
+prepared differently from the ones it was trained on.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+SUPPORTED_FORMATS = frozenset({"PNG", "JPEG", "MPO", "BMP", "TIFF", "GIF"})
+RESAMPLING = Image.Resampling.BILINEAR
+DESCRIPTION = (
+    "decode (first frame, EXIF orientation applied; alpha flattened onto black; 16-bit scaled "
+    "to 8-bit; palette and CMYK converted) -> convert to the model's colour mode (RGB or "
+    "ITU-R 601 luma) -> squash-resize to height x width (bilinear, aspect ratio not kept) -> "
+    "float32 / 255 -> batch axis"
+)
+
+
+class ColourMode(StrEnum):
+    RGB = "rgb"
+    GRAYSCALE = "grayscale"
+
+    @property
+    def channels(self) -> int:
+        return 3 if self is ColourMode.RGB else 1
+
+    @property
+    def pil_mode(self) -> str:
+        return "RGB" if self is ColourMode.RGB else "L"
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model takes: height x width x channels in one colour mode."""
+
+    height: int
+    width: int
+    colour_mode: ColourMode
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.height, self.width, self.colour_mode.channels)
+
+
+class ImageError(Exception):
+    """A client's image cannot be used; subclasses say why."""
+
+
+class UnsupportedImage(ImageError):
+    """Not an image, or a format we do not read."""
+
+
+class CorruptImage(ImageError):
+    """An image whose header parses but whose data does not (truncated, damaged)."""
+
+
+class ImageTooLarge(ImageError):
+    """More pixels than the configured limit (a decompression-bomb guard)."""
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    pixels: np.ndarray  # uint8, H x W x C, already in the model's input size and colour mode
+    width: int  # of the image as sent, after EXIF orientation
+    height: int
+
+
+def open_image(data: bytes, *, max_pixels: int, target: InputSpec | None = None) -> Image.Image:
+    """Open, check and fully decode the first frame, EXIF orientation applied.
+
+    The pixel limit is checked on the header, before any pixel is decoded. With a target, JPEGs
+    are decoded at a reduced scale (never below the target size) to save time.
+    """
+    try:
+        image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as error:
+        raise ImageTooLarge(str(error)) from error
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise UnsupportedImage("the file is not an image in a supported format") from error
+    if image.format not in SUPPORTED_FORMATS:
+        raise UnsupportedImage(
+            f"image format {image.format} is not supported; send one of "
+            + ", ".join(sorted(SUPPORTED_FORMATS - {"MPO"}))
+        )
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise CorruptImage("the image has no pixels")
+    if width * height > max_pixels:
+        raise ImageTooLarge(
+            f"the image has {width}x{height} = {width * height:,} pixels; the limit is {max_pixels:,}"
+        )
+    try:
+        image.seek(0)
+        if target is not None and image.format in {"JPEG", "MPO"}:
+            side = max(target.height, target.width)
+            image.draft(image.mode, (side, side))
+        image.load()
+        return ImageOps.exif_transpose(image)
+    except Image.DecompressionBombError as error:
+        raise ImageTooLarge(str(error)) from error
+    except (OSError, ValueError, SyntaxError, EOFError) as error:
+        raise CorruptImage(f"the image data is truncated or corrupt ({error})") from error
+
+
+def to_colour_mode(image: Image.Image, colour_mode: ColourMode) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB or L, doing the right thing for the awkward ones."""
+    if image.mode in {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}:
+        image = _high_bit_depth_to_l(image)
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in {"RGBA", "LA", "PA", "RGBa", "La"}:
+        image = _flatten_alpha(image)
+    return image.convert(colour_mode.pil_mode)
+
+
+def _high_bit_depth_to_l(image: Image.Image) -> Image.Image:
+    # Pillow's convert("L") clips 16-bit values at 255; scale the full range down instead.
+    values = np.asarray(image).astype(np.float64)
+    top = 65535.0 if values.max(initial=0) > 255 or image.mode.startswith("I;16") else 255.0
+    return Image.fromarray(np.clip(np.rint(values * (255.0 / top)), 0, 255).astype(np.uint8), "L")
+
+
+def _flatten_alpha(image: Image.Image) -> Image.Image:
+    # Medical images (cells, X-rays, fundus) sit on black; transparent pixels become black.
+    rgba = image.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def to_pixels(image: Image.Image, spec: InputSpec) -> np.ndarray:
+    """The paper's squash-resize: uint8 array of exactly spec.shape."""
+    converted = to_colour_mode(image, spec.colour_mode)
+    if converted.size != (spec.width, spec.height):
+        converted = converted.resize((spec.width, spec.height), RESAMPLING)
+    pixels = np.asarray(converted, dtype=np.uint8)
+    return pixels.reshape(spec.shape)
+
+
+def scale(pixels: np.ndarray) -> np.ndarray:
+    """uint8 pixels -> float32 in [0, 1], for one image or a batch."""
+    return pixels.astype(np.float32) / np.float32(255.0)
+
+
+def decode(data: bytes, spec: InputSpec, *, max_pixels: int) -> DecodedImage:
+    """Bytes as sent by a client -> pixels in the model's input size, plus the original size."""
+    image = open_image(data, max_pixels=max_pixels, target=spec)
+    return DecodedImage(pixels=to_pixels(image, spec), width=image.width, height=image.height)
+
+
+def model_input(data: bytes, spec: InputSpec, *, max_pixels: int) -> np.ndarray:
+    """Bytes -> float32 array of spec.shape, exactly what the model is fed (without batch axis)."""
+    return scale(decode(data, spec, max_pixels=max_pixels).pixels)
+
+
+def file_pixels(path: str | Path, spec: InputSpec, *, max_pixels: int = 10**9) -> np.ndarray:
+    """A file on disk -> uint8 pixels, the same way the service prepares an upload."""
+    return decode(Path(path).read_bytes(), spec, max_pixels=max_pixels).pixels

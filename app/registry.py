@@ -1,0 +1,124 @@
+"""The models the service holds: found, loaded and warmed at startup; looked up per request."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+import numpy as np
+
+from app.batching import DynamicBatcher, QueueFull
+from app.errors import ModelUnavailable, Overloaded, UnknownDisease
+from app.model_card import ModelCard
+from app.model_store import disease_names, latest_version, version_dir
+from app.savedmodel import LoadedModel, ModelLoadError, load_model
+from app.settings import Settings
+
+log = logging.getLogger("medscan.models")
+
+
+class ModelStatus(StrEnum):
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+
+
+@dataclass
+class ServedModel:
+    disease: str
+    version: int | None
+    status: ModelStatus = ModelStatus.LOADING
+    error: str | None = None
+    model: LoadedModel | None = None
+    batcher: DynamicBatcher | None = None
+
+    @property
+    def card(self) -> ModelCard | None:
+        return self.model.card if self.model else None
+
+
+@dataclass
+class ModelRegistry:
+    settings: Settings
+    models: dict[str, ServedModel] = field(default_factory=dict)
+    loaded: bool = False
+    # One thread runs model calls: TensorFlow already spreads each call over the cores.
+    executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="model"))
+
+    @property
+    def ready(self) -> bool:
+        return self.loaded and all(m.status is not ModelStatus.LOADING for m in self.models.values())
+
+    async def load_all(self) -> None:
+        """Find `<models>/<disease>/<latest version>/` and load each; a failure is logged and kept."""
+        for disease in disease_names(self.settings.models_dir):
+            version = latest_version(self.settings.models_dir, disease)
+            self.models[disease] = ServedModel(disease=disease, version=version)
+        for served in self.models.values():
+            await self._load(served)
+        self.loaded = True
+
+    async def _load(self, served: ServedModel) -> None:
+        if served.version is None:
+            served.status, served.error = ModelStatus.FAILED, "no integer version folder"
+            log.error("%s: %s", served.disease, served.error)
+            return
+        path = version_dir(self.settings.models_dir, served.disease, served.version)
+        try:
+            model = await asyncio.to_thread(load_model, path)
+            await asyncio.to_thread(self._warm_up, model)
+        except ModelLoadError as error:
+            served.status, served.error = ModelStatus.FAILED, str(error)
+            log.error("%s version %s failed to load: %s", served.disease, served.version, error)
+            return
+        if model.card.disease != served.disease:
+            served.status = ModelStatus.FAILED
+            served.error = f"{path}: card says disease {model.card.disease!r}"
+            log.error(served.error)
+            return
+        served.model = model
+        if self.settings.batching:
+            served.batcher = DynamicBatcher(
+                model.predict, executor=self.executor, max_batch_size=self.settings.max_batch_size,
+                timeout_s=self.settings.batch_timeout_ms / 1000, max_queue=self.settings.max_queue,
+            )
+            served.batcher.start()
+        served.status = ModelStatus.READY
+        log.info("%s version %s ready (input %s)", served.disease, served.version, model.card.input.spec().shape)
+
+    def _warm_up(self, model: LoadedModel) -> None:
+        # Each distinct batch size traces nothing new in a SavedModel signature, but the first calls at
+        # a new size still allocate; run the sizes the batcher will use so no request pays for that.
+        shape = model.card.input.spec().shape
+        sizes = {1, self.settings.max_batch_size} if self.settings.batching else {1}
+        for size in sorted(sizes):
+            model.predict(np.zeros((size, *shape), dtype=np.float32))
+
+    def get(self, disease: str) -> ServedModel:
+        served = self.models.get(disease)
+        if served is None:
+            raise UnknownDisease(disease, sorted(self.models))
+        if served.status is not ModelStatus.READY:
+            raise ModelUnavailable(f"the {disease} model is {served.status.value}: {served.error or 'not ready yet'}")
+        return served
+
+    async def predict(self, served: ServedModel, image: np.ndarray) -> np.ndarray:
+        """One preprocessed image -> its output row, batched with concurrent requests when enabled."""
+        assert served.model is not None
+        if served.batcher is None:
+            loop = asyncio.get_running_loop()
+            return (await loop.run_in_executor(self.executor, served.model.predict, image[np.newaxis]))[0]
+        try:
+            return await served.batcher.submit(image)
+        except QueueFull as error:
+            raise Overloaded(served.disease) from error
+
+    async def close(self) -> None:
+        for served in self.models.values():
+            if served.batcher is not None:
+                await served.batcher.stop()
+        self.executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,65 @@
+"""Loading an exported model version and running it: shared by the service and evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from app.model_card import ModelCard, read_card
+from app.model_store import METADATA_FILE
+
+
+class ModelLoadError(Exception):
+    """A model version folder that cannot be served; the message says why."""
+
+
+@dataclass
+class LoadedModel:
+    card: ModelCard
+    path: Path
+    _signature: object
+    _graph: object  # the loaded object graph, which the signature needs alive
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """float32 N x H x W x C -> N x 2 sigmoid scores. Blocking: call it off the event loop."""
+        import tensorflow as tf
+
+        outputs = self._signature(tf.constant(batch, dtype=tf.float32))
+        (scores,) = outputs.values()
+        return scores.numpy()
+
+
+def load_model(path: Path) -> LoadedModel:
+    """Load `<models>/<disease>/<version>/` (SavedModel + metadata.json) and check they agree."""
+    import tensorflow as tf  # imported here so that importing app never starts TensorFlow
+
+    metadata = path / METADATA_FILE
+    if not metadata.is_file():
+        raise ModelLoadError(f"{metadata} is missing")
+    try:
+        card = read_card(metadata)
+    except ValueError as error:
+        raise ModelLoadError(f"{metadata} is not a valid model card: {error}") from error
+    try:
+        loaded = tf.saved_model.load(str(path))
+        signature = loaded.signatures["serving_default"]
+    except (OSError, ValueError, KeyError, tf.errors.OpError) as error:
+        raise ModelLoadError(f"{path} is not a loadable SavedModel: {error}") from error
+    model = LoadedModel(card=card, path=path, _signature=signature, _graph=loaded)
+    _check_shapes(model)
+    return model
+
+
+def _check_shapes(model: LoadedModel) -> None:
+    spec = model.card.input.spec()
+    probe = np.zeros((1, *spec.shape), dtype=np.float32)
+    try:
+        scores = model.predict(probe)
+    except Exception as error:  # any TF failure here means the card and graph disagree
+        raise ModelLoadError(f"{model.path}: model rejects its card's input {spec.shape}: {error}") from error
+    if scores.shape != (1, len(model.card.classes)):
+        raise ModelLoadError(
+            f"{model.path}: model returns shape {scores.shape[1:]}, card lists {len(model.card.classes)} classes"
+        )

@@ -1,0 +1,19 @@
+"""TensorFlow process settings for serving; must run before TensorFlow does any work."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+log = logging.getLogger("medscan.tf")
+
+
+def configure(intra_op_threads: int, inter_op_threads: int) -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ chatter out of the service log
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
+        tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads)
+    except RuntimeError:  # already initialised (a second app in one process, as in tests): keep what it has
+        log.debug("TensorFlow threads already set; keeping them")

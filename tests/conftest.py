@@ -1,0 +1,69 @@
+"""Shared fixtures: synthetic labelled folders and small exported models (never the shipped ones)."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.images import blob
+
+SHARED_DATASETS = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"
+REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
+
+
+def write_synthetic_dataset(
+    root: Path, disease: str = "malaria", *, per_class: int = 24, size: int = 32, per_group: int = 3,
+    manifest: bool = True,
+) -> Path:
+    """<root>/<disease>/{infected,uninfected}/*.png plus a MANIFEST.csv grouping files per 'patient'."""
+    rows = []
+    for label, class_name in enumerate(("infected", "uninfected")):
+        folder = root / disease / class_name
+        folder.mkdir(parents=True, exist_ok=True)
+        for index in range(per_class):
+            name = f"p{label}{index // per_group:02d}_cell{index}.png"
+            blob(size, infected=label == 0, seed=label * 1000 + index).save(folder / name)
+            rows.append({"path": f"{disease}/{class_name}/{name}", "group": f"patient-{label}-{index // per_group}"})
+    if manifest:
+        with (root / "MANIFEST.csv").open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["path", "sha1", "group", "note", "source_repo",
+                                                        "source_commit", "source_path"])
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({**row, "sha1": "", "note": "", "source_repo": "", "source_commit": "",
+                                 "source_path": ""})
+    return root
+
+
+@pytest.fixture
+def synthetic_data(tmp_path: Path) -> Path:
+    return write_synthetic_dataset(tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def model_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """Export an untrained paper CNN with a valid card into a models folder; returns the version folder."""
+    from tests.model_fixtures import export_untrained
+
+    def make(models_dir: Path | None = None, disease: str = "malaria", **kwargs) -> Path:
+        models_dir = models_dir or tmp_path_factory.mktemp("models")
+        return export_untrained(models_dir, disease, **kwargs)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def served_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two small models (grayscale malaria, RGB retinopathy) and one broken folder."""
+    from tests.model_fixtures import export_untrained
+
+    models_dir = tmp_path_factory.mktemp("served-models")
+    export_untrained(models_dir, "malaria", colour_mode="grayscale", size=50)
+    export_untrained(models_dir, "retinopathy", colour_mode="rgb", size=48)
+    broken = models_dir / "pneumonia" / "1"
+    broken.mkdir(parents=True)
+    (broken / "metadata.json").write_text("{not json")
+    return models_dir

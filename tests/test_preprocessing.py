@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.preprocessing import (
+    ColourMode, CorruptImage, ImageTooLarge, InputSpec, UnsupportedImage, decode, model_input, open_image,
+    scale, to_pixels,
+)
+from tests.images import gradient, image_bytes
+
+GRAY = InputSpec(height=20, width=24, colour_mode=ColourMode.GRAYSCALE)
+RGB = InputSpec(height=20, width=24, colour_mode=ColourMode.RGB)
+LIMIT = 50_000_000
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "BMP", "TIFF", "GIF"])
+@pytest.mark.parametrize("spec", [GRAY, RGB], ids=["grayscale", "rgb"])
+def test_every_supported_format_becomes_the_model_input_shape(fmt: str, spec: InputSpec) -> None:
+    x = model_input(image_bytes(gradient(), fmt), spec, max_pixels=LIMIT)
+    assert x.shape == spec.shape
+    assert x.dtype == np.float32
+    assert 0.0 <= x.min() and x.max() <= 1.0
+    assert x.max() > 0.5  # the gradient survived decoding
+
+
+def test_scale_is_float32_division_by_255() -> None:
+    pixels = np.array([[0, 1, 128, 255]], dtype=np.uint8)
+    np.testing.assert_array_equal(scale(pixels), np.array([[0, 1, 128, 255]], np.float32) / np.float32(255))
+
+
+def test_squash_resize_ignores_aspect_ratio_and_reports_original_size() -> None:
+    decoded = decode(image_bytes(gradient(100, 10)), RGB, max_pixels=LIMIT)
+    assert decoded.pixels.shape == (20, 24, 3)
+    assert (decoded.width, decoded.height) == (100, 10)
+
+
+def test_exif_orientation_is_applied() -> None:
+    image = gradient(40, 20)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    decoded = decode(image_bytes(image, "JPEG", exif=exif.tobytes(), quality=95), RGB, max_pixels=LIMIT)
+    assert (decoded.width, decoded.height) == (20, 40)
+
+
+def test_alpha_is_flattened_onto_black() -> None:
+    rgba = Image.new("RGBA", (10, 10), (255, 255, 255, 0))
+    pixels = to_pixels(open_image(image_bytes(rgba), max_pixels=LIMIT), RGB)
+    assert pixels.max() == 0
+
+
+def test_palette_with_transparency_and_la_images_convert() -> None:
+    palette = gradient().convert("P")
+    palette.info["transparency"] = 0
+    assert to_pixels(open_image(image_bytes(palette), max_pixels=LIMIT), GRAY).shape == GRAY.shape
+    la = gradient(mode="LA")
+    assert to_pixels(open_image(image_bytes(la), max_pixels=LIMIT), RGB).shape == RGB.shape
+
+
+def test_16_bit_images_are_scaled_not_clipped() -> None:
+    values = np.full((8, 8), 32768, dtype=np.uint16)  # mid-grey in 16 bits
+    image = Image.fromarray(values)
+    assert image.mode.startswith("I;16")
+    pixels = to_pixels(open_image(image_bytes(image), max_pixels=LIMIT), GRAY)
+    assert np.all(np.abs(pixels.astype(int) - 128) <= 1)
+
+
+def test_cmyk_jpeg_converts_to_rgb() -> None:
+    cmyk = Image.new("CMYK", (16, 16), (0, 255, 255, 0))  # pure red in CMYK
+    pixels = to_pixels(open_image(image_bytes(cmyk, "JPEG", quality=95), max_pixels=LIMIT), RGB)
+    red, green, blue = pixels[..., 0].mean(), pixels[..., 1].mean(), pixels[..., 2].mean()
+    assert red > 200 and green < 60 and blue < 60
+
+
+def test_gif_uses_the_first_frame() -> None:
+    frames = [Image.new("L", (10, 10), 250), Image.new("L", (10, 10), 5)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:])
+    pixels = to_pixels(open_image(buffer.getvalue(), max_pixels=LIMIT), GRAY)
+    assert pixels.min() > 200
+
+
+def test_not_an_image_is_unsupported() -> None:
+    with pytest.raises(UnsupportedImage):
+        open_image(b"%PDF-1.4 this is not an image", max_pixels=LIMIT)
+
+
+def test_unsupported_image_format_is_named() -> None:
+    with pytest.raises(UnsupportedImage, match="WEBP"):
+        open_image(image_bytes(gradient(), "WEBP"), max_pixels=LIMIT)
+
+
+def test_truncated_image_is_corrupt() -> None:
+    data = image_bytes(gradient(200, 200), "PNG")
+    with pytest.raises(CorruptImage):
+        open_image(data[: len(data) // 2], max_pixels=LIMIT)
+
+
+def test_pixel_limit_is_checked_from_the_header_before_decoding() -> None:
+    data = image_bytes(Image.new("L", (300, 300)), "PNG")
+    # Cut the data off: had the pixels been decoded, this would be a CorruptImage instead.
+    with pytest.raises(ImageTooLarge, match="90,000 pixels"):
+        open_image(data[:100], max_pixels=300 * 299)
+
+
+def test_reduced_jpeg_decoding_keeps_the_target_resolution() -> None:
+    big = gradient(800, 800)
+    decoded = decode(image_bytes(big, "JPEG", quality=95), GRAY, max_pixels=LIMIT)
+    reference = to_pixels(big, GRAY)
+    assert decoded.pixels.shape == reference.shape
+    assert np.abs(decoded.pixels.astype(int) - reference.astype(int)).mean() < 3

@@ -1,0 +1,114 @@
+"""The whole training path on a tiny synthetic data set: split -> train -> evaluate -> export -> load -> predict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.model_card import read_card
+from app.model_store import versions
+from app.preprocessing import model_input
+from app.savedmodel import load_model
+from training.cli import main
+from training.evaluation_run import evaluate_version
+from training.train import TrainOptions, train
+
+FAST = {"epochs": 2, "batch_size": 16, "image_size": 50, "verbose": 0}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    from tests.conftest import write_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("train")
+    data = write_synthetic_dataset(root / "data", per_class=30)
+    models = root / "models"
+    target = train(TrainOptions(disease="malaria", data_dir=data, models_dir=models, **FAST))
+    return data, models, target
+
+
+def test_export_is_a_complete_version_with_card_and_report(trained) -> None:
+    data, models, target = trained
+    assert target == models / "malaria" / "1"
+    assert (target / "saved_model.pb").is_file() and (target / "variables").is_dir()
+    card = read_card(target / "metadata.json")
+    assert card.disease == "malaria" and card.version == 1
+    assert card.classes == ["infected", "uninfected"]
+    assert (card.input.height, card.input.width, card.input.channels) == (50, 50, 1)
+    assert card.intended_use == "research use only; not for diagnosis"
+    assert card.training.seed == 42 and card.training.recipe == "medscan" and card.training.epochs_run == 2
+    assert sum(card.data.counts.test.values()) == card.metrics.n_images > 0
+    assert card.data.caveats and card.frameworks["tensorflow"]
+    for name in ("evaluation.json", "classification_report.txt", "roc_curve.png", "confusion_matrix.png",
+                 "learning_curves.png"):
+        assert (target / "report" / name).stat().st_size > 0
+    report = json.loads((target / "report" / "evaluation.json").read_text())
+    assert report["metrics"]["accuracy"] == card.metrics.accuracy
+    assert not [p for p in (models / "malaria").iterdir() if p.name.startswith(".")]
+
+
+def test_exported_model_predicts_like_the_card_says(trained) -> None:
+    data, models, target = trained
+    model = load_model(target)
+    metrics = evaluate_version("malaria", data_dir=data, models_dir=models)
+    assert metrics.n_images == model.card.metrics.n_images
+    assert metrics.accuracy == pytest.approx(model.card.metrics.accuracy, abs=1e-6)
+    image = next((data / "malaria" / "infected").iterdir())
+    scores = model.predict(model_input(image.read_bytes(), model.card.input.spec(), max_pixels=10**8)[np.newaxis])
+    assert scores.shape == (1, 2) and np.all((scores >= 0) & (scores <= 1))
+
+
+def test_a_second_run_never_overwrites_and_a_failed_export_leaves_nothing(trained, monkeypatch) -> None:
+    data, models, target = trained
+    before = (target / "metadata.json").read_text()
+    second = train(TrainOptions(disease="malaria", data_dir=data, models_dir=models, seed=5, **FAST))
+    assert second == models / "malaria" / "2"
+    assert (target / "metadata.json").read_text() == before
+
+    import training.train as train_module
+
+    def failing_report(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(train_module, "write_report", failing_report)
+    with pytest.raises(RuntimeError, match="disk full"):
+        train(TrainOptions(disease="malaria", data_dir=data, models_dir=models, **FAST))
+    assert versions(models, "malaria") == [1, 2]
+    assert [p.name for p in (models / "malaria").iterdir() if p.name.startswith(".")] == []
+
+
+def test_the_same_seed_gives_the_same_split_and_card_counts(trained, tmp_path: Path) -> None:
+    data, models, target = trained
+    again = train(TrainOptions(disease="malaria", data_dir=data, models_dir=tmp_path, **FAST))
+    assert read_card(again / "metadata.json").data.counts == read_card(target / "metadata.json").data.counts
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["train", "cholera", "--epochs", "1"], "unknown disease 'cholera'"),
+        (["train", "pneumonia", "--epochs", "1"], "no folder"),
+        (["train", "malaria", "--epochs", "1", "--image-size", "32"], "at least 46x46"),
+        (["evaluate", "malaria", "--version", "9"], "no version 9 of malaria"),
+        (["evaluate", "cholera"], "unknown disease 'cholera'"),
+    ],
+)
+def test_cli_bad_input_exits_non_zero_with_a_clear_message(trained, arguments, message, capsys) -> None:
+    data, models, _ = trained
+    assert main([*arguments, "--data", str(data), "--out", str(models)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_unreadable_only_folder_is_refused(tmp_path: Path, capsys) -> None:
+    for name in ("infected", "uninfected"):
+        folder = tmp_path / "malaria" / name
+        folder.mkdir(parents=True)
+        for index in range(6):
+            (folder / f"{index}.png").write_bytes(b"garbage")
+    code = main(["train", "malaria", "--data", str(tmp_path), "--out", str(tmp_path / "models"), "--epochs", "1"])
+    assert code == 2
+    assert "no readable images" in capsys.readouterr().err
+    assert not (tmp_path / "models" / "malaria").exists() or not versions(tmp_path / "models", "malaria")

@@ -1,0 +1,55 @@
+"""Making BatchNormalization behave in inference mode.
+
+With the paper's order (Conv -> Pool -> BN -> Dropout) and Keras' default momentum 0.99, the moving
+statistics lag far behind the batch statistics, so inference-mode predictions swing from epoch to
+epoch. We (1) use momentum 0.9, (2) keep the weights of the best validation epoch and (3) re-estimate
+each BatchNorm layer's mean and variance over training images in inference mode after training.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+class KeepBestWeights(keras.callbacks.Callback):
+    """Remember the weights of the epoch with the best monitored value, in memory."""
+
+    def __init__(self, monitor: str = "val_loss") -> None:
+        super().__init__()
+        self.monitor = monitor
+        self.best = np.inf
+        self.best_epoch = -1
+        self.best_weights: list[np.ndarray] | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        value = (logs or {}).get(self.monitor)
+        if value is not None and value < self.best:
+            self.best, self.best_epoch = float(value), epoch
+            self.best_weights = self.model.get_weights()
+
+    def restore(self, model: keras.Model) -> None:
+        if self.best_weights is not None:
+            model.set_weights(self.best_weights)
+
+
+def recalibrate_batch_norm(model: keras.Model, images: tf.data.Dataset, max_batches: int = 40) -> None:
+    """Set each BatchNorm layer's moving mean/variance to the statistics of its inputs, computed with
+    the network in inference mode (earlier layers already recalibrated), layer by layer."""
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in norms:
+        probe = keras.Model(model.inputs, layer.input)
+        total = None
+        total_sq = None
+        count = 0
+        for batch in images.take(max_batches):
+            features = probe(batch, training=False).numpy().astype(np.float64)
+            flat = features.reshape(-1, features.shape[-1])
+            total = flat.sum(axis=0) if total is None else total + flat.sum(axis=0)
+            total_sq = (flat ** 2).sum(axis=0) if total_sq is None else total_sq + (flat ** 2).sum(axis=0)
+            count += flat.shape[0]
+        mean = total / count
+        variance = np.maximum(total_sq / count - mean ** 2, 0.0)
+        layer.moving_mean.assign(mean.astype(np.float32))
+        layer.moving_variance.assign(variance.astype(np.float32))

@@ -1,0 +1,132 @@
+"""Finding the labelled images and splitting them by patient/slide group."""
+
+from __future__ import annotations
+
+import csv
+import random
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.model_card import CLASS_NAMES
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif"})
+MANIFEST_FILE = "MANIFEST.csv"
+
+
+class DataError(Exception):
+    """The data folder cannot be trained on; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    label: int  # index into CLASS_NAMES
+    group: str
+
+
+@dataclass(frozen=True)
+class Split:
+    train: list[Sample]
+    validation: list[Sample]
+    test: list[Sample]
+
+    def parts(self) -> dict[str, list[Sample]]:
+        return {"train": self.train, "validation": self.validation, "test": self.test}
+
+
+def find_samples(data_dir: Path, disease: str) -> list[Sample]:
+    """All images under <data>/<disease>/{infected,uninfected}/, with their groups."""
+    disease_dir = data_dir / disease
+    if not disease_dir.is_dir():
+        raise DataError(f"no folder {disease_dir}: expected {disease_dir}/{{infected,uninfected}}/")
+    groups = read_manifest_groups(data_dir)
+    samples: list[Sample] = []
+    for label, class_name in enumerate(CLASS_NAMES):
+        class_dir = disease_dir / class_name
+        if not class_dir.is_dir():
+            raise DataError(f"missing class folder {class_dir}")
+        files = sorted(p for p in class_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DataError(
+                f"class folder {class_dir} has no images (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
+            )
+        for path in files:
+            key = f"{disease}/{class_name}/{path.name}"
+            # Without a manifest entry a file is its own group.
+            samples.append(Sample(path=path, label=label, group=groups.get(key, f"file:{key}")))
+    return samples
+
+
+def read_manifest_groups(data_dir: Path) -> dict[str, str]:
+    manifest = data_dir / MANIFEST_FILE
+    if not manifest.is_file():
+        return {}
+    with manifest.open(newline="", encoding="utf-8") as handle:
+        return {row["path"]: row["group"] for row in csv.DictReader(handle) if row.get("group")}
+
+
+def split_by_group(
+    samples: list[Sample], *, test_fraction: float = 0.15, validation_fraction: float = 0.3, seed: int = 42,
+) -> Split:
+    """Deterministic group split: test first, then validation as a fraction of the rest.
+
+    Groups are shuffled with the seed within strata of their majority class, so each part keeps
+    roughly the class balance, and no group is ever on two sides.
+    """
+    by_group: dict[str, list[Sample]] = defaultdict(list)
+    for sample in samples:
+        by_group[sample.group].append(sample)
+    ordered = _stratified_group_order(by_group, seed)
+    test_groups, rest = _take(ordered, by_group, test_fraction)
+    validation_groups, remaining = _take(rest, by_group, validation_fraction)
+    train_groups = [group for groups in remaining.values() for group in groups]
+
+    def collect(groups: list[str]) -> list[Sample]:
+        return sorted((s for g in groups for s in by_group[g]), key=lambda s: str(s.path))
+
+    return Split(train=collect(train_groups), validation=collect(validation_groups), test=collect(test_groups))
+
+
+def _stratified_group_order(by_group: dict[str, list[Sample]], seed: int) -> dict[int, list[str]]:
+    strata: dict[int, list[str]] = defaultdict(list)
+    for group in sorted(by_group):
+        majority = Counter(s.label for s in by_group[group]).most_common(1)[0][0]
+        strata[majority].append(group)
+    rng = random.Random(seed)
+    for label in sorted(strata):
+        rng.shuffle(strata[label])
+    return strata
+
+
+def _take(
+    strata: dict[int, list[str]], by_group: dict[str, list[Sample]], fraction: float,
+) -> tuple[list[str], dict[int, list[str]]]:
+    """Take groups from the front of each stratum until `fraction` of its images are taken."""
+    taken: list[str] = []
+    rest: dict[int, list[str]] = {}
+    for label, groups in strata.items():
+        target = fraction * sum(len(by_group[g]) for g in groups)
+        count = 0
+        cut = 0
+        while cut < len(groups) - 1 and count + len(by_group[groups[cut]]) / 2 <= target:
+            count += len(by_group[groups[cut]])
+            cut += 1
+        taken += groups[:cut]
+        rest[label] = groups[cut:]
+    return taken, rest
+
+
+def class_counts(samples: list[Sample]) -> dict[str, int]:
+    counts = Counter(s.label for s in samples)
+    return {name: counts.get(index, 0) for index, name in enumerate(CLASS_NAMES)}
+
+
+def check_trainable(split: Split) -> None:
+    for part, samples in split.parts().items():
+        counts = class_counts(samples)
+        missing = [name for name, n in counts.items() if n == 0]
+        if missing:
+            raise DataError(
+                f"the {part} part has no {' or '.join(missing)} images: need more images or groups per class"
+            )

@@ -1,0 +1,114 @@
+"""Test-set metrics, the classification report and the plots a person looks at."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.metrics import classification_report, confusion_matrix, roc_auc_score, roc_curve  # noqa: E402
+
+from app.model_card import CLASS_NAMES, TestMetrics  # noqa: E402
+
+INFECTED = 0  # index of the positive class in CLASS_NAMES
+
+
+def compute_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float = 0.5) -> TestMetrics:
+    """labels: class indices; probabilities: N x 2 normalised, positive class 'infected'."""
+    positive = labels == INFECTED
+    predicted_positive = probabilities[:, INFECTED] >= threshold
+    tp = int(np.sum(positive & predicted_positive))
+    tn = int(np.sum(~positive & ~predicted_positive))
+    fp = int(np.sum(~positive & predicted_positive))
+    fn = int(np.sum(positive & ~predicted_positive))
+    sensitivity = _ratio(tp, tp + fn)
+    precision = _ratio(tp, tp + fp)
+    both_classes = 0 < positive.sum() < len(positive)
+    return TestMetrics(
+        n_images=len(labels),
+        accuracy=_ratio(tp + tn, len(labels)),
+        sensitivity=sensitivity,
+        specificity=_ratio(tn, tn + fp),
+        precision=precision,
+        recall=sensitivity,
+        f1=_ratio(2 * precision * sensitivity, precision + sensitivity),
+        roc_auc=float(roc_auc_score(positive, probabilities[:, INFECTED])) if both_classes else None,
+        confusion_matrix=[[tp, fn], [fp, tn]],  # rows true infected/uninfected, columns predicted
+        threshold=threshold,
+    )
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return float(numerator / denominator) if denominator else 0.0
+
+
+def report_text(labels: np.ndarray, probabilities: np.ndarray) -> str:
+    predicted = np.argmax(probabilities, axis=1)
+    return classification_report(labels, predicted, labels=[0, 1], target_names=list(CLASS_NAMES), digits=4)
+
+
+def write_report(
+    folder: Path, *, disease: str, labels: np.ndarray, probabilities: np.ndarray, metrics: TestMetrics,
+    history: dict[str, list[float]] | None,
+) -> None:
+    """evaluation.json, classification_report.txt and PNG plots in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    text = report_text(labels, probabilities)
+    (folder / "classification_report.txt").write_text(text, encoding="utf-8")
+    (folder / "evaluation.json").write_text(
+        json.dumps({"disease": disease, "metrics": metrics.model_dump(), "classification_report": text,
+                    "history": history}, indent=2) + "\n",
+        encoding="utf-8",
+    )
+    _plot_roc(folder / "roc_curve.png", disease, labels, probabilities, metrics.roc_auc)
+    _plot_confusion(folder / "confusion_matrix.png", disease, metrics)
+    if history:
+        _plot_history(folder / "learning_curves.png", disease, history)
+
+
+def _plot_roc(path: Path, disease: str, labels, probabilities, auc: float | None) -> None:
+    figure, axis = plt.subplots(figsize=(4.5, 4.5), dpi=100)
+    if auc is not None:
+        fpr, tpr, _ = roc_curve(labels == INFECTED, probabilities[:, INFECTED])
+        axis.plot(fpr, tpr, label=f"AUC = {auc:.3f}")
+    axis.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1)
+    axis.set(xlabel="1 - specificity (false positive rate)", ylabel="sensitivity (true positive rate)",
+             title=f"{disease}: ROC on the test part")
+    axis.legend(loc="lower right")
+    _save(figure, path)
+
+
+def _plot_confusion(path: Path, disease: str, metrics: TestMetrics) -> None:
+    matrix = np.array(metrics.confusion_matrix)
+    figure, axis = plt.subplots(figsize=(4.5, 4), dpi=100)
+    axis.imshow(matrix, cmap="Blues")
+    for (row, column), value in np.ndenumerate(matrix):
+        colour = "white" if value > matrix.max() / 2 else "black"
+        axis.text(column, row, str(value), ha="center", va="center", color=colour, fontsize=14)
+    axis.set_xticks([0, 1], [f"predicted\n{name}" for name in CLASS_NAMES])
+    axis.set_yticks([0, 1], [f"true\n{name}" for name in CLASS_NAMES])
+    axis.set_title(f"{disease}: confusion matrix (test, n={metrics.n_images})")
+    _save(figure, path)
+
+
+def _plot_history(path: Path, disease: str, history: dict[str, list[float]]) -> None:
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.8), dpi=100)
+    for axis, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        for prefix, style in (("", "-"), ("val_", "--")):
+            values = history.get(prefix + metric)
+            if values:
+                epochs = range(1, len(values) + 1)
+                axis.plot(epochs, values, style, label=("validation " if prefix else "training ") + metric)
+        axis.set(xlabel="epoch", title=f"{disease}: {metric}")
+        axis.legend()
+    _save(figure, path)
+
+
+def _save(figure, path: Path) -> None:
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)

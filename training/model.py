@@ -1,0 +1,41 @@
+"""The paper's CNN."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from app.preprocessing import InputSpec
+
+CONV_FILTERS = (32, 64, 128, 256)
+DENSE_UNITS = (256, 128, 64)
+MIN_SIDE = 46  # four unpadded 3x3 convolutions with 2x2 pooling need at least this many pixels
+
+
+def make_model(spec: InputSpec, *, bn_momentum: float = 0.99, dropout: float = 0.2) -> keras.Model:
+    """Four Conv(3x3, relu) + MaxPool(2) blocks, the first three with BatchNorm and Dropout;
+    Flatten; Dense 256-128-64 (relu); Dropout; Dense(2, sigmoid)."""
+    if min(spec.height, spec.width) < MIN_SIDE:
+        raise ValueError(f"the paper's CNN needs inputs of at least {MIN_SIDE}x{MIN_SIDE} pixels, got {spec.height}x{spec.width}")
+    inputs = keras.Input(shape=spec.shape, name="image")
+    x = inputs
+    for block, filters in enumerate(CONV_FILTERS):
+        x = layers.Conv2D(filters, 3, activation="relu", name=f"conv{block + 1}")(x)
+        x = layers.MaxPooling2D(2, name=f"pool{block + 1}")(x)
+        if block < len(CONV_FILTERS) - 1:
+            x = layers.BatchNormalization(momentum=bn_momentum, name=f"bn{block + 1}")(x)
+            x = layers.Dropout(dropout, name=f"dropout{block + 1}")(x)
+    x = layers.Flatten(name="flatten")(x)
+    for units in DENSE_UNITS:
+        x = layers.Dense(units, activation="relu", name=f"dense{units}")(x)
+    x = layers.Dropout(dropout, name="dropout_head")(x)
+    outputs = layers.Dense(2, activation="sigmoid", name="scores")(x)
+    return keras.Model(inputs, outputs, name="paper_cnn")
+
+
+def compile_model(model: keras.Model, *, learning_rate: float) -> None:
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.BinaryCrossentropy(),
+        metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
+    )

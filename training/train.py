@@ -1,0 +1,190 @@
+"""Train, evaluate and export one disease model, top to bottom."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from app import preprocessing
+from app.model_card import (
+    CLASS_NAMES, DataCard, InputCard, ModelCard, SplitCounts, TrainingCard, write_card,
+)
+from app.model_store import METADATA_FILE, REPORT_DIR
+from app.scoring import normalise
+from app.preprocessing import InputSpec
+from training.batchnorm import KeepBestWeights, recalibrate_batch_norm
+from training.config import CAVEATS, DiseaseConfig, Recipe, get_disease
+from training.data import DataError, Split, check_trainable, class_counts, find_samples, split_by_group
+from training.evaluate import compute_metrics, write_report
+from training.export import export_version
+from training.model import compile_model, make_model
+from training.pipeline import DecodedSet, decode_samples, evaluation_batches, images_only, make_augmenter, training_batches
+
+log = logging.getLogger("training")
+OUTPUT_DESCRIPTION = (
+    "two independent sigmoid scores in `classes` order; reported probabilities are each score divided "
+    "by their sum (app/scoring.py); label = the larger"
+)
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    disease: str
+    data_dir: Path
+    models_dir: Path
+    recipe: str = "medscan"
+    epochs: int | None = None
+    batch_size: int | None = None
+    image_size: int | None = None
+    seed: int = 42
+    verbose: int = 1
+
+
+def resolve_recipe(config: DiseaseConfig, options: TrainOptions) -> Recipe:
+    recipe = config.recipe(options.recipe)
+    if options.epochs is not None:
+        recipe = replace(recipe, epochs=options.epochs)
+    if options.batch_size is not None:
+        recipe = replace(recipe, batch_size=options.batch_size)
+    return recipe
+
+
+def decode_split(split: Split, spec: InputSpec) -> dict[str, DecodedSet]:
+    decoded = {}
+    for part, samples in split.parts().items():
+        started = time.perf_counter()
+        decoded[part] = decode_samples(samples, spec)
+        log.info("decoded %s: %d images (%d unreadable) in %.1fs", part, decoded[part].size,
+                 len(decoded[part].unreadable), time.perf_counter() - started)
+    for part, item in decoded.items():
+        if item.size == 0 or len(set(item.labels.tolist())) < 2:
+            raise DataError(f"no readable images of both classes in the {part} part")
+    return decoded
+
+
+def balanced_class_weights(labels: np.ndarray) -> dict[int, float]:
+    counts = np.bincount(labels, minlength=2)
+    return {index: float(len(labels) / (2 * count)) for index, count in enumerate(counts)}
+
+
+def predict_probabilities(model: keras.Model, decoded: DecodedSet, batch_size: int) -> np.ndarray:
+    scores = model.predict(images_only(decoded, batch_size=batch_size), verbose=0)
+    return normalise(scores)
+
+
+def train(options: TrainOptions) -> Path:
+    config = get_disease(options.disease)
+    recipe = resolve_recipe(config, options)
+    spec = config.spec(options.image_size)
+    keras.utils.set_random_seed(options.seed)
+
+    # Data: group split, decode once into the cache.
+    samples = find_samples(options.data_dir, options.disease)
+    split = split_by_group(samples, seed=options.seed)
+    check_trainable(split)
+    log.info("%s: %d images, split %s", options.disease, len(samples),
+             {part: len(s) for part, s in split.parts().items()})
+    decoded = decode_split(split, spec)
+    weights = balanced_class_weights(decoded["train"].labels) if recipe.class_weights else None
+    augmenter = make_augmenter(spec, flip_horizontal=recipe.flip_horizontal, seed=options.seed) if recipe.augment else None
+    train_batches = training_batches(decoded["train"], batch_size=recipe.batch_size, seed=options.seed,
+                                     class_weights=weights, augmenter=augmenter)
+    validation_batches = evaluation_batches(decoded["validation"], batch_size=recipe.batch_size)
+
+    # Model and fit.
+    model = make_model(spec, bn_momentum=recipe.bn_momentum)
+    compile_model(model, learning_rate=recipe.learning_rate)
+    keep_best = KeepBestWeights(monitor="val_loss")
+    started = time.perf_counter()
+    history = model.fit(train_batches, validation_data=validation_batches, epochs=recipe.epochs,
+                        callbacks=[keep_best] if recipe.keep_best else [], verbose=options.verbose)
+    if recipe.keep_best:
+        keep_best.restore(model)
+    recalibrated = False
+    if recipe.recalibrate_bn:
+        recalibrated = recalibrate_if_better(model, decoded, recipe.batch_size)
+    seconds = time.perf_counter() - started
+
+    # Evaluate on the untouched test part.
+    test = decoded["test"]
+    probabilities = predict_probabilities(model, test, recipe.batch_size)
+    metrics = compute_metrics(test.labels, probabilities)
+    log.info("%s test: accuracy %.4f sensitivity %.4f specificity %.4f AUC %s", options.disease,
+             metrics.accuracy, metrics.sensitivity, metrics.specificity, metrics.roc_auc)
+
+    counts = SplitCounts(
+        train=class_counts_of(decoded["train"]), validation=class_counts_of(decoded["validation"]),
+        test=class_counts_of(test),
+        groups={part: len({s.group for s in part_samples}) for part, part_samples in split.parts().items()},
+        unreadable_skipped=sum(len(item.unreadable) for item in decoded.values()),
+    )
+    settings = {**recipe.as_dict(), "bn_recalibrated": recalibrated, "class_weights_used": weights,
+                "selection": "lowest validation loss" if recipe.keep_best else "last epoch"}
+    epochs_run = len(history.history.get("loss", []))
+
+    def write_extras(folder: Path, version: int) -> None:
+        card = ModelCard(
+            disease=options.disease, version=version, description=config.description,
+            input=InputCard.from_spec(spec), preprocessing=preprocessing.DESCRIPTION,
+            output=OUTPUT_DESCRIPTION, metrics=metrics,
+            data=DataCard(
+                source=config.source,
+                split=(f"by patient/slide group (MANIFEST.csv; one group per file where unknown), seed "
+                       f"{options.seed}: test 15% of images, validation 30% of the rest, stratified by class"),
+                counts=counts, caveats=CAVEATS.get(options.disease, []),
+            ),
+            training=TrainingCard(
+                recipe=recipe.name, settings=settings, seed=options.seed, epochs_run=epochs_run,
+                best_epoch=(keep_best.best_epoch + 1) if recipe.keep_best else epochs_run,
+                seconds=round(seconds, 1), machine=machine_description(),
+            ),
+            frameworks=framework_versions(), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
+        write_card(card, folder / METADATA_FILE)
+        write_report(folder / REPORT_DIR, disease=options.disease, labels=test.labels,
+                     probabilities=probabilities, metrics=metrics, history=history.history)
+
+    target = export_version(model, options.models_dir, options.disease, write_extras=write_extras)
+    log.info("exported %s", target)
+    return target
+
+
+def recalibrate_if_better(model: keras.Model, decoded: dict[str, DecodedSet], batch_size: int) -> bool:
+    """Re-estimate BatchNorm statistics in inference mode; keep them only if validation loss improves."""
+    validation = evaluation_batches(decoded["validation"], batch_size=batch_size)
+    before_loss = model.evaluate(validation, verbose=0, return_dict=True)["loss"]
+    saved = model.get_weights()
+    recalibrate_batch_norm(model, images_only(decoded["train"], batch_size=batch_size))
+    after_loss = model.evaluate(validation, verbose=0, return_dict=True)["loss"]
+    log.info("BatchNorm recalibration: validation loss %.4f -> %.4f", before_loss, after_loss)
+    if after_loss <= before_loss:
+        return True
+    model.set_weights(saved)
+    return False
+
+
+def class_counts_of(decoded: DecodedSet) -> dict[str, int]:
+    counts = np.bincount(decoded.labels, minlength=len(CLASS_NAMES))
+    return {name: int(counts[index]) for index, name in enumerate(CLASS_NAMES)}
+
+
+def machine_description() -> str:
+    return f"{platform.machine()} {platform.processor() or 'cpu'}, {os.cpu_count()} cores, no GPU"
+
+
+def framework_versions() -> dict[str, str]:
+    import PIL
+    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__, "pillow": PIL.__version__}
+
+
+__all__ = ["TrainOptions", "train", "class_counts", "DataError"]
