@@ -67,3 +67,21 @@ def served_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     broken.mkdir(parents=True)
     (broken / "metadata.json").write_text("{not json")
     return models_dir
+
+
+@pytest.fixture(scope="session")
+def service_settings(served_models_dir: Path):
+    from app.settings import Settings
+
+    return Settings(models_dir=served_models_dir, max_upload_bytes=2 * 1024 * 1024, max_image_pixels=4_000_000,
+                    max_batch_size=8)
+
+
+@pytest.fixture(scope="session")
+def client(service_settings):
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    with TestClient(create_app(service_settings), raise_server_exceptions=False) as test_client:
+        yield test_client

@@ -15,6 +15,7 @@ class Recipe:
     epochs: int = 20
     batch_size: int = 128
     learning_rate: float = 1e-3
+    lr_schedule: str = "constant"  # or "cosine": decay to 1% over the run, which steadies the last epochs
     bn_momentum: float = 0.99  # Keras' default; the paper does not change it
     keep_best: bool = False  # restore the weights of the best validation epoch
     recalibrate_bn: bool = False  # re-estimate BatchNorm statistics in inference mode after training
@@ -29,6 +30,7 @@ class Recipe:
 PAPER = Recipe(name="paper")
 MEDSCAN = Recipe(
     name="medscan", bn_momentum=0.9, keep_best=True, recalibrate_bn=True, class_weights=True,
+    lr_schedule="cosine",
 )
 
 

@@ -33,7 +33,15 @@ def make_model(spec: InputSpec, *, bn_momentum: float = 0.99, dropout: float = 0
     return keras.Model(inputs, outputs, name="paper_cnn")
 
 
-def compile_model(model: keras.Model, *, learning_rate: float) -> None:
+def learning_rate_schedule(learning_rate: float, schedule: str, total_steps: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    if schedule == "constant":
+        return learning_rate
+    if schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, total_steps), alpha=0.01)
+    raise ValueError(f"unknown learning-rate schedule {schedule!r}")
+
+
+def compile_model(model: keras.Model, *, learning_rate: float | keras.optimizers.schedules.LearningRateSchedule) -> None:
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.BinaryCrossentropy(),

@@ -26,7 +26,7 @@ from training.config import CAVEATS, DiseaseConfig, Recipe, get_disease
 from training.data import DataError, Split, check_trainable, class_counts, find_samples, split_by_group
 from training.evaluate import compute_metrics, write_report
 from training.export import export_version
-from training.model import compile_model, make_model
+from training.model import compile_model, learning_rate_schedule, make_model
 from training.pipeline import DecodedSet, decode_samples, evaluation_batches, images_only, make_augmenter, training_batches
 
 log = logging.getLogger("training")
@@ -102,7 +102,9 @@ def train(options: TrainOptions) -> Path:
 
     # Model and fit.
     model = make_model(spec, bn_momentum=recipe.bn_momentum)
-    compile_model(model, learning_rate=recipe.learning_rate)
+    steps_per_epoch = -(-decoded["train"].size // recipe.batch_size)
+    compile_model(model, learning_rate=learning_rate_schedule(recipe.learning_rate, recipe.lr_schedule,
+                                                              recipe.epochs * steps_per_epoch))
     keep_best = KeepBestWeights(monitor="val_loss")
     started = time.perf_counter()
     history = model.fit(train_batches, validation_data=validation_batches, epochs=recipe.epochs,

@@ -1,0 +1,34 @@
+# MedScan service image: runtime dependencies, the app and the shipped models; no tests, training or data.
+# Build: docker build -t medscan .   Run: docker run -p 8000:8000 medscan
+
+FROM python:3.11-slim AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+# Dependencies first, in their own layer, so code changes do not reinstall TensorFlow.
+COPY pyproject.toml README.md ./
+RUN mkdir app && touch app/__init__.py \
+    && pip install . && pip uninstall -y medscan \
+    && rm -rf /opt/venv/lib/python3.11/site-packages/tensorflow/include \
+    && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} +
+COPY app/ app/
+RUN pip install --no-deps . && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} +
+
+FROM python:3.11-slim
+RUN useradd --system --uid 10001 --user-group --no-create-home medscan
+COPY --from=build /opt/venv /opt/venv
+COPY models/ /srv/medscan/models/
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    TF_CPP_MIN_LOG_LEVEL=2 \
+    MEDSCAN_MODELS_DIR=/srv/medscan/models \
+    MEDSCAN_HOST=0.0.0.0 \
+    MEDSCAN_PORT=8000
+WORKDIR /srv/medscan
+USER medscan
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health/ready' % os.environ.get('MEDSCAN_PORT', '8000'), timeout=2)"]
+CMD ["medscan", "serve"]

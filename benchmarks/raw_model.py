@@ -1,0 +1,72 @@
+"""Raw model throughput R and single-call latency, on already-preprocessed arrays, in one process.
+
+    python -m benchmarks.raw_model --models models --diseases malaria pneumonia
+
+R is the ceiling for a model on this machine: the best images/s over a few batch sizes, calling the
+SavedModel's serving signature exactly as the service does (same thread settings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from app import tf_runtime
+from app.model_store import latest_version, version_dir
+from app.savedmodel import load_model
+from app.settings import Settings
+
+
+def measure(disease: str, models_dir: Path, batch_sizes: list[int], seconds: float) -> dict:
+    model = load_model(version_dir(models_dir, disease, latest_version(models_dir, disease)))
+    shape = model.card.input.spec().shape
+    rng = np.random.default_rng(0)
+    one = rng.random((1, *shape), dtype=np.float32)
+    for _ in range(20):
+        model.predict(one)
+    latencies = []
+    for _ in range(300):
+        started = time.perf_counter()
+        model.predict(one)
+        latencies.append((time.perf_counter() - started) * 1000)
+    throughput = {}
+    for size in batch_sizes:
+        batch = rng.random((size, *shape), dtype=np.float32)
+        model.predict(batch)
+        calls, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            model.predict(batch)
+            calls += 1
+        throughput[size] = round(calls * size / (time.perf_counter() - started), 1)
+    best = max(throughput, key=throughput.get)
+    return {
+        "disease": disease, "version": model.card.version, "input": list(shape),
+        "single_call_ms": {"p50": round(statistics.median(latencies), 3),
+                           "p99": round(float(np.percentile(latencies, 99)), 3)},
+        "images_per_second_by_batch": throughput, "R_images_per_second": throughput[best], "R_batch_size": best,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", type=Path, default=Path("models"))
+    parser.add_argument("--diseases", nargs="+", default=["malaria", "pneumonia"])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 16, 32, 64, 128])
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/raw_model.json"))
+    args = parser.parse_args()
+    settings = Settings()
+    tf_runtime.configure(settings.tf_intra_op_threads, settings.tf_inter_op_threads)
+    results = [measure(d, args.models, args.batch_sizes, args.seconds) for d in args.diseases]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

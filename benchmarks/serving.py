@@ -1,0 +1,190 @@
+"""Serving benchmark: MedScan (batching on and off) against a tutorial-style FastAPI service and a
+BentoML service with adaptive batching, all serving the same SavedModels, under wrk load.
+
+    python -m benchmarks.serving --data ../shared/datasets
+
+Needs `wrk` (Debian package) and, for the BentoML peer, `.venv-bench` with bentoml installed
+(`python3 -m venv .venv-bench && .venv-bench/bin/pip install 'bentoml==1.4.*' tensorflow-cpu pillow`).
+Each server runs alone with every shipped model loaded; wrk (one thread) posts one real test image of
+the model's data set at each concurrency. The raw model ceiling R is measured in the same run.
+Results: benchmarks/results/serving.json and serving.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LUA = ROOT / "benchmarks" / "post_image.lua"
+
+
+@dataclass
+class System:
+    name: str
+    command: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    ready_path: str = "/health/ready"
+
+
+def systems(port: int, models: Path) -> dict[str, System]:
+    py = str(ROOT / ".venv" / "bin" / "python")
+    base = {"MEDSCAN_MODELS_DIR": str(models), "MEDSCAN_PORT": str(port), "MEDSCAN_LOG_LEVEL": "warning"}
+    return {
+        "medscan": System("medscan", [py, "-m", "app.cli", "serve"], base),
+        "medscan-nobatch": System("medscan-nobatch", [py, "-m", "app.cli", "serve"], {**base, "MEDSCAN_BATCHING": "false"}),
+        "tutorial": System("tutorial", [py, "-m", "uvicorn", "benchmarks.peers.tutorial_service:app", "--port",
+                                        str(port), "--log-level", "warning"], {"MODELS": str(models)}),
+        "bentoml": System("bentoml", [str(ROOT / ".venv-bench" / "bin" / "bentoml"), "serve",
+                                      "benchmarks.peers.bentoml_service:Screening", "--port", str(port)],
+                          {"MODELS": str(models), "BENTOML_DO_NOT_TRACK": "true"}, ready_path="/readyz"),
+    }
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its children."""
+    total = 0
+    pids = [pid]
+    while pids:
+        current = pids.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+            total += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")))
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+            pids += [int(c) for c in children]
+        except (FileNotFoundError, StopIteration, ProcessLookupError):
+            continue
+    return round(total / 1024, 1)
+
+
+def wait_ready(url: str, process: subprocess.Popen, timeout: float = 180) -> float:
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return time.perf_counter() - started
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(url)
+
+
+def wrk(url: str, image: Path, concurrency: int, seconds: int, timeout_s: int = 10) -> dict:
+    env = {**os.environ, "IMAGE": str(image), "TARGET_PATH": "/" + url.split("/", 3)[3]}
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", f"--timeout={timeout_s}s", "-s", str(LUA), url],
+        env=env, capture_output=True, text=True, check=True,
+    ).stdout
+    line = next(line for line in out.splitlines() if line.startswith("{"))
+    return json.loads(line)
+
+
+def test_image(data: Path, disease: str) -> Path:
+    sys.path.insert(0, str(ROOT))
+    from training.data import find_samples, split_by_group
+
+    test = split_by_group(find_samples(data, disease)).test
+    return test[len(test) // 2].path
+
+
+def raw_ceiling(models: Path, diseases: list[str]) -> list[dict]:
+    out = subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-m", "benchmarks.raw_model", "--models",
+                          str(models), "--diseases", *diseases, "--out", "/dev/null"],
+                         capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    return json.loads(out)
+
+
+def run_system(system: System, port: int, images: dict[str, Path], levels: list[int], seconds: int,
+               extra: list[tuple[str, int]] = ()) -> dict:
+    env = {**os.environ, **system.env}
+    process = subprocess.Popen(system.command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        ready_s = wait_ready(f"http://127.0.0.1:{port}{system.ready_path}", process)
+        result = {"ready_seconds": round(ready_s, 2), "rss_mb_after_start": rss_mb(process.pid), "load": {}}
+        for disease, image in images.items():
+            url = f"http://127.0.0.1:{port}/predict/{disease}"
+            wrk(url, image, 4, 2)  # warm-up
+            result["load"][disease] = {}
+            for level in levels:
+                result["load"][disease][str(level)] = wrk(url, image, level, seconds)
+                print(system.name, disease, level, result["load"][disease][str(level)], flush=True)
+        result["rss_mb_after_load"] = rss_mb(process.pid)
+        return result
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--models", type=Path, default=ROOT / "models")
+    parser.add_argument("--diseases", nargs="+", default=["malaria", "pneumonia"])
+    parser.add_argument("--systems", nargs="+", default=["medscan", "medscan-nobatch", "tutorial", "bentoml"])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args()
+
+    images = {d: test_image(args.data, d) for d in args.diseases}
+    report: dict = {"images": {d: p.name for d, p in images.items()}, "seconds_per_level": args.seconds,
+                    "raw": raw_ceiling(args.models, args.diseases), "systems": {}}
+    print("raw", report["raw"], flush=True)
+    all_systems = systems(args.port, args.models)
+    for name in args.systems:
+        report["systems"][name] = run_system(all_systems[name], args.port, images, args.concurrency, args.seconds)
+    # Overload: a small queue bound at concurrency 128: every request must answer 200 or 503 in time.
+    small_queue = System("medscan-queue8", all_systems["medscan"].command,
+                         {**all_systems["medscan"].env, "MEDSCAN_MAX_QUEUE": "8"})
+    report["overload"] = run_system(small_queue, args.port, {args.diseases[-1]: images[args.diseases[-1]]}, [128],
+                                    args.seconds)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "serving.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / "serving.md").write_text(markdown(report))
+    print(markdown(report))
+
+
+def markdown(report: dict) -> str:
+    lines = []
+    for raw in report["raw"]:
+        lines.append(f"- **{raw['disease']}** ({'x'.join(map(str, raw['input']))}): raw R = "
+                     f"{raw['R_images_per_second']} img/s (batch {raw['R_batch_size']}), single call "
+                     f"p50 {raw['single_call_ms']['p50']} ms")
+    lines += ["", "| model | system | concurrency | req/s | p50 ms | p95 ms | p99 ms | 200 | 503 | errors |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, result in report["systems"].items():
+        for disease, levels in result["load"].items():
+            for level, r in levels.items():
+                errors = r["status_other"] + r["socket_errors"] + r["timeouts"]
+                lines.append(f"| {disease} | {name} | {level} | {r['requests_per_second']:.0f} | "
+                             f"{r['latency_ms']['p50']:.1f} | {r['latency_ms']['p95']:.1f} | "
+                             f"{r['latency_ms']['p99']:.1f} | {r['status_200']} | {r['status_503']} | {errors} |")
+    lines += ["", "| system | start to ready (s) | RSS after start (MB) | RSS after load (MB) |", "|---|---|---|---|"]
+    for name, result in {**report["systems"], "medscan, queue bound 8": report["overload"]}.items():
+        lines.append(f"| {name} | {result['ready_seconds']} | {result['rss_mb_after_start']} | "
+                     f"{result['rss_mb_after_load']} |")
+    overload = next(iter(report["overload"]["load"].values()))["128"]
+    lines += ["", f"Overload (queue bound 8, concurrency 128): {overload['status_200']} x 200, "
+                  f"{overload['status_503']} x 503, {overload['status_other']} other, "
+                  f"{overload['timeouts']} timeouts, p99 {overload['latency_ms']['p99']:.1f} ms"]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Set everything up and run the whole test suite (real-data checks skip where ../shared is absent).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh test
+exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

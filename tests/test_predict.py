@@ -1,0 +1,141 @@
+from __future__ import annotations
+
+import asyncio
+import io
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.main import create_app
+from app.preprocessing import model_input
+from app.savedmodel import load_model
+from app.scoring import normalise
+from tests.images import blob, gradient, image_bytes
+
+
+def post(client, disease: str, data: bytes, filename: str = "x.png", content_type: str = "image/png"):
+    return client.post(f"/predict/{disease}", files={"file": (filename, data, content_type)})
+
+
+def assert_error(response, status: int, code: str, *phrases: str) -> None:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}
+    assert body["error"]["status"] == status and body["error"]["code"] == code
+    for phrase in phrases:
+        assert phrase in body["error"]["message"]
+
+
+def test_prediction_shape_and_values_match_the_model(client, served_models_dir) -> None:
+    data = image_bytes(gradient(142, 131))
+    response = post(client, "malaria", data)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["disease"] == "malaria" and body["model_version"] == 1
+    assert body["image"] == {"width": 142, "height": 131}
+    assert body["intended_use"] == "research use only; not for diagnosis"
+    assert set(body["probabilities"]) == {"infected", "uninfected"}
+    assert sum(body["probabilities"].values()) == pytest.approx(100.0, abs=1e-9)
+    assert body["label"] == max(body["probabilities"], key=body["probabilities"].get)
+    # Same numbers as running the exported model directly on the shared preprocessing.
+    model = load_model(served_models_dir / "malaria" / "1")
+    x = model_input(data, model.card.input.spec(), max_pixels=10**8)[np.newaxis]
+    expected = normalise(model.predict(x))[0]
+    assert body["probabilities"]["infected"] == pytest.approx(expected[0] * 100, abs=0.006)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "mode"),
+    [("JPEG", "RGB"), ("BMP", "RGB"), ("TIFF", "RGB"), ("GIF", "P"), ("PNG", "RGBA"), ("PNG", "L"), ("JPEG", "CMYK")],
+)
+def test_common_formats_and_modes_are_accepted_by_rgb_and_grayscale_models(client, fmt, mode) -> None:
+    data = image_bytes(gradient(mode=mode), fmt)
+    for disease in ("malaria", "retinopathy"):
+        response = post(client, disease, data, content_type="application/octet-stream")
+        assert response.status_code == 200, response.text
+
+
+def test_unknown_disease_is_404_naming_the_known_ones(client) -> None:
+    response = post(client, "cholera", image_bytes(gradient()))
+    assert_error(response, 404, "unknown_disease", "'cholera'", "malaria", "retinopathy")
+
+
+@pytest.mark.parametrize("name", ["..%2Fx", "..%2F..%2Fetc%2Fpasswd", "%2E%2E", "malaria%00"])
+def test_path_like_disease_names_never_reach_the_file_system(client, name) -> None:
+    response = client.post(f"/predict/{name}", files={"file": ("x.png", image_bytes(gradient()), "image/png")})
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] in {"unknown_disease", "not_found"}
+
+
+def test_missing_file_field_is_422(client) -> None:
+    response = client.post("/predict/malaria", files={"image": ("x.png", image_bytes(gradient()), "image/png")})
+    assert_error(response, 422, "invalid_request", "field 'file'")
+    assert_error(client.post("/predict/malaria"), 422, "invalid_request", "field 'file'")
+
+
+def test_empty_file_is_422(client) -> None:
+    assert_error(post(client, "malaria", b""), 422, "empty_file", "empty")
+
+
+def test_not_an_image_is_415(client) -> None:
+    assert_error(post(client, "malaria", b"hello, I am text", "x.txt", "text/plain"), 415,
+                 "unsupported_media_type", "not an image")
+
+
+def test_unsupported_image_format_is_415(client) -> None:
+    assert_error(post(client, "malaria", image_bytes(gradient(), "WEBP"), "x.webp", "image/webp"), 415,
+                 "unsupported_media_type", "WEBP")
+
+
+def test_truncated_image_is_422(client) -> None:
+    data = image_bytes(gradient(300, 300), "JPEG")
+    assert_error(post(client, "malaria", data[: len(data) // 3], "x.jpg", "image/jpeg"), 422, "corrupt_image",
+                 "truncated or corrupt")
+
+
+def test_image_over_the_pixel_limit_is_413_before_decoding(client) -> None:
+    # 2100 x 2000 = 4.2 MP > the 4 MP test limit, but only a few KB as PNG.
+    data = image_bytes(Image.new("L", (2100, 2000)), "PNG")
+    assert len(data) < 100_000
+    assert_error(post(client, "malaria", data), 413, "image_too_large", "4,200,000 pixels")
+
+
+def test_body_over_the_limit_is_413(client) -> None:
+    assert_error(post(client, "malaria", b"\xff" * (3 * 1024 * 1024)), 413, "body_too_large", "2,097,152 bytes")
+
+
+def test_failed_model_is_503_and_the_others_still_serve(client) -> None:
+    assert_error(post(client, "pneumonia", image_bytes(gradient())), 503, "model_unavailable", "failed")
+    assert post(client, "malaria", image_bytes(gradient())).status_code == 200
+
+
+async def test_50_concurrent_requests_answer_as_sequential_ones(service_settings) -> None:
+    app = create_app(service_settings)
+    images = [image_bytes(blob(40, infected=i % 2 == 0, seed=i)) for i in range(50)]
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            async def one(data: bytes) -> dict:
+                response = await client.post("/predict/malaria", files={"file": ("x.png", data, "image/png")})
+                assert response.status_code == 200, response.text
+                return response.json()["probabilities"]
+
+            sequential = [await one(data) for data in images]
+            concurrent = await asyncio.gather(*(one(data) for data in images))
+        batcher = app.state.registry.models["malaria"].batcher
+    assert concurrent == sequential
+    assert batcher.batches_run < batcher.images_run  # some requests really were batched together
+
+
+async def test_batching_off_gives_the_same_answers(service_settings) -> None:
+    data = image_bytes(gradient(90, 60))
+    answers = []
+    for batching in (True, False):
+        app = create_app(service_settings.model_copy(update={"batching": batching}))
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+                response = await client.post("/predict/retinopathy", files={"file": ("x.png", data, "image/png")})
+                answers.append(response.json())
+    assert answers[0] == answers[1]
