@@ -75,6 +75,10 @@ class ModelRegistry:
             served.status, served.error = ModelStatus.FAILED, str(error)
             log.error("%s version %s failed to load: %s", served.disease, served.version, error)
             return
+        except Exception as error:  # whatever else breaks one model must not stop the others
+            served.status, served.error = ModelStatus.FAILED, f"{type(error).__name__}: {error}"
+            log.exception("%s version %s failed to load", served.disease, served.version)
+            return
         if model.card.disease != served.disease:
             served.status = ModelStatus.FAILED
             served.error = f"{path}: card says disease {model.card.disease!r}"
@@ -91,11 +95,11 @@ class ModelRegistry:
         log.info("%s version %s ready (input %s)", served.disease, served.version, model.card.input.spec().shape)
 
     def _warm_up(self, model: LoadedModel) -> None:
-        # Each distinct batch size traces nothing new in a SavedModel signature, but the first calls at
-        # a new size still allocate; run the sizes the batcher will use so no request pays for that.
+        # The first call at each new batch size sets up kernels for that shape; make every size the
+        # batcher can form here, so that no request pays for it.
         shape = model.card.input.spec().shape
-        sizes = {1, self.settings.max_batch_size} if self.settings.batching else {1}
-        for size in sorted(sizes):
+        largest = self.settings.max_batch_size if self.settings.batching else 1
+        for size in range(1, largest + 1):
             model.predict(np.zeros((size, *shape), dtype=np.float32))
 
     def get(self, disease: str) -> ServedModel:

@@ -36,10 +36,12 @@ def load_model(path: Path) -> LoadedModel:
     import tensorflow as tf  # imported here so that importing app never starts TensorFlow
 
     metadata = path / METADATA_FILE
-    if not metadata.is_file():
-        raise ModelLoadError(f"{metadata} is missing")
     try:
         card = read_card(metadata)
+    except FileNotFoundError as error:
+        raise ModelLoadError(f"{metadata} is missing") from error
+    except OSError as error:
+        raise ModelLoadError(f"{metadata} cannot be read: {error}") from error
     except ValueError as error:
         raise ModelLoadError(f"{metadata} is not a valid model card: {error}") from error
     try:

@@ -32,3 +32,25 @@ async def test_latest_version_is_loaded_and_bad_folders_are_reported(served_mode
         assert statuses["pneumonia"][0] is ModelStatus.FAILED and "'retinopathy'" in statuses["pneumonia"][2]
     finally:
         await registry.close()
+
+
+async def test_an_unexpected_failure_in_one_model_leaves_the_others_served(served_models_dir: Path, monkeypatch) -> None:
+    import app.registry as registry_module
+
+    real_load = registry_module.load_model
+
+    def flaky(path: Path):
+        if path.parent.name == "retinopathy":
+            raise PermissionError(13, "Permission denied", str(path / "metadata.json"))
+        return real_load(path)
+
+    monkeypatch.setattr(registry_module, "load_model", flaky)
+    registry = ModelRegistry(Settings(models_dir=served_models_dir))
+    await registry.load_all()
+    try:
+        assert registry.ready
+        assert registry.models["malaria"].status is ModelStatus.READY
+        assert registry.models["retinopathy"].status is ModelStatus.FAILED
+        assert "Permission denied" in registry.models["retinopathy"].error
+    finally:
+        await registry.close()

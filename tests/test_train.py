@@ -48,6 +48,7 @@ def test_export_is_a_complete_version_with_card_and_report(trained) -> None:
     report = json.loads((target / "report" / "evaluation.json").read_text())
     assert report["metrics"]["accuracy"] == card.metrics.accuracy
     assert not [p for p in (models / "malaria").iterdir() if p.name.startswith(".")]
+    assert target.stat().st_mode & 0o755 == 0o755  # readable by a service running as another user
 
 
 def test_exported_model_predicts_like_the_card_says(trained) -> None:

@@ -23,6 +23,7 @@ def export_version(
     parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".incomplete-", dir=parent))
     try:
+        staging.chmod(0o755)  # mkdtemp makes it private; a served model must be readable by the service user
         model.export(str(staging / "savedmodel"), format="tf_saved_model", verbose=False)
         for item in (staging / "savedmodel").iterdir():
             item.rename(staging / item.name)

@@ -12,10 +12,15 @@ from app.api.deps import RegistryDep, SettingsDep
 from app.api.errors import responses
 from app.api.schemas import ImageSize, Prediction
 from app.errors import EmptyUpload
-from app.preprocessing import decode, scale
+from app.preprocessing import DecodedImage, InputSpec, decode, scale
 from app.scoring import as_percentages, normalise
 
 router = APIRouter(tags=["predict"])
+
+
+def _prepare(data: bytes, spec: InputSpec, max_pixels: int) -> tuple[DecodedImage, np.ndarray]:
+    decoded = decode(data, spec, max_pixels=max_pixels)
+    return decoded, scale(decoded.pixels)
 
 
 @router.post(
@@ -36,8 +41,8 @@ async def predict(
         raise EmptyUpload("the file field is empty: send the image's bytes")
     card = served.card
     assert card is not None
-    decoded = await run_in_threadpool(decode, data, card.input.spec(), max_pixels=settings.max_image_pixels)
-    scores = await registry.predict(served, scale(decoded.pixels))
+    decoded, image = await run_in_threadpool(_prepare, data, card.input.spec(), settings.max_image_pixels)
+    scores = await registry.predict(served, image)
     probabilities = normalise(scores[np.newaxis])[0]
     return Prediction(
         disease=disease,
