@@ -20,9 +20,8 @@ COPY app/ app/
 RUN pip install --no-deps . && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} +
 
 FROM python:3.11-slim
-RUN useradd --system --uid 10001 --user-group --no-create-home medscan
-COPY --from=build /opt/venv /opt/venv
-COPY models/ /srv/medscan/models/
+# Metadata first and the big copies last: each later step would otherwise copy them again, and the
+# models, which change most often, form the last layer.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -30,9 +29,12 @@ ENV PATH=/opt/venv/bin:$PATH \
     MEDSCAN_MODELS_DIR=/srv/medscan/models \
     MEDSCAN_HOST=0.0.0.0 \
     MEDSCAN_PORT=8000
+RUN useradd --system --uid 10001 --user-group --no-create-home medscan
 WORKDIR /srv/medscan
-USER medscan
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health/ready' % os.environ.get('MEDSCAN_PORT', '8000'), timeout=2)"]
 CMD ["medscan", "serve"]
+USER medscan
+COPY --from=build /opt/venv /opt/venv
+COPY models/ /srv/medscan/models/

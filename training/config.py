@@ -82,14 +82,14 @@ DISEASES: dict[str, DiseaseConfig] = {
         DiseaseConfig(
             name="breast_cancer",
             description="Malignant vs benign or normal breast ultrasound",
-            image_size=64, colour_mode=ColourMode.GRAYSCALE,
+            image_size=96, colour_mode=ColourMode.GRAYSCALE,
             medscan=replace(MEDSCAN, epochs=60, batch_size=32, augment=True),
             source="BUSI, Breast Ultrasound Images (Al-Dhabyani et al., Data in Brief 2020)",
         ),
         DiseaseConfig(
             name="retinopathy",
             description="Diabetic retinopathy (any grade) vs normal colour fundus photographs",
-            image_size=64, colour_mode=ColourMode.RGB,
+            image_size=96, colour_mode=ColourMode.RGB,
             medscan=replace(MEDSCAN, epochs=30, batch_size=64, augment=True),
             source="Kaggle 'Eye Diseases Classification' (diabetic_retinopathy and normal classes)",
         ),
