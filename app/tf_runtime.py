@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 import os
 
+from app.memory import keep_freed_memory
+
 log = logging.getLogger("medscan.tf")
 
 
 def configure(intra_op_threads: int, inter_op_threads: int) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ chatter out of the service log
+    keep_freed_memory()
     import tensorflow as tf
 
     try:

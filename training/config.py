@@ -75,7 +75,7 @@ DISEASES: dict[str, DiseaseConfig] = {
         DiseaseConfig(
             name="brain_tumor",
             description="Tumour (glioma, meningioma, pituitary) vs no tumour, brain MRI",
-            image_size=64, colour_mode=ColourMode.GRAYSCALE,
+            image_size=96, colour_mode=ColourMode.GRAYSCALE,
             medscan=replace(MEDSCAN, epochs=25, augment=True),
             source="Brain Tumor MRI Dataset (M. Nickparvar, Kaggle), both parts, duplicates removed",
         ),

@@ -1,0 +1,42 @@
+"""glibc malloc settings for TensorFlow on this kind of machine.
+
+TensorFlow allocates and frees many large buffers per step. By default glibc serves each one above
+its mmap threshold with a fresh mmap and returns it with munmap, so every step page-faults its
+memory in again; on our 2-core VMs that doubled training time (measured: 199 -> 411 img/s for the
+50 px CNN, page faults down 25x). Keeping freed memory in the heap avoids that.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import sys
+
+log = logging.getLogger("medscan.memory")
+
+M_TRIM_THRESHOLD = -1
+M_TOP_PAD = -2
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024  # glibc's largest allowed value on 64-bit
+TRIM_THRESHOLD_BYTES = 1024 * 1024 * 1024
+TOP_PAD_BYTES = 64 * 1024 * 1024
+
+
+def keep_freed_memory() -> bool:
+    """Raise glibc's mmap and trim thresholds for this process. Returns False where not glibc."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl or another libc without mallopt
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    done = all(
+        mallopt(option, value) == 1
+        for option, value in ((M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES), (M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES),
+                              (M_TOP_PAD, TOP_PAD_BYTES))
+    )
+    log.debug("malloc thresholds raised: %s", done)
+    return done
