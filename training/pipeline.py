@@ -63,6 +63,7 @@ def decode_samples(samples: list[Sample], spec: InputSpec) -> DecodedSet:
         .cache()
     )
     kept = np.fromiter((int(label) for _, label in dataset.as_numpy_iterator()), dtype=np.int32)  # fills the cache
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(kept)))  # known length for Keras
     return DecodedSet(dataset=dataset, size=len(kept), labels=kept, unreadable=sorted(log.unreadable))
 
 

@@ -108,7 +108,8 @@ def train(options: TrainOptions) -> Path:
     keep_best = KeepBestWeights(monitor="val_loss")
     started = time.perf_counter()
     history = model.fit(train_batches, validation_data=validation_batches, epochs=recipe.epochs,
-                        callbacks=[keep_best] if recipe.keep_best else [], verbose=options.verbose)
+                        callbacks=[keep_best] if recipe.keep_best else [], verbose=options.verbose,
+                        shuffle=False)  # the pipeline shuffles
     if recipe.keep_best:
         keep_best.restore(model)
     recalibrated = False
