@@ -23,7 +23,7 @@ def test_app_factory_wires_every_route(service_settings) -> None:
     from app.main import create_app
 
     app: FastAPI = create_app(service_settings)
-    paths = {route.path for route in app.routes}
+    paths = set(app.openapi()["paths"])
     assert {"/predict/{disease}", "/models", "/models/{disease}", "/health/live", "/health/ready"} <= paths
 
 
