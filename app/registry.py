@@ -95,11 +95,11 @@ class ModelRegistry:
         log.info("%s version %s ready (input %s)", served.disease, served.version, model.card.input.spec().shape)
 
     def _warm_up(self, model: LoadedModel) -> None:
-        # The first call at each new batch size sets up kernels for that shape; make every size the
-        # batcher can form here, so that no request pays for it.
+        # The first call runs the graph's one-off set-up; later calls at new batch sizes showed no
+        # stall (measured with TF 2.21 on CPU), so batch 1 and the largest batch are enough.
         shape = model.card.input.spec().shape
         largest = self.settings.max_batch_size if self.settings.batching else 1
-        for size in range(1, largest + 1):
+        for size in sorted({1, largest}):
             model.predict(np.zeros((size, *shape), dtype=np.float32))
 
     def get(self, disease: str) -> ServedModel:
