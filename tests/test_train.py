@@ -47,6 +47,7 @@ def test_export_is_a_complete_version_with_card_and_report(trained) -> None:
         assert (target / "report" / name).stat().st_size > 0
     report = json.loads((target / "report" / "evaluation.json").read_text())
     assert report["metrics"]["accuracy"] == card.metrics.accuracy
+    assert len(report["history"]["val_loss"]) == len(report["history"]["loss"]) == 2
     assert not [p for p in (models / "malaria").iterdir() if p.name.startswith(".")]
     assert target.stat().st_mode & 0o755 == 0o755  # readable by a service running as another user
 

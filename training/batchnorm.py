@@ -2,8 +2,10 @@
 
 With the paper's order (Conv -> Pool -> BN -> Dropout) and Keras' default momentum 0.99, the moving
 statistics lag far behind the batch statistics, so inference-mode predictions swing from epoch to
-epoch. We (1) use momentum 0.9, (2) keep the weights of the best validation epoch and (3) re-estimate
-each BatchNorm layer's mean and variance over training images in inference mode after training.
+epoch, and augmented training batches (black borders from rotation, shift and zoom) have other
+statistics than clean images. We (1) use momentum 0.9, (2) before every validation re-estimate each
+BatchNorm layer's mean and variance over clean training images with the network in inference mode,
+so that validation measures what the service will serve, and (3) keep the best validation epoch.
 """
 
 from __future__ import annotations
@@ -11,6 +13,25 @@ from __future__ import annotations
 import keras
 import numpy as np
 import tensorflow as tf
+
+
+class RecalibratedValidation(keras.callbacks.Callback):
+    """At each epoch's end: re-estimate BatchNorm statistics, then validate and log `val_*` metrics.
+
+    Use it instead of fit(validation_data=...), and before KeepBestWeights in the callback list."""
+
+    def __init__(self, train_images: tf.data.Dataset, validation: tf.data.Dataset, max_batches: int = 8) -> None:
+        super().__init__()
+        self.train_images = train_images
+        self.validation = validation
+        self.max_batches = max_batches
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        recalibrate_batch_norm(self.model, self.train_images, self.max_batches)
+        results = self.model.evaluate(self.validation, verbose=0, return_dict=True)
+        if logs is not None:
+            logs.update({f"val_{name}": float(value) for name, value in results.items()})
+        print(f"epoch {epoch + 1}: " + ", ".join(f"val_{k} {v:.4f}" for k, v in results.items()), flush=True)
 
 
 class KeepBestWeights(keras.callbacks.Callback):

@@ -21,7 +21,7 @@ from app.model_card import (
 from app.model_store import METADATA_FILE, REPORT_DIR
 from app.scoring import normalise
 from app.preprocessing import InputSpec
-from training.batchnorm import KeepBestWeights, recalibrate_batch_norm
+from training.batchnorm import KeepBestWeights, RecalibratedValidation
 from training.config import CAVEATS, DiseaseConfig, Recipe, get_disease
 from training.data import DataError, Split, check_trainable, class_counts, find_samples, split_by_group
 from training.evaluate import compute_metrics, write_report
@@ -106,15 +106,20 @@ def train(options: TrainOptions) -> Path:
     compile_model(model, learning_rate=learning_rate_schedule(recipe.learning_rate, recipe.lr_schedule,
                                                               recipe.epochs * steps_per_epoch))
     keep_best = KeepBestWeights(monitor="val_loss")
+    callbacks: list[keras.callbacks.Callback] = []
+    validation_data = validation_batches
+    if recipe.recalibrate_bn:
+        # Validation happens inside the callback, after the BatchNorm statistics are re-estimated.
+        clean_train = images_only(decoded["train"], batch_size=recipe.batch_size)
+        callbacks.append(RecalibratedValidation(clean_train, validation_batches))
+        validation_data = None
+    if recipe.keep_best:
+        callbacks.append(keep_best)
     started = time.perf_counter()
-    history = model.fit(train_batches, validation_data=validation_batches, epochs=recipe.epochs,
-                        callbacks=[keep_best] if recipe.keep_best else [], verbose=options.verbose,
-                        shuffle=False)  # the pipeline shuffles
+    history = model.fit(train_batches, validation_data=validation_data, epochs=recipe.epochs, callbacks=callbacks,
+                        verbose=options.verbose, shuffle=False)  # the pipeline shuffles
     if recipe.keep_best:
         keep_best.restore(model)
-    recalibrated = False
-    if recipe.recalibrate_bn:
-        recalibrated = recalibrate_if_better(model, decoded, recipe.batch_size)
     seconds = time.perf_counter() - started
 
     # Evaluate on the untouched test part.
@@ -130,7 +135,7 @@ def train(options: TrainOptions) -> Path:
         groups={part: len({s.group for s in part_samples}) for part, part_samples in split.parts().items()},
         unreadable_skipped=sum(len(item.unreadable) for item in decoded.values()),
     )
-    settings = {**recipe.as_dict(), "bn_recalibrated": recalibrated, "class_weights_used": weights,
+    settings = {**recipe.as_dict(), "class_weights_used": weights,
                 "selection": "lowest validation loss" if recipe.keep_best else "last epoch"}
     epochs_run = len(history.history.get("loss", []))
 
@@ -159,20 +164,6 @@ def train(options: TrainOptions) -> Path:
     target = export_version(model, options.models_dir, options.disease, write_extras=write_extras)
     log.info("exported %s", target)
     return target
-
-
-def recalibrate_if_better(model: keras.Model, decoded: dict[str, DecodedSet], batch_size: int) -> bool:
-    """Re-estimate BatchNorm statistics in inference mode; keep them only if validation loss improves."""
-    validation = evaluation_batches(decoded["validation"], batch_size=batch_size)
-    before_loss = model.evaluate(validation, verbose=0, return_dict=True)["loss"]
-    saved = model.get_weights()
-    recalibrate_batch_norm(model, images_only(decoded["train"], batch_size=batch_size))
-    after_loss = model.evaluate(validation, verbose=0, return_dict=True)["loss"]
-    log.info("BatchNorm recalibration: validation loss %.4f -> %.4f", before_loss, after_loss)
-    if after_loss <= before_loss:
-        return True
-    model.set_weights(saved)
-    return False
 
 
 def class_counts_of(decoded: DecodedSet) -> dict[str, int]:

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from app.preprocessing import ColourMode, InputSpec
+from training.batchnorm import KeepBestWeights, recalibrate_batch_norm
+from training.model import make_model
+
+
+def test_recalibration_sets_moving_statistics_to_those_of_the_inputs_in_inference_mode() -> None:
+    keras.utils.set_random_seed(0)
+    model = make_model(InputSpec(50, 50, ColourMode.GRAYSCALE))
+    images = np.random.default_rng(0).random((64, 50, 50, 1), dtype=np.float32)
+    recalibrate_batch_norm(model, tf.data.Dataset.from_tensor_slices(images).batch(16), max_batches=4)
+    for layer in (model.get_layer(name) for name in ("bn1", "bn2", "bn3")):
+        features = keras.Model(model.inputs, layer.input)(images, training=False).numpy()
+        np.testing.assert_allclose(layer.moving_mean.numpy(), features.mean(axis=(0, 1, 2)), rtol=1e-3, atol=1e-5)
+        np.testing.assert_allclose(layer.moving_variance.numpy(), features.var(axis=(0, 1, 2)), rtol=1e-3, atol=1e-5)
+
+
+def test_keep_best_restores_the_epoch_with_the_lowest_monitored_value() -> None:
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    keep = KeepBestWeights(monitor="val_loss")
+    keep.set_model(model)
+    snapshots = []
+    for epoch, loss in enumerate([0.5, 0.2, 0.4]):
+        model.layers[0].kernel.assign([[float(epoch)]])
+        snapshots.append(model.get_weights())
+        keep.on_epoch_end(epoch, {"val_loss": loss})
+    keep.restore(model)
+    assert keep.best_epoch == 1
+    np.testing.assert_array_equal(model.get_weights()[0], snapshots[1][0])
