@@ -82,7 +82,7 @@ DISEASES: dict[str, DiseaseConfig] = {
         DiseaseConfig(
             name="breast_cancer",
             description="Malignant vs benign or normal breast ultrasound",
-            image_size=96, colour_mode=ColourMode.GRAYSCALE,
+            image_size=64, colour_mode=ColourMode.GRAYSCALE,
             medscan=replace(MEDSCAN, epochs=60, batch_size=32, augment=True),
             source="BUSI, Breast Ultrasound Images (Al-Dhabyani et al., Data in Brief 2020)",
         ),
