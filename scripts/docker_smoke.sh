@@ -34,8 +34,13 @@ echo "== run"
 docker run -d --name "$NAME" --network host -e MEDSCAN_PORT="$PORT" "$IMAGE" >/dev/null
 ready_s=$(wait_ready "$PORT" 120) || { docker logs "$NAME" | tail -30; fail "not ready within 120 s"; }
 echo "docker run -> ready: ${ready_s} s"
-health=$(docker inspect "$NAME" --format '{{if .State.Health}}{{.State.Health.Status}}{{end}}')
-echo "HEALTHCHECK state so far: ${health:-none}"
+for _ in $(seq 1 60); do  # the HEALTHCHECK runs every 10 s; wait for its first verdict
+  health=$(docker inspect "$NAME" --format '{{if .State.Health}}{{.State.Health.Status}}{{end}}')
+  [ "$health" = starting ] || break
+  sleep 1
+done
+echo "HEALTHCHECK: $health"
+[ "$health" = healthy ] || fail "HEALTHCHECK says '$health'"
 
 echo "== predict with every model"
 diseases=$(curl -sf "http://127.0.0.1:$PORT/models" | python3 -c "
