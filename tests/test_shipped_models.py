@@ -12,7 +12,7 @@ from app.settings import Settings
 from tests.conftest import REPO_MODELS, SHARED_DATASETS
 from training.config import DISEASES
 from training.evaluate import compute_metrics
-from training.evaluation_run import test_part_predictions
+from training.evaluation_run import predict_test_part
 
 SHIPPED = disease_names(REPO_MODELS)
 SAMPLE = 1000  # a fixed sample of each test part (all of it where smaller)
@@ -40,7 +40,7 @@ def test_all_shipped_models_fit_the_total_budget() -> None:
 @needs_data
 @pytest.mark.parametrize("disease", SHIPPED)
 def test_shipped_model_scores_its_card_accuracy_on_its_test_part(disease: str) -> None:
-    labels, probabilities = test_part_predictions(disease, data_dir=SHARED_DATASETS, models_dir=REPO_MODELS,
+    labels, probabilities = predict_test_part(disease, data_dir=SHARED_DATASETS, models_dir=REPO_MODELS,
                                                   limit=SAMPLE)
     card = load_model(version_dir(REPO_MODELS, disease, latest_version(REPO_MODELS, disease))).card
     measured = compute_metrics(labels, probabilities)

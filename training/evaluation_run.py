@@ -16,7 +16,7 @@ from training.evaluate import compute_metrics
 from training.pipeline import decode_samples, images_only
 
 
-def test_part_predictions(
+def predict_test_part(
     disease: str, *, data_dir: Path, models_dir: Path, version: int | None = None, limit: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(labels, normalised probabilities) of the exported model on its test part, or a fixed sample of it."""
@@ -38,5 +38,5 @@ def test_part_predictions(
 
 
 def evaluate_version(disease: str, *, data_dir: Path, models_dir: Path, version: int | None = None) -> TestMetrics:
-    labels, probabilities = test_part_predictions(disease, data_dir=data_dir, models_dir=models_dir, version=version)
+    labels, probabilities = predict_test_part(disease, data_dir=data_dir, models_dir=models_dir, version=version)
     return compute_metrics(labels, probabilities)
