@@ -67,7 +67,7 @@ def main() -> None:
         rates["in_memory"].append(time_epochs(
             lambda: model.fit(x, y, sample_weight=w, batch_size=args.batch_size, shuffle=True, epochs=1, verbose=0),
             args.epochs, n))
-        rates["tf_data"].append(time_epochs(lambda: model.fit(pipeline, epochs=1, verbose=0), args.epochs, n))
+        rates["tf_data"].append(time_epochs(lambda: model.fit(pipeline, epochs=1, verbose=0, shuffle=False), args.epochs, n))
     result = {
         "disease": args.disease, "input": list(spec.shape), "images": n, "batch_size": args.batch_size,
         "epochs_timed_per_round": args.epochs, "rounds": args.rounds,

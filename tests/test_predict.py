@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
 
 import httpx
 import numpy as np

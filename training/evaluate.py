@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from sklearn.metrics import classification_report, confusion_matrix, roc_auc_score, roc_curve  # noqa: E402
+from sklearn.metrics import classification_report, roc_auc_score, roc_curve  # noqa: E402
 
 from app.model_card import CLASS_NAMES, TestMetrics  # noqa: E402
 

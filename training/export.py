@@ -9,7 +9,7 @@ from pathlib import Path
 
 import keras
 
-from app.model_store import METADATA_FILE, REPORT_DIR, next_version, version_dir
+from app.model_store import next_version, version_dir
 
 
 def export_version(
@@ -44,5 +44,3 @@ def export_version(
         shutil.rmtree(staging, ignore_errors=True)
         raise
 
-
-__all__ = ["export_version", "METADATA_FILE", "REPORT_DIR"]

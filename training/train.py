@@ -23,7 +23,7 @@ from app.scoring import normalise
 from app.preprocessing import InputSpec
 from training.batchnorm import KeepBestWeights, RecalibratedValidation
 from training.config import CAVEATS, DiseaseConfig, Recipe, get_disease
-from training.data import DataError, Split, check_trainable, class_counts, find_samples, split_by_group
+from training.data import DataError, Split, check_trainable, find_samples, split_by_group
 from training.evaluate import compute_metrics, write_report
 from training.export import export_version
 from training.model import compile_model, learning_rate_schedule, make_model
@@ -181,4 +181,4 @@ def framework_versions() -> dict[str, str]:
             "numpy": np.__version__, "pillow": PIL.__version__}
 
 
-__all__ = ["TrainOptions", "train", "class_counts", "DataError"]
+__all__ = ["TrainOptions", "train"]
