@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app import tf_runtime
+from app import memory, tf_runtime
 from app.api.body_limit import BodySizeLimitMiddleware
 from app.api.errors import install_error_handlers
 from app.api.routes import health, models, predict
@@ -31,6 +31,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         registry = ModelRegistry(settings)
         app.state.registry = registry
         await registry.load_all()
+        memory.freeze_loaded_objects()
         try:
             yield
         finally:

@@ -1,4 +1,4 @@
-"""glibc malloc settings for TensorFlow on this kind of machine.
+"""Memory settings for TensorFlow processes: glibc malloc thresholds and the garbage collector.
 
 TensorFlow allocates and frees many large buffers per step. By default glibc serves each one above
 its mmap threshold with a fresh mmap and returns it with munmap, so every step page-faults its
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import logging
 import sys
 
@@ -40,3 +41,15 @@ def keep_freed_memory() -> bool:
     )
     log.debug("malloc thresholds raised: %s", done)
     return done
+
+
+def freeze_loaded_objects() -> None:
+    """Move every object alive now (TensorFlow, Keras, the loaded models) out of the collector's reach.
+
+    A process with TensorFlow loaded tracks ~400,000 objects; each full collection walks them all
+    (measured: 306 ms with all five models), stalling every request in flight. They live as long
+    as the process, so after startup the collector only needs to look at what requests allocate.
+    """
+    gc.collect()
+    gc.freeze()
+    log.debug("%d objects frozen", gc.get_freeze_count())

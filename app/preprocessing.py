@@ -74,12 +74,8 @@ class DecodedImage:
     height: int
 
 
-def open_image(data: bytes, *, max_pixels: int, target: InputSpec | None = None) -> Image.Image:
-    """Open, check and fully decode the first frame, EXIF orientation applied.
-
-    The pixel limit is checked on the header, before any pixel is decoded. With a target, JPEGs
-    are decoded at a reduced scale (never below the target size) to save time.
-    """
+def read_header(data: bytes, *, max_pixels: int) -> Image.Image:
+    """Open an image and check its format and pixel count from the header; no pixel is decoded yet."""
     try:
         image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as error:
@@ -98,6 +94,14 @@ def open_image(data: bytes, *, max_pixels: int, target: InputSpec | None = None)
         raise ImageTooLarge(
             f"the image has {width}x{height} = {width * height:,} pixels; the limit is {max_pixels:,}"
         )
+    return image
+
+
+def load_first_frame(image: Image.Image, target: InputSpec | None = None) -> Image.Image:
+    """Decode the first frame of an image from `read_header`, EXIF orientation applied.
+
+    With a target, JPEGs are decoded at a reduced scale (never below the target size) to save time.
+    """
     try:
         image.seek(0)
         if target is not None and image.format in {"JPEG", "MPO"}:
@@ -109,6 +113,11 @@ def open_image(data: bytes, *, max_pixels: int, target: InputSpec | None = None)
         raise ImageTooLarge(str(error)) from error
     except (OSError, ValueError, SyntaxError, EOFError) as error:
         raise CorruptImage(f"the image data is truncated or corrupt ({error})") from error
+
+
+def open_image(data: bytes, *, max_pixels: int, target: InputSpec | None = None) -> Image.Image:
+    """Open, check (pixel limit from the header, before decoding) and decode the first frame."""
+    return load_first_frame(read_header(data, max_pixels=max_pixels), target)
 
 
 def to_colour_mode(image: Image.Image, colour_mode: ColourMode) -> Image.Image:
@@ -152,7 +161,12 @@ def scale(pixels: np.ndarray) -> np.ndarray:
 
 def decode(data: bytes, spec: InputSpec, *, max_pixels: int) -> DecodedImage:
     """Bytes as sent by a client -> pixels in the model's input size, plus the original size."""
-    image = open_image(data, max_pixels=max_pixels, target=spec)
+    return decode_opened(read_header(data, max_pixels=max_pixels), spec)
+
+
+def decode_opened(header: Image.Image, spec: InputSpec) -> DecodedImage:
+    """An image from `read_header` -> pixels in the model's input size, plus the original size."""
+    image = load_first_frame(header, spec)
     return DecodedImage(pixels=to_pixels(image, spec), width=image.width, height=image.height)
 
 

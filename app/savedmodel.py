@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,14 +20,15 @@ class ModelLoadError(Exception):
 class LoadedModel:
     card: ModelCard
     path: Path
-    _signature: object
+    _signature: Any
+    _input_name: str
     _graph: object  # the loaded object graph, which the signature needs alive
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """float32 N x H x W x C -> N x 2 sigmoid scores. Blocking: call it off the event loop."""
-        import tensorflow as tf
-
-        outputs = self._signature(tf.constant(batch, dtype=tf.float32))
+        # By keyword: a positional call first fails TensorFlow's structured binding, whose error
+        # message formats the whole batch as text (measured: 3.3 -> 1.9 ms per call at batch 1).
+        outputs = self._signature(**{self._input_name: np.asarray(batch, dtype=np.float32)})
         (scores,) = outputs.values()
         return scores.numpy()
 
@@ -49,7 +51,10 @@ def load_model(path: Path) -> LoadedModel:
         signature = loaded.signatures["serving_default"]
     except (OSError, ValueError, KeyError, tf.errors.OpError) as error:
         raise ModelLoadError(f"{path} is not a loadable SavedModel: {error}") from error
-    model = LoadedModel(card=card, path=path, _signature=signature, _graph=loaded)
+    inputs = list(signature.structured_input_signature[1])
+    if len(inputs) != 1:
+        raise ModelLoadError(f"{path}: the serving signature takes {len(inputs)} inputs, not one image batch")
+    model = LoadedModel(card=card, path=path, _signature=signature, _input_name=inputs[0], _graph=loaded)
     _check_shapes(model)
     return model
 

@@ -18,6 +18,9 @@ class Settings(BaseSettings):
     models_dir: Path = Field(DEFAULT_MODELS_DIR, description="folder of <disease>/<version>/ SavedModels")
     max_upload_bytes: int = Field(20 * 1024 * 1024, gt=0, description="largest request body, checked while streaming")
     max_image_pixels: int = Field(50_000_000, gt=0, description="largest image (width x height), checked before decoding")
+    inline_decode_max_pixels: int = Field(
+        65_536, ge=0, description="images up to this size decode on the event loop, larger ones in a thread"
+    )
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     host: str = "0.0.0.0"
     port: int = Field(8000, ge=1, le=65535)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 
@@ -52,3 +53,17 @@ def test_medscan_serve_starts_uvicorn_with_the_settings(monkeypatch) -> None:
     target, kwargs = calls[0]
     assert target == "app.main:app"
     assert (kwargs["host"], kwargs["port"], kwargs["workers"]) == ("127.0.0.1", 9123, 3)
+
+
+def test_startup_freezes_what_it_loaded(service_settings) -> None:
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    gc.unfreeze()
+    try:
+        with TestClient(create_app(service_settings)) as client:
+            assert client.get("/health/ready").status_code == 200
+            assert gc.get_freeze_count() > 10_000
+    finally:
+        gc.unfreeze()

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 
 import pytest
+
+from app.memory import freeze_loaded_objects
 
 FAULTS_PER_ROUND = """
 import resource, sys
@@ -38,3 +41,15 @@ def test_freed_buffers_are_reused_instead_of_faulted_in_again() -> None:
     default, tuned = faults_per_round("default"), faults_per_round("tuned")
     assert default > 1000  # by default glibc hands most of the 26 MB back and faults it in again
     assert tuned < default / 20
+
+
+def test_objects_alive_at_startup_leave_the_full_collections() -> None:
+    loaded = [{"weights": [index]} for index in range(20_000)]  # stands in for TensorFlow's objects
+    try:
+        freeze_loaded_objects()
+        assert gc.get_freeze_count() >= len(loaded)
+        tracked = {id(obj) for obj in gc.get_objects(generation=2)}
+        assert not any(id(obj) in tracked for obj in loaded[::1000])
+        assert gc.is_tracked(loaded[0])  # still a normal object, just out of the collector's scans
+    finally:
+        gc.unfreeze()

@@ -138,3 +138,32 @@ async def test_batching_off_gives_the_same_answers(service_settings) -> None:
                 response = await client.post("/predict/retinopathy", files={"file": ("x.png", data, "image/png")})
                 answers.append(response.json())
     assert answers[0] == answers[1]
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def test_small_images_decode_on_the_loop_large_ones_in_a_thread_with_the_same_answer(
+    service_settings, monkeypatch
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from app.api.routes import predict as route
+
+    where: list[bool] = []
+    real_decode = route.decode_opened
+    monkeypatch.setattr(route, "decode_opened", lambda *args: (where.append(_on_event_loop()), real_decode(*args))[1])
+    small, large = image_bytes(gradient(60, 40)), image_bytes(gradient(400, 300))
+    answers = {}
+    for limit in (0, 60 * 40, 10**9):
+        settings = service_settings.model_copy(update={"inline_decode_max_pixels": limit})
+        with TestClient(create_app(settings)) as client:
+            answers[limit] = [post(client, "malaria", data).json() for data in (small, large)]
+    # limit 0: both in a thread; 2,400: the small one on the loop; 10**9: both on the loop.
+    assert where == [False, False, True, False, True, True]
+    assert answers[0] == answers[60 * 40] == answers[10**9]

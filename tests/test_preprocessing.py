@@ -7,8 +7,18 @@ import pytest
 from PIL import Image
 
 from app.preprocessing import (
-    ColourMode, CorruptImage, ImageTooLarge, InputSpec, UnsupportedImage, decode, model_input, open_image,
-    scale, to_pixels,
+    ColourMode,
+    CorruptImage,
+    ImageTooLarge,
+    InputSpec,
+    UnsupportedImage,
+    decode,
+    decode_opened,
+    model_input,
+    open_image,
+    read_header,
+    scale,
+    to_pixels,
 )
 from tests.images import gradient, image_bytes
 
@@ -104,6 +114,16 @@ def test_pixel_limit_is_checked_from_the_header_before_decoding() -> None:
     # Cut the data off: had the pixels been decoded, this would be a CorruptImage instead.
     with pytest.raises(ImageTooLarge, match="90,000 pixels"):
         open_image(data[:100], max_pixels=300 * 299)
+
+
+def test_header_is_checked_without_decoding_and_damage_shows_when_decoded() -> None:
+    data = image_bytes(gradient(200, 150), "PNG")
+    header = read_header(data[: len(data) // 2], max_pixels=LIMIT)  # only the header is read
+    assert header.size == (200, 150)
+    with pytest.raises(CorruptImage):
+        decode_opened(header, GRAY)
+    whole = decode_opened(read_header(data, max_pixels=LIMIT), GRAY)
+    assert np.array_equal(whole.pixels, decode(data, GRAY, max_pixels=LIMIT).pixels)
 
 
 def test_reduced_jpeg_decoding_keeps_the_target_resolution() -> None:

@@ -1,4 +1,8 @@
-"""Dependencies, as Annotated aliases."""
+"""Dependencies, as Annotated aliases.
+
+They are `async def` on purpose: FastAPI runs a plain `def` dependency in its thread pool, a thread
+hop per dependency per request for what is a dict lookup.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +14,11 @@ from app.registry import ModelRegistry
 from app.settings import Settings
 
 
-def get_registry(request: Request) -> ModelRegistry:
+async def get_registry(request: Request) -> ModelRegistry:
     return request.app.state.registry
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 

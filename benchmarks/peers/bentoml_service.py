@@ -38,7 +38,8 @@ def _run(model, images: list[Image]) -> list[dict[str, float]]:
         .reshape(spec["height"], spec["width"], spec["channels"]) / 255.0
         for image in images
     ])
-    (scores,) = signature(tf.constant(x)).values()
+    (name,) = signature.structured_input_signature[1]  # by keyword, as MedScan calls it
+    (scores,) = signature(**{name: tf.constant(x)}).values()
     out = []
     for infected, uninfected in scores.numpy().tolist():
         total = infected + uninfected

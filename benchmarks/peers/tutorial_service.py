@@ -41,7 +41,10 @@ def predict(disease: str, file: UploadFile = File(...)) -> dict:
     image = Image.open(io.BytesIO(file.file.read())).convert("L" if spec["channels"] == 1 else "RGB")
     image = image.resize((spec["width"], spec["height"]))
     x = np.asarray(image, dtype=np.float32).reshape(1, spec["height"], spec["width"], spec["channels"]) / 255.0
-    (scores,) = signature(tf.constant(x)).values()
+    # By keyword, as MedScan calls it: a positional call costs ~1.4 ms more per call in TF 2.21,
+    # and this comparison is about serving, not about that pitfall.
+    (name,) = signature.structured_input_signature[1]
+    (scores,) = signature(**{name: tf.constant(x)}).values()
     infected, uninfected = scores.numpy()[0].tolist()
     total = infected + uninfected
     return {"infected": 100 * infected / total, "uninfected": 100 * uninfected / total}
