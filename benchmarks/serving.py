@@ -165,7 +165,8 @@ def markdown(report: dict) -> str:
     for raw in report["raw"]:
         lines.append(f"- **{raw['disease']}** ({'x'.join(map(str, raw['input']))}): raw R = "
                      f"{raw['R_images_per_second']} img/s (batch {raw['R_batch_size']}), single call "
-                     f"p50 {raw['single_call_ms']['p50']} ms")
+                     f"p50 {raw['single_call_ms']['p50']} ms back to back, "
+                     f"{raw['single_call_after_10ms_idle_ms']['p50']} ms after 10 ms idle")
     lines += ["", "| model | system | concurrency | req/s | p50 ms | p95 ms | p99 ms | 200 | 503 | errors |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for name, result in report["systems"].items():

@@ -13,7 +13,7 @@ def test_raw_model_measures_latency_and_throughput(model_factory, tmp_path: Path
     models = tmp_path / "models"
     model_factory(models, "malaria")
     result = raw_model.measure("malaria", models, batch_sizes=[1, 4], seconds=0.05)
-    assert result["single_call_ms"]["p50"] > 0
+    assert result["single_call_ms"]["p50"] > 0 and result["single_call_after_10ms_idle_ms"]["p50"] > 0
     assert set(result["images_per_second_by_batch"]) == {1, 4}
     assert result["R_images_per_second"] == max(result["images_per_second_by_batch"].values())
 
@@ -34,9 +34,10 @@ def test_serving_report_renders_every_measurement() -> None:
     system = {"ready_seconds": 3.2, "rss_mb_after_start": 400.0, "rss_mb_after_load": 410.0,
               "load": {"malaria": {"1": load, "32": load}}}
     report = {"raw": [{"disease": "malaria", "input": [50, 50, 1], "R_images_per_second": 900.0, "R_batch_size": 64,
-                       "single_call_ms": {"p50": 1.1}}],
+                       "single_call_ms": {"p50": 1.1}, "single_call_after_10ms_idle_ms": {"p50": 2.2}}],
               "systems": {"medscan": system, "tutorial": system},
               "overload": {**system, "load": {"malaria": {"128": load}}}}
     text = serving.markdown(report)
     assert text.count("| malaria |") == 4
     assert "raw R = 900.0 img/s" in text and "9 x 200, 1 x 503" in text
+    assert "1.1 ms back to back, 2.2 ms after 10 ms idle" in text
