@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import partial
 
 import numpy as np
 
@@ -18,6 +21,8 @@ from app.savedmodel import LoadedModel, ModelLoadError, load_model
 from app.settings import Settings
 
 log = logging.getLogger("medscan.models")
+
+Predictor = Callable[[np.ndarray], Awaitable[np.ndarray]]
 
 
 class ModelStatus(StrEnum):
@@ -45,7 +50,8 @@ class ModelRegistry:
     settings: Settings
     models: dict[str, ServedModel] = field(default_factory=dict)
     loaded: bool = False
-    # One thread runs model calls: TensorFlow already spreads each call over the cores.
+    # Runs unbatched model calls (MEDSCAN_BATCHING=false); batched calls run in each
+    # model's batching thread. TensorFlow already spreads each call over the cores.
     executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="model"))
 
     @property
@@ -86,8 +92,9 @@ class ModelRegistry:
         served.model = model
         if self.settings.batching:
             served.batcher = DynamicBatcher(
-                model.predict, executor=self.executor, max_batch_size=self.settings.max_batch_size,
-                timeout_s=self.settings.batch_timeout_ms / 1000, max_queue=self.settings.max_queue,
+                model.predict, max_batch_size=self.settings.max_batch_size, name=served.disease,
+                timeout_s=self.settings.batch_timeout_ms / 1000, gather_s=self.settings.batch_gather_ms / 1000,
+                max_queue=self.settings.max_queue,
             )
             served.batcher.start()
         served.status = ModelStatus.READY
@@ -109,16 +116,25 @@ class ModelRegistry:
             raise ModelUnavailable(f"the {disease} model is {served.status.value}: {served.error or 'not ready yet'}")
         return served
 
-    async def predict(self, served: ServedModel, image: np.ndarray) -> np.ndarray:
-        """One preprocessed image -> its output row, batched with concurrent requests when enabled."""
+    @contextmanager
+    def admitted(self, served: ServedModel) -> Iterator[Predictor]:
+        """Let one request in, or raise `Overloaded` at once when its model's queue is full, and give
+        it the call that answers it. Call this before decoding: an admitted request counts towards
+        the queue from then on, and the batcher waits briefly for it."""
         assert served.model is not None
         if served.batcher is None:
-            loop = asyncio.get_running_loop()
-            return (await loop.run_in_executor(self.executor, served.model.predict, image[np.newaxis]))[0]
+            yield partial(self._predict_unbatched, served.model)
+            return
         try:
-            return await served.batcher.submit(image)
+            admission = served.batcher.admit()
         except QueueFull as error:
             raise Overloaded(served.disease) from error
+        with admission:
+            yield admission.submit
+
+    async def _predict_unbatched(self, model: LoadedModel, image: np.ndarray) -> np.ndarray:
+        loop = asyncio.get_running_loop()
+        return (await loop.run_in_executor(self.executor, model.predict, image[np.newaxis]))[0]
 
     async def close(self) -> None:
         for served in self.models.values():

@@ -28,8 +28,14 @@ class Settings(BaseSettings):
     batching: bool = Field(True, description="gather concurrent requests for one model into one call")
     max_batch_size: int = Field(32, ge=1)
     batch_timeout_ms: float = Field(0.0, ge=0, description="extra wait for a fuller batch; 0 = take what is queued")
+    batch_gather_ms: float = Field(
+        5.0, ge=0, description="longest wait for requests already admitted and being decoded; 0 = none"
+    )
     max_queue: int = Field(256, ge=1, description="requests waiting per model before 503 + Retry-After")
-    tf_intra_op_threads: int = Field(0, ge=0, description="TensorFlow threads per op; 0 = one per core")
+    tf_intra_op_threads: int | None = Field(
+        None, ge=0, description="TensorFlow threads per op; unset = one per core but one, left to the event loop; "
+        "0 = TensorFlow's choice (one per core)",
+    )
     tf_inter_op_threads: int = Field(1, ge=0, description="TensorFlow ops run at once; 0 = TensorFlow's choice")
 
 

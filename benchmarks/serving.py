@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -105,6 +106,18 @@ def raw_ceiling(models: Path, diseases: list[str]) -> list[dict]:
     return json.loads(out)
 
 
+def with_synthetic_model(models: Path, size: int) -> tuple[Path, str]:
+    """A temporary models folder: every shipped model (linked) plus the synthetic one."""
+    folder = Path(tempfile.mkdtemp(prefix="medscan-bench-models-"))
+    for disease in models.iterdir():
+        if disease.is_dir() and not disease.name.startswith("."):
+            (folder / disease.name).symlink_to(disease.resolve())
+    # In a child process, so that this driver never starts TensorFlow beside the servers it measures.
+    subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-m", "benchmarks.synthetic_model", "--size", str(size),
+                    "--models", str(folder), "--card-from", str(models)], check=True, cwd=ROOT, capture_output=True)
+    return folder, f"paper{size}"
+
+
 def run_system(system: System, port: int, images: dict[str, Path], levels: list[int], seconds: int,
                extra: list[tuple[str, int]] = ()) -> dict:
     env = {**os.environ, **system.env}
@@ -139,14 +152,23 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128])
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--synthetic-size", type=int, default=None,
+                        help="also serve benchmarks/synthetic_model.py's paper CNN at this size (e.g. 128), "
+                             "posting the last disease's image")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--name", default="serving", help="results file name, without extension")
     args = parser.parse_args()
 
     images = {d: test_image(args.data, d) for d in args.diseases}
+    models = args.models
+    if args.synthetic_size:
+        models, synthetic = with_synthetic_model(args.models, args.synthetic_size)
+        images[synthetic] = images[args.diseases[-1]]
+    diseases = list(images)
     report: dict = {"images": {d: p.name for d, p in images.items()}, "seconds_per_level": args.seconds,
-                    "raw": raw_ceiling(args.models, args.diseases), "systems": {}}
+                    "raw": raw_ceiling(models, diseases), "systems": {}}
     print("raw", report["raw"], flush=True)
-    all_systems = systems(args.port, args.models)
+    all_systems = systems(args.port, models)
     for name in args.systems:
         report["systems"][name] = run_system(all_systems[name], args.port, images, args.concurrency, args.seconds)
     # Overload: a small queue bound at concurrency 128: every request must answer 200 or 503 in time.
@@ -155,8 +177,8 @@ def main() -> None:
     report["overload"] = run_system(small_queue, args.port, {args.diseases[-1]: images[args.diseases[-1]]}, [128],
                                     args.seconds)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "serving.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "serving.md").write_text(markdown(report))
+    (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / f"{args.name}.md").write_text(markdown(report))
     print(markdown(report))
 
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
+import time
 
 import numpy as np
 import pytest
@@ -24,15 +24,9 @@ class RecordingModel:
         return np.stack([batch.reshape(len(batch), -1).mean(axis=1), np.arange(len(batch))], axis=1)
 
 
-@pytest.fixture
-def executor():
-    with ThreadPoolExecutor(1) as pool:
-        yield pool
-
-
-async def test_concurrent_requests_share_model_calls_and_get_their_own_answers(executor) -> None:
+async def test_concurrent_requests_share_model_calls_and_get_their_own_answers() -> None:
     model = RecordingModel(delay=0.02)
-    batcher = DynamicBatcher(model, executor=executor, max_batch_size=8, max_queue=100)
+    batcher = DynamicBatcher(model, max_batch_size=8, max_queue=100)
     batcher.start()
     images = [np.full((4, 4, 1), i, np.float32) for i in range(20)]
     results = await asyncio.gather(*(batcher.submit(image) for image in images))
@@ -43,18 +37,18 @@ async def test_concurrent_requests_share_model_calls_and_get_their_own_answers(e
     assert len(model.batch_sizes) < 20
 
 
-async def test_a_lone_request_is_not_held_back(executor) -> None:
+async def test_a_lone_request_is_not_held_back() -> None:
     model = RecordingModel()
-    batcher = DynamicBatcher(model, executor=executor, max_batch_size=32, timeout_s=0.0)
+    batcher = DynamicBatcher(model, max_batch_size=32, timeout_s=0.0)
     batcher.start()
     await asyncio.wait_for(batcher.submit(np.zeros((2, 2, 1), np.float32)), timeout=1)
     await batcher.stop()
     assert model.batch_sizes == [1]
 
 
-async def test_timeout_waits_for_a_fuller_batch(executor) -> None:
+async def test_timeout_waits_for_a_fuller_batch() -> None:
     model = RecordingModel()
-    batcher = DynamicBatcher(model, executor=executor, max_batch_size=4, timeout_s=0.2)
+    batcher = DynamicBatcher(model, max_batch_size=4, timeout_s=0.2)
     batcher.start()
 
     async def later(delay: float) -> np.ndarray:
@@ -66,9 +60,9 @@ async def test_timeout_waits_for_a_fuller_batch(executor) -> None:
     assert model.batch_sizes == [3]
 
 
-async def test_full_queue_refuses_at_once(executor) -> None:
+async def test_full_queue_refuses_at_once() -> None:
     model = RecordingModel(delay=0.2)
-    batcher = DynamicBatcher(model, executor=executor, max_batch_size=1, max_queue=2)
+    batcher = DynamicBatcher(model, max_batch_size=1, max_queue=2)
     batcher.start()
     image = np.zeros((2, 2, 1), np.float32)
     first = asyncio.ensure_future(batcher.submit(image))
@@ -81,13 +75,86 @@ async def test_full_queue_refuses_at_once(executor) -> None:
     await batcher.stop()
 
 
-async def test_a_model_failure_reaches_every_waiting_request(executor) -> None:
+async def test_a_model_failure_reaches_every_waiting_request() -> None:
     def broken(batch: np.ndarray) -> np.ndarray:
         raise RuntimeError("boom")
 
-    batcher = DynamicBatcher(broken, executor=executor, max_batch_size=4)
+    batcher = DynamicBatcher(broken, max_batch_size=4)
     batcher.start()
     results = await asyncio.gather(*(batcher.submit(np.zeros((2, 2, 1), np.float32)) for _ in range(3)),
                                    return_exceptions=True)
     await batcher.stop()
     assert all(isinstance(r, RuntimeError) for r in results)
+
+
+async def test_batches_keep_running_while_the_event_loop_is_busy() -> None:
+    # Under a flood, one turn of the event loop can take long; the model must not wait for it.
+    model = RecordingModel(delay=0.01)
+    batcher = DynamicBatcher(model, max_batch_size=2)
+    batcher.start()
+    waiting = [asyncio.ensure_future(batcher.submit(np.full((2, 2, 1), i, np.float32))) for i in range(8)]
+    await asyncio.sleep(0)  # all eight are queued
+    time.sleep(0.3)  # the loop is stuck in one long turn
+    assert sum(model.batch_sizes) == 8  # ... and every batch ran meanwhile
+    results = await asyncio.gather(*waiting)
+    await batcher.stop()
+    assert [float(r[0]) for r in results] == [float(i) for i in range(8)]
+
+
+async def test_a_cancelled_request_is_skipped_and_the_others_answered() -> None:
+    model = RecordingModel(delay=0.05)
+    batcher = DynamicBatcher(model, max_batch_size=1)
+    batcher.start()
+    first = asyncio.ensure_future(batcher.submit(np.zeros((2, 2, 1), np.float32)))
+    await asyncio.sleep(0.01)  # the first is running
+    gone = asyncio.ensure_future(batcher.submit(np.ones((2, 2, 1), np.float32)))
+    last = asyncio.ensure_future(batcher.submit(np.full((2, 2, 1), 2, np.float32)))
+    await asyncio.sleep(0)
+    gone.cancel()  # its client went away while it waited
+    assert float((await last)[0]) == 2.0 and float((await first)[0]) == 0.0
+    await batcher.stop()
+    assert model.batch_sizes == [1, 1]
+
+
+async def test_stop_answers_what_is_queued_and_refuses_what_comes_after() -> None:
+    model = RecordingModel(delay=0.1)
+    batcher = DynamicBatcher(model, max_batch_size=1)
+    batcher.start()
+    running = asyncio.ensure_future(batcher.submit(np.zeros((2, 2, 1), np.float32)))
+    await asyncio.sleep(0.02)
+    queued = asyncio.ensure_future(batcher.submit(np.ones((2, 2, 1), np.float32)))
+    await asyncio.sleep(0)
+    await batcher.stop()
+    assert float((await running)[0]) == 0.0 and float((await queued)[0]) == 1.0
+    with pytest.raises(QueueFull, match="shutting down"):
+        await asyncio.wait_for(batcher.submit(np.zeros((2, 2, 1), np.float32)), timeout=1)
+
+
+async def test_admitted_requests_count_towards_the_bound_until_queued_or_dropped() -> None:
+    batcher = DynamicBatcher(RecordingModel(), max_batch_size=4, max_queue=2)
+    batcher.start()
+    first, second = batcher.admit(), batcher.admit()  # both still being decoded
+    with pytest.raises(QueueFull, match="2 requests already waiting"):
+        batcher.admit()
+    second.close()  # its image turned out corrupt: the slot is free again
+    third = batcher.admit()
+    results = await asyncio.gather(first.submit(np.zeros((2, 2, 1), np.float32)),
+                                   third.submit(np.ones((2, 2, 1), np.float32)))
+    assert [float(r[0]) for r in results] == [0.0, 1.0]
+    batcher.admit().close()  # answered requests no longer count
+    await batcher.stop()
+
+
+async def test_a_batch_waits_for_admitted_requests_still_on_their_way() -> None:
+    model = RecordingModel()
+    batcher = DynamicBatcher(model, max_batch_size=4, gather_s=0.5)
+    batcher.start()
+    early, late = batcher.admit(), batcher.admit()
+
+    async def decoded_later() -> np.ndarray:
+        await asyncio.sleep(0.05)
+        return await late.submit(np.ones((2, 2, 1), np.float32))
+
+    await asyncio.gather(early.submit(np.zeros((2, 2, 1), np.float32)), decoded_later())
+    await batcher.stop()
+    assert model.batch_sizes == [2]

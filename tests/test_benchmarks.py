@@ -41,3 +41,29 @@ def test_serving_report_renders_every_measurement() -> None:
     assert text.count("| malaria |") == 4
     assert "raw R = 900.0 img/s" in text and "9 x 200, 1 x 503" in text
     assert "1.1 ms back to back, 2.2 ms after 10 ms idle" in text
+
+
+def test_synthetic_model_is_served_like_a_shipped_one(model_factory, tmp_path: Path) -> None:
+    from app.savedmodel import load_model
+    from benchmarks.synthetic_model import export_synthetic
+
+    shipped = tmp_path / "shipped"
+    model_factory(shipped, "pneumonia")
+    folder = export_synthetic(tmp_path / "bench", 48, shipped)
+    model = load_model(folder)  # the service's own loader: card and graph agree
+    assert folder == tmp_path / "bench" / "paper48" / "1"
+    assert model.card.disease == "paper48" and model.card.input.spec().shape == (48, 48, 1)
+
+
+def test_synthetic_models_folder_links_the_shipped_models_beside_the_stand_in(model_factory, tmp_path: Path,
+                                                                               monkeypatch) -> None:
+    shipped = tmp_path / "shipped"
+    model_factory(shipped, "pneumonia")
+    model_factory(shipped, "malaria")
+    calls = []
+    monkeypatch.setattr(serving.subprocess, "run", lambda command, **kwargs: calls.append(command))
+    folder, name = serving.with_synthetic_model(shipped, 128)
+    assert name == "paper128"
+    assert sorted(p.name for p in folder.iterdir()) == ["malaria", "pneumonia"]
+    assert (folder / "malaria").resolve() == (shipped / "malaria").resolve()
+    assert calls and calls[0][-6:] == ["--size", "128", "--models", str(folder), "--card-from", str(shipped)]

@@ -50,7 +50,7 @@ def _run(model, images: list[Image]) -> list[dict[str, float]]:
 @bentoml.service(workers=1, traffic={"timeout": 60, "concurrency": 256})
 class Screening:
     def __init__(self) -> None:
-        self.models = {d: _load(d) for d in ("malaria", "pneumonia") if (MODELS / d).is_dir()}
+        self.models = {d: _load(d) for d in ("malaria", "pneumonia", "paper128") if (MODELS / d).is_dir()}
 
     @bentoml.api(route="/predict/malaria", **BATCH)
     def malaria(self, file: list[Image]) -> list[dict[str, float]]:
@@ -59,3 +59,7 @@ class Screening:
     @bentoml.api(route="/predict/pneumonia", **BATCH)
     def pneumonia(self, file: list[Image]) -> list[dict[str, float]]:
         return _run(self.models["pneumonia"], file)
+
+    @bentoml.api(route="/predict/paper128", **BATCH)  # benchmarks/synthetic_model.py's stand-in, when served
+    def paper128(self, file: list[Image]) -> list[dict[str, float]]:
+        return _run(self.models["paper128"], file)
