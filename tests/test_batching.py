@@ -94,7 +94,7 @@ async def test_batches_keep_running_while_the_event_loop_is_busy() -> None:
     batcher.start()
     waiting = [asyncio.ensure_future(batcher.submit(np.full((2, 2, 1), i, np.float32))) for i in range(8)]
     await asyncio.sleep(0)  # all eight are queued
-    time.sleep(0.3)  # the loop is stuck in one long turn
+    time.sleep(0.3)  # noqa: ASYNC251 -- on purpose: the loop is stuck in one long turn
     assert sum(model.batch_sizes) == 8  # ... and every batch ran meanwhile
     results = await asyncio.gather(*waiting)
     await batcher.stop()
