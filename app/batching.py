@@ -88,8 +88,8 @@ class Admission:
         """One preprocessed image (H x W x C) -> its output row."""
         loop = asyncio.get_running_loop()
         pending = _Pending(image, loop.create_future(), loop)
-        self._batcher._queue.put(pending)
-        self.close()
+        self._batcher._enqueue(pending)
+        self.close()  # after queueing, so the batching thread never sees it neither on its way nor queued
         return await pending.result
 
     def __enter__(self) -> Self:
@@ -147,6 +147,11 @@ class DynamicBatcher:
         """Admit and queue one preprocessed image (H x W x C) -> its output row."""
         with self.admit() as admission:
             return await admission.submit(image)
+
+    def _enqueue(self, pending: _Pending) -> None:
+        if self._stopping and not self._thread.is_alive():  # admitted before the stop, decoded after it
+            raise QueueFull("the service is shutting down")
+        self._queue.put(pending)
 
     def _run(self) -> None:
         while True:

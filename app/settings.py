@@ -32,9 +32,9 @@ class Settings(BaseSettings):
         5.0, ge=0, description="longest wait for requests already admitted and being decoded; 0 = none"
     )
     max_queue: int = Field(256, ge=1, description="requests waiting per model before 503 + Retry-After")
-    tf_intra_op_threads: int | None = Field(
-        None, ge=0, description="TensorFlow threads per op; unset = one per core but one, left to the event loop; "
-        "0 = TensorFlow's choice (one per core)",
+    tf_intra_op_threads: int = Field(
+        0, ge=0, description="TensorFlow threads per op; 0 = one per core. 1 on 2 cores suits small models "
+        "(<= 64 px), whose requests cost the event loop more than the model: it leaves a core to the loop",
     )
     tf_inter_op_threads: int = Field(1, ge=0, description="TensorFlow ops run at once; 0 = TensorFlow's choice")
 

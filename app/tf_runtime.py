@@ -10,23 +10,12 @@ from app.memory import keep_freed_memory
 log = logging.getLogger("medscan.tf")
 
 
-def serving_intra_op_threads(cores: int | None = None) -> int:
-    """One TensorFlow thread per core but one: that core is left to the event loop, which parses,
-    decodes and answers requests. Measured on 2 cores: pneumonia at concurrency 32 went from ~410 to
-    ~470 req/s and malaria from ~555 to ~600 with 1 thread instead of 2, p99 down by a third."""
-    if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores - 1)
-
-
-def configure(intra_op_threads: int | None, inter_op_threads: int) -> None:
-    """Set TensorFlow's thread pools (None: `serving_intra_op_threads()`; 0: TensorFlow's choice)."""
+def configure(intra_op_threads: int, inter_op_threads: int) -> None:
+    """Set TensorFlow's thread pools (0: TensorFlow's choice, one per core)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ chatter out of the service log
     keep_freed_memory()
     import tensorflow as tf
 
-    if intra_op_threads is None:
-        intra_op_threads = serving_intra_op_threads()
     log.info("TensorFlow threads: %d per op, %d ops at once", intra_op_threads, inter_op_threads)
 
     try:

@@ -41,6 +41,8 @@ def systems(port: int, models: Path) -> dict[str, System]:
     base = {"MEDSCAN_MODELS_DIR": str(models), "MEDSCAN_PORT": str(port), "MEDSCAN_LOG_LEVEL": "warning"}
     return {
         "medscan": System("medscan", [py, "-m", "app.cli", "serve"], base),
+        "medscan-1thread": System("medscan-1thread", [py, "-m", "app.cli", "serve"],
+                                  {**base, "MEDSCAN_TF_INTRA_OP_THREADS": "1"}),
         "medscan-nobatch": System("medscan-nobatch", [py, "-m", "app.cli", "serve"], {**base, "MEDSCAN_BATCHING": "false"}),
         "tutorial": System("tutorial", [py, "-m", "uvicorn", "benchmarks.peers.tutorial_service:app", "--port",
                                         str(port), "--log-level", "warning"], {"MODELS": str(models)}),
@@ -148,7 +150,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--models", type=Path, default=ROOT / "models")
     parser.add_argument("--diseases", nargs="+", default=["malaria", "pneumonia"])
-    parser.add_argument("--systems", nargs="+", default=["medscan", "medscan-nobatch", "tutorial", "bentoml"])
+    parser.add_argument("--systems", nargs="+",
+                        default=["medscan", "medscan-1thread", "medscan-nobatch", "tutorial", "bentoml"])
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128])
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--port", type=int, default=8765)

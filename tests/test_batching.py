@@ -158,3 +158,12 @@ async def test_a_batch_waits_for_admitted_requests_still_on_their_way() -> None:
     await asyncio.gather(early.submit(np.zeros((2, 2, 1), np.float32)), decoded_later())
     await batcher.stop()
     assert model.batch_sizes == [2]
+
+
+async def test_a_request_admitted_before_the_stop_and_decoded_after_it_is_refused() -> None:
+    batcher = DynamicBatcher(RecordingModel(), max_batch_size=4)
+    batcher.start()
+    with batcher.admit() as admission:
+        await batcher.stop()
+        with pytest.raises(QueueFull, match="shutting down"):
+            await asyncio.wait_for(admission.submit(np.zeros((2, 2, 1), np.float32)), timeout=1)
