@@ -65,6 +65,7 @@ def _settle(answers: list[tuple[asyncio.Future, object]]) -> None:
 
 
 _STOP = object()
+GATHER_SLICE_S = 0.0005
 
 
 class Admission:
@@ -88,8 +89,10 @@ class Admission:
         """One preprocessed image (H x W x C) -> its output row."""
         loop = asyncio.get_running_loop()
         pending = _Pending(image, loop.create_future(), loop)
+        # Leave "on its way" before queueing: were the thread to see the request as both, it would
+        # wait gather_s for a request that is already there (measured: +1 ms at concurrency 1).
+        self.close()
         self._batcher._enqueue(pending)
-        self.close()  # after queueing, so the batching thread never sees it neither on its way nor queued
         return await pending.result
 
     def __enter__(self) -> Self:
@@ -169,12 +172,18 @@ class DynamicBatcher:
         batch: list[_Pending] = [first]  # type: ignore[list-item]
         started = time.monotonic()
         while len(batch) < self.max_batch_size:
-            # Wait out the timeout, and beyond it (up to gather_s) for requests already on their way.
-            wait = self.timeout_s if self._on_the_way <= 0 else max(self.timeout_s, self.gather_s)
-            remaining = started + wait - time.monotonic()
+            elapsed = time.monotonic() - started
+            timeout_left = self.timeout_s - elapsed
+            gather_left = self.gather_s - elapsed if self._on_the_way > 0 else 0.0
+            if timeout_left >= gather_left:
+                wait = timeout_left  # a plain timeout (or none): one wait
+            else:  # requests are on their way: wait in short slices, to stop once none is left
+                wait = min(gather_left, GATHER_SLICE_S)
             try:
-                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
             except queue.Empty:
+                if wait > 0:
+                    continue  # look again at the clock and at what is on its way
                 break
             if item is _STOP:
                 return batch, True

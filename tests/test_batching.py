@@ -167,3 +167,20 @@ async def test_a_request_admitted_before_the_stop_and_decoded_after_it_is_refuse
         await batcher.stop()
         with pytest.raises(QueueFull, match="shutting down"):
             await asyncio.wait_for(admission.submit(np.zeros((2, 2, 1), np.float32)), timeout=1)
+
+
+async def test_a_batch_stops_waiting_once_nothing_is_on_its_way() -> None:
+    model = RecordingModel()
+    batcher = DynamicBatcher(model, max_batch_size=4, gather_s=5.0)
+    batcher.start()
+    early, dropped = batcher.admit(), batcher.admit()
+
+    async def fails_to_decode() -> None:
+        await asyncio.sleep(0.05)
+        dropped.close()
+
+    started = time.monotonic()
+    await asyncio.gather(early.submit(np.zeros((2, 2, 1), np.float32)), fails_to_decode())
+    await batcher.stop()
+    assert model.batch_sizes == [1]
+    assert time.monotonic() - started < 2.5  # not the whole 5 s gather time
