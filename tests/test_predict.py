@@ -167,3 +167,20 @@ def test_small_images_decode_on_the_loop_large_ones_in_a_thread_with_the_same_an
     # limit 0: both in a thread; 2,400: the small one on the loop; 10**9: both on the loop.
     assert where == [False, False, True, False, True, True]
     assert answers[0] == answers[60 * 40] == answers[10**9]
+
+
+def test_a_full_queue_is_503_with_retry_after_before_the_image_is_even_decoded(service_settings) -> None:
+    from fastapi.testclient import TestClient
+
+    settings = service_settings.model_copy(update={"max_queue": 1})
+    with TestClient(create_app(settings)) as client:
+        batcher = client.app.state.registry.models["malaria"].batcher
+        held = batcher.admit()  # one request admitted and still decoding: the queue is at its bound
+        response = post(client, "malaria", image_bytes(gradient()))
+        assert_error(response, 503, "overloaded", "malaria", "retry")
+        assert response.headers["Retry-After"] == "1"
+        # A corrupt image is refused as overloaded too: no work is spent before admission.
+        assert_error(post(client, "malaria", b"\x89PNG\r\n\x1a\n broken"), 503, "overloaded")
+        held.close()
+        assert post(client, "malaria", image_bytes(gradient())).status_code == 200
+        assert_error(post(client, "malaria", b"\x89PNG\r\n\x1a\n broken"), 415, "unsupported_media_type")
