@@ -101,12 +101,12 @@ class ModelRegistry:
         log.info("%s version %s ready (input %s)", served.disease, served.version, model.card.input.spec().shape)
 
     def _warm_up(self, model: LoadedModel) -> None:
-        # The first call runs the graph's one-off set-up; later calls at new batch sizes showed no
-        # stall (measured with TF 2.21 on CPU), so batch 1 and the largest batch are enough.
-        shape = model.card.input.spec().shape
-        largest = self.settings.max_batch_size if self.settings.batching else 1
-        for size in sorted({1, largest}):
-            model.predict(np.zeros((size, *shape), dtype=np.float32))
+        # load_model's probe already made the first call (batch 1), which runs the graph's one-off
+        # set-up; later calls at new batch sizes showed no stall (measured with TF 2.21 on CPU), so
+        # only the largest batch, whose buffers are the biggest, is left to warm.
+        if self.settings.batching and self.settings.max_batch_size > 1:
+            shape = model.card.input.spec().shape
+            model.predict(np.zeros((self.settings.max_batch_size, *shape), dtype=np.float32))
 
     def get(self, disease: str) -> ServedModel:
         served = self.models.get(disease)

@@ -3,8 +3,8 @@
     python -m benchmarks.raw_model --models models --diseases malaria pneumonia
 
 R is the ceiling for a model on this machine: the best images/s over a few batch sizes, calling the
-SavedModel's serving signature exactly as the service does, but with TensorFlow free to use every
-core (the service leaves one to its event loop), so that R is a true ceiling.
+SavedModel's serving signature exactly as the service does, with TensorFlow on every core whatever
+MEDSCAN_TF_INTRA_OP_THREADS says, so that R is a true ceiling.
 """
 
 from __future__ import annotations

@@ -25,21 +25,22 @@ def _load(disease: str):
     folder = MODELS / disease
     latest = max((p for p in folder.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
     card = json.loads((latest / "metadata.json").read_text())
-    return tf.saved_model.load(str(latest)).signatures["serving_default"], card["input"]
+    signature = tf.saved_model.load(str(latest)).signatures["serving_default"]
+    (input_name,) = signature.structured_input_signature[1]  # called by keyword, as MedScan calls it
+    return signature, input_name, card["input"]
 
 
 def _run(model, images: list[Image]) -> list[dict[str, float]]:
     import tensorflow as tf
 
-    signature, spec = model
+    signature, input_name, spec = model
     mode = "L" if spec["channels"] == 1 else "RGB"
     x = np.stack([
         np.asarray(image.convert(mode).resize((spec["width"], spec["height"])), dtype=np.float32)
         .reshape(spec["height"], spec["width"], spec["channels"]) / 255.0
         for image in images
     ])
-    (name,) = signature.structured_input_signature[1]  # by keyword, as MedScan calls it
-    (scores,) = signature(**{name: tf.constant(x)}).values()
+    (scores,) = signature(**{input_name: tf.constant(x)}).values()
     out = []
     for infected, uninfected in scores.numpy().tolist():
         total = infected + uninfected
