@@ -22,13 +22,14 @@ import asyncio
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Self
+from typing import Any, Self
 
 import numpy as np
 
-Predict = Callable[[np.ndarray], np.ndarray]
+# N stacked images -> N answers, one per image in order (an array's rows or a list).
+Predict = Callable[[np.ndarray], Sequence[Any]]
 
 
 class QueueFull(Exception):
@@ -38,11 +39,11 @@ class QueueFull(Exception):
 @dataclass
 class _Pending:
     image: np.ndarray
-    result: asyncio.Future[np.ndarray]
+    result: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
 
 
-def _deliver(batch: list[_Pending], values: list[np.ndarray] | list[BaseException]) -> None:
+def _deliver(batch: list[_Pending], values: Sequence[Any]) -> None:
     """Hand each answer to its request's event loop: one wake-up per loop, not one per request."""
     by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, object]]] = {}
     for pending, value in zip(batch, values, strict=True):
@@ -69,31 +70,39 @@ GATHER_SLICE_S = 0.0005
 
 
 class Admission:
-    """A request let in by `DynamicBatcher.admit`: counted as on its way until it is queued or dropped.
+    """A request (of one or several images) let in by `DynamicBatcher.admit`: counted as on its way
+    until its images are queued or it is dropped.
 
     The batching thread waits (up to `gather_s`) for admitted requests that are still being decoded,
     so that under load a batch is not closed a moment before they arrive, while a lone request,
     with nothing else on its way, is run at once.
     """
 
-    def __init__(self, batcher: DynamicBatcher) -> None:
+    def __init__(self, batcher: DynamicBatcher, count: int = 1) -> None:
         self._batcher = batcher
+        self._count = count
         self._open = True
 
     def close(self) -> None:
         if self._open:
             self._open = False
-            self._batcher._on_the_way -= 1
+            self._batcher._on_the_way -= self._count
 
-    async def submit(self, image: np.ndarray) -> np.ndarray:
-        """One preprocessed image (H x W x C) -> its output row."""
+    async def submit(self, image: np.ndarray) -> Any:
+        """One preprocessed image (H x W x C) -> its answer."""
+        (answer,) = await self.submit_many([image])
+        return answer
+
+    async def submit_many(self, images: Sequence[np.ndarray]) -> list[Any]:
+        """Preprocessed images -> their answers in order; queued together, so they share a batch."""
         loop = asyncio.get_running_loop()
-        pending = _Pending(image, loop.create_future(), loop)
+        pendings = [_Pending(image, loop.create_future(), loop) for image in images]
         # Leave "on its way" before queueing: were the thread to see the request as both, it would
         # wait gather_s for a request that is already there (measured: +1 ms at concurrency 1).
         self.close()
-        self._batcher._enqueue(pending)
-        return await pending.result
+        for pending in pendings:
+            self._batcher._enqueue(pending)
+        return list(await asyncio.gather(*(pending.result for pending in pendings)))
 
     def __enter__(self) -> Self:
         return self
@@ -136,17 +145,17 @@ class DynamicBatcher:
                 left.append(item)
         _deliver(left, [QueueFull("the service is shutting down") for _ in left])
 
-    def admit(self) -> Admission:
-        """Let a request in, or raise `QueueFull` at once, before any work is spent on it."""
+    def admit(self, count: int = 1) -> Admission:
+        """Let a request of `count` images in, or raise `QueueFull` at once, before any work is spent on it."""
         if self._stopping:
             raise QueueFull("the service is shutting down")
         waiting = self._queue.qsize() + self._on_the_way
-        if waiting >= self.max_queue:
-            raise QueueFull(f"{waiting} requests already waiting")
-        self._on_the_way += 1
-        return Admission(self)
+        if waiting + count > self.max_queue:
+            raise QueueFull(f"{waiting} images already waiting")
+        self._on_the_way += count
+        return Admission(self, count)
 
-    async def submit(self, image: np.ndarray) -> np.ndarray:
+    async def submit(self, image: np.ndarray) -> Any:
         """Admit and queue one preprocessed image (H x W x C) -> its output row."""
         with self.admit() as admission:
             return await admission.submit(image)

@@ -30,3 +30,13 @@ class Overloaded(Exception):
     def __init__(self, disease: str, retry_after_s: int = 1) -> None:
         super().__init__(f"the {disease} model is at capacity; retry after {retry_after_s} s")
         self.retry_after_s = retry_after_s
+
+
+class InvalidThreshold(Exception):
+    def __init__(self, threshold: float) -> None:
+        super().__init__(f"threshold must be a number from 0 to 1, got {threshold}")
+
+
+class TooManyImages(Exception):
+    def __init__(self, count: int, limit: int) -> None:
+        super().__init__(f"{count} images in one request; the limit is {limit}")

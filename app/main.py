@@ -11,7 +11,8 @@ from fastapi import FastAPI
 from app import memory, tf_runtime
 from app.api.body_limit import BodySizeLimitMiddleware
 from app.api.errors import install_error_handlers
-from app.api.routes import health, models, predict
+from app.api.routes import explain, health, models, predict
+from app.inference import InferencePipeline
 from app.registry import ModelRegistry
 from app.settings import Settings, get_settings
 
@@ -30,6 +31,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tf_runtime.configure(settings.tf_intra_op_threads, settings.tf_inter_op_threads)
         registry = ModelRegistry(settings)
         app.state.registry = registry
+        app.state.pipeline = InferencePipeline(registry, settings)
         await registry.load_all()
         memory.freeze_loaded_objects()
         try:
@@ -41,7 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)
     install_error_handlers(app)
-    for module in (predict, models, health):
+    for module in (predict, explain, models, health):
         app.include_router(module.router)
     return app
 

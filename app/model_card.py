@@ -7,6 +7,7 @@ how inputs are prepared, test metrics, data source and intended use.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -48,6 +49,77 @@ class TestMetrics(BaseModel):
     roc_auc: float | None
     confusion_matrix: list[list[int]]  # rows: true class, columns: predicted, in `classes` order
     threshold: float = 0.5
+    intervals: dict[str, tuple[float, float]] | None = Field(
+        None, description="95% bootstrap intervals over patient groups, per metric"
+    )
+
+
+class OperatingPoint(BaseModel):
+    """Sensitivity and specificity when `infected` is answered for a calibrated score >= threshold."""
+
+    threshold: float
+    sensitivity: float
+    specificity: float
+
+
+class CalibrationFigures(BaseModel):
+    """Expected calibration error (top-label confidence, equal-width bins) and Brier score."""
+
+    n_images: int
+    bins: int = 15
+    ece_before: float
+    ece_after: float
+    brier_before: float
+    brier_after: float
+
+
+class Calibration(BaseModel):
+    """Temperature scaling of the log-odds of the two normalised scores (Guo et al., 2017).
+
+    calibrated P(infected) = sigmoid(log(s_infected / s_uninfected) / temperature); temperature 1
+    gives back the uncalibrated probability s_infected / (s_infected + s_uninfected)."""
+
+    method: Literal["temperature"] = "temperature"
+    temperature: float = Field(gt=0)
+    fitted_on: str
+    selection: str = Field("", description="why this temperature (1: scaling did not help on held-out patients)")
+    test: CalibrationFigures | None = None
+
+
+class Screening(BaseModel):
+    """The decision threshold chosen on the validation part to reach a target sensitivity."""
+
+    target_sensitivity: float = Field(ge=0, le=1)
+    threshold: float = Field(ge=0, le=1)
+    validation: OperatingPoint
+    test: OperatingPoint | None = None
+    test_at_0_5: OperatingPoint | None = None
+
+
+class FlagRate(BaseModel):
+    n_images: int
+    flagged: float = Field(description="share of the images flagged out of distribution")
+    target: str
+
+
+class OutOfDistribution(BaseModel):
+    """Distance of an image's features from the training part; above `threshold` it is flagged."""
+
+    method: str
+    fitted_on: str
+    threshold: float
+    threshold_quantile: float = Field(description="quantile of the validation part's distances")
+    flagged: dict[str, FlagRate] = Field(default_factory=dict, description="measured on test sets")
+
+
+class SplitSpec(BaseModel):
+    """How the data were split, in numbers, so that the same parts can be rebuilt later."""
+
+    method: Literal["group"] = "group"
+    test_fraction: float = 0.15
+    validation_fraction: float = 0.3  # of what is left after the test part
+    seed: int = 42
+    stratified: bool = True
 
 
 class SplitCounts(BaseModel):
@@ -61,6 +133,7 @@ class SplitCounts(BaseModel):
 class DataCard(BaseModel):
     source: str
     split: str
+    split_spec: SplitSpec = Field(default_factory=SplitSpec, description="absent in old cards: the defaults then")
     counts: SplitCounts
     caveats: list[str] = []
 
@@ -78,7 +151,7 @@ class TrainingCard(BaseModel):
 class ModelCard(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    format_version: int = 1
+    format_version: int = 2
     disease: str
     version: int
     description: str
@@ -87,6 +160,12 @@ class ModelCard(BaseModel):
     preprocessing: str
     output: str
     metrics: TestMetrics
+    calibration: Calibration | None = Field(None, description="absent in cards before format 2: uncalibrated")
+    screening: Screening | None = Field(None, description="absent in cards before format 2: threshold 0.5")
+    out_of_distribution: OutOfDistribution | None = Field(
+        None, description="absent in cards before format 2: no out-of-distribution check"
+    )
+    derived_from: int | None = Field(None, description="version whose weights this one re-exports, if any")
     data: DataCard
     training: TrainingCard
     frameworks: dict[str, str]

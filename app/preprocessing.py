@@ -18,7 +18,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 SUPPORTED_FORMATS = frozenset({"PNG", "JPEG", "MPO", "BMP", "TIFF", "GIF"})
 RESAMPLING = Image.Resampling.BILINEAR
 DESCRIPTION = (
-    "decode (first frame, EXIF orientation applied; alpha flattened onto black; 16-bit scaled "
+    "decode (first frame, EXIF orientation applied; DICOM: modality LUT, VOI LUT or window, MONOCHROME1 "
+    "inverted, to 8 bits; alpha flattened onto black; 16-bit scaled "
     "to 8-bit; palette and CMYK converted) -> convert to the model's colour mode (RGB or "
     "ITU-R 601 luma) -> squash-resize to height x width (bilinear, aspect ratio not kept) -> "
     "float32 / 255 -> batch axis"
@@ -72,10 +73,22 @@ class DecodedImage:
     pixels: np.ndarray  # uint8, H x W x C, already in the model's input size and colour mode
     width: int  # of the image as sent, after EXIF orientation
     height: int
+    display: Image.Image  # the decoded first frame, oriented (JPEGs possibly at a reduced scale), for overlays
 
 
-def read_header(data: bytes, *, max_pixels: int) -> Image.Image:
-    """Open an image and check its format and pixel count from the header; no pixel is decoded yet."""
+EXIF_ORIENTATION = 0x0112
+TRANSPOSED_ORIENTATIONS = frozenset({5, 6, 7, 8})  # EXIF orientations that swap width and height
+
+
+def read_header(data: bytes, *, max_pixels: int, content_type: str | None = None) -> Image.Image:
+    """Open an image and check its format and pixel count from the header; no pixel is decoded yet.
+
+    DICOM (by its 'DICM' marker, or sent as application/dicom) is read with pydicom and comes back
+    already converted to an 8-bit image (app/dicom.py)."""
+    from app.dicom import looks_like_dicom, read_dicom
+
+    if looks_like_dicom(data, content_type):
+        return read_dicom(data, max_pixels=max_pixels)
     try:
         image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as error:
@@ -85,7 +98,7 @@ def read_header(data: bytes, *, max_pixels: int) -> Image.Image:
     if image.format not in SUPPORTED_FORMATS:
         raise UnsupportedImage(
             f"image format {image.format} is not supported; send one of "
-            + ", ".join(sorted(SUPPORTED_FORMATS - {"MPO"}))
+            + ", ".join(sorted(SUPPORTED_FORMATS - {"MPO"})) + " or DICOM"
         )
     width, height = image.size
     if width < 1 or height < 1:
@@ -159,15 +172,26 @@ def scale(pixels: np.ndarray) -> np.ndarray:
     return pixels.astype(np.float32) / np.float32(255.0)
 
 
-def decode(data: bytes, spec: InputSpec, *, max_pixels: int) -> DecodedImage:
+def decode(data: bytes, spec: InputSpec, *, max_pixels: int, content_type: str | None = None) -> DecodedImage:
     """Bytes as sent by a client -> pixels in the model's input size, plus the original size."""
-    return decode_opened(read_header(data, max_pixels=max_pixels), spec)
+    return decode_opened(read_header(data, max_pixels=max_pixels, content_type=content_type), spec)
+
+
+def size_as_sent(header: Image.Image) -> tuple[int, int]:
+    """(width, height) of the image as sent, after EXIF orientation, read before any reduced decoding."""
+    width, height = header.size
+    try:
+        orientation = header.getexif().get(EXIF_ORIENTATION)
+    except (OSError, ValueError, SyntaxError):  # a damaged EXIF block: the decoder will say more
+        orientation = None
+    return (height, width) if orientation in TRANSPOSED_ORIENTATIONS else (width, height)
 
 
 def decode_opened(header: Image.Image, spec: InputSpec) -> DecodedImage:
-    """An image from `read_header` -> pixels in the model's input size, plus the original size."""
+    """An image from `read_header` -> pixels in the model's input size, plus the size as sent."""
+    width, height = size_as_sent(header)
     image = load_first_frame(header, spec)
-    return DecodedImage(pixels=to_pixels(image, spec), width=image.width, height=image.height)
+    return DecodedImage(pixels=to_pixels(image, spec), width=width, height=height, display=image)
 
 
 def model_input(data: bytes, spec: InputSpec, *, max_pixels: int) -> np.ndarray:

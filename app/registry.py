@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,12 +17,13 @@ from app.batching import DynamicBatcher, QueueFull
 from app.errors import ModelUnavailable, Overloaded, UnknownDisease
 from app.model_card import ModelCard
 from app.model_store import disease_names, latest_version, version_dir
-from app.savedmodel import LoadedModel, ModelLoadError, load_model
+from app.savedmodel import ImageOutputs, LoadedModel, ModelLoadError, load_model
 from app.settings import Settings
 
 log = logging.getLogger("medscan.models")
 
-Predictor = Callable[[np.ndarray], Awaitable[np.ndarray]]
+# Preprocessed float32 images (H x W x C each) -> the model's outputs for each, in one batch where possible.
+Predictor = Callable[[Sequence[np.ndarray]], Awaitable[list[ImageOutputs]]]
 
 
 class ModelStatus(StrEnum):
@@ -43,6 +44,13 @@ class ServedModel:
     @property
     def card(self) -> ModelCard | None:
         return self.model.card if self.model else None
+
+    @property
+    def loaded(self) -> LoadedModel:
+        """The model of a READY entry (what `ModelRegistry.get` returns)."""
+        if self.model is None:
+            raise ModelUnavailable(f"the {self.disease} model is {self.status.value}: {self.error or 'not ready yet'}")
+        return self.model
 
 
 @dataclass
@@ -92,7 +100,7 @@ class ModelRegistry:
         served.model = model
         if self.settings.batching:
             served.batcher = DynamicBatcher(
-                model.predict, max_batch_size=self.settings.max_batch_size, name=served.disease,
+                model.analyse, max_batch_size=self.settings.max_batch_size, name=served.disease,
                 timeout_s=self.settings.batch_timeout_ms / 1000, gather_s=self.settings.batch_gather_ms / 1000,
                 max_queue=self.settings.max_queue,
             )
@@ -106,7 +114,7 @@ class ModelRegistry:
         # only the largest batch, whose buffers are the biggest, is left to warm.
         if self.settings.batching and self.settings.max_batch_size > 1:
             shape = model.card.input.spec().shape
-            model.predict(np.zeros((self.settings.max_batch_size, *shape), dtype=np.float32))
+            model.analyse(np.zeros((self.settings.max_batch_size, *shape), dtype=np.float32))
 
     def get(self, disease: str) -> ServedModel:
         served = self.models.get(disease)
@@ -117,24 +125,31 @@ class ModelRegistry:
         return served
 
     @contextmanager
-    def admitted(self, served: ServedModel) -> Iterator[Predictor]:
-        """Let one request in, or raise `Overloaded` at once when its model's queue is full, and give
-        it the call that answers it. Call this before decoding: an admitted request counts towards
-        the queue from then on, and the batcher waits briefly for it."""
+    def admitted(self, served: ServedModel, count: int = 1) -> Iterator[Predictor]:
+        """Let a request of `count` images in, or raise `Overloaded` at once when its model's queue
+        is full, and give it the call that answers it. Call this before decoding: the admitted images
+        count towards the queue from then on, and the batcher waits briefly for them."""
         assert served.model is not None
         if served.batcher is None:
             yield partial(self._predict_unbatched, served.model)
             return
         try:
-            admission = served.batcher.admit()
+            admission = served.batcher.admit(count)
         except QueueFull as error:
             raise Overloaded(served.disease) from error
         with admission:
-            yield admission.submit
+            yield admission.submit_many
 
-    async def _predict_unbatched(self, model: LoadedModel, image: np.ndarray) -> np.ndarray:
+    async def _predict_unbatched(self, model: LoadedModel, images: Sequence[np.ndarray]) -> list[ImageOutputs]:
+        if not images:
+            return []
         loop = asyncio.get_running_loop()
-        return (await loop.run_in_executor(self.executor, model.predict, image[np.newaxis]))[0]
+        return await loop.run_in_executor(self.executor, model.analyse, np.stack(images))
+
+    async def run_blocking(self, function: Callable[..., object], *args: object) -> object:
+        """Run other model work (Grad-CAM) on the model thread, off the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, function, *args)
 
     async def close(self) -> None:
         for served in self.models.values():

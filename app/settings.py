@@ -21,6 +21,7 @@ class Settings(BaseSettings):
     inline_decode_max_pixels: int = Field(
         65_536, ge=0, description="images up to this size decode on the event loop, larger ones in a thread"
     )
+    max_images_per_request: int = Field(32, ge=1, description="repeated `file` parts accepted in one request")
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     host: str = "0.0.0.0"
     port: int = Field(8000, ge=1, le=65535)

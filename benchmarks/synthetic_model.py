@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from app.model_card import InputCard, read_card, write_card
+from app.model_card import InputCard, read_card
 from app.model_store import METADATA_FILE, latest_version, version_dir
 from app.preprocessing import ColourMode, InputSpec
 
@@ -24,8 +24,10 @@ def export_synthetic(models_dir: Path, size: int, card_source: Path, seed: int =
     """Export `<models_dir>/paper<size>/<next version>/`; returns the version folder."""
     import keras
 
-    from training.export import export_version
+    from training.export import stage_version
     from training.model import make_model
+    from training.servable import write_savedmodel
+    from training.trust import random_image_statistics
 
     keras.utils.set_random_seed(seed)
     spec = InputSpec(height=size, width=size, colour_mode=ColourMode.GRAYSCALE)
@@ -33,14 +35,14 @@ def export_synthetic(models_dir: Path, size: int, card_source: Path, seed: int =
     template = read_card(version_dir(card_source, TEMPLATE_DISEASE, latest_version(card_source, TEMPLATE_DISEASE))
                          / METADATA_FILE)
 
-    def write_extras(folder: Path, version: int) -> None:
-        card = template.model_copy(update={
-            "disease": name, "version": version, "input": InputCard.from_spec(spec),
-            "description": f"benchmark stand-in: the paper's CNN at {size}x{size}x1 with random weights",
-        })
-        write_card(card, folder / METADATA_FILE)
-
-    return export_version(make_model(spec), models_dir, name, write_extras=write_extras)
+    card = template.model_copy(update={
+        "disease": name, "input": InputCard.from_spec(spec),
+        "description": f"benchmark stand-in: the paper's CNN at {size}x{size}x1 with random weights",
+    })
+    model = make_model(spec)
+    with stage_version(models_dir, name) as staged:
+        write_savedmodel(model, spec, random_image_statistics(model, spec, seed), staged.folder)
+        return staged.publish(card)
 
 
 def main() -> None:

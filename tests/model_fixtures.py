@@ -7,21 +7,30 @@ from pathlib import Path
 import keras
 
 from app.model_card import (
-    DataCard, InputCard, ModelCard, SplitCounts, TestMetrics, TrainingCard, write_card,
+    Calibration, DataCard, InputCard, ModelCard, OperatingPoint, OutOfDistribution, Screening, SplitCounts,
+    TestMetrics, TrainingCard, write_card,
 )
 from app.model_store import METADATA_FILE
 from app.preprocessing import ColourMode, InputSpec
-from training.export import export_version
+from training.export import stage_version
 from training.model import make_model
+from training.servable import write_savedmodel
+from training.trust import random_image_statistics
 
 
-def fixture_card(disease: str, version: int, spec: InputSpec) -> ModelCard:
+def fixture_card(disease: str, version: int, spec: InputSpec, *, temperature: float = 1.0,
+                 threshold: float = 0.5, ood_threshold: float | None = 1e6) -> ModelCard:
     counts = {"infected": 1, "uninfected": 1}
     return ModelCard(
         disease=disease, version=version, description="test fixture, untrained",
         input=InputCard.from_spec(spec), preprocessing="test", output="test",
         metrics=TestMetrics(n_images=2, accuracy=0.5, sensitivity=0.5, specificity=0.5, precision=0.5,
                             recall=0.5, f1=0.5, roc_auc=0.5, confusion_matrix=[[1, 0], [1, 0]]),
+        calibration=Calibration(temperature=temperature, fitted_on="test"),
+        screening=Screening(target_sensitivity=0.95, threshold=threshold,
+                            validation=OperatingPoint(threshold=threshold, sensitivity=1, specificity=0)),
+        out_of_distribution=(OutOfDistribution(method="test", fitted_on="test", threshold=ood_threshold,
+                                               threshold_quantile=0.975) if ood_threshold is not None else None),
         data=DataCard(source="synthetic", split="none",
                       counts=SplitCounts(train=counts, validation=counts, test=counts, groups={})),
         training=TrainingCard(recipe="none", settings={}, seed=0, epochs_run=0, best_epoch=0, seconds=0,
@@ -31,12 +40,25 @@ def fixture_card(disease: str, version: int, spec: InputSpec) -> ModelCard:
 
 
 def export_untrained(models_dir: Path, disease: str, *, colour_mode: str = "grayscale", size: int = 50,
-                     seed: int = 1) -> Path:
+                     seed: int = 1, model: keras.Model | None = None, **card_options) -> Path:
+    """An exported version with all three signatures; OOD statistics from random images."""
     keras.utils.set_random_seed(seed)
     spec = InputSpec(height=size, width=size, colour_mode=ColourMode(colour_mode))
-    model = make_model(spec)
+    model = model or make_model(spec)
+    with stage_version(models_dir, disease) as staged:
+        write_savedmodel(model, spec, random_image_statistics(model, spec, seed), staged.folder)
+        return staged.publish(fixture_card(disease, 0, spec, **card_options))
 
-    def write_extras(folder: Path, version: int) -> None:
-        write_card(fixture_card(disease, version, spec), folder / METADATA_FILE)
 
-    return export_version(model, models_dir, disease, write_extras=write_extras)
+def export_legacy(models_dir: Path, disease: str, *, size: int = 50, seed: int = 1) -> Path:
+    """A version as exported before the trust layer: serving_default only, a card without its sections."""
+    keras.utils.set_random_seed(seed)
+    spec = InputSpec(height=size, width=size, colour_mode=ColourMode.GRAYSCALE)
+    with stage_version(models_dir, disease) as staged:
+        make_model(spec).export(str(staged.folder / "savedmodel"), format="tf_saved_model", verbose=False)
+        for item in (staged.folder / "savedmodel").iterdir():
+            item.rename(staged.folder / item.name)
+        (staged.folder / "savedmodel").rmdir()
+        card = fixture_card(disease, 0, spec, ood_threshold=None).model_copy(
+            update={"calibration": None, "screening": None, "format_version": 1})
+        return staged.publish(card)

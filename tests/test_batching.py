@@ -134,7 +134,7 @@ async def test_admitted_requests_count_towards_the_bound_until_queued_or_dropped
     batcher = DynamicBatcher(RecordingModel(), max_batch_size=4, max_queue=2)
     batcher.start()
     first, second = batcher.admit(), batcher.admit()  # both still being decoded
-    with pytest.raises(QueueFull, match="2 requests already waiting"):
+    with pytest.raises(QueueFull, match="2 images already waiting"):
         batcher.admit()
     second.close()  # its image turned out corrupt: the slot is free again
     third = batcher.admit()

@@ -153,7 +153,7 @@ def test_small_images_decode_on_the_loop_large_ones_in_a_thread_with_the_same_an
 ) -> None:
     from fastapi.testclient import TestClient
 
-    from app.api.routes import predict as route
+    from app import inference as route
 
     where: list[bool] = []
     real_decode = route.decode_opened

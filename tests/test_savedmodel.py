@@ -20,7 +20,7 @@ def save_module(folder: Path, serve) -> Path:
     module = tf.Module()
     module.serve = serve
     tf.saved_model.save(module, str(folder), signatures={"serving_default": serve})
-    write_card(fixture_card("malaria", 1, SPEC), folder / METADATA_FILE)
+    write_card(fixture_card("malaria", 1, SPEC, ood_threshold=None), folder / METADATA_FILE)
     return folder
 
 

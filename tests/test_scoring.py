@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from app.scoring import as_percentages, normalise
+from app.scoring import as_percentages, calibrated_probability, label_index, log_odds_from_scores, normalise
 
 
 def test_two_sigmoid_scores_become_probabilities_that_sum_to_one() -> None:
@@ -12,7 +13,28 @@ def test_two_sigmoid_scores_become_probabilities_that_sum_to_one() -> None:
     np.testing.assert_allclose(probabilities[1], [0.5, 0.5])  # no evidence either way
 
 
+def test_temperature_one_gives_back_each_score_divided_by_their_sum() -> None:
+    scores = np.array([[0.9, 0.3], [0.2, 0.6], [0.999, 0.001]])
+    np.testing.assert_allclose(calibrated_probability(log_odds_from_scores(scores)), normalise(scores)[:, 0])
+
+
+def test_temperature_softens_or_sharpens_without_changing_the_order() -> None:
+    log_odds = np.array([-3.0, -0.5, 0.0, 2.0])
+    soft, sharp = calibrated_probability(log_odds, 2.0), calibrated_probability(log_odds, 0.5)
+    assert np.all(np.diff(soft) > 0) and np.all(np.diff(sharp) > 0)
+    assert soft[3] < calibrated_probability(2.0) < sharp[3]
+    assert soft[2] == sharp[2] == 0.5
+
+
+def test_extreme_log_odds_do_not_overflow() -> None:
+    assert calibrated_probability(np.array([-1e4, 1e4])).tolist() == [0.0, 1.0]
+
+
+@pytest.mark.parametrize(("probability", "threshold", "label"), [(0.2, 0.15, 0), (0.15, 0.15, 0), (0.1, 0.15, 1)])
+def test_infected_from_the_threshold_up(probability: float, threshold: float, label: int) -> None:
+    assert label_index(probability, threshold) == label
+
+
 def test_percentages_are_rounded_and_sum_to_exactly_100() -> None:
-    percentages = as_percentages(np.array([0.973123, 0.026877]), ["infected", "uninfected"])
-    assert percentages == {"infected": 97.31, "uninfected": 2.69}
-    assert sum(as_percentages(np.array([1 / 3, 2 / 3]), ["a", "b"]).values()) == 100.0
+    assert as_percentages(0.973123, ["infected", "uninfected"]) == {"infected": 97.31, "uninfected": 2.69}
+    assert sum(as_percentages(1 / 3, ["a", "b"]).values()) == 100.0

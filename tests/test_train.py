@@ -42,8 +42,17 @@ def test_export_is_a_complete_version_with_card_and_report(trained) -> None:
     assert card.training.seed == 42 and card.training.recipe == "medscan" and card.training.epochs_run == 2
     assert sum(card.data.counts.test.values()) == card.metrics.n_images > 0
     assert card.data.caveats and card.frameworks["tensorflow"]
+    assert card.format_version == 2 and card.data.split_spec.seed == 42 and card.data.split_spec.test_fraction == 0.15
+    # The trust layer is fitted and measured by every training run.
+    assert card.calibration.temperature > 0 and card.calibration.test.n_images == card.metrics.n_images
+    assert 0 <= card.screening.threshold <= 1 and card.screening.validation.sensitivity >= 0.95
+    assert card.screening.test is not None and card.screening.test_at_0_5.threshold == 0.5
+    assert card.out_of_distribution.threshold > 0
+    flagged = card.out_of_distribution.flagged
+    assert {"own test part", "natural photographs (skimage.data)", "noise and blank images"} <= set(flagged)
+    assert set(card.metrics.intervals) >= {"accuracy", "sensitivity", "specificity"}
     for name in ("evaluation.json", "classification_report.txt", "roc_curve.png", "confusion_matrix.png",
-                 "learning_curves.png"):
+                 "learning_curves.png", "reliability_diagram.png"):
         assert (target / "report" / name).stat().st_size > 0
     report = json.loads((target / "report" / "evaluation.json").read_text())
     assert report["metrics"]["accuracy"] == card.metrics.accuracy
@@ -55,9 +64,11 @@ def test_export_is_a_complete_version_with_card_and_report(trained) -> None:
 def test_exported_model_predicts_like_the_card_says(trained) -> None:
     data, models, target = trained
     model = load_model(target)
-    metrics = evaluate_version("malaria", data_dir=data, models_dir=models)
-    assert metrics.n_images == model.card.metrics.n_images
-    assert metrics.accuracy == pytest.approx(model.card.metrics.accuracy, abs=1e-6)
+    card = evaluate_version("malaria", data_dir=data, models_dir=models)
+    assert card.metrics.n_images == model.card.metrics.n_images
+    assert card.metrics.accuracy == pytest.approx(model.card.metrics.accuracy, abs=1e-6)
+    assert card.calibration == model.card.calibration and card.screening == model.card.screening
+    assert card.out_of_distribution == model.card.out_of_distribution
     image = next((data / "malaria" / "infected").iterdir())
     scores = model.predict(model_input(image.read_bytes(), model.card.input.spec(), max_pixels=10**8)[np.newaxis])
     assert scores.shape == (1, 2) and np.all((scores >= 0) & (scores <= 1))
@@ -70,12 +81,12 @@ def test_a_second_run_never_overwrites_and_a_failed_export_leaves_nothing(traine
     assert second == models / "malaria" / "2"
     assert (target / "metadata.json").read_text() == before
 
-    import training.train as train_module
+    import training.release as release_module
 
     def failing_report(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(train_module, "write_report", failing_report)
+    monkeypatch.setattr(release_module, "write_report", failing_report)
     with pytest.raises(RuntimeError, match="disk full"):
         train(TrainOptions(disease="malaria", data_dir=data, models_dir=models, **FAST))
     assert versions(models, "malaria") == [1, 2]
@@ -114,3 +125,38 @@ def test_cli_unreadable_only_folder_is_refused(tmp_path: Path, capsys) -> None:
     assert code == 2
     assert "no readable images" in capsys.readouterr().err
     assert not (tmp_path / "models" / "malaria").exists() or not versions(tmp_path / "models", "malaria")
+
+
+def test_calibrate_gives_an_old_version_the_trust_layer_as_a_new_version_with_the_same_answers(
+    trained, tmp_path: Path,
+) -> None:
+    from tests.model_fixtures import export_legacy
+
+    data, _, _ = trained
+    models = tmp_path / "models"
+    old = export_legacy(models, "malaria", size=50)
+    assert main(["calibrate", "malaria", "--data", str(data), "--out", str(models)]) == 0
+    new = models / "malaria" / "2"
+    card, old_card = read_card(new / "metadata.json"), read_card(old / "metadata.json")
+    assert card.version == 2 and card.derived_from == 1 and old_card.calibration is None
+    assert card.calibration and card.screening and card.out_of_distribution and card.out_of_distribution.flagged
+    probe = np.random.default_rng(1).random((5, 50, 50, 1), dtype=np.float32)
+    np.testing.assert_allclose(load_model(new).predict(probe), load_model(old).predict(probe), atol=1e-6)
+    assert load_model(new).can_explain and not load_model(old).can_explain
+    assert (new / "report" / "reliability_diagram.png").is_file()
+
+
+def test_evaluate_write_replaces_the_figures_in_place(trained, tmp_path: Path, capsys) -> None:
+    import shutil
+
+    data, models, target = trained
+    copy = tmp_path / "models"
+    shutil.copytree(models, copy)
+    card_path = copy / "malaria" / "1" / "metadata.json"
+    stale = read_card(card_path).model_copy(update={"metrics": read_card(card_path).metrics.model_copy(
+        update={"accuracy": 0.0})})
+    card_path.write_text(stale.model_dump_json())
+    assert main(["evaluate", "malaria", "--version", "1", "--write", "--data", str(data), "--out", str(copy)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert read_card(card_path).metrics.accuracy == printed["metrics"]["accuracy"] == read_card(
+        target / "metadata.json").metrics.accuracy

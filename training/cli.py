@@ -1,4 +1,4 @@
-"""`python -m training train|evaluate|train-all ...`"""
+"""`python -m training train|train-all|calibrate|evaluate ...`"""
 
 from __future__ import annotations
 
@@ -27,11 +27,34 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(train_all)
     _add_training(train_all)
 
-    evaluate = commands.add_parser("evaluate", help="evaluate an exported version on its test part")
-    evaluate.add_argument("disease", help=f"one of: {', '.join(DISEASES)}")
+    calibrate = commands.add_parser(
+        "calibrate", help="re-export an existing version as a new one with calibration, screening threshold, "
+        "out-of-distribution statistics and Grad-CAM fitted on its own split (answers unchanged)")
+    calibrate.add_argument("disease")
+    _add_common(calibrate)
+    calibrate.add_argument("--version", type=_positive, default=None, help="model version (default: the latest)")
+    _add_target_sensitivity(calibrate)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="measure an exported version on its test part as served: metrics with group-bootstrap "
+        "intervals, calibration, screening threshold, out-of-distribution flags")
+    evaluate.add_argument("disease")
     _add_common(evaluate)
-    evaluate.add_argument("--version", type=int, default=None, help="model version (default: the latest)")
+    evaluate.add_argument("--version", type=_positive, default=None, help="model version (default: the latest)")
+    evaluate.add_argument("--write", action="store_true", help="replace the figures in the version's card and report")
     return parser
+
+
+def _add_target_sensitivity(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target-sensitivity", type=_fraction, default=0.95,
+                        help="sensitivity the screening threshold must reach on the validation part (default 0.95)")
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError("must be in (0, 1]")
+    return value
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -45,6 +68,7 @@ def _add_training(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=_positive, default=None)
     parser.add_argument("--image-size", type=_positive, default=None, help="square input side in pixels")
     parser.add_argument("--seed", type=int, default=42)
+    _add_target_sensitivity(parser)
 
 
 def _positive(text: str) -> int:
@@ -65,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "evaluate":
             return _evaluate(args)
+        if args.command == "calibrate":
+            return _calibrate(args)
         diseases = [args.disease] if args.command == "train" else _diseases_in(args.data)
         for disease in diseases:
             _train(args, disease)
@@ -89,14 +115,27 @@ def _train(args: argparse.Namespace, disease: str) -> None:
     target = train(TrainOptions(
         disease=disease, data_dir=args.data, models_dir=args.out, recipe=args.recipe, epochs=args.epochs,
         batch_size=args.batch_size, image_size=args.image_size, seed=args.seed,
+        target_sensitivity=args.target_sensitivity,
         verbose=1 if sys.stderr.isatty() else 2,
     ))
     print(f"{disease}: exported {target}")
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    from training.calibrate import calibrate_version
+
+    target = calibrate_version(args.disease, data_dir=args.data, models_dir=args.out, version=args.version,
+                               target_sensitivity=args.target_sensitivity)
+    print(f"{args.disease}: exported {target}")
+    return 0
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from training.evaluation_run import evaluate_version
 
-    metrics = evaluate_version(args.disease, data_dir=args.data, models_dir=args.out, version=args.version)
-    print(json.dumps(metrics.model_dump(), indent=2))
+    card = evaluate_version(args.disease, data_dir=args.data, models_dir=args.out, version=args.version,
+                            write=args.write)
+    figures = card.model_dump(include={"disease", "version", "metrics", "calibration", "screening",
+                                       "out_of_distribution"})
+    print(json.dumps(figures, indent=2))
     return 0

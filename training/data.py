@@ -8,7 +8,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.model_card import CLASS_NAMES
+from app.model_card import CLASS_NAMES, ModelCard, SplitSpec
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif"})
 MANIFEST_FILE = "MANIFEST.csv"
@@ -86,6 +86,19 @@ def split_by_group(
         return sorted((s for g in groups for s in by_group[g]), key=lambda s: str(s.path))
 
     return Split(train=collect(train_groups), validation=collect(validation_groups), test=collect(test_groups))
+
+
+def split_as(samples: list[Sample], spec: SplitSpec) -> Split:
+    """The split a card describes."""
+    return split_by_group(samples, test_fraction=spec.test_fraction, validation_fraction=spec.validation_fraction,
+                          seed=spec.seed)
+
+
+def card_split_spec(card: ModelCard) -> SplitSpec:
+    """The split a card was trained on; cards before format 2 used the defaults and the training seed."""
+    if "split_spec" in card.data.model_fields_set:
+        return card.data.split_spec
+    return SplitSpec(seed=card.training.seed)
 
 
 def _stratified_group_order(by_group: dict[str, list[Sample]], seed: int) -> dict[int, list[str]]:

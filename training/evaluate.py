@@ -10,11 +10,17 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from sklearn.calibration import calibration_curve  # noqa: E402
 from sklearn.metrics import classification_report, roc_auc_score, roc_curve  # noqa: E402
 
 from app.model_card import CLASS_NAMES, TestMetrics  # noqa: E402
 
 INFECTED = 0  # index of the positive class in CLASS_NAMES
+
+
+def probabilities_of(positive: np.ndarray) -> np.ndarray:
+    """N probabilities of `infected` -> N x 2 in CLASS_NAMES order."""
+    return np.stack([positive, 1 - positive], axis=1)
 
 
 def compute_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float = 0.5) -> TestMetrics:
@@ -53,21 +59,37 @@ def report_text(labels: np.ndarray, probabilities: np.ndarray) -> str:
 
 def write_report(
     folder: Path, *, disease: str, labels: np.ndarray, probabilities: np.ndarray, metrics: TestMetrics,
-    history: dict[str, list[float]] | None,
+    history: dict[str, list[float]] | None, calibrated: np.ndarray | None = None,
+    extra: dict[str, object] | None = None,
 ) -> None:
-    """evaluation.json, classification_report.txt and PNG plots in `folder`."""
+    """evaluation.json, classification_report.txt and PNG plots in `folder`. Without a training
+    history, an existing learning_curves.png (of the version this one re-exports) is kept."""
     folder.mkdir(parents=True, exist_ok=True)
     text = report_text(labels, probabilities)
     (folder / "classification_report.txt").write_text(text, encoding="utf-8")
     (folder / "evaluation.json").write_text(
         json.dumps({"disease": disease, "metrics": metrics.model_dump(), "classification_report": text,
-                    "history": history}, indent=2) + "\n",
+                    **(extra or {}), "history": history}, indent=2) + "\n",
         encoding="utf-8",
     )
     _plot_roc(folder / "roc_curve.png", disease, labels, probabilities, metrics.roc_auc)
     _plot_confusion(folder / "confusion_matrix.png", disease, metrics)
+    if calibrated is not None:
+        _plot_reliability(folder / "reliability_diagram.png", disease, labels, probabilities[:, INFECTED], calibrated)
     if history:
         _plot_history(folder / "learning_curves.png", disease, history)
+
+
+def _plot_reliability(path: Path, disease: str, labels, uncalibrated, calibrated, bins: int = 15) -> None:
+    figure, axis = plt.subplots(figsize=(4.5, 4.5), dpi=100)
+    axis.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfect calibration")
+    for name, values, style in (("uncalibrated", uncalibrated, "o-"), ("calibrated", calibrated, "s-")):
+        observed, predicted = calibration_curve(labels == INFECTED, values, n_bins=bins, strategy="uniform")
+        axis.plot(predicted, observed, style, markersize=4, label=name)
+    axis.set(xlabel="predicted P(infected)", ylabel="observed share infected",
+             title=f"{disease}: reliability ({bins} bins, test)")
+    axis.legend(loc="upper left")
+    _save(figure, path)
 
 
 def _plot_roc(path: Path, disease: str, labels, probabilities, auc: float | None) -> None:

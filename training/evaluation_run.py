@@ -2,32 +2,42 @@
 
 from __future__ import annotations
 
-import numpy as np
-
+import os
 from pathlib import Path
 
-from app.model_card import TestMetrics
-from app.model_store import latest_version, version_dir, versions
-from app.savedmodel import load_model
+import numpy as np
+
+from app.model_card import ModelCard, write_card
+from app.model_store import METADATA_FILE, latest_version, version_dir, versions
+from app.savedmodel import LoadedModel, load_model
 from app.scoring import normalise
-from training.config import get_disease
-from training.data import DataError, find_samples, split_by_group
-from training.evaluate import compute_metrics
-from training.pipeline import decode_samples, images_only
+from training.assessment import assess, probe_sets
+from training.config import DISEASES
+from training.data import DataError, Sample, card_split_spec, find_samples, split_as
+from training.pipeline import decode_samples, images_only, kept_samples, pixels_of
+from training.release import with_assessment, write_assessment_report
+
+
+def load_version(disease: str, models_dir: Path, version: int | None) -> LoadedModel:
+    if not (models_dir / disease).is_dir():
+        raise DataError(f"unknown disease {disease!r}: no folder {models_dir / disease}")
+    version = version or latest_version(models_dir, disease)
+    if version is None or version not in versions(models_dir, disease):
+        found = ", ".join(map(str, versions(models_dir, disease))) or "none"
+        raise DataError(f"no version {version or ''} of {disease} under {models_dir} (versions: {found})")
+    return load_model(version_dir(models_dir, disease, version))
+
+
+def test_part(model: LoadedModel, data_dir: Path) -> list[Sample]:
+    return split_as(find_samples(data_dir, model.card.disease), card_split_spec(model.card)).test
 
 
 def predict_test_part(
     disease: str, *, data_dir: Path, models_dir: Path, version: int | None = None, limit: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(labels, normalised probabilities) of the exported model on its test part, or a fixed sample of it."""
-    get_disease(disease)
-    version = version or latest_version(models_dir, disease)
-    if version is None or version not in versions(models_dir, disease):
-        found = ", ".join(map(str, versions(models_dir, disease))) or "none"
-        raise DataError(f"no version {version or ''} of {disease} under {models_dir} (versions: {found})")
-    model = load_model(version_dir(models_dir, disease, version))
-    samples = find_samples(data_dir, disease)
-    test = split_by_group(samples, seed=model.card.training.seed).test
+    model = load_version(disease, models_dir, version)
+    test = test_part(model, data_dir)
     if limit is not None and limit < len(test):
         # A fixed, class-stratified sample: every k-th file of the (sorted) test part.
         test = test[:: max(1, len(test) // limit)][:limit]
@@ -37,6 +47,22 @@ def predict_test_part(
     return decoded.labels, normalise(scores)
 
 
-def evaluate_version(disease: str, *, data_dir: Path, models_dir: Path, version: int | None = None) -> TestMetrics:
-    labels, probabilities = predict_test_part(disease, data_dir=data_dir, models_dir=models_dir, version=version)
-    return compute_metrics(labels, probabilities)
+def evaluate_version(
+    disease: str, *, data_dir: Path, models_dir: Path, version: int | None = None, write: bool = False,
+) -> ModelCard:
+    """Re-measure a version on its test part (metrics with intervals, calibration, screening threshold,
+    out-of-distribution flags); with `write`, replace its card's figures and report in place."""
+    model = load_version(disease, models_dir, version)
+    spec = model.card.input.spec()
+    test = test_part(model, data_dir)
+    decoded = decode_samples(test, spec)
+    groups = [s.group for s in kept_samples(test, decoded)]
+    probes = probe_sets(data_dir, disease, spec, known=sorted(set(DISEASES) | {disease}))
+    assessment = assess(model, pixels_of(decoded), decoded.labels, groups, probes)
+    card = with_assessment(model.card, assessment)
+    if write:
+        write_assessment_report(model.path, card, assessment, history=None)
+        staged = model.path / f".{METADATA_FILE}.new"
+        write_card(card, staged)
+        os.replace(staged, model.path / METADATA_FILE)  # atomic: a reader sees the old card or the new one
+    return card

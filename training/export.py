@@ -1,46 +1,56 @@
-"""Atomic export of a trained model as `<models>/<disease>/<N>/` (never overwriting a version)."""
+"""Atomic export of a model version as `<models>/<disease>/<N>/` (never overwriting a version).
+
+Everything is written into a hidden staging folder that the service ignores; `publish` gives it the
+next free version number, writes the finished card and renames it into place in one step. A crash
+leaves at most the hidden folder, which is removed on the way out.
+"""
 
 from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-import keras
+from app.model_card import ModelCard, write_card
+from app.model_store import METADATA_FILE, next_version, version_dir
 
-from app.model_store import next_version, version_dir
 
+class StagedVersion:
+    def __init__(self, models_dir: Path, disease: str, folder: Path) -> None:
+        self.models_dir = models_dir
+        self.disease = disease
+        self.folder = folder  # write the SavedModel, the card and report/ here
+        self.published: Path | None = None
 
-def export_version(
-    model: keras.Model, models_dir: Path, disease: str, *,
-    write_extras: Callable[[Path, int], None],
-) -> Path:
-    """Write the SavedModel and its extras into a hidden temporary folder, then rename it to the next
-    free version. `write_extras(folder, version)` writes metadata.json and report/ into the folder.
-    A crash leaves only a hidden temp folder that the service ignores; an existing version is never touched."""
-    parent = models_dir / disease
-    parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".incomplete-", dir=parent))
-    try:
-        staging.chmod(0o755)  # mkdtemp makes it private; a served model must be readable by the service user
-        model.export(str(staging / "savedmodel"), format="tf_saved_model", verbose=False)
-        for item in (staging / "savedmodel").iterdir():
-            item.rename(staging / item.name)
-        (staging / "savedmodel").rmdir()
+    def publish(self, card: ModelCard) -> Path:
+        """Number the version, write its card and move it into place; returns the version folder."""
         while True:
-            version = next_version(models_dir, disease)
-            write_extras(staging, version)
-            target = version_dir(models_dir, disease, version)
+            version = next_version(self.models_dir, self.disease)
+            write_card(card.model_copy(update={"version": version}), self.folder / METADATA_FILE)
+            target = version_dir(self.models_dir, self.disease, version)
             if target.exists():  # someone else took it between the check and now
                 continue
             try:
-                staging.rename(target)
-                return target
+                self.folder.rename(target)
             except OSError:
                 if not target.exists():
                     raise
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+                continue
+            self.published = target
+            return target
 
+
+@contextmanager
+def stage_version(models_dir: Path, disease: str) -> Iterator[StagedVersion]:
+    parent = models_dir / disease
+    parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=".incomplete-", dir=parent))
+    folder.chmod(0o755)  # mkdtemp makes it private; a served model must be readable by the service user
+    staged = StagedVersion(models_dir, disease, folder)
+    try:
+        yield staged
+    finally:
+        if staged.published is None:
+            shutil.rmtree(folder, ignore_errors=True)

@@ -115,3 +115,14 @@ def evaluation_batches(decoded: DecodedSet, *, batch_size: int) -> tf.data.Datas
 
 def images_only(decoded: DecodedSet, *, batch_size: int) -> tf.data.Dataset:
     return evaluation_batches(decoded, batch_size=batch_size).map(lambda images, labels: images)
+
+
+def pixels_of(decoded: DecodedSet) -> np.ndarray:
+    """The cached uint8 pixels, N x H x W x C, in file order."""
+    return np.stack([pixels for pixels, _ in decoded.dataset.as_numpy_iterator()])
+
+
+def kept_samples(samples: list[Sample], decoded: DecodedSet) -> list[Sample]:
+    """The samples whose images were readable, in the decoded set's order."""
+    unreadable = set(decoded.unreadable)
+    return [sample for sample in samples if str(sample.path) not in unreadable]

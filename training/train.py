@@ -16,24 +16,24 @@ import tensorflow as tf
 
 from app import preprocessing
 from app.model_card import (
-    CLASS_NAMES, DataCard, InputCard, ModelCard, SplitCounts, TrainingCard, write_card,
+    CLASS_NAMES, DataCard, InputCard, ModelCard, SplitCounts, SplitSpec, TestMetrics, TrainingCard,
 )
-from app.model_store import METADATA_FILE, REPORT_DIR
-from app.scoring import normalise
 from app.preprocessing import InputSpec
+from training.assessment import probe_sets
 from training.batchnorm import KeepBestWeights, RecalibratedValidation
-from training.config import CAVEATS, DiseaseConfig, Recipe, get_disease
-from training.data import DataError, Split, check_trainable, find_samples, split_by_group
-from training.evaluate import compute_metrics, write_report
-from training.export import export_version
+from training.config import CAVEATS, DISEASES, DiseaseConfig, Recipe, get_disease
+from training.data import DataError, Split, check_trainable, find_samples, split_as
 from training.model import compile_model, learning_rate_schedule, make_model
-from training.pipeline import DecodedSet, decode_samples, evaluation_batches, images_only, make_augmenter, training_batches
+from training.pipeline import (
+    DecodedSet, decode_samples, evaluation_batches, images_only, kept_samples, make_augmenter, training_batches,
+)
+from training.release import OUTPUT_DESCRIPTION, ReleaseData, release
+from training.trust import DEFAULT_TARGET_SENSITIVITY
 
 log = logging.getLogger("training")
-OUTPUT_DESCRIPTION = (
-    "two independent sigmoid scores in `classes` order; reported probabilities are each score divided "
-    "by their sum (app/scoring.py); label = the larger"
-)
+# Replaced by the measured figures before a card is published (training/release.py).
+PENDING_METRICS = TestMetrics(n_images=0, accuracy=0, sensitivity=0, specificity=0, precision=0, recall=0, f1=0,
+                              roc_auc=None, confusion_matrix=[[0, 0], [0, 0]])
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ class TrainOptions:
     batch_size: int | None = None
     image_size: int | None = None
     seed: int = 42
+    target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY
     verbose: int = 1
 
 
@@ -76,11 +77,6 @@ def balanced_class_weights(labels: np.ndarray) -> dict[int, float]:
     return {index: float(len(labels) / (2 * count)) for index, count in enumerate(counts)}
 
 
-def predict_probabilities(model: keras.Model, decoded: DecodedSet, batch_size: int) -> np.ndarray:
-    scores = model.predict(images_only(decoded, batch_size=batch_size), verbose=0)
-    return normalise(scores)
-
-
 def train(options: TrainOptions) -> Path:
     config = get_disease(options.disease)
     recipe = resolve_recipe(config, options)
@@ -89,7 +85,8 @@ def train(options: TrainOptions) -> Path:
 
     # Data: group split, decode once into the cache.
     samples = find_samples(options.data_dir, options.disease)
-    split = split_by_group(samples, seed=options.seed)
+    split_spec = SplitSpec(seed=options.seed)
+    split = split_as(samples, split_spec)
     check_trainable(split)
     log.info("%s: %d images, split %s", options.disease, len(samples),
              {part: len(s) for part, s in split.parts().items()})
@@ -122,46 +119,42 @@ def train(options: TrainOptions) -> Path:
         keep_best.restore(model)
     seconds = time.perf_counter() - started
 
-    # Evaluate on the untouched test part.
-    test = decoded["test"]
-    probabilities = predict_probabilities(model, test, recipe.batch_size)
-    metrics = compute_metrics(test.labels, probabilities)
-    log.info("%s test: accuracy %.4f sensitivity %.4f specificity %.4f AUC %s", options.disease,
-             metrics.accuracy, metrics.sensitivity, metrics.specificity, metrics.roc_auc)
-
+    # Fit the trust layer, export, measure on the untouched test part as served, publish.
     counts = SplitCounts(
         train=class_counts_of(decoded["train"]), validation=class_counts_of(decoded["validation"]),
-        test=class_counts_of(test),
+        test=class_counts_of(decoded["test"]),
         groups={part: len({s.group for s in part_samples}) for part, part_samples in split.parts().items()},
         unreadable_skipped=sum(len(item.unreadable) for item in decoded.values()),
     )
     settings = {**recipe.as_dict(), "class_weights_used": weights,
                 "selection": "lowest validation loss" if recipe.keep_best else "last epoch"}
     epochs_run = len(history.history.get("loss", []))
-
-    def write_extras(folder: Path, version: int) -> None:
-        card = ModelCard(
-            disease=options.disease, version=version, description=config.description,
-            input=InputCard.from_spec(spec), preprocessing=preprocessing.DESCRIPTION,
-            output=OUTPUT_DESCRIPTION, metrics=metrics,
-            data=DataCard(
-                source=config.source,
-                split=(f"by patient/slide group (MANIFEST.csv; one group per file where unknown), seed "
-                       f"{options.seed}: test 15% of images, validation 30% of the rest, stratified by class"),
-                counts=counts, caveats=CAVEATS.get(options.disease, []),
-            ),
-            training=TrainingCard(
-                recipe=recipe.name, settings=settings, seed=options.seed, epochs_run=epochs_run,
-                best_epoch=(keep_best.best_epoch + 1) if recipe.keep_best else epochs_run,
-                seconds=round(seconds, 1), machine=machine_description(),
-            ),
-            frameworks=framework_versions(), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        )
-        write_card(card, folder / METADATA_FILE)
-        write_report(folder / REPORT_DIR, disease=options.disease, labels=test.labels,
-                     probabilities=probabilities, metrics=metrics, history=history.history)
-
-    target = export_version(model, options.models_dir, options.disease, write_extras=write_extras)
+    card = ModelCard(
+        disease=options.disease, version=0, description=config.description,
+        input=InputCard.from_spec(spec), preprocessing=preprocessing.DESCRIPTION,
+        output=OUTPUT_DESCRIPTION, metrics=PENDING_METRICS,
+        data=DataCard(
+            source=config.source,
+            split=(f"by patient/slide group (MANIFEST.csv; one group per file where unknown), seed "
+                   f"{split_spec.seed}: test {split_spec.test_fraction:.0%} of images, validation "
+                   f"{split_spec.validation_fraction:.0%} of the rest, stratified by class"),
+            split_spec=split_spec, counts=counts, caveats=CAVEATS.get(options.disease, []),
+        ),
+        training=TrainingCard(
+            recipe=recipe.name, settings=settings, seed=options.seed, epochs_run=epochs_run,
+            best_epoch=(keep_best.best_epoch + 1) if recipe.keep_best else epochs_run,
+            seconds=round(seconds, 1), machine=machine_description(),
+        ),
+        frameworks=framework_versions(), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    data = ReleaseData(
+        train=decoded["train"], validation=decoded["validation"], test=decoded["test"],
+        validation_groups=[s.group for s in kept_samples(split.validation, decoded["validation"])],
+        test_groups=[s.group for s in kept_samples(split.test, decoded["test"])],
+        probes=probe_sets(options.data_dir, options.disease, spec, known=list(DISEASES)),
+    )
+    target = release(model, spec, data, card, options.models_dir, history=history.history,
+                     target_sensitivity=options.target_sensitivity, batch_size=recipe.batch_size)
     log.info("exported %s", target)
     return target
 

@@ -10,6 +10,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.inference import InferencePipeline
 from app.registry import ModelRegistry
 from app.settings import Settings
 
@@ -22,5 +23,10 @@ async def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
+async def get_pipeline(request: Request) -> InferencePipeline:
+    return request.app.state.pipeline
+
+
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+PipelineDep = Annotated[InferencePipeline, Depends(get_pipeline)]

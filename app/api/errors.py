@@ -10,8 +10,11 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.schemas import ErrorBody, ErrorDetail
-from app.errors import BodyTooLarge, EmptyUpload, ModelUnavailable, Overloaded, UnknownDisease
+from app.errors import (
+    BodyTooLarge, EmptyUpload, InvalidThreshold, ModelUnavailable, Overloaded, TooManyImages, UnknownDisease,
+)
 from app.preprocessing import CorruptImage, ImageTooLarge, UnsupportedImage
+from app.savedmodel import ExplanationUnavailable
 
 log = logging.getLogger("medscan.errors")
 
@@ -25,7 +28,16 @@ STATUS_OF: dict[type[Exception], tuple[int, str]] = {
     UnsupportedImage: (415, "unsupported_media_type"),
     ImageTooLarge: (413, "image_too_large"),
     BodyTooLarge: (413, "body_too_large"),
+    TooManyImages: (413, "too_many_images"),
+    InvalidThreshold: (422, "invalid_threshold"),
+    ExplanationUnavailable: (409, "explanation_unavailable"),
 }
+
+
+def error_detail(error: Exception) -> ErrorDetail:
+    """The error shape of one domain error, for an image's place in a multi-image answer."""
+    status, code = STATUS_OF[type(error)]
+    return ErrorDetail(status=status, code=code, message=str(error))
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:

@@ -13,15 +13,37 @@ class ImageSize(BaseModel):
     height: int
 
 
+class OutOfDistribution(BaseModel):
+    distance: float = Field(description="Mahalanobis distance of the image's features from the training part")
+    threshold: float = Field(description="distances above it are flagged (the 97.5th percentile on validation)")
+
+
+class Explanation(BaseModel):
+    target_class: str = Field(description="the class whose evidence the heatmap shows: the answered label")
+    heatmap: list[list[float]] = Field(
+        description="Grad-CAM of the last convolution, H x W at the model's input resolution, values in [0, 1]"
+    )
+    overlay_png: str = Field(description="base64 PNG: the heatmap over the image as sent (at most 512 px)")
+
+
 class Prediction(BaseModel):
     disease: str
     model_version: int
-    label: str = Field(description="the class with the higher probability")
+    label: str = Field(description="`infected` when `score` reaches `threshold`, else `uninfected`")
+    score: float = Field(description="calibrated probability of `infected`, unrounded (for ROC curves)")
     probabilities: dict[str, float] = Field(
-        description="percent per class, summing to 100: each sigmoid score divided by the sum of both",
+        description="calibrated percent per class, rounded to 2 places, summing to 100",
         examples=[{"infected": 97.31, "uninfected": 2.69}],
     )
-    image: ImageSize = Field(description="size of the image as sent, after EXIF orientation")
+    threshold: float = Field(description="decision threshold used: the model's screening threshold or the request's")
+    in_distribution: bool | None = Field(
+        description="false: the image does not look like the model's training images, do not trust the label; "
+        "null: this model version has no out-of-distribution statistics"
+    )
+    out_of_distribution: OutOfDistribution | None = None
+    warning: str | None = Field(None, description="set when the label must not be trusted, and why")
+    image: ImageSize | None = Field(description="size of the image as sent, after EXIF orientation")
+    explanation: Explanation | None = Field(None, description="with ?explain=true")
     intended_use: str = INTENDED_USE
 
 
@@ -54,3 +76,19 @@ class ErrorDetail(BaseModel):
 
 class ErrorBody(BaseModel):
     error: ErrorDetail
+
+
+class ImageError(ErrorBody):
+    """One image of a multi-image request that could not be screened."""
+
+    filename: str | None = None
+
+
+class PredictionItem(Prediction):
+    filename: str | None = None
+
+
+class Predictions(BaseModel):
+    results: list[PredictionItem | ImageError] = Field(
+        description="one entry per `file` part, in order: a prediction, or the error for that image"
+    )

@@ -1,62 +1,74 @@
-"""POST /predict/{disease}: one image in, the model's probabilities out."""
+"""POST /predict/{disease}: images in, calibrated, thresholded, checked answers out."""
 
 from __future__ import annotations
 
+import base64
 from typing import Annotated
 
-import numpy as np
-from fastapi import APIRouter, File, UploadFile
-from PIL import Image
-from starlette.concurrency import run_in_threadpool
+from fastapi import APIRouter, File, Query, UploadFile
 
-from app.api.deps import RegistryDep, SettingsDep
-from app.api.errors import responses
-from app.api.schemas import ImageSize, Prediction
-from app.errors import EmptyUpload
-from app.preprocessing import DecodedImage, InputSpec, decode_opened, read_header, scale
-from app.scoring import as_percentages, normalise
+from app.api.deps import PipelineDep
+from app.api.errors import error_detail, responses
+from app.api.schemas import (
+    Explanation, ImageError, ImageSize, OutOfDistribution, Prediction, PredictionItem, Predictions,
+)
+from app.inference import Screening, Upload
 
 router = APIRouter(tags=["predict"])
 
+FileParts = Annotated[
+    list[UploadFile],
+    File(description="one or several images (repeat the field): PNG, JPEG, BMP, TIFF, GIF (first frame) or DICOM"),
+]
+ThresholdQuery = Annotated[
+    float | None,
+    Query(ge=0, le=1, description="decision threshold on the calibrated P(infected); default: the model's "
+          "screening threshold"),
+]
+ExplainQuery = Annotated[bool, Query(description="add a Grad-CAM heatmap and overlay to each answer")]
 
-def _prepare(header: Image.Image, spec: InputSpec) -> tuple[DecodedImage, np.ndarray]:
-    decoded = decode_opened(header, spec)
-    return decoded, scale(decoded.pixels)
+
+async def read_uploads(parts: list[UploadFile]) -> list[Upload]:
+    return [Upload(data=await part.read(), filename=part.filename, content_type=part.content_type) for part in parts]
+
+
+def present(screening: Screening) -> Prediction:
+    explanation = screening.explanation
+    return Prediction(
+        disease=screening.disease, model_version=screening.model_version, label=screening.label,
+        score=screening.score, probabilities=screening.probabilities, threshold=screening.threshold,
+        in_distribution=screening.in_distribution,
+        out_of_distribution=(OutOfDistribution(distance=screening.ood_distance, threshold=screening.ood_threshold)
+                             if screening.ood_distance is not None and screening.ood_threshold is not None else None),
+        warning=screening.warning,
+        image=ImageSize(width=screening.image_size[0], height=screening.image_size[1]) if screening.image_size else None,
+        explanation=Explanation(
+            target_class=screening.label, heatmap=explanation.heatmap.round(3).tolist(),
+            overlay_png=base64.b64encode(explanation.overlay_png).decode("ascii"),
+        ) if explanation else None,
+        intended_use=screening.intended_use,
+    )
 
 
 @router.post(
     "/predict/{disease}",
-    response_model=Prediction,
-    responses=responses(404, 413, 415, 422, 503),
-    summary="Screen one image with the disease's model",
+    response_model=Prediction | Predictions,
+    responses=responses(404, 409, 413, 415, 422, 503),
+    summary="Screen one image (answer: a prediction) or several (answer: a list, one entry per image)",
 )
 async def predict(
-    disease: str,
-    file: Annotated[UploadFile, File(description="PNG, JPEG, BMP, TIFF or GIF (first frame)")],
-    registry: RegistryDep,
-    settings: SettingsDep,
-) -> Prediction:
-    served = registry.get(disease)
-    data = await file.read()
-    if not data:
-        raise EmptyUpload("the file field is empty: send the image's bytes")
-    card = served.card
-    assert card is not None
-    with registry.admitted(served) as predict_one:  # a full queue answers 503 before any decoding
-        header = read_header(data, max_pixels=settings.max_image_pixels)
-        # A small image decodes faster (measured: 0.1-0.5 ms) than a hop to a worker thread and back;
-        # a large one would stall every other request on the event loop, so it goes to a thread.
-        if header.width * header.height <= settings.inline_decode_max_pixels:
-            decoded, image = _prepare(header, card.input.spec())
-        else:
-            decoded, image = await run_in_threadpool(_prepare, header, card.input.spec())
-        scores = await predict_one(image)
-    probabilities = normalise(scores[np.newaxis])[0]
-    return Prediction(
-        disease=disease,
-        model_version=card.version,
-        label=card.classes[int(np.argmax(probabilities))],
-        probabilities=as_percentages(probabilities, card.classes),
-        image=ImageSize(width=decoded.width, height=decoded.height),
-        intended_use=card.intended_use,
-    )
+    disease: str, file: FileParts, pipeline: PipelineDep, threshold: ThresholdQuery = None,
+    explain: ExplainQuery = False,
+) -> Prediction | Predictions:
+    uploads = await read_uploads(file)
+    outcomes = await pipeline.screen(disease, uploads, threshold=threshold, explain=explain)
+    if len(outcomes) == 1:  # one image: its answer, or its error as the response
+        (outcome,) = outcomes
+        if isinstance(outcome, Exception):
+            raise outcome
+        return present(outcome)
+    return Predictions(results=[
+        ImageError(error=error_detail(outcome), filename=upload.filename) if isinstance(outcome, Exception)
+        else PredictionItem(**present(outcome).model_dump(), filename=upload.filename)
+        for upload, outcome in zip(uploads, outcomes, strict=True)
+    ])

@@ -1,0 +1,177 @@
+"""The inference pipeline as callers see it: calibration, threshold, out-of-distribution flag, Grad-CAM,
+several images per request, DICOM, and versions exported before the trust layer."""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from pydicom.data import get_testdata_file
+
+from app.preprocessing import model_input
+from app.savedmodel import load_model
+from app.scoring import calibrated_probability
+from tests.images import gradient, image_bytes
+from tests.model_fixtures import export_legacy, export_untrained
+
+TEMPERATURE, THRESHOLD = 2.0, 0.3
+
+
+@pytest.fixture(scope="module")
+def trust_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    models = tmp_path_factory.mktemp("trust-models")
+    export_untrained(models, "malaria", size=50, temperature=TEMPERATURE, threshold=THRESHOLD, ood_threshold=1e6)
+    export_untrained(models, "brain_tumor", size=48, ood_threshold=0.0)  # every image is out of distribution
+    export_legacy(models, "breast_cancer", size=50)
+    return models
+
+
+@pytest.fixture(scope="module")
+def trust_client(trust_models: Path):
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    settings = Settings(models_dir=trust_models, max_batch_size=8, max_images_per_request=4)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        yield client
+
+
+def post(client, disease: str, *files: tuple[str, bytes, str], **params):
+    return client.post(f"/predict/{disease}", files=[("file", f) for f in files], params=params)
+
+
+def png(width: int = 60, height: int = 40, name: str = "x.png") -> tuple[str, bytes, str]:
+    return (name, image_bytes(gradient(width, height)), "image/png")
+
+
+def expected_score(models: Path, disease: str, data: bytes) -> float:
+    model = load_model(next((models / disease).iterdir()))
+    x = model_input(data, model.card.input.spec(), max_pixels=10**8)[np.newaxis]
+    return float(calibrated_probability(model.analyse(x)[0].log_odds, model.card.calibration.temperature))
+
+
+def test_answers_are_calibrated_thresholded_and_carry_the_unrounded_score(trust_client, trust_models) -> None:
+    name, data, kind = png()
+    body = post(trust_client, "malaria", (name, data, kind)).json()
+    assert body["score"] == pytest.approx(expected_score(trust_models, "malaria", data), abs=1e-9)
+    assert body["probabilities"]["infected"] == round(body["score"] * 100, 2)
+    assert sum(body["probabilities"].values()) == pytest.approx(100.0, abs=1e-9)
+    assert body["threshold"] == THRESHOLD
+    assert body["label"] == ("infected" if body["score"] >= THRESHOLD else "uninfected")
+    assert body["in_distribution"] is True and body["warning"] is None
+    assert body["out_of_distribution"]["threshold"] == 1e6
+    assert body["model_version"] == 1 and body["intended_use"] == "research use only; not for diagnosis"
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1.0])
+def test_a_request_can_override_the_threshold(trust_client, threshold: float) -> None:
+    body = post(trust_client, "malaria", png(), threshold=threshold).json()
+    assert body["threshold"] == threshold
+    assert body["label"] == ("infected" if body["score"] >= threshold else "uninfected")
+
+
+@pytest.mark.parametrize("threshold", ["1.5", "-0.1", "nan", "high"])
+def test_a_threshold_outside_0_to_1_is_422(trust_client, threshold: str) -> None:
+    response = post(trust_client, "malaria", png(), threshold=threshold)
+    assert response.status_code == 422, response.text
+    assert "threshold" in response.json()["error"]["message"]
+
+
+def test_an_image_unlike_the_training_data_is_flagged_but_still_answered(trust_client) -> None:
+    body = post(trust_client, "brain_tumor", png()).json()
+    assert body["in_distribution"] is False
+    assert body["label"] in {"infected", "uninfected"} and body["probabilities"]
+    assert "do not trust its label" in body["warning"] and "brain_tumor" in body["warning"]
+    assert body["out_of_distribution"]["distance"] > body["out_of_distribution"]["threshold"] == 0.0
+
+
+def test_a_version_without_the_trust_layer_still_serves_and_says_so(trust_client) -> None:
+    body = post(trust_client, "breast_cancer", png()).json()
+    assert body["in_distribution"] is None and body["out_of_distribution"] is None
+    assert body["threshold"] == 0.5
+    response = post(trust_client, "breast_cancer", png(), explain="true")
+    assert response.status_code == 409 and response.json()["error"]["code"] == "explanation_unavailable"
+
+
+def test_the_image_size_is_the_size_as_sent_even_when_jpeg_decodes_smaller(trust_client) -> None:
+    jpeg = image_bytes(gradient(224, 224), "JPEG")
+    body = post(trust_client, "malaria", ("x.jpg", jpeg, "image/jpeg")).json()
+    assert body["image"] == {"width": 224, "height": 224}
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated: width and height swap
+    rotated = image_bytes(gradient(300, 200), "JPEG", exif=exif)
+    assert post(trust_client, "malaria", ("r.jpg", rotated, "image/jpeg")).json()["image"] == {"width": 200, "height": 300}
+
+
+def test_several_images_give_results_in_order_with_an_error_in_place_of_a_bad_one(trust_client, trust_models) -> None:
+    batcher = trust_client.app.state.registry.models["malaria"].batcher
+    batches_before, images_before = batcher.batches_run, batcher.images_run
+    first, third = png(30, 20, "a.png"), png(90, 70, "c.png")
+    response = post(trust_client, "malaria", first, ("b.txt", b"not an image", "text/plain"), third)
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["filename"] for r in results] == ["a.png", "b.txt", "c.png"]
+    assert results[0]["image"] == {"width": 30, "height": 20} and results[2]["image"] == {"width": 90, "height": 70}
+    assert results[1] == {"error": {"status": 415, "code": "unsupported_media_type",
+                                    "message": "the file is not an image in a supported format"}, "filename": "b.txt"}
+    assert results[2]["score"] == pytest.approx(expected_score(trust_models, "malaria", third[1]), abs=1e-9)
+    # the two usable images went through the model together
+    assert (batcher.batches_run - batches_before, batcher.images_run - images_before) == (1, 2)
+
+
+def test_more_images_than_allowed_is_413(trust_client) -> None:
+    response = post(trust_client, "malaria", *[png() for _ in range(5)])
+    assert response.status_code == 413 and response.json()["error"]["code"] == "too_many_images"
+
+
+def test_explain_adds_a_heatmap_at_input_resolution_and_a_png_overlay(trust_client) -> None:
+    body = post(trust_client, "malaria", png(120, 80), explain="true").json()
+    explanation = body["explanation"]
+    heatmap = np.array(explanation["heatmap"])
+    assert heatmap.shape == (50, 50) and heatmap.min() >= 0 and heatmap.max() <= 1
+    assert explanation["target_class"] == body["label"]
+    overlay = Image.open(io.BytesIO(base64.b64decode(explanation["overlay_png"])))
+    assert overlay.format == "PNG" and overlay.size == (120, 80)
+    plain = post(trust_client, "malaria", png(120, 80)).json()
+    assert "explanation" not in plain or plain["explanation"] is None
+    assert plain["score"] == body["score"]
+
+
+def test_explain_route_returns_the_overlay_as_png(trust_client) -> None:
+    response = trust_client.post("/explain/malaria", files={"file": png(64, 64)})
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    assert response.headers["x-medscan-label"] in {"infected", "uninfected"}
+    assert Image.open(io.BytesIO(response.content)).size == (64, 64)
+    bad = trust_client.post("/explain/malaria", files={"file": ("x.txt", b"text", "text/plain")})
+    assert bad.status_code == 415
+
+
+def test_dicom_is_screened_and_no_patient_data_is_returned_or_logged(trust_client, caplog) -> None:
+    path = get_testdata_file("CT_small.dcm")
+    patient = str(pydicom.dcmread(path).PatientName)
+    assert patient
+    caplog.set_level(logging.DEBUG)
+    response = post(trust_client, "malaria", ("ct.dcm", open(path, "rb").read(), "application/dicom"))
+    assert response.status_code == 200, response.text
+    assert response.json()["image"] == {"width": 128, "height": 128}
+    assert patient not in response.text and patient not in caplog.text
+    no_pixels = post(trust_client, "malaria", ("plan.dcm", open(get_testdata_file("rtplan.dcm"), "rb").read(),
+                                               "application/dicom"))
+    assert no_pixels.status_code == 415 and "no pixel data" in no_pixels.json()["error"]["message"]
+
+
+def test_models_list_shows_the_trust_layer_from_the_cards(trust_client) -> None:
+    models = {m["disease"]: m for m in trust_client.get("/models").json()["models"]}
+    card = models["malaria"]["card"]
+    assert card["calibration"]["temperature"] == TEMPERATURE
+    assert card["screening"]["threshold"] == THRESHOLD
+    assert card["out_of_distribution"]["threshold"] == 1e6
+    assert models["breast_cancer"]["card"]["out_of_distribution"] is None

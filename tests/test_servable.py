@@ -1,0 +1,116 @@
+"""The exported signatures: serving_default unchanged, analyse consistent with it, Grad-CAM that points
+at the evidence, and an old version's weights put back without change."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from app.preprocessing import ColourMode, InputSpec
+from app.savedmodel import load_model
+from app.scoring import log_odds_from_scores
+from tests.model_fixtures import export_legacy, export_untrained
+from training.model import compile_model, make_model
+from training.servable import analysis_model, features_and_log_odds, rebuild_keras_model
+from training.trust import fit_ood
+
+SIZE = 96
+SPEC = InputSpec(height=SIZE, width=SIZE, colour_mode=ColourMode.GRAYSCALE)
+
+
+def quadrant_images(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The class is decided by where a bright square is: top-left quadrant = infected (label 0),
+    any other quadrant = uninfected. Brightness alone tells nothing."""
+    rng = np.random.default_rng(seed)
+    images = rng.normal(0.3, 0.05, (count, SIZE, SIZE, 1)).clip(0, 1).astype(np.float32)
+    labels = np.arange(count) % 2
+    half, side = SIZE // 2, 14
+    for image, label in zip(images, labels, strict=True):
+        quadrant = 0 if label == 0 else rng.integers(1, 4)
+        top, left = (quadrant // 2) * half, (quadrant % 2) * half
+        y, x = top + rng.integers(2, half - side - 2), left + rng.integers(2, half - side - 2)
+        image[y:y + side, x:x + side] = 0.95
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def quadrant_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    keras.utils.set_random_seed(3)
+    images, labels = quadrant_images(480, seed=1)
+    model = make_model(SPEC, bn_momentum=0.9)
+    compile_model(model, learning_rate=1e-3)
+    model.fit(images, tf.one_hot(labels, 2), epochs=12, batch_size=32, verbose=0)
+    return export_untrained(tmp_path_factory.mktemp("quadrant"), "malaria", size=SIZE, model=model)
+
+
+def test_grad_cam_mass_falls_in_the_quadrant_that_decides_the_class(quadrant_model: Path) -> None:
+    from app.explanations import class_heatmap
+
+    model = load_model(quadrant_model)
+    images, labels = quadrant_images(60, seed=99)
+    infected = images[labels == 0]
+    outputs = model.analyse(infected)
+    assert np.mean([o.log_odds > 0 for o in outputs]) >= 0.9, "the toy model did not learn the task"
+    maps = model.explain(infected)
+    assert maps.shape == (len(infected), SIZE, SIZE)
+    shares = []
+    for signed in maps:
+        heatmap = class_heatmap(signed, 0)
+        assert heatmap.min() >= 0 and heatmap.max() == pytest.approx(1.0)
+        shares.append(heatmap[: SIZE // 2, : SIZE // 2].sum() / heatmap.sum())
+    assert np.mean(shares) >= 0.6, f"mean share of the heatmap in the deciding quadrant: {np.mean(shares):.2f}"
+
+
+def test_analyse_agrees_with_serving_default_and_does_not_saturate(quadrant_model: Path) -> None:
+    model = load_model(quadrant_model)
+    images, _ = quadrant_images(16, seed=5)
+    scores = model.predict(images)
+    outputs = model.analyse(images)
+    log_odds = np.array([o.log_odds for o in outputs])
+    unsaturated = (scores > 1e-6).all(axis=1) & (scores < 1 - 1e-6).all(axis=1)
+    np.testing.assert_allclose(log_odds[unsaturated], log_odds_from_scores(scores)[unsaturated], atol=1e-3)
+    assert all(np.isfinite(o.ood_distance) for o in outputs)
+
+
+def test_the_exported_distance_is_the_fitted_one(tmp_path: Path) -> None:
+    from training.export import stage_version
+    from training.servable import write_savedmodel
+    from tests.model_fixtures import fixture_card
+
+    keras.utils.set_random_seed(0)
+    model = make_model(SPEC)
+    images, labels = quadrant_images(64, seed=2)
+    features, _ = features_and_log_odds(model, tf.data.Dataset.from_tensor_slices(images).batch(16))
+    statistics = fit_ood(features, labels)
+    with stage_version(tmp_path, "malaria") as staged:
+        write_savedmodel(model, SPEC, statistics, staged.folder)
+        folder = staged.publish(fixture_card("malaria", 0, SPEC, ood_threshold=1.0))
+    probe, _ = quadrant_images(8, seed=7)
+    probe_features, _ = features_and_log_odds(model, tf.data.Dataset.from_tensor_slices(probe).batch(8))
+    served = [o.ood_distance for o in load_model(folder).analyse(probe)]
+    np.testing.assert_allclose(served, statistics.distances(probe_features), rtol=1e-3)
+
+
+def test_an_old_version_is_rebuilt_with_identical_answers(tmp_path: Path) -> None:
+    folder = export_legacy(tmp_path, "malaria", size=50)
+    spec = InputSpec(height=50, width=50, colour_mode=ColourMode.GRAYSCALE)
+    rebuilt = rebuild_keras_model(folder, make_model(spec))
+    probe = np.random.default_rng(0).random((4, *spec.shape), dtype=np.float32)
+    np.testing.assert_allclose(rebuilt.predict(probe, verbose=0), load_model(folder).predict(probe), atol=1e-6)
+
+
+def test_the_analysis_graph_reads_every_convolution_and_the_head() -> None:
+    outputs = analysis_model(make_model(SPEC)).output
+    # 32 + 64 + 128 + 256 pooled channels, the 64 units before the head, a 16-bin histogram
+    assert outputs["features"].shape[-1] == 32 + 64 + 128 + 256 + 64 + 16
+
+
+def test_the_feature_grid_of_the_paper_cnn_sits_in_the_middle_of_the_input() -> None:
+    from training.servable import conv_layers, feature_grid
+
+    model = make_model(SPEC)
+    assert feature_grid(model, conv_layers(model)[-1]) == (18.5, 8.0)  # 8 x 8 centres at 96 px: 18.5 ... 74.5

@@ -1,0 +1,63 @@
+"""`python -m training calibrate <disease>`: give an existing version the trust layer as a new version.
+
+The weights are put back into a freshly built Keras model of the same architecture, re-exported with
+the `analyse` and `explain` signatures, and the temperature, screening threshold and
+out-of-distribution statistics are fitted on the card's own split. `serving_default` answers exactly
+as before (release() checks it); only the version number moves up.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from app.model_store import REPORT_DIR, latest_version, version_dir
+from app.savedmodel import load_model
+from training.assessment import probe_sets
+from training.config import DISEASES
+from training.data import DataError, card_split_spec, find_samples, split_as
+from training.model import make_model
+from training.pipeline import decode_samples, kept_samples
+from training.release import OUTPUT_DESCRIPTION, ReleaseData, release
+from training.servable import rebuild_keras_model
+from training.trust import DEFAULT_TARGET_SENSITIVITY
+
+log = logging.getLogger("training")
+SERVE_TOLERANCE = 1e-5  # sigmoid scores of the rebuilt model against the exported one
+
+
+def calibrate_version(
+    disease: str, *, data_dir: Path, models_dir: Path, version: int | None = None,
+    target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY,
+) -> Path:
+    version = version or latest_version(models_dir, disease)
+    if version is None or not version_dir(models_dir, disease, version).is_dir():
+        raise DataError(f"no version {version or ''} of {disease} under {models_dir}")
+    folder = version_dir(models_dir, disease, version)
+    exported = load_model(folder)
+    card = exported.card
+    spec = card.input.spec()
+    model = rebuild_keras_model(folder, make_model(spec))
+    probe = np.random.default_rng(0).random((4, *spec.shape), dtype=np.float32)
+    difference = float(np.max(np.abs(model.predict(probe, verbose=0) - exported.predict(probe))))
+    if difference > SERVE_TOLERANCE:
+        raise DataError(f"{folder}: the rebuilt model differs from the exported one by {difference:.2e}")
+
+    split = split_as(find_samples(data_dir, disease), card_split_spec(card))
+    decoded = {part: decode_samples(samples, spec) for part, samples in split.parts().items()}
+    data = ReleaseData(
+        train=decoded["train"], validation=decoded["validation"], test=decoded["test"],
+        validation_groups=[s.group for s in kept_samples(split.validation, decoded["validation"])],
+        test_groups=[s.group for s in kept_samples(split.test, decoded["test"])],
+        probes=probe_sets(data_dir, disease, spec, known=list(DISEASES)),
+    )
+    new_card = card.model_copy(update={
+        "format_version": 2, "derived_from": version, "output": OUTPUT_DESCRIPTION,
+        "data": card.data.model_copy(update={"split_spec": card_split_spec(card)}),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    })
+    return release(model, spec, data, new_card, models_dir, previous_report=folder / REPORT_DIR,
+                   target_sensitivity=target_sensitivity)

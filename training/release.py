@@ -1,0 +1,123 @@
+"""From a trained Keras model to a published version: fit the trust layer, export, measure, publish.
+
+Shared by `train` (a new model) and `calibrate` (an existing version re-exported with the trust
+layer), so every new version gets calibration, a screening threshold, out-of-distribution statistics
+and Grad-CAM without extra steps. Measurements are taken on the exported SavedModel, loaded the way
+the service loads it, after checking that it answers as the Keras model did.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from app.model_card import Calibration, ModelCard, OutOfDistribution, Screening, write_card
+from app.model_store import METADATA_FILE, REPORT_DIR
+from app.preprocessing import InputSpec
+from app.savedmodel import load_model
+from app.scoring import calibrated_probability
+from training.assessment import Assessment, assess
+from training.evaluate import compute_metrics, probabilities_of, write_report
+from training.export import stage_version
+from training.pipeline import DecodedSet, images_only, pixels_of
+from training.servable import features_and_log_odds, write_savedmodel
+from training.trust import DEFAULT_TARGET_SENSITIVITY, OOD_QUANTILE, FittedTrust, fit_trust
+
+log = logging.getLogger("training")
+OOD_METHOD = (
+    "Mahalanobis distance (Lee et al., 2018) to the nearest class mean, shared Ledoit-Wolf covariance, of "
+    "the standardised features: spatial mean of every convolution's output, the head's input and the input's "
+    "16-bin intensity histogram"
+)
+OUTPUT_DESCRIPTION = (
+    "serving_default: two independent sigmoid scores in `classes` order. The service reports "
+    "P(infected) = sigmoid(log(s_infected / s_uninfected) / temperature) (the `analyse` signature gives the "
+    "log-odds from the logits; temperature 1 is each score divided by their sum) and labels `infected` from "
+    "the screening threshold up (app/scoring.py)"
+)
+PARITY_TOLERANCE = 1e-3  # log-odds: the SavedModel must answer as the Keras model did
+
+
+@dataclass(frozen=True)
+class ReleaseData:
+    train: DecodedSet
+    validation: DecodedSet
+    test: DecodedSet
+    validation_groups: list[str]
+    test_groups: list[str]
+    probes: dict[str, np.ndarray]  # images the out-of-distribution check must flag
+
+
+def with_trust(card: ModelCard, trust: FittedTrust, target_sensitivity: float, validation_images: int) -> ModelCard:
+    fitted_on = f"validation part ({validation_images} images)"
+    return card.model_copy(update={
+        "calibration": Calibration(temperature=trust.temperature, fitted_on=fitted_on,
+                                   selection=trust.temperature_selection),
+        "screening": Screening(target_sensitivity=target_sensitivity, threshold=trust.threshold,
+                               validation=trust.validation_point),
+        "out_of_distribution": OutOfDistribution(
+            method=OOD_METHOD, fitted_on="training part (Gaussian); validation part (threshold)",
+            threshold=trust.ood_threshold, threshold_quantile=OOD_QUANTILE,
+        ),
+    })
+
+
+def with_assessment(card: ModelCard, assessment: Assessment) -> ModelCard:
+    update: dict[str, object] = {"metrics": assessment.metrics}
+    if card.calibration and assessment.calibration:
+        update["calibration"] = card.calibration.model_copy(update={"test": assessment.calibration})
+    if card.screening:
+        update["screening"] = card.screening.model_copy(
+            update={"test": assessment.screening_test, "test_at_0_5": assessment.screening_test_at_0_5})
+    if card.out_of_distribution:
+        update["out_of_distribution"] = card.out_of_distribution.model_copy(update={"flagged": assessment.ood_flagged})
+    return card.model_copy(update=update)
+
+
+def write_assessment_report(folder: Path, card: ModelCard, assessment: Assessment,
+                            history: dict[str, list[float]] | None) -> None:
+    write_report(
+        folder / REPORT_DIR, disease=card.disease, labels=assessment.labels,
+        probabilities=probabilities_of(assessment.uncalibrated), metrics=assessment.metrics, history=history,
+        calibrated=assessment.calibrated,
+        extra={"calibration": card.calibration.model_dump() if card.calibration else None,
+               "screening": card.screening.model_dump() if card.screening else None,
+               "out_of_distribution": card.out_of_distribution.model_dump() if card.out_of_distribution else None},
+    )
+
+
+def release(
+    model: keras.Model, spec: InputSpec, data: ReleaseData, card: ModelCard, models_dir: Path, *,
+    history: dict[str, list[float]] | None = None, previous_report: Path | None = None,
+    target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY, batch_size: int = 128,
+) -> Path:
+    """Fit, export, check, measure and publish; returns the new version folder."""
+    train_features, _ = features_and_log_odds(model, images_only(data.train, batch_size=batch_size))
+    validation_features, validation_odds = features_and_log_odds(
+        model, images_only(data.validation, batch_size=batch_size))
+    _, test_odds = features_and_log_odds(model, images_only(data.test, batch_size=batch_size))
+    trust = fit_trust(train_features, data.train.labels, validation_features, validation_odds,
+                      data.validation.labels, data.validation_groups, target_sensitivity=target_sensitivity)
+    log.info("%s: temperature %.3f, screening threshold %.4f, ood threshold %.2f", card.disease,
+             trust.temperature, trust.threshold, trust.ood_threshold)
+    provisional = with_trust(card, trust, target_sensitivity, data.validation.size).model_copy(update={
+        "metrics": compute_metrics(data.test.labels, probabilities_of(calibrated_probability(test_odds)))})
+
+    with stage_version(models_dir, card.disease) as staged:
+        write_savedmodel(model, spec, trust.ood, staged.folder)
+        if previous_report is not None and previous_report.is_dir():
+            shutil.copytree(previous_report, staged.folder / REPORT_DIR)
+        write_card(provisional, staged.folder / METADATA_FILE)  # load_model reads it
+        served = load_model(staged.folder)
+        assessment = assess(served, pixels_of(data.test), data.test.labels, data.test_groups, data.probes)
+        drift = float(np.max(np.abs(assessment.log_odds - test_odds), initial=0.0))
+        if drift > PARITY_TOLERANCE:
+            raise RuntimeError(f"the exported model answers differently from the trained one (log-odds {drift:.2e})")
+        final = with_assessment(provisional, assessment)
+        write_assessment_report(staged.folder, final, assessment, history)
+        return staged.publish(final)
