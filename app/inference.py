@@ -17,7 +17,9 @@ from starlette.concurrency import run_in_threadpool
 from app.errors import EmptyUpload, InvalidThreshold, TooManyImages
 from app.explanations import class_heatmap, overlay, png_bytes
 from app.model_card import ModelCard
-from app.preprocessing import DecodedImage, ImageError, InputSpec, decode_opened, read_header, scale
+from app.preprocessing import (
+    DecodedImage, ImageError, InputSpec, decode_opened, load_first_frame, read_header, scale,
+)
 from app.registry import ModelRegistry, ServedModel
 from app.savedmodel import ExplanationUnavailable, ImageOutputs
 from app.scoring import DEFAULT_THRESHOLD, as_percentages, calibrated_probability, label_index
@@ -95,7 +97,8 @@ class InferencePipeline:
             outputs = await predict([scale(d.pixels) for d in usable])
         if explain:
             labels = [interpret(card, output, threshold)[1] for output in outputs]
-            explanations: list[Explanation | None] = list(await self._explain(served, usable, labels))
+            sources = [u for u, d in zip(uploads, decoded, strict=True) if isinstance(d, DecodedImage)]
+            explanations: list[Explanation | None] = list(await self._explain(served, usable, sources, labels))
         else:
             explanations = [None] * len(usable)
         answers = iter(zip(outputs, usable, explanations, strict=True))
@@ -125,17 +128,25 @@ class InferencePipeline:
         except (ImageError, EmptyUpload) as error:
             return error
 
-    async def _explain(self, served: ServedModel, images: list[DecodedImage], labels: list[int]
-                       ) -> list[Explanation]:
+    async def _explain(self, served: ServedModel, images: list[DecodedImage], sources: list[Upload],
+                       labels: list[int]) -> list[Explanation]:
         """Grad-CAM for each image's answered class, on the model thread; overlays drawn in threads."""
         if not images:
             return []
         batch = np.stack([scale(d.pixels) for d in images])
         maps = await self.registry.run_blocking(served.loaded.explain, batch)
         return list(await asyncio.gather(*(
-            run_in_threadpool(_explanation, signed, label, image)
-            for signed, label, image in zip(maps, labels, images, strict=True)  # type: ignore[call-overload]
+            run_in_threadpool(self._explanation, signed, label, source)
+            for signed, label, source in zip(maps, labels, sources, strict=True)  # type: ignore[call-overload]
         )))
+
+    def _explanation(self, signed_map: np.ndarray, label: int, source: Upload) -> Explanation:
+        heatmap = class_heatmap(signed_map, label)
+        # The overlay is drawn on the image decoded at full scale: the model's input may come from a
+        # reduced JPEG decode (a 224 px JPEG decodes at 112 px for a 64 px model).
+        header = read_header(source.data, max_pixels=self.settings.max_image_pixels, content_type=source.content_type)
+        return Explanation(heatmap=heatmap.astype(np.float32),
+                           overlay_png=png_bytes(overlay(load_first_frame(header), heatmap)))
 
     def _screening(self, served: ServedModel, outputs: ImageOutputs, image: DecodedImage | None,
                    explanation: Explanation | None, *, threshold: float | None) -> Screening:
@@ -151,11 +162,6 @@ class InferencePipeline:
             image_size=(image.width, image.height) if image else None, explanation=explanation,
             intended_use=card.intended_use,
         )
-
-
-def _explanation(signed_map: np.ndarray, label: int, image: DecodedImage) -> Explanation:
-    heatmap = class_heatmap(signed_map, label)
-    return Explanation(heatmap=heatmap.astype(np.float32), overlay_png=png_bytes(overlay(image.display, heatmap)))
 
 
 def check_threshold(threshold: float | None) -> None:

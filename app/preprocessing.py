@@ -73,7 +73,6 @@ class DecodedImage:
     pixels: np.ndarray  # uint8, H x W x C, already in the model's input size and colour mode
     width: int  # of the image as sent, after EXIF orientation
     height: int
-    display: Image.Image  # the decoded first frame, oriented (JPEGs possibly at a reduced scale), for overlays
 
 
 EXIF_ORIENTATION = 0x0112
@@ -191,7 +190,7 @@ def decode_opened(header: Image.Image, spec: InputSpec) -> DecodedImage:
     """An image from `read_header` -> pixels in the model's input size, plus the size as sent."""
     width, height = size_as_sent(header)
     image = load_first_frame(header, spec)
-    return DecodedImage(pixels=to_pixels(image, spec), width=width, height=height, display=image)
+    return DecodedImage(pixels=to_pixels(image, spec), width=width, height=height)
 
 
 def model_input(data: bytes, spec: InputSpec, *, max_pixels: int) -> np.ndarray:

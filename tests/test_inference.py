@@ -140,6 +140,9 @@ def test_explain_adds_a_heatmap_at_input_resolution_and_a_png_overlay(trust_clie
     assert explanation["target_class"] == body["label"]
     overlay = Image.open(io.BytesIO(base64.b64decode(explanation["overlay_png"])))
     assert overlay.format == "PNG" and overlay.size == (120, 80)
+    jpeg = post(trust_client, "malaria", ("big.jpg", image_bytes(gradient(400, 300), "JPEG"), "image/jpeg"), explain="true")
+    big = Image.open(io.BytesIO(base64.b64decode(jpeg.json()["explanation"]["overlay_png"])))
+    assert big.size == (400, 300)  # drawn on the image as sent, not on a reduced JPEG decode
     plain = post(trust_client, "malaria", png(120, 80)).json()
     assert "explanation" not in plain or plain["explanation"] is None
     assert plain["score"] == body["score"]

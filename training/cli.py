@@ -27,21 +27,33 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(train_all)
     _add_training(train_all)
 
-    calibrate = commands.add_parser(
-        "calibrate", help="re-export an existing version as a new one with calibration, screening threshold, "
+    cross_validate = commands.add_parser(
+        "cross-validate", help="stratified, grouped k-fold cross-validation of a recipe on everything but the test part")
+    cross_validate.add_argument("disease")
+    _add_common(cross_validate)
+    _add_training(cross_validate)
+    cross_validate.add_argument("--folds", type=_positive, default=5)
+    cross_validate.add_argument("--report-dir", type=Path, default=Path("reports/crossval"),
+                                help="where the JSON result is written (default: reports/crossval/)")
+
+    calibrate = _version_command(
+        commands, "calibrate", "re-export an existing version as a new one with calibration, screening threshold, "
         "out-of-distribution statistics and Grad-CAM fitted on its own split (answers unchanged)")
-    calibrate.add_argument("disease")
-    _add_common(calibrate)
-    calibrate.add_argument("--version", type=_positive, default=None, help="model version (default: the latest)")
     _add_target_sensitivity(calibrate)
 
-    evaluate = commands.add_parser(
-        "evaluate", help="measure an exported version on its test part as served: metrics with group-bootstrap "
+    evaluate = _version_command(
+        commands, "evaluate", "measure an exported version on its test part as served: metrics with group-bootstrap "
         "intervals, calibration, screening threshold, out-of-distribution flags")
-    evaluate.add_argument("disease")
-    _add_common(evaluate)
-    evaluate.add_argument("--version", type=_positive, default=None, help="model version (default: the latest)")
     evaluate.add_argument("--write", action="store_true", help="replace the figures in the version's card and report")
+    return parser
+
+
+def _version_command(commands, name: str, help_text: str) -> argparse.ArgumentParser:
+    """A command about one exported version of one disease."""
+    parser = commands.add_parser(name, help=help_text)
+    parser.add_argument("disease")
+    _add_common(parser)
+    parser.add_argument("--version", type=_positive, default=None, help="model version (default: the latest)")
     return parser
 
 
@@ -68,6 +80,8 @@ def _add_training(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=_positive, default=None)
     parser.add_argument("--image-size", type=_positive, default=None, help="square input side in pixels")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                        help="augment the training images (default: the recipe's choice for the disease)")
     _add_target_sensitivity(parser)
 
 
@@ -91,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
             return _evaluate(args)
         if args.command == "calibrate":
             return _calibrate(args)
+        if args.command == "cross-validate":
+            return _cross_validate(args)
         diseases = [args.disease] if args.command == "train" else _diseases_in(args.data)
         for disease in diseases:
             _train(args, disease)
@@ -109,16 +125,30 @@ def _diseases_in(data_dir: Path) -> list[str]:
     return found
 
 
-def _train(args: argparse.Namespace, disease: str) -> None:
-    from training.train import TrainOptions, train
+def _options(args: argparse.Namespace, disease: str):
+    from training.train import TrainOptions
 
-    target = train(TrainOptions(
+    return TrainOptions(
         disease=disease, data_dir=args.data, models_dir=args.out, recipe=args.recipe, epochs=args.epochs,
-        batch_size=args.batch_size, image_size=args.image_size, seed=args.seed,
-        target_sensitivity=args.target_sensitivity,
-        verbose=1 if sys.stderr.isatty() else 2,
-    ))
+        batch_size=args.batch_size, image_size=args.image_size, augment=args.augment, seed=args.seed,
+        target_sensitivity=args.target_sensitivity, verbose=1 if sys.stderr.isatty() else 2,
+    )
+
+
+def _train(args: argparse.Namespace, disease: str) -> None:
+    from training.train import train
+
+    target = train(_options(args, disease))
     print(f"{disease}: exported {target}")
+
+
+def _cross_validate(args: argparse.Namespace) -> int:
+    from training.crossval import cross_validate
+
+    result = cross_validate(_options(args, args.disease), folds=args.folds, report_dir=args.report_dir)
+    print(json.dumps({key: result[key] for key in ("disease", "folds", "input", "images", "groups", "summary")},
+                     indent=2))
+    return 0
 
 
 def _calibrate(args: argparse.Namespace) -> int:

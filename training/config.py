@@ -22,6 +22,7 @@ class Recipe:
     class_weights: bool = False
     augment: bool = False  # flips and small shifts, for data sets where orientation is not meaningful
     flip_horizontal: bool = True
+    flip_vertical: bool = False  # for images with no up and down (cells)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -62,7 +63,7 @@ DISEASES: dict[str, DiseaseConfig] = {
             name="malaria",
             description="Parasitized vs uninfected red blood cells from thin Giemsa-stained blood smears",
             image_size=50, colour_mode=ColourMode.GRAYSCALE,
-            medscan=MEDSCAN,
+            medscan=replace(MEDSCAN, flip_vertical=True),  # a cell has no up or down
             source="NIH/NLM malaria cell images (Rajaraman et al., 2018), 50x50 grayscale copy",
         ),
         DiseaseConfig(

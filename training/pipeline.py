@@ -67,19 +67,28 @@ def decode_samples(samples: list[Sample], spec: InputSpec) -> DecodedSet:
     return DecodedSet(dataset=dataset, size=len(kept), labels=kept, unreadable=sorted(log.unreadable))
 
 
+def decoded_from_arrays(pixels: np.ndarray, labels: np.ndarray) -> DecodedSet:
+    """Images already decoded (N x H x W x C uint8) as a DecodedSet, e.g. one fold of a decoded pool."""
+    dataset = tf.data.Dataset.from_tensor_slices((pixels, labels.astype(np.int32)))
+    return DecodedSet(dataset=dataset, size=len(labels), labels=labels.astype(np.int32), unreadable=[])
+
+
 def scale_batch(pixels: tf.Tensor) -> tf.Tensor:
     # Same arithmetic as app.preprocessing.scale (float32 division by 255); a test checks parity.
     return tf.cast(pixels, tf.float32) / tf.constant(255.0, tf.float32)
 
 
-def make_augmenter(spec: InputSpec, *, flip_horizontal: bool, seed: int) -> keras.Sequential:
+def make_augmenter(spec: InputSpec, *, flip_horizontal: bool, seed: int, flip_vertical: bool = False
+                   ) -> keras.Sequential:
     steps = [
         keras.layers.RandomRotation(0.05, fill_mode="constant", seed=seed),
         keras.layers.RandomTranslation(0.08, 0.08, fill_mode="constant", seed=seed + 1),
         keras.layers.RandomZoom(0.1, fill_mode="constant", seed=seed + 2),
     ]
-    if flip_horizontal:
-        steps.insert(0, keras.layers.RandomFlip("horizontal", seed=seed + 3))
+    if flip_horizontal or flip_vertical:
+        mode = "horizontal_and_vertical" if flip_horizontal and flip_vertical else (
+            "horizontal" if flip_horizontal else "vertical")
+        steps.insert(0, keras.layers.RandomFlip(mode, seed=seed + 3))
     return keras.Sequential(steps, name="augment")
 
 

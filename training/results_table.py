@@ -1,11 +1,11 @@
-"""The README's results table, from the shipped model cards: `python -m training.results_table models/`."""
+"""The README's results tables, from the shipped model cards: `python -m training.results_table models/`."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-from app.model_card import read_card
+from app.model_card import ModelCard, read_card
 from app.model_store import METADATA_FILE, disease_names, latest_version, version_dir
 
 # What each model should reach on its group-split test part; malaria's is the paper's own test accuracy
@@ -14,28 +14,74 @@ TARGETS = {"malaria": "accuracy >= 95.6% (paper)", "pneumonia": "accuracy >= 95%
            "breast_cancer": "AUC >= 0.90", "retinopathy": "accuracy >= 95.6%"}
 
 
-def table(models_dir: Path) -> str:
-    lines = [
-        "| disease | version | input | images train / val / test | accuracy | sensitivity | specificity | F1 | ROC AUC "
-        "| training time | target |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+def shipped_cards(models_dir: Path) -> list[ModelCard]:
+    cards = []
     for disease in disease_names(models_dir):
         version = latest_version(models_dir, disease)
-        if version is None:
-            continue
-        card = read_card(version_dir(models_dir, disease, version) / METADATA_FILE)
+        if version is not None:
+            cards.append(read_card(version_dir(models_dir, disease, version) / METADATA_FILE))
+    return cards
+
+
+def _interval(card: ModelCard, name: str, value: float) -> str:
+    bounds = (card.metrics.intervals or {}).get(name)
+    return f"{value:.2%} ({bounds[0]:.1%}-{bounds[1]:.1%})" if bounds else f"{value:.2%}"
+
+
+def table(models_dir: Path) -> str:
+    lines = [
+        "| disease | version | input | images train / val / test | accuracy (95% CI) | sensitivity | specificity "
+        "| F1 | ROC AUC | training time | target |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for card in shipped_cards(models_dir):
         m, counts = card.metrics, card.data.counts
         sizes = " / ".join(str(sum(part.values())) for part in (counts.train, counts.validation, counts.test))
         auc = f"{m.roc_auc:.3f}" if m.roc_auc is not None else "-"
         lines.append(
-            f"| {disease} | {version} | {card.input.height}x{card.input.width}x{card.input.channels} | {sizes} "
-            f"| {m.accuracy:.2%} | {m.sensitivity:.2%} | {m.specificity:.2%} | {m.f1:.3f} | {auc} "
-            f"| {card.training.seconds / 60:.1f} min ({card.training.epochs_run} epochs) "
-            f"| {TARGETS.get(disease, '-')} |"
+            f"| {card.disease} | {card.version} | {card.input.height}x{card.input.width}x{card.input.channels} "
+            f"| {sizes} | {_interval(card, 'accuracy', m.accuracy)} | {m.sensitivity:.2%} | {m.specificity:.2%} "
+            f"| {m.f1:.3f} | {auc} | {card.training.seconds / 60:.1f} min ({card.training.epochs_run} epochs) "
+            f"| {TARGETS.get(card.disease, '-')} |"
         )
     return "\n".join(lines)
 
 
+def trust_table(models_dir: Path) -> str:
+    lines = [
+        "| disease | temperature | ECE before -> after (test) | Brier before -> after | screening threshold "
+        "| sens / spec at it (test) | sens / spec at 0.5 | flagged OOD: own test | other diseases (lowest) "
+        "| photographs | noise, blank |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for card in shipped_cards(models_dir):
+        cal, screen, ood = card.calibration, card.screening, card.out_of_distribution
+        if not (cal and cal.test and screen and screen.test and screen.test_at_0_5 and ood):
+            lines.append(f"| {card.disease} | (exported before the trust layer) |||||||||")
+            continue
+        flagged = ood.flagged
+        others = {name: rate for name, rate in flagged.items() if name.endswith("test part") and name != "own test part"}
+        lowest = min(others.items(), key=lambda item: item[1].flagged) if others else None
+        lowest_text = f"{lowest[1].flagged:.1%} ({lowest[0].removesuffix(' test part')})" if lowest else "-"
+        lines.append(
+            f"| {card.disease} | {cal.temperature:.3f} | {cal.test.ece_before:.4f} -> {cal.test.ece_after:.4f} "
+            f"| {cal.test.brier_before:.4f} -> {cal.test.brier_after:.4f} | {screen.threshold:.4f} "
+            f"| {screen.test.sensitivity:.1%} / {screen.test.specificity:.1%} "
+            f"| {screen.test_at_0_5.sensitivity:.1%} / {screen.test_at_0_5.specificity:.1%} "
+            f"| {flagged['own test part'].flagged:.1%} "
+            f"| {lowest_text} "
+            f"| {_flag(flagged, 'natural photographs (skimage.data)')} | {_flag(flagged, 'noise and blank images')} |"
+        )
+    return "\n".join(lines)
+
+
+def _flag(flagged: dict, name: str) -> str:
+    rate = flagged.get(name)
+    return f"{rate.flagged:.1%} of {rate.n_images}" if rate else "-"
+
+
 if __name__ == "__main__":
-    print(table(Path(sys.argv[1] if len(sys.argv) > 1 else "models")))
+    folder = Path(sys.argv[1] if len(sys.argv) > 1 else "models")
+    print(table(folder))
+    print()
+    print(trust_table(folder))

@@ -45,6 +45,7 @@ class TrainOptions:
     epochs: int | None = None
     batch_size: int | None = None
     image_size: int | None = None
+    augment: bool | None = None  # None: the recipe's own choice
     seed: int = 42
     target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY
     verbose: int = 1
@@ -56,6 +57,8 @@ def resolve_recipe(config: DiseaseConfig, options: TrainOptions) -> Recipe:
         recipe = replace(recipe, epochs=options.epochs)
     if options.batch_size is not None:
         recipe = replace(recipe, batch_size=options.batch_size)
+    if options.augment is not None:
+        recipe = replace(recipe, augment=options.augment)
     return recipe
 
 
@@ -77,6 +80,50 @@ def balanced_class_weights(labels: np.ndarray) -> dict[int, float]:
     return {index: float(len(labels) / (2 * count)) for index, count in enumerate(counts)}
 
 
+@dataclass(frozen=True)
+class FittedModel:
+    model: keras.Model
+    history: dict[str, list[float]]
+    best_epoch: int  # 1-based: the epoch whose weights were kept
+    seconds: float
+    class_weights: dict[int, float] | None
+
+
+def fit_model(spec: InputSpec, recipe: Recipe, train_part: DecodedSet, validation_part: DecodedSet, *, seed: int,
+              verbose: int = 0) -> FittedModel:
+    """The paper's CNN fitted with a recipe; validation picks the epoch (and re-estimates BatchNorm)."""
+    keras.utils.set_random_seed(seed)
+    weights = balanced_class_weights(train_part.labels) if recipe.class_weights else None
+    augmenter = (make_augmenter(spec, flip_horizontal=recipe.flip_horizontal, flip_vertical=recipe.flip_vertical,
+                                seed=seed) if recipe.augment else None)
+    train_batches = training_batches(train_part, batch_size=recipe.batch_size, seed=seed, class_weights=weights,
+                                     augmenter=augmenter)
+    validation_batches = evaluation_batches(validation_part, batch_size=recipe.batch_size)
+    model = make_model(spec, bn_momentum=recipe.bn_momentum)
+    steps_per_epoch = -(-train_part.size // recipe.batch_size)
+    compile_model(model, learning_rate=learning_rate_schedule(recipe.learning_rate, recipe.lr_schedule,
+                                                              recipe.epochs * steps_per_epoch))
+    keep_best = KeepBestWeights(monitor="val_loss")
+    callbacks: list[keras.callbacks.Callback] = []
+    validation_data = validation_batches
+    if recipe.recalibrate_bn:
+        # Validation happens inside the callback, after the BatchNorm statistics are re-estimated.
+        clean_train = images_only(train_part, batch_size=recipe.batch_size)
+        callbacks.append(RecalibratedValidation(clean_train, validation_batches))
+        validation_data = None
+    if recipe.keep_best:
+        callbacks.append(keep_best)
+    started = time.perf_counter()
+    history = model.fit(train_batches, validation_data=validation_data, epochs=recipe.epochs, callbacks=callbacks,
+                        verbose=verbose, shuffle=False)  # the pipeline shuffles
+    if recipe.keep_best:
+        keep_best.restore(model)
+    epochs_run = len(history.history.get("loss", []))
+    return FittedModel(model=model, history=history.history,
+                       best_epoch=keep_best.best_epoch + 1 if recipe.keep_best else epochs_run,
+                       seconds=time.perf_counter() - started, class_weights=weights)
+
+
 def train(options: TrainOptions) -> Path:
     config = get_disease(options.disease)
     recipe = resolve_recipe(config, options)
@@ -91,33 +138,9 @@ def train(options: TrainOptions) -> Path:
     log.info("%s: %d images, split %s", options.disease, len(samples),
              {part: len(s) for part, s in split.parts().items()})
     decoded = decode_split(split, spec)
-    weights = balanced_class_weights(decoded["train"].labels) if recipe.class_weights else None
-    augmenter = make_augmenter(spec, flip_horizontal=recipe.flip_horizontal, seed=options.seed) if recipe.augment else None
-    train_batches = training_batches(decoded["train"], batch_size=recipe.batch_size, seed=options.seed,
-                                     class_weights=weights, augmenter=augmenter)
-    validation_batches = evaluation_batches(decoded["validation"], batch_size=recipe.batch_size)
-
-    # Model and fit.
-    model = make_model(spec, bn_momentum=recipe.bn_momentum)
-    steps_per_epoch = -(-decoded["train"].size // recipe.batch_size)
-    compile_model(model, learning_rate=learning_rate_schedule(recipe.learning_rate, recipe.lr_schedule,
-                                                              recipe.epochs * steps_per_epoch))
-    keep_best = KeepBestWeights(monitor="val_loss")
-    callbacks: list[keras.callbacks.Callback] = []
-    validation_data = validation_batches
-    if recipe.recalibrate_bn:
-        # Validation happens inside the callback, after the BatchNorm statistics are re-estimated.
-        clean_train = images_only(decoded["train"], batch_size=recipe.batch_size)
-        callbacks.append(RecalibratedValidation(clean_train, validation_batches))
-        validation_data = None
-    if recipe.keep_best:
-        callbacks.append(keep_best)
-    started = time.perf_counter()
-    history = model.fit(train_batches, validation_data=validation_data, epochs=recipe.epochs, callbacks=callbacks,
-                        verbose=options.verbose, shuffle=False)  # the pipeline shuffles
-    if recipe.keep_best:
-        keep_best.restore(model)
-    seconds = time.perf_counter() - started
+    fitted = fit_model(spec, recipe, decoded["train"], decoded["validation"], seed=options.seed,
+                       verbose=options.verbose)
+    model, history, seconds, weights = fitted.model, fitted.history, fitted.seconds, fitted.class_weights
 
     # Fit the trust layer, export, measure on the untouched test part as served, publish.
     counts = SplitCounts(
@@ -128,7 +151,7 @@ def train(options: TrainOptions) -> Path:
     )
     settings = {**recipe.as_dict(), "class_weights_used": weights,
                 "selection": "lowest validation loss" if recipe.keep_best else "last epoch"}
-    epochs_run = len(history.history.get("loss", []))
+    epochs_run = len(history.get("loss", []))
     card = ModelCard(
         disease=options.disease, version=0, description=config.description,
         input=InputCard.from_spec(spec), preprocessing=preprocessing.DESCRIPTION,
@@ -142,7 +165,7 @@ def train(options: TrainOptions) -> Path:
         ),
         training=TrainingCard(
             recipe=recipe.name, settings=settings, seed=options.seed, epochs_run=epochs_run,
-            best_epoch=(keep_best.best_epoch + 1) if recipe.keep_best else epochs_run,
+            best_epoch=fitted.best_epoch,
             seconds=round(seconds, 1), machine=machine_description(),
         ),
         frameworks=framework_versions(), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -153,7 +176,7 @@ def train(options: TrainOptions) -> Path:
         test_groups=[s.group for s in kept_samples(split.test, decoded["test"])],
         probes=probe_sets(options.data_dir, options.disease, spec, known=list(DISEASES)),
     )
-    target = release(model, spec, data, card, options.models_dir, history=history.history,
+    target = release(model, spec, data, card, options.models_dir, history=history,
                      target_sensitivity=options.target_sensitivity, batch_size=recipe.batch_size)
     log.info("exported %s", target)
     return target

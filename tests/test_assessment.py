@@ -1,0 +1,46 @@
+"""Measuring a version: calibration error, Brier score, grouped intervals, the images OOD must refuse."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app.preprocessing import ColourMode, InputSpec
+from training.assessment import (
+    PHOTOGRAPHS, brier_score, expected_calibration_error, group_intervals, noise_and_blank, photographs,
+)
+
+
+def test_ece_is_zero_when_confidence_matches_accuracy_and_large_when_it_does_not() -> None:
+    # 80% confident in `infected`, right 4 times in 5: perfectly calibrated.
+    labels = np.array([0, 0, 0, 0, 1] * 20)
+    assert expected_calibration_error(np.full(100, 0.8), labels) == pytest.approx(0.0)
+    # 99% confident, right 4 times in 5: 0.19 off.
+    assert expected_calibration_error(np.full(100, 0.99), labels) == pytest.approx(0.19)
+
+
+def test_brier_score_is_the_mean_squared_error_of_the_probability() -> None:
+    assert brier_score(np.array([1.0, 0.0, 0.5]), np.array([0, 1, 0])) == pytest.approx(0.25 / 3)
+
+
+def test_group_intervals_contain_the_estimate_and_widen_with_fewer_patients() -> None:
+    from training.evaluate import compute_metrics, probabilities_of
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(400) % 2
+    positive = np.clip(np.where(labels == 0, rng.normal(0.7, 0.2, 400), rng.normal(0.3, 0.2, 400)), 0, 1)
+    probabilities = probabilities_of(positive)
+    accuracy = compute_metrics(labels, probabilities).accuracy
+    many = group_intervals(labels, probabilities, [f"p{i}" for i in range(400)], resamples=300)
+    few = group_intervals(labels, probabilities, [f"p{i % 8}" for i in range(400)], resamples=300)
+    assert many["accuracy"][0] <= accuracy <= many["accuracy"][1]
+    assert few["accuracy"][1] - few["accuracy"][0] >= many["accuracy"][1] - many["accuracy"][0]
+
+
+@pytest.mark.parametrize("colour_mode", [ColourMode.GRAYSCALE, ColourMode.RGB])
+def test_probe_images_come_prepared_at_the_model_input(colour_mode: ColourMode) -> None:
+    spec = InputSpec(height=40, width=30, colour_mode=colour_mode)
+    photos, noise = photographs(spec), noise_and_blank(spec)
+    assert photos.shape == (len(PHOTOGRAPHS), *spec.shape) and photos.dtype == np.uint8
+    assert noise.shape[1:] == spec.shape and len(noise) >= 10
+    assert {0, 255} <= {int(image.max()) for image in noise} | {int(image.min()) for image in noise}

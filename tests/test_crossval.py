@@ -1,0 +1,67 @@
+"""Cross-validation: folds grouped by patient, stratified by class, deterministic; the test part untouched."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from app.model_card import SplitSpec
+from tests.conftest import write_synthetic_dataset
+from training.crossval import fold_of_each
+from training.data import Sample, find_samples, split_as
+
+
+def samples_with_groups(count: int = 300, seed: int = 0) -> list[Sample]:
+    rng = np.random.default_rng(seed)
+    samples = []
+    for index in range(count):
+        group = int(rng.integers(0, 60))
+        label = int(group % 3 == 0)  # classes come in whole patients, about 1:2
+        samples.append(Sample(path=Path(f"{index}.png"), label=label, group=f"patient-{group}"))
+    return samples
+
+
+def test_no_group_is_in_two_folds_and_every_sample_has_one() -> None:
+    samples = samples_with_groups()
+    folds = fold_of_each(samples, 5, seed=1)
+    assert set(folds.tolist()) == set(range(5))
+    seen: dict[str, set[int]] = defaultdict(set)
+    for sample, fold in zip(samples, folds, strict=True):
+        seen[sample.group].add(int(fold))
+    assert all(len(f) == 1 for f in seen.values())
+
+
+def test_folds_keep_the_class_balance() -> None:
+    samples = samples_with_groups()
+    folds = fold_of_each(samples, 5, seed=1)
+    labels = np.array([s.label for s in samples])
+    overall = labels.mean()
+    for fold in range(5):
+        assert abs(labels[folds == fold].mean() - overall) < 0.15
+
+
+def test_folds_are_deterministic_for_a_seed_and_change_with_it() -> None:
+    samples = samples_with_groups()
+    assert (fold_of_each(samples, 5, seed=3) == fold_of_each(samples, 5, seed=3)).all()
+    assert (fold_of_each(samples, 5, seed=3) != fold_of_each(samples, 5, seed=4)).any()
+
+
+def test_the_command_reports_every_metric_over_folds_and_never_uses_the_test_part(tmp_path: Path, capsys) -> None:
+    from training.cli import main
+
+    data = write_synthetic_dataset(tmp_path / "data", per_class=30)
+    reports = tmp_path / "reports"
+    code = main(["cross-validate", "malaria", "--data", str(data), "--folds", "3", "--epochs", "1",
+                 "--batch-size", "16", "--report-dir", str(reports)])
+    assert code == 0
+    (report,) = reports.glob("malaria-*.json")
+    result = json.loads(report.read_text())
+    assert set(result["summary"]) == {"accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc"}
+    assert all({"mean", "std"} == set(v) for v in result["summary"].values())
+    test_part = split_as(find_samples(data, "malaria"), SplitSpec()).test
+    assert result["images"] == 60 - len(test_part)
+    assert sum(r["n_evaluated"] for r in result["rounds"]) == result["images"]
+    assert json.loads(capsys.readouterr().out)["folds"] == 3
