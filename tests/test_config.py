@@ -27,3 +27,29 @@ def test_unknown_names_are_refused() -> None:
         get_disease("cholera")
     with pytest.raises(ValueError, match="unknown recipe"):
         get_disease("malaria").recipe("fast")
+
+
+def test_a_disease_without_defaults_is_described_by_its_file_then_flags(tmp_path) -> None:
+    import json
+
+    from tests.conftest import write_synthetic_dataset
+    from training.config import DiseaseFlags, describe_disease
+
+    data = write_synthetic_dataset(tmp_path, "tuberculosis", per_class=4)
+    generic = describe_disease("tuberculosis", data)
+    assert generic.described_by == "generic defaults" and generic.medscan.augment
+    assert generic.colour_mode is ColourMode.GRAYSCALE  # the synthetic blobs are grey, saved as RGB
+    (data / "tuberculosis" / "disease.json").write_text(json.dumps({"image_size": 72, "colour_mode": "rgb",
+                                                                     "epochs": 7}))
+    described = describe_disease("tuberculosis", data, DiseaseFlags(image_size=96, caveats=("flagged",)))
+    assert (described.image_size, described.colour_mode, described.medscan.epochs) == (96, ColourMode.RGB, 7)
+    assert described.caveats[-1] == "flagged" and "disease.json" in described.described_by
+    (data / "tuberculosis" / "disease.json").write_text(json.dumps({"imgsize": 72}))
+    with pytest.raises(ValueError, match="unknown keys"):
+        describe_disease("tuberculosis", data)
+
+
+def test_a_known_disease_keeps_its_tuned_defaults(tmp_path) -> None:
+    from training.config import describe_disease
+
+    assert describe_disease("malaria", tmp_path) == get_disease("malaria")

@@ -102,7 +102,8 @@ def test_the_same_seed_gives_the_same_split_and_card_counts(trained, tmp_path: P
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (["train", "cholera", "--epochs", "1"], "unknown disease 'cholera'"),
+        (["train", "cholera", "--epochs", "1"], "no folder"),
+        (["train", "Cholera!", "--epochs", "1"], "disease names are lower-case"),
         (["train", "pneumonia", "--epochs", "1"], "no folder"),
         (["train", "malaria", "--epochs", "1", "--image-size", "32"], "at least 46x46"),
         (["evaluate", "malaria", "--version", "9"], "no version 9 of malaria"),
@@ -160,3 +161,30 @@ def test_evaluate_write_replaces_the_figures_in_place(trained, tmp_path: Path, c
     printed = json.loads(capsys.readouterr().out)
     assert read_card(card_path).metrics.accuracy == printed["metrics"]["accuracy"] == read_card(
         target / "metadata.json").metrics.accuracy
+
+
+def test_a_lab_trains_and_serves_a_disease_of_its_own_without_code(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import Settings
+    from tests.conftest import write_synthetic_dataset
+    from tests.images import blob, image_bytes
+
+    data = write_synthetic_dataset(tmp_path / "data", "tuberculosis", per_class=30)
+    (data / "tuberculosis" / "disease.json").write_text(json.dumps({
+        "description": "TB vs normal chest X-rays", "image_size": 48, "colour_mode": "rgb", "augment": False,
+        "caveats": ["A toy set."],
+    }))
+    models = tmp_path / "models"
+    code = main(["train", "tuberculosis", "--data", str(data), "--out", str(models), "--epochs", "2",
+                 "--batch-size", "16", "--caveat", "Made by a test."])
+    assert code == 0
+    card = read_card(models / "tuberculosis" / "1" / "metadata.json")
+    assert (card.input.height, card.input.channels, card.description) == (48, 3, "TB vs normal chest X-rays")
+    assert card.data.caveats == ["A toy set.", "Made by a test."]
+    assert card.training.settings["augment"] is False
+    assert "disease.json" in card.training.settings["disease_config"]
+    with TestClient(create_app(Settings(models_dir=models))) as client:
+        response = client.post("/predict/tuberculosis", files={"file": ("x.png", image_bytes(blob(40, True, 1)))})
+    assert response.status_code == 200 and response.json()["disease"] == "tuberculosis"

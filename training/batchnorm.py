@@ -10,9 +10,14 @@ so that validation measures what the service will serve, and (3) keep the best v
 
 from __future__ import annotations
 
+import logging
+
 import keras
 import numpy as np
 import tensorflow as tf
+
+
+log = logging.getLogger("training")  # on stderr: stdout is for the commands' JSON answers
 
 
 class RecalibratedValidation(keras.callbacks.Callback):
@@ -31,7 +36,7 @@ class RecalibratedValidation(keras.callbacks.Callback):
         results = self.model.evaluate(self.validation, verbose=0, return_dict=True)
         if logs is not None:
             logs.update({f"val_{name}": float(value) for name, value in results.items()})
-        print(f"epoch {epoch + 1}: " + ", ".join(f"val_{k} {v:.4f}" for k, v in results.items()), flush=True)
+        log.info("epoch %d: %s", epoch + 1, ", ".join(f"val_{k} {v:.4f}" for k, v in results.items()))
 
 
 class KeepBestWeights(keras.callbacks.Callback):

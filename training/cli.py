@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -19,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train, evaluate and export one disease model")
-    train.add_argument("disease", help=f"one of: {', '.join(DISEASES)}")
+    train.add_argument("disease", help=f"{', '.join(DISEASES)} (tuned defaults), or any other name: see --colour-mode")
     _add_common(train)
     _add_training(train)
 
@@ -82,6 +83,11 @@ def _add_training(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                         help="augment the training images (default: the recipe's choice for the disease)")
+    parser.add_argument("--colour-mode", choices=("grayscale", "rgb"), default=None,
+                        help="for a disease without tuned defaults (default: from <data>/<disease>/disease.json, "
+                        "else detected from the images)")
+    parser.add_argument("--description", default=None, help="what the model tells apart, for its card")
+    parser.add_argument("--caveat", action="append", default=[], help="a caveat for the card (repeatable)")
     _add_target_sensitivity(parser)
 
 
@@ -100,28 +106,26 @@ def main(argv: list[str] | None = None) -> int:
     from app.savedmodel import ModelLoadError
     from training.data import DataError
 
+    commands = {"evaluate": _evaluate, "calibrate": _calibrate, "cross-validate": _cross_validate,
+                "train": _train, "train-all": _train_all}
     try:
-        if args.command == "evaluate":
-            return _evaluate(args)
-        if args.command == "calibrate":
-            return _calibrate(args)
-        if args.command == "cross-validate":
-            return _cross_validate(args)
-        diseases = [args.disease] if args.command == "train" else _diseases_in(args.data)
-        for disease in diseases:
-            _train(args, disease)
-        return 0
+        # Progress (Keras prints it) goes to stderr; stdout carries only the answer, e.g. JSON to pipe on.
+        with contextlib.redirect_stdout(sys.stderr):
+            answer = commands[args.command](args)
     except (DataError, ModelLoadError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    print(answer)
+    return 0
 
 
 def _diseases_in(data_dir: Path) -> list[str]:
     from training.data import DataError
 
-    found = [name for name in DISEASES if (data_dir / name).is_dir()]
+    found = sorted(entry.name for entry in data_dir.iterdir()
+                   if (entry / "infected").is_dir() and (entry / "uninfected").is_dir()) if data_dir.is_dir() else []
     if not found:
-        raise DataError(f"{data_dir} holds none of: {', '.join(DISEASES)}")
+        raise DataError(f"{data_dir} holds no <disease>/infected/ and <disease>/uninfected/ folders")
     return found
 
 
@@ -131,41 +135,44 @@ def _options(args: argparse.Namespace, disease: str):
     return TrainOptions(
         disease=disease, data_dir=args.data, models_dir=args.out, recipe=args.recipe, epochs=args.epochs,
         batch_size=args.batch_size, image_size=args.image_size, augment=args.augment, seed=args.seed,
+        colour_mode=args.colour_mode, description=args.description, caveats=tuple(args.caveat),
         target_sensitivity=args.target_sensitivity, verbose=1 if sys.stderr.isatty() else 2,
     )
 
 
-def _train(args: argparse.Namespace, disease: str) -> None:
+def _train(args: argparse.Namespace) -> str:
     from training.train import train
 
-    target = train(_options(args, disease))
-    print(f"{disease}: exported {target}")
+    return f"{args.disease}: exported {train(_options(args, args.disease))}"
 
 
-def _cross_validate(args: argparse.Namespace) -> int:
+def _train_all(args: argparse.Namespace) -> str:
+    from training.train import train
+
+    return "\n".join(f"{disease}: exported {train(_options(args, disease))}" for disease in _diseases_in(args.data))
+
+
+def _cross_validate(args: argparse.Namespace) -> str:
     from training.crossval import cross_validate
 
     result = cross_validate(_options(args, args.disease), folds=args.folds, report_dir=args.report_dir)
-    print(json.dumps({key: result[key] for key in ("disease", "folds", "input", "images", "groups", "summary")},
-                     indent=2))
-    return 0
+    return json.dumps({key: result[key] for key in ("disease", "folds", "input", "images", "groups", "summary")},
+                      indent=2)
 
 
-def _calibrate(args: argparse.Namespace) -> int:
+def _calibrate(args: argparse.Namespace) -> str:
     from training.calibrate import calibrate_version
 
     target = calibrate_version(args.disease, data_dir=args.data, models_dir=args.out, version=args.version,
                                target_sensitivity=args.target_sensitivity)
-    print(f"{args.disease}: exported {target}")
-    return 0
+    return f"{args.disease}: exported {target}"
 
 
-def _evaluate(args: argparse.Namespace) -> int:
+def _evaluate(args: argparse.Namespace) -> str:
     from training.evaluation_run import evaluate_version
 
     card = evaluate_version(args.disease, data_dir=args.data, models_dir=args.out, version=args.version,
                             write=args.write)
     figures = card.model_dump(include={"disease", "version", "metrics", "calibration", "screening",
                                        "out_of_distribution"})
-    print(json.dumps(figures, indent=2))
-    return 0
+    return json.dumps(figures, indent=2)

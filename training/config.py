@@ -1,9 +1,14 @@
-"""Per-disease settings: input size and colour mode, chosen per data set, and the two recipes."""
+"""Per-disease settings, one record per disease: input size and colour mode (chosen per data set), the
+tuned recipe, source, caveats and target; and how a disease we do not know is described (a
+`disease.json` beside its images, or flags)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
+from app.model_store import DISEASE_NAME
 from app.preprocessing import ColourMode, InputSpec
 
 
@@ -43,6 +48,9 @@ class DiseaseConfig:
     colour_mode: ColourMode
     medscan: Recipe
     source: str
+    caveats: tuple[str, ...] = ()
+    target: str = "-"  # what the shipped model should reach on its test part (README results table)
+    described_by: str = "MedScan's tuned defaults"
 
     def spec(self, image_size: int | None = None) -> InputSpec:
         size = image_size or self.image_size
@@ -65,6 +73,11 @@ DISEASES: dict[str, DiseaseConfig] = {
             image_size=50, colour_mode=ColourMode.GRAYSCALE,
             medscan=replace(MEDSCAN, flip_vertical=True),  # a cell has no up or down
             source="NIH/NLM malaria cell images (Rajaraman et al., 2018), 50x50 grayscale copy",
+            caveats=(
+                'Trained on 50x50 grayscale cell crops (the published copy was downscaled and converted by its publisher); colour images sent to it are converted to grayscale.',
+                'Input is one segmented red blood cell, not a whole smear.',
+            ),
+            target='accuracy >= 95.6% (paper)',
         ),
         DiseaseConfig(
             name="pneumonia",
@@ -72,6 +85,12 @@ DISEASES: dict[str, DiseaseConfig] = {
             image_size=64, colour_mode=ColourMode.GRAYSCALE,
             medscan=replace(MEDSCAN, epochs=25, augment=True, flip_horizontal=False),
             source="Kermany et al., Cell 2018 (Guangzhou Women and Children's Medical Center), train part",
+            caveats=(
+                'Paediatric chest X-rays from one centre; performance on adults or other centres is unknown.',
+                'Imbalanced (about 3:1 pneumonia:normal): read sensitivity, specificity and AUC, not accuracy alone.',
+                'Images were squashed to 224x224 by their publisher; the model sees them squashed further.',
+            ),
+            target='accuracy >= 95%',
         ),
         DiseaseConfig(
             name="brain_tumor",
@@ -79,6 +98,11 @@ DISEASES: dict[str, DiseaseConfig] = {
             image_size=96, colour_mode=ColourMode.GRAYSCALE,
             medscan=replace(MEDSCAN, epochs=25, augment=True),
             source="Brain Tumor MRI Dataset (M. Nickparvar, Kaggle), both parts, duplicates removed",
+            caveats=(
+                "Tumour classes (glioma, meningioma, pituitary) are merged into 'infected'; no tumour type is given.",
+                'Near-duplicate images share a group and stay on one side of a split.',
+            ),
+            target='accuracy >= 97%',
         ),
         DiseaseConfig(
             name="breast_cancer",
@@ -86,6 +110,12 @@ DISEASES: dict[str, DiseaseConfig] = {
             image_size=64, colour_mode=ColourMode.GRAYSCALE,
             medscan=replace(MEDSCAN, epochs=60, batch_size=32, augment=True),
             source="BUSI, Breast Ultrasound Images (Al-Dhabyani et al., Data in Brief 2020)",
+            caveats=(
+                'Breast ultrasound (BUSI), not histopathology or mammography.',
+                'Small (663 images) and imbalanced: the test figures have wide confidence intervals.',
+                "'uninfected' means benign or normal tissue, not 'no finding'.",
+            ),
+            target='AUC >= 0.90',
         ),
         DiseaseConfig(
             name="retinopathy",
@@ -93,42 +123,96 @@ DISEASES: dict[str, DiseaseConfig] = {
             image_size=96, colour_mode=ColourMode.RGB,
             medscan=replace(MEDSCAN, epochs=30, batch_size=64, augment=True),
             source="Kaggle 'Eye Diseases Classification' (diabetic_retinopathy and normal classes)",
+            caveats=(
+                'The two classes most likely come from different source collections (EyePACS-style vs ODIR-style names), so they also differ in camera and clinic. Five global colour and border statistics with a linear classifier already separate them with AUC about 0.80: high accuracy here is NOT evidence of retinopathy detection.',
+                "No grade is given: 'infected' means any diabetic retinopathy. The two eyes of one patient share a group.",
+            ),
+            target='accuracy >= 95.6%',
         ),
     )
 }
-
-CAVEATS: dict[str, list[str]] = {
-    "malaria": [
-        "Trained on 50x50 grayscale cell crops (the published copy was downscaled and converted by its "
-        "publisher); colour images sent to it are converted to grayscale.",
-        "Input is one segmented red blood cell, not a whole smear.",
-    ],
-    "pneumonia": [
-        "Paediatric chest X-rays from one centre; performance on adults or other centres is unknown.",
-        "Imbalanced (about 3:1 pneumonia:normal): read sensitivity, specificity and AUC, not accuracy alone.",
-        "Images were squashed to 224x224 by their publisher; the model sees them squashed further.",
-    ],
-    "brain_tumor": [
-        "Tumour classes (glioma, meningioma, pituitary) are merged into 'infected'; no tumour type is given.",
-        "Near-duplicate images share a group and stay on one side of a split.",
-    ],
-    "breast_cancer": [
-        "Breast ultrasound (BUSI), not histopathology or mammography.",
-        "Small (663 images) and imbalanced: the test figures have wide confidence intervals.",
-        "'uninfected' means benign or normal tissue, not 'no finding'.",
-    ],
-    "retinopathy": [
-        "The two classes most likely come from different source collections (EyePACS-style vs ODIR-style "
-        "names), so they also differ in camera and clinic. Five global colour and border statistics with a "
-        "linear classifier already separate them with AUC about 0.80: high accuracy here is NOT evidence of "
-        "retinopathy detection.",
-        "No grade is given: 'infected' means any diabetic retinopathy. The two eyes of one patient share a group.",
-    ],
-}
-
 
 def get_disease(name: str) -> DiseaseConfig:
     try:
         return DISEASES[name]
     except KeyError:
         raise ValueError(f"unknown disease {name!r}; known: {', '.join(DISEASES)}") from None
+
+
+CONFIG_FILE = "disease.json"  # beside the images: <data>/<disease>/disease.json
+# A disease we have not tuned: the paper's input range midpoint, light augmentation, a longer run.
+GENERIC_RECIPE = replace(MEDSCAN, epochs=30, augment=True)
+CONFIG_KEYS = {"description", "source", "image_size", "colour_mode", "caveats", "target", "epochs", "batch_size",
+               "learning_rate", "augment", "flip_horizontal", "flip_vertical"}
+
+
+@dataclass(frozen=True)
+class DiseaseFlags:
+    """What the command line says about a disease; None: not said."""
+
+    image_size: int | None = None
+    colour_mode: str | None = None
+    description: str | None = None
+    caveats: tuple[str, ...] = ()
+
+
+def describe_disease(name: str, data_dir: Path, flags: DiseaseFlags = DiseaseFlags()) -> DiseaseConfig:
+    """A known disease keeps its tuned defaults; any other is described by `<data>/<name>/disease.json`
+    and flags (flags win), with generic defaults for the rest, so a lab trains its own without code."""
+    if not DISEASE_NAME.fullmatch(name):
+        raise ValueError(f"disease names are lower-case letters, digits and underscores, starting with a letter: "
+                         f"{name!r}")
+    config = DISEASES.get(name) or DiseaseConfig(
+        name=name, description=f"{name}: infected vs uninfected (user-supplied data set)", image_size=64,
+        colour_mode=_colour_mode_of(data_dir / name), medscan=GENERIC_RECIPE, source=str(data_dir / name),
+        caveats=("Trained on a user-supplied data set that MedScan has not reviewed; read its own documentation.",),
+        described_by="generic defaults",
+    )
+    sources = [config.described_by]
+    file = data_dir / name / CONFIG_FILE
+    if file.is_file():
+        config = _apply_file(config, file)
+        sources.append(str(file))
+    said = {key: value for key, value in (("image_size", flags.image_size), ("colour_mode", flags.colour_mode),
+                                          ("description", flags.description)) if value is not None}
+    if said or flags.caveats:
+        config = replace(config, **{**said, **({"colour_mode": ColourMode(flags.colour_mode)} if flags.colour_mode
+                                               else {})}, caveats=config.caveats + tuple(flags.caveats))
+        sources.append("command-line flags")
+    return replace(config, described_by=" + ".join(sources))
+
+
+def _apply_file(config: DiseaseConfig, file: Path) -> DiseaseConfig:
+    try:
+        values = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{file} is not readable JSON: {error}") from None
+    if not isinstance(values, dict) or set(values) - CONFIG_KEYS:
+        unknown = sorted(set(values) - CONFIG_KEYS) if isinstance(values, dict) else values
+        raise ValueError(f"{file}: unknown keys {unknown}; allowed: {', '.join(sorted(CONFIG_KEYS))}")
+    recipe_keys = {"epochs", "batch_size", "learning_rate", "augment", "flip_horizontal", "flip_vertical"}
+    recipe = replace(config.medscan, **{k: v for k, v in values.items() if k in recipe_keys})
+    fields = {k: v for k, v in values.items() if k not in recipe_keys}
+    if "colour_mode" in fields:
+        fields["colour_mode"] = ColourMode(fields["colour_mode"])
+    if "caveats" in fields:
+        fields["caveats"] = tuple(fields["caveats"])
+    return replace(config, medscan=recipe, **fields)
+
+
+def _colour_mode_of(folder: Path, sample: int = 20) -> ColourMode:
+    """RGB if any of the first images has colour in it (channels that differ), else grayscale."""
+    from PIL import Image
+
+    files = sorted(p for p in folder.glob("*/*") if p.is_file())[:sample]
+    for path in files:
+        try:
+            with Image.open(path) as image:
+                if image.mode in {"RGB", "RGBA", "P", "CMYK", "YCbCr"}:
+                    rgb = image.convert("RGB")
+                    red, green, blue = rgb.split()
+                    if red.tobytes() != green.tobytes() or green.tobytes() != blue.tobytes():
+                        return ColourMode.RGB
+        except OSError:
+            continue
+    return ColourMode.GRAYSCALE

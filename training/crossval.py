@@ -19,11 +19,10 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from app.model_card import SplitSpec
 from app.scoring import normalise
-from training.config import get_disease
 from training.data import Sample, check_trainable, find_samples, split_as
 from training.evaluate import compute_metrics
 from training.pipeline import decode_samples, decoded_from_arrays, images_only, kept_samples, pixels_of
-from training.train import TrainOptions, fit_model, resolve_recipe
+from training.train import TrainOptions, fit_model, resolve_disease, resolve_recipe
 
 log = logging.getLogger("training")
 METRICS = ("accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc")
@@ -62,9 +61,9 @@ def summarise(rounds: list[RoundResult]) -> dict[str, dict[str, float]]:
 
 
 def cross_validate(options: TrainOptions, folds: int = 5, report_dir: Path | None = None) -> dict[str, object]:
-    config = get_disease(options.disease)
+    config = resolve_disease(options)
     recipe = resolve_recipe(config, options)
-    spec = config.spec(options.image_size)
+    spec = config.spec()
     split = split_as(find_samples(options.data_dir, options.disease), SplitSpec(seed=options.seed))
     check_trainable(split)
     pool = split.train + split.validation  # everything but the test part

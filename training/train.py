@@ -21,7 +21,7 @@ from app.model_card import (
 from app.preprocessing import InputSpec
 from training.assessment import probe_sets
 from training.batchnorm import KeepBestWeights, RecalibratedValidation
-from training.config import CAVEATS, DISEASES, DiseaseConfig, Recipe, get_disease
+from training.config import DISEASES, DiseaseConfig, DiseaseFlags, Recipe, describe_disease
 from training.data import DataError, Split, check_trainable, find_samples, split_as
 from training.model import compile_model, learning_rate_schedule, make_model
 from training.pipeline import (
@@ -46,9 +46,18 @@ class TrainOptions:
     batch_size: int | None = None
     image_size: int | None = None
     augment: bool | None = None  # None: the recipe's own choice
+    colour_mode: str | None = None  # for a disease we have no defaults for; see training/config.py
+    description: str | None = None
+    caveats: tuple[str, ...] = ()
     seed: int = 42
     target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY
     verbose: int = 1
+
+
+def resolve_disease(options: TrainOptions) -> DiseaseConfig:
+    flags = DiseaseFlags(image_size=options.image_size, colour_mode=options.colour_mode,
+                         description=options.description, caveats=options.caveats)
+    return describe_disease(options.disease, options.data_dir, flags)
 
 
 def resolve_recipe(config: DiseaseConfig, options: TrainOptions) -> Recipe:
@@ -125,9 +134,9 @@ def fit_model(spec: InputSpec, recipe: Recipe, train_part: DecodedSet, validatio
 
 
 def train(options: TrainOptions) -> Path:
-    config = get_disease(options.disease)
+    config = resolve_disease(options)
     recipe = resolve_recipe(config, options)
-    spec = config.spec(options.image_size)
+    spec = config.spec()
     keras.utils.set_random_seed(options.seed)
 
     # Data: group split, decode once into the cache.
@@ -149,7 +158,7 @@ def train(options: TrainOptions) -> Path:
         groups={part: len({s.group for s in part_samples}) for part, part_samples in split.parts().items()},
         unreadable_skipped=sum(len(item.unreadable) for item in decoded.values()),
     )
-    settings = {**recipe.as_dict(), "class_weights_used": weights,
+    settings = {**recipe.as_dict(), "class_weights_used": weights, "disease_config": config.described_by,
                 "selection": "lowest validation loss" if recipe.keep_best else "last epoch"}
     epochs_run = len(history.get("loss", []))
     card = ModelCard(
@@ -161,7 +170,7 @@ def train(options: TrainOptions) -> Path:
             split=(f"by patient/slide group (MANIFEST.csv; one group per file where unknown), seed "
                    f"{split_spec.seed}: test {split_spec.test_fraction:.0%} of images, validation "
                    f"{split_spec.validation_fraction:.0%} of the rest, stratified by class"),
-            split_spec=split_spec, counts=counts, caveats=CAVEATS.get(options.disease, []),
+            split_spec=split_spec, counts=counts, caveats=list(config.caveats),
         ),
         training=TrainingCard(
             recipe=recipe.name, settings=settings, seed=options.seed, epochs_run=epochs_run,
@@ -174,7 +183,7 @@ def train(options: TrainOptions) -> Path:
         train=decoded["train"], validation=decoded["validation"], test=decoded["test"],
         validation_groups=[s.group for s in kept_samples(split.validation, decoded["validation"])],
         test_groups=[s.group for s in kept_samples(split.test, decoded["test"])],
-        probes=probe_sets(options.data_dir, options.disease, spec, known=list(DISEASES)),
+        probes=probe_sets(options.data_dir, options.disease, spec, known=sorted(set(DISEASES) | {options.disease})),
     )
     target = release(model, spec, data, card, options.models_dir, history=history,
                      target_sensitivity=options.target_sensitivity, batch_size=recipe.batch_size)
