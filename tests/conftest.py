@@ -85,3 +85,31 @@ def client(service_settings):
 
     with TestClient(create_app(service_settings), raise_server_exceptions=False) as test_client:
         yield test_client
+
+
+TEMPERATURE, THRESHOLD = 2.0, 0.3
+
+
+@pytest.fixture(scope="session")
+def trust_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Models with a trust layer (malaria: temperature and threshold set; brain_tumor: every image out
+    of distribution) and one exported before it (breast_cancer)."""
+    from tests.model_fixtures import export_legacy, export_untrained
+
+    models = tmp_path_factory.mktemp("trust-models")
+    export_untrained(models, "malaria", size=50, temperature=TEMPERATURE, threshold=THRESHOLD, ood_threshold=1e6)
+    export_untrained(models, "brain_tumor", size=48, ood_threshold=0.0)  # every image is out of distribution
+    export_legacy(models, "breast_cancer", size=50)
+    return models
+
+
+@pytest.fixture(scope="session")
+def trust_client(trust_models: Path):
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    settings = Settings(models_dir=trust_models, max_batch_size=8, max_images_per_request=4)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        yield client

@@ -18,30 +18,8 @@ from app.preprocessing import model_input
 from app.savedmodel import load_model
 from app.scoring import calibrated_probability
 from tests.images import gradient, image_bytes
-from tests.model_fixtures import export_legacy, export_untrained
 
-TEMPERATURE, THRESHOLD = 2.0, 0.3
-
-
-@pytest.fixture(scope="module")
-def trust_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    models = tmp_path_factory.mktemp("trust-models")
-    export_untrained(models, "malaria", size=50, temperature=TEMPERATURE, threshold=THRESHOLD, ood_threshold=1e6)
-    export_untrained(models, "brain_tumor", size=48, ood_threshold=0.0)  # every image is out of distribution
-    export_legacy(models, "breast_cancer", size=50)
-    return models
-
-
-@pytest.fixture(scope="module")
-def trust_client(trust_models: Path):
-    from fastapi.testclient import TestClient
-
-    from app.main import create_app
-    from app.settings import Settings
-
-    settings = Settings(models_dir=trust_models, max_batch_size=8, max_images_per_request=4)
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        yield client
+from tests.conftest import TEMPERATURE, THRESHOLD
 
 
 def post(client, disease: str, *files: tuple[str, bytes, str], **params):

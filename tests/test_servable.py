@@ -114,3 +114,14 @@ def test_the_feature_grid_of_the_paper_cnn_sits_in_the_middle_of_the_input() -> 
 
     model = make_model(SPEC)
     assert feature_grid(model, conv_layers(model)[-1]) == (18.5, 8.0)  # 8 x 8 centres at 96 px: 18.5 ... 74.5
+
+
+def test_the_intensity_histogram_counts_each_value_in_its_bin() -> None:
+    from training.servable import IntensityHistogram
+
+    images = np.zeros((2, 4, 4, 1), np.float32)
+    images[0, :2] = 1.0  # half white (1.0 falls in the last bin), half black
+    images[1] = 0.51  # all in bin 8 of 16
+    histogram = IntensityHistogram()(images).numpy()
+    assert histogram[0, 0] == histogram[0, 15] == 0.5 and histogram[1, 8] == 1.0
+    np.testing.assert_allclose(histogram.sum(axis=1), 1.0)

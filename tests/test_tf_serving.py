@@ -1,0 +1,88 @@
+"""TensorFlow Serving's REST API over the same pipeline: status, metadata, :predict with b64 or arrays."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import pytest
+
+from app.preprocessing import model_input
+from tests.images import gradient, image_bytes
+
+
+def b64(data: bytes) -> dict[str, str]:
+    return {"b64": base64.b64encode(data).decode("ascii")}
+
+
+def test_status_reports_the_served_version_as_available(trust_client) -> None:
+    body = trust_client.get("/v1/models/malaria").json()
+    assert body == {"model_version_status": [{"version": "1", "state": "AVAILABLE",
+                                              "status": {"error_code": "OK", "error_message": ""}}]}
+    assert trust_client.get("/v1/models/malaria/versions/1").status_code == 200
+    missing = trust_client.get("/v1/models/malaria/versions/7")
+    assert missing.status_code == 404 and "Specific(malaria, 7)" in missing.json()["error"]
+    unknown = trust_client.get("/v1/models/cholera")
+    assert unknown.status_code == 404 and set(unknown.json()) == {"error"}
+
+
+def test_metadata_describes_the_input_and_both_signatures(trust_client) -> None:
+    body = trust_client.get("/v1/models/malaria/metadata").json()
+    assert body["model_spec"] == {"name": "malaria", "signature_name": "", "version": "1"}
+    signatures = body["metadata"]["signature_def"]["signature_def"]
+    assert set(signatures) == {"serving_default", "screening"}
+    dims = [int(d["size"]) for d in signatures["serving_default"]["inputs"]["image"]["tensor_shape"]["dim"]]
+    assert dims == [-1, 50, 50, 1]
+
+
+def test_predict_gives_the_same_probabilities_as_predict_for_images_and_arrays(trust_client) -> None:
+    data = image_bytes(gradient(70, 60))
+    ours = trust_client.post("/predict/malaria", files={"file": ("x.png", data, "image/png")}).json()
+    array = model_input(data, _spec(trust_client), max_pixels=10**8)
+    response = trust_client.post("/v1/models/malaria:predict",
+                                 json={"instances": [b64(data), array.tolist(), {"image": b64(data)}]})
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    assert len(predictions) == 3
+    for infected, uninfected in predictions:
+        assert infected == pytest.approx(ours["score"], abs=1e-6) and infected + uninfected == pytest.approx(1.0)
+
+
+def test_columnar_inputs_and_the_screening_signature(trust_client) -> None:
+    data = image_bytes(gradient(40, 40))
+    response = trust_client.post("/v1/models/malaria/versions/1:predict",
+                                 json={"signature_name": "screening", "inputs": {"image": [b64(data)]}})
+    assert response.status_code == 200, response.text
+    (answer,) = response.json()["outputs"]
+    assert answer["label"] in {"infected", "uninfected"} and answer["in_distribution"] is True
+    assert answer["model_version"] == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "phrase"),
+    [
+        ({"instances": []}, "non-empty"),
+        ({"instances": [{"b64": "not base64!"}]}, "base64"),
+        ({"instances": [[[0.5] * 3] * 3]}, "input shape"),
+        ({"instances": [np.full((50, 50, 1), 2.0).tolist()]}, "[0, 1]"),
+        ({"instances": [{"b64": base64.b64encode(b"text").decode()}]}, "not an image"),
+        ({"instances": [], "inputs": []}, "exactly one"),
+        ({"signature_name": "classify", "instances": [[0]]}, "not found"),
+        ({"inputs": {"pixels": [[0]]}}, "input names"),
+    ],
+)
+def test_bad_requests_are_400_in_tf_serving_shape(trust_client, body, phrase) -> None:
+    response = trust_client.post("/v1/models/malaria:predict", json=body)
+    assert response.status_code == 400, response.text
+    assert set(response.json()) == {"error"} and phrase in response.json()["error"]
+
+
+def test_not_json_and_unknown_verbs(trust_client) -> None:
+    response = trust_client.post("/v1/models/malaria:predict", content=b"{oops", headers={"content-type": "application/json"})
+    assert response.status_code == 400 and "JSON" in response.json()["error"]
+    assert trust_client.post("/v1/models/malaria:classify", json={}).status_code == 404
+    assert trust_client.post("/v1/models/cholera:predict", json={"instances": [[0]]}).status_code == 404
+
+
+def _spec(client):
+    return client.app.state.registry.models["malaria"].loaded.card.input.spec()
