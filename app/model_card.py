@@ -60,6 +60,9 @@ class OperatingPoint(BaseModel):
     threshold: float
     sensitivity: float
     specificity: float
+    intervals: dict[str, tuple[float, float]] | None = Field(
+        None, description="95% bootstrap intervals over patient groups (test part only)"
+    )
 
 
 class CalibrationFigures(BaseModel):

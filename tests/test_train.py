@@ -47,6 +47,7 @@ def test_export_is_a_complete_version_with_card_and_report(trained) -> None:
     assert card.calibration.temperature > 0 and card.calibration.test.n_images == card.metrics.n_images
     assert 0 <= card.screening.threshold <= 1 and card.screening.validation.sensitivity >= 0.95
     assert card.screening.test is not None and card.screening.test_at_0_5.threshold == 0.5
+    assert card.screening.test.intervals is not None and set(card.screening.test.intervals) <= {"sensitivity", "specificity"}
     assert card.out_of_distribution.threshold > 0
     flagged = card.out_of_distribution.flagged
     assert {"own test part", "natural photographs (skimage.data)", "noise and blank images"} <= set(flagged)

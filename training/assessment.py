@@ -143,6 +143,15 @@ def ood_flags(model: LoadedModel, own_test: Outputs, probes: dict[str, np.ndarra
     return flags
 
 
+def _point_with_intervals(probabilities: np.ndarray, labels: np.ndarray, groups: list[str], threshold: float
+                          ) -> OperatingPoint:
+    from training.trust import operating_point
+
+    intervals = group_intervals(labels, probabilities_of(probabilities), groups, threshold=threshold)
+    return operating_point(probabilities, labels, threshold).model_copy(update={"intervals": {
+        name: bounds for name, bounds in intervals.items() if name in ("sensitivity", "specificity")}})
+
+
 @dataclass(frozen=True)
 class Assessment:
     metrics: TestMetrics
@@ -158,8 +167,6 @@ class Assessment:
 
 def assess(model: LoadedModel, test_pixels: np.ndarray, test_labels: np.ndarray, test_groups: list[str],
            probes: dict[str, np.ndarray]) -> Assessment:
-    from training.trust import operating_point
-
     card = model.card
     outputs = run_model(model, test_pixels)
     temperature = card.calibration.temperature if card.calibration else 1.0
@@ -171,9 +178,10 @@ def assess(model: LoadedModel, test_pixels: np.ndarray, test_labels: np.ndarray,
     return Assessment(
         metrics=metrics,
         calibration=calibration_figures(outputs.log_odds, test_labels, temperature) if card.calibration else None,
-        screening_test=(operating_point(calibrated, test_labels, card.screening.threshold)
+        screening_test=(_point_with_intervals(calibrated, test_labels, test_groups, card.screening.threshold)
                         if card.screening else None),
-        screening_test_at_0_5=operating_point(calibrated, test_labels, 0.5) if card.screening else None,
+        screening_test_at_0_5=(_point_with_intervals(calibrated, test_labels, test_groups, 0.5)
+                               if card.screening else None),
         ood_flagged=ood_flags(model, outputs, probes),
         labels=test_labels, log_odds=outputs.log_odds, uncalibrated=uncalibrated, calibrated=calibrated,
     )

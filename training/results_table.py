@@ -63,13 +63,23 @@ def trust_table(models_dir: Path) -> str:
         lines.append(
             f"| {card.disease} | {cal.temperature:.3f} | {cal.test.ece_before:.4f} -> {cal.test.ece_after:.4f} "
             f"| {cal.test.brier_before:.4f} -> {cal.test.brier_after:.4f} | {screen.threshold:.4f} "
-            f"| {screen.test.sensitivity:.1%} / {screen.test.specificity:.1%} "
+            f"| {_point(screen.test)} "
             f"| {screen.test_at_0_5.sensitivity:.1%} / {screen.test_at_0_5.specificity:.1%} "
             f"| {flagged['own test part'].flagged:.1%} "
             f"| {lowest_text} "
             f"| {_flag(flagged, 'natural photographs (skimage.data)')} | {_flag(flagged, 'noise and blank images')} |"
         )
     return "\n".join(lines)
+
+
+def _point(point) -> str:
+    """sensitivity / specificity, with their group-bootstrap intervals where the card has them."""
+    def one(name: str) -> str:
+        bounds = (point.intervals or {}).get(name)
+        value = getattr(point, name)
+        return f"{value:.1%} ({bounds[0]:.1%}-{bounds[1]:.1%})" if bounds else f"{value:.1%}"
+
+    return f"{one('sensitivity')} / {one('specificity')}"
 
 
 def _flag(flagged: dict, name: str) -> str:
