@@ -18,7 +18,13 @@ from app.errors import EmptyUpload, InvalidThreshold, TooManyImages
 from app.explanations import class_heatmap, overlay, png_bytes
 from app.model_card import ModelCard
 from app.preprocessing import (
-    DecodedImage, ImageError, InputSpec, decode_opened, load_first_frame, read_header, scale,
+    DecodedImage,
+    ImageError,
+    InputSpec,
+    decode_opened,
+    load_first_frame,
+    read_header,
+    scale,
 )
 from app.registry import ModelRegistry, ServedModel
 from app.savedmodel import ExplanationUnavailable, ImageOutputs

@@ -188,7 +188,7 @@ def main() -> None:
 def markdown(report: dict) -> str:
     lines = []
     for raw in report["raw"]:
-        lines.append(f"- **{raw['disease']}** ({'x'.join(map(str, raw['input']))}): raw R = "
+        lines.append(f"- **{raw['disease']}** ({'x'.join(map(str, raw['input']))}, {raw['signature']}): raw R = "
                      f"{raw['R_images_per_second']} img/s (batch {raw['R_batch_size']}), single call "
                      f"p50 {raw['single_call_ms']['p50']} ms back to back, "
                      f"{raw['single_call_after_10ms_idle_ms']['p50']} ms after 10 ms idle")

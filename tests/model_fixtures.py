@@ -7,10 +7,17 @@ from pathlib import Path
 import keras
 
 from app.model_card import (
-    Calibration, DataCard, InputCard, ModelCard, OperatingPoint, OutOfDistribution, Screening, SplitCounts,
-    TestMetrics, TrainingCard, write_card,
+    Calibration,
+    DataCard,
+    InputCard,
+    ModelCard,
+    OperatingPoint,
+    OutOfDistribution,
+    Screening,
+    SplitCounts,
+    TestMetrics,
+    TrainingCard,
 )
-from app.model_store import METADATA_FILE
 from app.preprocessing import ColourMode, InputSpec
 from training.export import stage_version
 from training.model import make_model

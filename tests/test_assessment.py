@@ -7,7 +7,12 @@ import pytest
 
 from app.preprocessing import ColourMode, InputSpec
 from training.assessment import (
-    PHOTOGRAPHS, brier_score, expected_calibration_error, group_intervals, noise_and_blank, photographs,
+    PHOTOGRAPHS,
+    brier_score,
+    expected_calibration_error,
+    group_intervals,
+    noise_and_blank,
+    photographs,
 )
 
 

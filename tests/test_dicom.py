@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -16,7 +17,7 @@ LIMIT = 10**8
 
 
 def shipped(name: str) -> bytes:
-    return open(get_testdata_file(name), "rb").read()
+    return Path(get_testdata_file(name)).read_bytes()
 
 
 def as_bytes(dataset: pydicom.Dataset) -> bytes:

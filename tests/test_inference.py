@@ -17,9 +17,8 @@ from pydicom.data import get_testdata_file
 from app.preprocessing import model_input
 from app.savedmodel import load_model
 from app.scoring import calibrated_probability
-from tests.images import gradient, image_bytes
-
 from tests.conftest import TEMPERATURE, THRESHOLD
+from tests.images import gradient, image_bytes
 
 
 def post(client, disease: str, *files: tuple[str, bytes, str], **params):
@@ -140,11 +139,11 @@ def test_dicom_is_screened_and_no_patient_data_is_returned_or_logged(trust_clien
     patient = str(pydicom.dcmread(path).PatientName)
     assert patient
     caplog.set_level(logging.DEBUG)
-    response = post(trust_client, "malaria", ("ct.dcm", open(path, "rb").read(), "application/dicom"))
+    response = post(trust_client, "malaria", ("ct.dcm", Path(path).read_bytes(), "application/dicom"))
     assert response.status_code == 200, response.text
     assert response.json()["image"] == {"width": 128, "height": 128}
     assert patient not in response.text and patient not in caplog.text
-    no_pixels = post(trust_client, "malaria", ("plan.dcm", open(get_testdata_file("rtplan.dcm"), "rb").read(),
+    no_pixels = post(trust_client, "malaria", ("plan.dcm", Path(get_testdata_file("rtplan.dcm")).read_bytes(),
                                                "application/dicom"))
     assert no_pixels.status_code == 415 and "no pixel data" in no_pixels.json()["error"]["message"]
 

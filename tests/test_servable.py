@@ -77,9 +77,9 @@ def test_analyse_agrees_with_serving_default_and_does_not_saturate(quadrant_mode
 
 
 def test_the_exported_distance_is_the_fitted_one(tmp_path: Path) -> None:
+    from tests.model_fixtures import fixture_card
     from training.export import stage_version
     from training.servable import write_savedmodel
-    from tests.model_fixtures import fixture_card
 
     keras.utils.set_random_seed(0)
     model = make_model(SPEC)

@@ -16,7 +16,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-
 log = logging.getLogger("training")  # on stderr: stdout is for the commands' JSON answers
 
 

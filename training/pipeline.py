@@ -6,8 +6,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-import numpy as np
 import keras
+import numpy as np
 import tensorflow as tf
 
 from app.preprocessing import ImageError, InputSpec, file_pixels

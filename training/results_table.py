@@ -10,7 +10,6 @@ from app.model_store import METADATA_FILE, disease_names, latest_version, versio
 from training.config import DISEASES
 
 
-
 def shipped_cards(models_dir: Path) -> list[ModelCard]:
     cards = []
     for disease in disease_names(models_dir):

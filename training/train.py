@@ -16,7 +16,14 @@ import tensorflow as tf
 
 from app import preprocessing
 from app.model_card import (
-    CLASS_NAMES, DataCard, InputCard, ModelCard, SplitCounts, SplitSpec, TestMetrics, TrainingCard,
+    CLASS_NAMES,
+    DataCard,
+    InputCard,
+    ModelCard,
+    SplitCounts,
+    SplitSpec,
+    TestMetrics,
+    TrainingCard,
 )
 from app.preprocessing import InputSpec
 from training.assessment import probe_sets
@@ -25,7 +32,13 @@ from training.config import DISEASES, DiseaseConfig, DiseaseFlags, Recipe, descr
 from training.data import DataError, Split, check_trainable, find_samples, split_as
 from training.model import compile_model, learning_rate_schedule, make_model
 from training.pipeline import (
-    DecodedSet, decode_samples, evaluation_batches, images_only, kept_samples, make_augmenter, training_batches,
+    DecodedSet,
+    decode_samples,
+    evaluation_batches,
+    images_only,
+    kept_samples,
+    make_augmenter,
+    training_batches,
 )
 from training.release import OUTPUT_DESCRIPTION, ReleaseData, release
 from training.trust import DEFAULT_TARGET_SENSITIVITY

@@ -11,7 +11,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.schemas import ErrorBody, ErrorDetail
 from app.errors import (
-    BodyTooLarge, EmptyUpload, InvalidThreshold, ModelUnavailable, Overloaded, TooManyImages, UnknownDisease,
+    BodyTooLarge,
+    EmptyUpload,
+    InvalidThreshold,
+    ModelUnavailable,
+    Overloaded,
+    TooManyImages,
+    UnknownDisease,
 )
 from app.preprocessing import CorruptImage, ImageTooLarge, UnsupportedImage
 from app.savedmodel import ExplanationUnavailable

@@ -10,7 +10,13 @@ from fastapi import APIRouter, File, Query, UploadFile
 from app.api.deps import PipelineDep
 from app.api.errors import error_detail, responses
 from app.api.schemas import (
-    Explanation, ImageError, ImageSize, OutOfDistribution, Prediction, PredictionItem, Predictions,
+    Explanation,
+    ImageError,
+    ImageSize,
+    OutOfDistribution,
+    Prediction,
+    PredictionItem,
+    Predictions,
 )
 from app.inference import Screening, Upload
 
