@@ -33,7 +33,7 @@ def test_serving_report_renders_every_measurement() -> None:
             "latency_ms": {"p50": 1.0, "p95": 2.0, "p99": 3.0, "max": 4.0}}
     system = {"ready_seconds": 3.2, "rss_mb_after_start": 400.0, "rss_mb_after_load": 410.0,
               "load": {"malaria": {"1": load, "32": load}}}
-    report = {"raw": [{"disease": "malaria", "input": [50, 50, 1], "R_images_per_second": 900.0, "R_batch_size": 64,
+    report = {"raw": [{"disease": "malaria", "input": [50, 50, 1], "signature": "analyse", "R_images_per_second": 900.0, "R_batch_size": 64,
                        "single_call_ms": {"p50": 1.1}, "single_call_after_10ms_idle_ms": {"p50": 2.2}}],
               "systems": {"medscan": system, "tutorial": system},
               "overload": {**system, "load": {"malaria": {"128": load}}}}

@@ -75,7 +75,10 @@ class IntensityHistogram(keras.layers.Layer):
         flat = tf.reshape(index, (tf.shape(index)[0], -1))
         # bincount per row: half the time of one_hot + mean at batch 32 (measured: 0.7 vs 1.5 ms, 50 px)
         counts = tf.math.bincount(flat, minlength=self.bins, maxlength=self.bins, axis=-1, dtype=tf.float32)
-        return counts / tf.cast(tf.shape(flat)[1], tf.float32)
+        return tf.reshape(counts, (-1, self.bins)) / tf.cast(tf.shape(flat)[1], tf.float32)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.bins)
 
 
 def conv_layers(model: keras.Model) -> list[keras.layers.Layer]:
