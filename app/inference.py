@@ -98,7 +98,9 @@ class InferencePipeline:
             raise ExplanationUnavailable(f"version {card.version} of the {disease} model has no Grad-CAM signature; "
                                          "re-export it with `python -m training calibrate`")
         with self.registry.admitted(served, len(uploads)) as predict:  # a full queue answers 503 before decoding
-            decoded: list[DecodedImage | Exception] = [await self._decode(u, card.input.spec()) for u in uploads]
+            # Large images decode in worker threads side by side; gather keeps the order.
+            decoded: list[DecodedImage | Exception] = list(
+                await asyncio.gather(*(self._decode(u, card.input.spec()) for u in uploads)))
             usable = [d for d in decoded if isinstance(d, DecodedImage)]
             outputs = await predict([scale(d.pixels) for d in usable])
         if explain:
