@@ -9,8 +9,7 @@ from fastapi.responses import Response
 
 from app.api.deps import PipelineDep
 from app.api.errors import responses
-from app.api.routes.predict import ThresholdQuery
-from app.inference import Upload
+from app.api.routes.predict import ThresholdQuery, read_uploads
 
 router = APIRouter(tags=["predict"])
 
@@ -26,8 +25,7 @@ async def explain(
     disease: str, file: Annotated[UploadFile, File(description="one image, as for /predict")],
     pipeline: PipelineDep, threshold: ThresholdQuery = None,
 ) -> Response:
-    upload = Upload(data=await file.read(), filename=file.filename, content_type=file.content_type)
-    (outcome,) = await pipeline.screen(disease, [upload], threshold=threshold, explain=True)
+    (outcome,) = await pipeline.screen(disease, await read_uploads([file]), threshold=threshold, explain=True)
     if isinstance(outcome, Exception):
         raise outcome
     assert outcome.explanation is not None
