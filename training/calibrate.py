@@ -16,12 +16,10 @@ import numpy as np
 
 from app.model_store import REPORT_DIR, latest_version, version_dir
 from app.savedmodel import load_model
-from training.assessment import probe_sets
-from training.config import DISEASES
 from training.data import DataError, card_split_spec, find_samples, split_as
 from training.model import make_model
-from training.pipeline import decode_samples, kept_samples
-from training.release import OUTPUT_DESCRIPTION, ReleaseData, release
+from training.pipeline import decode_samples
+from training.release import OUTPUT_DESCRIPTION, release, release_data
 from training.servable import rebuild_keras_model
 from training.trust import DEFAULT_TARGET_SENSITIVITY
 
@@ -48,12 +46,7 @@ def calibrate_version(
 
     split = split_as(find_samples(data_dir, disease), card_split_spec(card))
     decoded = {part: decode_samples(samples, spec) for part, samples in split.parts().items()}
-    data = ReleaseData(
-        train=decoded["train"], validation=decoded["validation"], test=decoded["test"],
-        validation_groups=[s.group for s in kept_samples(split.validation, decoded["validation"])],
-        test_groups=[s.group for s in kept_samples(split.test, decoded["test"])],
-        probes=probe_sets(data_dir, disease, spec, known=list(DISEASES)),
-    )
+    data = release_data(disease, split, decoded, data_dir, spec)
     new_card = card.model_copy(update={
         "format_version": 2, "derived_from": version, "output": OUTPUT_DESCRIPTION,
         "data": card.data.model_copy(update={"split_spec": card_split_spec(card)}),

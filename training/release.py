@@ -21,10 +21,12 @@ from app.model_store import METADATA_FILE, REPORT_DIR
 from app.preprocessing import InputSpec
 from app.savedmodel import load_model
 from app.scoring import calibrated_probability
-from training.assessment import Assessment, assess
+from training.assessment import Assessment, assess, probe_sets
+from training.config import DISEASES
+from training.data import Split
 from training.evaluate import compute_metrics, probabilities_of, write_report
 from training.export import stage_version
-from training.pipeline import DecodedSet, images_only, pixels_of
+from training.pipeline import DecodedSet, images_only, kept_samples, pixels_of
 from training.servable import features_and_log_odds, write_savedmodel
 from training.trust import DEFAULT_TARGET_SENSITIVITY, OOD_QUANTILE, FittedTrust, fit_trust
 
@@ -51,6 +53,17 @@ class ReleaseData:
     validation_groups: list[str]
     test_groups: list[str]
     probes: dict[str, np.ndarray]  # images the out-of-distribution check must flag
+
+
+def release_data(disease: str, split: Split, decoded: dict[str, DecodedSet], data_dir: Path, spec: InputSpec
+                 ) -> ReleaseData:
+    """The decoded parts of a split, their patient groups, and the images the OOD check must refuse."""
+    return ReleaseData(
+        train=decoded["train"], validation=decoded["validation"], test=decoded["test"],
+        validation_groups=[s.group for s in kept_samples(split.validation, decoded["validation"])],
+        test_groups=[s.group for s in kept_samples(split.test, decoded["test"])],
+        probes=probe_sets(data_dir, disease, spec, known=sorted(set(DISEASES) | {disease})),
+    )
 
 
 def with_trust(card: ModelCard, trust: FittedTrust, target_sensitivity: float, validation_images: int) -> ModelCard:

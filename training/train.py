@@ -26,9 +26,8 @@ from app.model_card import (
     TrainingCard,
 )
 from app.preprocessing import InputSpec
-from training.assessment import probe_sets
 from training.batchnorm import KeepBestWeights, RecalibratedValidation
-from training.config import DISEASES, DiseaseConfig, DiseaseFlags, Recipe, describe_disease
+from training.config import DiseaseConfig, DiseaseFlags, Recipe, describe_disease
 from training.data import DataError, Split, check_trainable, find_samples, split_as
 from training.model import compile_model, learning_rate_schedule, make_model
 from training.pipeline import (
@@ -36,11 +35,10 @@ from training.pipeline import (
     decode_samples,
     evaluation_batches,
     images_only,
-    kept_samples,
     make_augmenter,
     training_batches,
 )
-from training.release import OUTPUT_DESCRIPTION, ReleaseData, release
+from training.release import OUTPUT_DESCRIPTION, release, release_data
 from training.trust import DEFAULT_TARGET_SENSITIVITY
 
 log = logging.getLogger("training")
@@ -192,12 +190,7 @@ def train(options: TrainOptions) -> Path:
         ),
         frameworks=framework_versions(), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
-    data = ReleaseData(
-        train=decoded["train"], validation=decoded["validation"], test=decoded["test"],
-        validation_groups=[s.group for s in kept_samples(split.validation, decoded["validation"])],
-        test_groups=[s.group for s in kept_samples(split.test, decoded["test"])],
-        probes=probe_sets(options.data_dir, options.disease, spec, known=sorted(set(DISEASES) | {options.disease})),
-    )
+    data = release_data(options.disease, split, decoded, options.data_dir, spec)
     target = release(model, spec, data, card, options.models_dir, history=history,
                      target_sensitivity=options.target_sensitivity, batch_size=recipe.batch_size)
     log.info("exported %s", target)
