@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from app import memory, tf_runtime
 from app.api.body_limit import BodySizeLimitMiddleware
 from app.api.errors import install_error_handlers
-from app.api.routes import explain, health, models, predict, tf_serving
+from app.api.routes import explain, health, models, predict, tf_serving, web
 from app.inference import InferencePipeline
 from app.registry import ModelRegistry
 from app.settings import Settings, get_settings
@@ -43,8 +43,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)
     install_error_handlers(app)
-    for module in (predict, explain, models, health, tf_serving):
+    for module in (predict, explain, models, health, tf_serving, web):
         app.include_router(module.router)
+    app.mount(web.STATIC_PATH, web.static_files(), name="static")
     return app
 
 

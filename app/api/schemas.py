@@ -52,6 +52,7 @@ class ModelInfo(BaseModel):
     version: int | None
     status: ModelStatus
     error: str | None = None
+    explainable: bool = Field(False, description="this version can answer ?explain=true (Grad-CAM)")
     card: ModelCard | None = Field(None, description="the model card (metadata.json), when loaded")
 
 

@@ -15,7 +15,8 @@ router = APIRouter(tags=["models"])
 
 def _info(served: ServedModel) -> ModelInfo:
     return ModelInfo(disease=served.disease, version=served.version, status=served.status,
-                     error=served.error, card=served.card)
+                     error=served.error, explainable=served.model is not None and served.model.can_explain,
+                     card=served.card)
 
 
 @router.get("/models", response_model=ModelList, summary="Every model found, loaded or failed")
