@@ -10,6 +10,14 @@ class UnknownDisease(Exception):
         self.known = known
 
 
+class UnknownVersion(Exception):
+    def __init__(self, disease: str, version: int, served: list[int]) -> None:
+        listed = ", ".join(map(str, served)) or "none"
+        super().__init__(f"version {version} of the {disease} model is not served; served versions: {listed}")
+        self.disease = disease
+        self.version = version
+
+
 class ModelUnavailable(Exception):
     """The disease is known but its model failed to load or is not ready yet."""
 

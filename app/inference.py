@@ -87,15 +87,16 @@ class InferencePipeline:
 
     async def screen(
         self, disease: str, uploads: Sequence[Upload], *, threshold: float | None = None, explain: bool = False,
+        version: int | None = None,
     ) -> list[Outcome]:
         """Encoded images (PNG, JPEG, BMP, TIFF, GIF, DICOM) -> one outcome per image, in order."""
         check_threshold(threshold)
         if len(uploads) > self.settings.max_images_per_request:
             raise TooManyImages(len(uploads), self.settings.max_images_per_request)
-        served = self.registry.get(disease)
+        served = self.registry.get(disease, version)
         card = served.loaded.card
         if explain and not served.loaded.can_explain:
-            raise ExplanationUnavailable(f"version {card.version} of the {disease} model has no Grad-CAM signature; "
+            raise ExplanationUnavailable(f"version {served.version} of the {disease} model has no Grad-CAM signature; "
                                          "re-export it with `python -m training calibrate`")
         with self.registry.admitted(served, len(uploads)) as predict:  # a full queue answers 503 before decoding
             # Large images decode in worker threads side by side; gather keeps the order.
@@ -113,11 +114,11 @@ class InferencePipeline:
         return [self._screening(served, *next(answers), threshold=threshold) if isinstance(item, DecodedImage)
                 else item for item in decoded]
 
-    async def screen_arrays(self, disease: str, images: np.ndarray, *, threshold: float | None = None
-                            ) -> list[Screening]:
+    async def screen_arrays(self, disease: str, images: np.ndarray, *, threshold: float | None = None,
+                            version: int | None = None) -> list[Screening]:
         """Already-preprocessed float32 N x H x W x C in [0, 1] (the protocols' tensors) -> outcomes."""
         check_threshold(threshold)
-        served = self.registry.get(disease)
+        served = self.registry.get(disease, version)
         with self.registry.admitted(served, len(images)) as predict:
             outputs = await predict(list(np.asarray(images, dtype=np.float32)))
         return [self._screening(served, output, None, None, threshold=threshold) for output in outputs]
@@ -163,7 +164,7 @@ class InferencePipeline:
         ood = card.out_of_distribution
         known = ood is not None and outputs.ood_distance is not None
         return Screening(
-            disease=card.disease, model_version=card.version, label=card.classes[label], score=probability,
+            disease=served.disease, model_version=served.version or card.version, label=card.classes[label], score=probability,
             probabilities=as_percentages(probability, card.classes), threshold=used,
             in_distribution=bool(outputs.ood_distance <= ood.threshold) if known else None,  # type: ignore[operator,union-attr]
             ood_distance=outputs.ood_distance, ood_threshold=ood.threshold if ood else None,

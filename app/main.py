@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,7 +12,7 @@ from fastapi import FastAPI
 from app import memory, tf_runtime
 from app.api.body_limit import BodySizeLimitMiddleware
 from app.api.errors import install_error_handlers
-from app.api.routes import explain, health, models, predict, tf_serving, web
+from app.api.routes import admin, explain, health, models, predict, tf_serving, web
 from app.inference import InferencePipeline
 from app.registry import ModelRegistry
 from app.settings import Settings, get_settings
@@ -34,16 +35,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.pipeline = InferencePipeline(registry, settings)
         await registry.load_all()
         memory.freeze_loaded_objects()
+        watcher = (asyncio.create_task(registry.watch(settings.model_poll_interval_s))
+                   if settings.model_poll_interval_s > 0 else None)
         try:
             yield
         finally:
+            if watcher is not None:
+                watcher.cancel()
             await registry.close()
 
     app = FastAPI(title="MedScan", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)
     install_error_handlers(app)
-    for module in (predict, explain, models, health, tf_serving, web):
+    for module in (predict, explain, models, health, tf_serving, admin, web):
         app.include_router(module.router)
     app.mount(web.STATIC_PATH, web.static_files(), name="static")
     return app

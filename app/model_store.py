@@ -19,8 +19,10 @@ def is_disease_name(name: str) -> bool:
     return bool(DISEASE_NAME.fullmatch(name))
 
 
-def disease_names(models_dir: Path) -> list[str]:
-    if not models_dir.is_dir():
+def disease_names(models_dir: Path, *, strict: bool = False) -> list[str]:
+    """The disease folders. strict: a models folder that is missing or unreadable raises OSError
+    (the service keeps what it serves) instead of reading as empty."""
+    if not strict and not models_dir.is_dir():
         return []
     return sorted(
         entry.name for entry in models_dir.iterdir()
@@ -30,9 +32,11 @@ def disease_names(models_dir: Path) -> list[str]:
 
 def versions(models_dir: Path, disease: str) -> list[int]:
     folder = models_dir / disease
-    if not folder.is_dir():
+    try:
+        entries = list(folder.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
         return []
-    return sorted(int(entry.name) for entry in folder.iterdir() if entry.is_dir() and entry.name.isdigit())
+    return sorted(int(entry.name) for entry in entries if entry.is_dir() and entry.name.isdigit())
 
 
 def latest_version(models_dir: Path, disease: str) -> int | None:

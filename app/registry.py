@@ -10,15 +10,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 
 from app.batching import DynamicBatcher, QueueFull
-from app.errors import ModelUnavailable, Overloaded, UnknownDisease
+from app.errors import ModelUnavailable, Overloaded, UnknownDisease, UnknownVersion
 from app.model_card import ModelCard
-from app.model_store import disease_names, latest_version, version_dir
+from app.model_store import METADATA_FILE, disease_names, version_dir, versions
 from app.savedmodel import ImageOutputs, LoadedModel, ModelLoadError, load_model
 from app.settings import Settings
+from app.version_policy import chosen_versions
 
 log = logging.getLogger("medscan.models")
 
@@ -34,12 +36,16 @@ class ModelStatus(StrEnum):
 
 @dataclass
 class ServedModel:
+    """One version of one disease's model."""
+
     disease: str
     version: int | None
     status: ModelStatus = ModelStatus.LOADING
     error: str | None = None
     model: LoadedModel | None = None
     batcher: DynamicBatcher | None = None
+    fingerprint: tuple[int, ...] = ()  # a failed version is retried when its files change
+    in_flight: int = 0  # requests admitted and not finished; a retired version waits for 0
 
     @property
     def card(self) -> ModelCard | None:
@@ -53,33 +59,136 @@ class ServedModel:
         return self.model
 
 
+NO_VERSION = -1  # the key of a disease folder's entry that holds no version folder
+
+
+def _fingerprint(path: Path) -> tuple[int, ...]:
+    """Modification times of what a version is loaded from: a copy still being written changes them."""
+    stamps = []
+    for name in ("saved_model.pb", METADATA_FILE, "variables"):
+        try:
+            stamps.append((path / name).stat().st_mtime_ns)
+        except OSError:
+            stamps.append(0)
+    return tuple(stamps)
+
+
 @dataclass
 class ModelRegistry:
+    """Every version the policy wants, per disease; the newest ready one answers unpinned requests.
+
+    `sync()` (at start-up, every `model_poll_interval_s`, and on POST /admin/reload) compares the
+    folder with what is loaded: new versions are loaded and warmed in the background while the old
+    ones keep answering; a version that fails to load is reported and the old one keeps serving; a
+    version that leaves the policy or the disk stops taking requests at once and is closed after
+    its in-flight requests finish."""
+
     settings: Settings
-    models: dict[str, ServedModel] = field(default_factory=dict)
     loaded: bool = False
+    scan_error: str | None = None  # the models folder could not be read at the last sync
+    _versions: dict[str, dict[int, ServedModel]] = field(default_factory=dict)
+    _sync_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _retiring: set[asyncio.Task] = field(default_factory=set)
+    on_change: Callable[[ModelRegistry], None] | None = None  # metrics hook
     # Runs unbatched model calls (MEDSCAN_BATCHING=false); batched calls run in each
     # model's batching thread. TensorFlow already spreads each call over the cores.
     executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="model"))
 
     @property
     def ready(self) -> bool:
-        return self.loaded and all(m.status is not ModelStatus.LOADING for m in self.models.values())
+        return self.loaded
+
+    @property
+    def models(self) -> dict[str, ServedModel]:
+        """Per disease, the version that answers unpinned requests (or, if none can, the newest one tried)."""
+        return {disease: self._default(versions) for disease, versions in sorted(self._versions.items()) if versions}
+
+    def versions(self, disease: str) -> dict[int, ServedModel]:
+        return dict(sorted(self._versions.get(disease, {}).items()))
+
+    @staticmethod
+    def _default(versions: dict[int, ServedModel]) -> ServedModel:
+        ready = [v for v in versions.values() if v.status is ModelStatus.READY]
+        return max(ready or versions.values(), key=lambda served: served.version or 0)
 
     async def load_all(self) -> None:
-        """Find `<models>/<disease>/<latest version>/` and load each; a failure is logged and kept."""
-        for disease in disease_names(self.settings.models_dir):
-            version = latest_version(self.settings.models_dir, disease)
-            self.models[disease] = ServedModel(disease=disease, version=version)
-        for served in self.models.values():
-            await self._load(served)
+        await self.sync()
         self.loaded = True
 
+    async def sync(self) -> None:
+        """Bring what is served in line with the folder and the version policy (see the class)."""
+        async with self._sync_lock:
+            try:
+                on_disk = {disease: versions(self.settings.models_dir, disease)
+                           for disease in disease_names(self.settings.models_dir, strict=True)}
+            except OSError as error:  # keep serving what is loaded; report it
+                self.scan_error = f"cannot read {self.settings.models_dir}: {error}"
+                log.error(self.scan_error)
+                self._changed()
+                return
+            self.scan_error = None
+            for disease in sorted(set(on_disk) | set(self._versions)):
+                await self._sync_disease(disease, on_disk.get(disease))
+            self._changed()
+
+    async def _sync_disease(self, disease: str, found: list[int] | None) -> None:
+        """found: the version folders on disk; None when the disease folder itself is gone."""
+        entries = self._versions.setdefault(disease, {})
+        if found == []:  # a disease folder without versions: reported, as a failed entry
+            if NO_VERSION not in entries:
+                log.error("%s: no integer version folder", disease)
+            entries[NO_VERSION] = ServedModel(disease=disease, version=None, status=ModelStatus.FAILED,
+                                              error="no integer version folder")
+        found = found or []
+        wanted = chosen_versions(found, self.settings.version_policy, latest=self.settings.version_policy_latest,
+                                 specific=self.settings.version_policy_versions.get(disease))
+        for version in wanted:
+            path = version_dir(self.settings.models_dir, disease, version)
+            current = entries.get(version)
+            fingerprint = _fingerprint(path)
+            if current is None or (current.status is ModelStatus.FAILED and current.fingerprint != fingerprint):
+                served = ServedModel(disease=disease, version=version, fingerprint=fingerprint)
+                entries[version] = served
+                await self._load(served)
+                self._changed()
+        # Versions the policy no longer wants go only once a wanted one answers; removed folders go now.
+        a_wanted_one_serves = any(entries[v].status is ModelStatus.READY for v in wanted if v in entries)
+        for version, served in list(entries.items()):
+            if version == NO_VERSION and not found:
+                continue
+            if version not in wanted and (version not in found or a_wanted_one_serves):
+                del entries[version]
+                self._retire(served)
+        if not entries and not found:
+            del self._versions[disease]
+
+    def _retire(self, served: ServedModel) -> None:
+        log.info("%s version %s retired; closing after its in-flight requests", served.disease, served.version)
+        task = asyncio.get_running_loop().create_task(self._close_when_idle(served))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def _close_when_idle(self, served: ServedModel) -> None:
+        deadline = asyncio.get_running_loop().time() + self.settings.drain_timeout_s
+        while served.in_flight > 0 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        if served.batcher is not None:
+            await served.batcher.stop()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change(self)
+
+    async def watch(self, interval_s: float) -> None:
+        """Poll the models folder until cancelled."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.sync()
+            except Exception:  # a bad poll must not end polling
+                log.exception("model folder poll failed")
+
     async def _load(self, served: ServedModel) -> None:
-        if served.version is None:
-            served.status, served.error = ModelStatus.FAILED, "no integer version folder"
-            log.error("%s: %s", served.disease, served.error)
-            return
         path = version_dir(self.settings.models_dir, served.disease, served.version)
         try:
             model = await asyncio.to_thread(load_model, path)
@@ -100,7 +209,7 @@ class ModelRegistry:
         served.model = model
         if self.settings.batching:
             served.batcher = DynamicBatcher(
-                model.analyse, max_batch_size=self.settings.max_batch_size, name=served.disease,
+                model.analyse, max_batch_size=self.settings.max_batch_size, name=f"{served.disease}-{served.version}",
                 timeout_s=self.settings.batch_timeout_ms / 1000, gather_s=self.settings.batch_gather_ms / 1000,
                 max_queue=self.settings.max_queue,
             )
@@ -116,12 +225,20 @@ class ModelRegistry:
             shape = model.card.input.spec().shape
             model.analyse(np.zeros((self.settings.max_batch_size, *shape), dtype=np.float32))
 
-    def get(self, disease: str) -> ServedModel:
-        served = self.models.get(disease)
-        if served is None:
+    def get(self, disease: str, version: int | None = None) -> ServedModel:
+        """The version to answer with: the pinned one, or the newest ready one."""
+        entries = self._versions.get(disease)
+        if not entries:
             raise UnknownDisease(disease, sorted(self.models))
+        if version is None:
+            served = self._default(entries)
+        elif version in entries:
+            served = entries[version]
+        else:
+            raise UnknownVersion(disease, version, sorted(entries))
         if served.status is not ModelStatus.READY:
-            raise ModelUnavailable(f"the {disease} model is {served.status.value}: {served.error or 'not ready yet'}")
+            raise ModelUnavailable(f"the {disease} model version {served.version} is {served.status.value}: "
+                                   f"{served.error or 'not ready yet'}")
         return served
 
     @contextmanager
@@ -130,15 +247,19 @@ class ModelRegistry:
         is full, and give it the call that answers it. Call this before decoding: the admitted images
         count towards the queue from then on, and the batcher waits briefly for them."""
         assert served.model is not None
-        if served.batcher is None:
-            yield partial(self._predict_unbatched, served.model)
-            return
+        served.in_flight += 1
         try:
-            admission = served.batcher.admit(count)
-        except QueueFull as error:
-            raise Overloaded(served.disease) from error
-        with admission:
-            yield admission.submit_many
+            if served.batcher is None:
+                yield partial(self._predict_unbatched, served.model)
+                return
+            try:
+                admission = served.batcher.admit(count)
+            except QueueFull as error:
+                raise Overloaded(served.disease) from error
+            with admission:
+                yield admission.submit_many
+        finally:
+            served.in_flight -= 1
 
     async def _predict_unbatched(self, model: LoadedModel, images: Sequence[np.ndarray]) -> list[ImageOutputs]:
         if not images:
@@ -152,7 +273,10 @@ class ModelRegistry:
         return await loop.run_in_executor(self.executor, function, *args)
 
     async def close(self) -> None:
-        for served in self.models.values():
-            if served.batcher is not None:
-                await served.batcher.stop()
+        for task in list(self._retiring):
+            await task
+        for entries in self._versions.values():
+            for served in entries.values():
+                if served.batcher is not None:
+                    await served.batcher.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)

@@ -6,8 +6,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.version_policy import VersionPolicy
 
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
@@ -23,6 +25,30 @@ class Settings(BaseSettings):
     )
     max_images_per_request: int = Field(32, ge=1, description="repeated `file` parts accepted in one request")
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    log_format: Literal["text", "json"] = Field("text", description="json: one JSON object per line, with request ids")
+    # Versions and hot reload (TensorFlow Serving's model_version_policy and file-system polling).
+    version_policy: VersionPolicy = Field(VersionPolicy.LATEST, description="latest N, all, or specific versions")
+    version_policy_latest: int = Field(1, ge=1, description="N of the `latest` policy")
+    version_policy_versions: dict[str, list[int]] = Field(
+        default_factory=dict, description='the `specific` policy, per disease, as JSON: {"malaria": [3, 4]}'
+    )
+    model_poll_interval_s: float = Field(
+        10.0, ge=0, description="look for new, changed or removed version folders this often; 0 = only at start-up "
+        "and on POST /admin/reload"
+    )
+    drain_timeout_s: float = Field(30.0, gt=0, description="longest wait for a retired version's in-flight requests")
+    # Access control.
+    api_keys: list[SecretStr] = Field(
+        default_factory=list, description='accepted API keys, as JSON: ["key1", "key2"]; none = no access control'
+    )
+    api_keys_file: Path | None = Field(None, description="a file of API keys, one per line (# comments)")
+    protect_probes: bool = Field(False, description="require a key for /health, /v2/health and /metrics too")
+    cors_origins: list[str] = Field(default_factory=list, description='origins allowed by CORS, as JSON; none by default')
+    metrics: bool = Field(True, description="serve Prometheus metrics at /metrics")
+    shutdown_drain_s: float = Field(
+        0.0, ge=0, description="after SIGTERM, answer new requests 503 (and readiness 503) this long before closing, "
+        "so load balancers move away; in-flight requests always finish"
+    )
     host: str = "0.0.0.0"
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1, description="uvicorn worker processes; each loads every model")

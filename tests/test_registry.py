@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+import asyncio
 import shutil
 from pathlib import Path
 
+import numpy as np
+import pytest
+
+from app.errors import UnknownDisease, UnknownVersion
 from app.registry import ModelRegistry, ModelStatus
 from app.settings import Settings
 
@@ -52,5 +57,113 @@ async def test_an_unexpected_failure_in_one_model_leaves_the_others_served(serve
         assert registry.models["malaria"].status is ModelStatus.READY
         assert registry.models["retinopathy"].status is ModelStatus.FAILED
         assert "Permission denied" in registry.models["retinopathy"].error
+    finally:
+        await registry.close()
+
+
+# --- versions, policy and hot reload ---------------------------------------------------------
+
+def _broken_version(models: Path, disease: str, version: int) -> Path:
+    folder = models / disease / str(version)
+    folder.mkdir(parents=True)
+    (folder / "saved_model.pb").write_bytes(b"not a protobuf")
+    (folder / "metadata.json").write_text("{broken")
+    return folder
+
+
+async def test_policy_latest_two_serves_both_and_the_newest_by_default(tmp_path: Path, model_factory) -> None:
+    models = tmp_path / "models"
+    for seed in (1, 2, 3):
+        model_factory(models, "malaria", seed=seed)
+    registry = ModelRegistry(Settings(models_dir=models, version_policy="latest", version_policy_latest=2))
+    await registry.load_all()
+    try:
+        assert list(registry.versions("malaria")) == [2, 3]
+        assert registry.get("malaria").version == 3
+        assert registry.get("malaria", 2).version == 2
+        with pytest.raises(UnknownVersion, match="served versions: 2, 3"):
+            registry.get("malaria", 1)
+    finally:
+        await registry.close()
+
+
+async def test_specific_policy_per_disease(tmp_path: Path, model_factory) -> None:
+    models = tmp_path / "models"
+    for seed in (1, 2):
+        model_factory(models, "malaria", seed=seed)
+    registry = ModelRegistry(Settings(models_dir=models, version_policy="specific",
+                                      version_policy_versions={"malaria": [1]}))
+    await registry.load_all()
+    try:
+        assert list(registry.versions("malaria")) == [1]
+        assert registry.get("malaria").version == 1
+    finally:
+        await registry.close()
+
+
+async def test_sync_adds_new_keeps_old_over_a_broken_one_and_retires_removed(tmp_path: Path, model_factory) -> None:
+    models = tmp_path / "models"
+    model_factory(models, "malaria", seed=1)
+    registry = ModelRegistry(Settings(models_dir=models))  # latest 1, as TF Serving
+    await registry.load_all()
+    try:
+        first = registry.get("malaria")
+        model_factory(models, "malaria", seed=2)
+        await registry.sync()
+        assert registry.get("malaria").version == 2
+        assert list(registry.versions("malaria")) == [2]  # version 1 left the policy once 2 answered
+        await asyncio.sleep(0.05)
+        assert first.batcher is not None and first.batcher._stopping  # closed: nothing was in flight
+
+        _broken_version(models, "malaria", 3)
+        await registry.sync()
+        held = registry.versions("malaria")
+        assert held[3].status is ModelStatus.FAILED and held[2].status is ModelStatus.READY
+        assert registry.get("malaria").version == 2  # the broken newcomer does not take over
+
+        shutil.rmtree(models / "malaria" / "3")
+        shutil.rmtree(models / "malaria" / "2")
+        await registry.sync()
+        assert registry.get("malaria").version == 1  # rolled back to the newest folder left
+
+        shutil.rmtree(models / "malaria")
+        await registry.sync()
+        assert registry.versions("malaria") == {}
+        with pytest.raises(UnknownDisease):
+            registry.get("malaria")
+    finally:
+        await registry.close()
+
+
+async def test_a_retired_version_finishes_its_in_flight_requests(tmp_path: Path, model_factory) -> None:
+    models = tmp_path / "models"
+    model_factory(models, "malaria", seed=1)
+    registry = ModelRegistry(Settings(models_dir=models, batch_gather_ms=0))
+    await registry.load_all()
+    try:
+        old = registry.get("malaria")
+        image = np.zeros(old.loaded.card.input.spec().shape, dtype=np.float32)
+        with registry.admitted(old) as predict:  # admitted before the new version arrives
+            model_factory(models, "malaria", seed=2)
+            await registry.sync()
+            assert registry.get("malaria").version == 2
+            (answer,) = await predict([image])  # still answered by version 1
+            assert np.isfinite(answer.log_odds)
+        await asyncio.sleep(0.05)
+        assert old.in_flight == 0 and old.batcher._stopping
+    finally:
+        await registry.close()
+
+
+async def test_an_unreadable_models_folder_keeps_what_is_served(tmp_path: Path, model_factory) -> None:
+    models = tmp_path / "models"
+    model_factory(models, "malaria", seed=1)
+    registry = ModelRegistry(Settings(models_dir=models))
+    await registry.load_all()
+    try:
+        models.rename(tmp_path / "elsewhere")
+        await registry.sync()
+        assert registry.scan_error is not None and "cannot read" in registry.scan_error
+        assert registry.get("malaria").version == 1
     finally:
         await registry.close()

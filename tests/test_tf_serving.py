@@ -86,3 +86,35 @@ def test_not_json_and_unknown_verbs(trust_client) -> None:
 
 def _spec(client):
     return client.app.state.registry.models["malaria"].loaded.card.input.spec()
+
+
+@pytest.fixture(scope="module")
+def two_versions_client(tmp_path_factory, model_factory):
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    models = tmp_path_factory.mktemp("two-versions")
+    model_factory(models, "malaria", seed=1)
+    model_factory(models, "malaria", seed=2, size=48)
+    settings = Settings(models_dir=models, version_policy="all", model_poll_interval_s=0)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        yield client
+
+
+def test_every_version_is_listed_and_can_be_pinned(two_versions_client) -> None:
+    client = two_versions_client
+    statuses = client.get("/v1/models/malaria").json()["model_version_status"]
+    assert [(s["version"], s["state"]) for s in statuses] == [("2", "AVAILABLE"), ("1", "AVAILABLE")]
+    data = b64(image_bytes(gradient(70, 60)))
+    for path, version in (("/v1/models/malaria:predict", 2), ("/v1/models/malaria/versions/1:predict", 1),
+                          ("/v1/models/malaria/versions/2:predict", 2)):
+        body = client.post(path, json={"signature_name": "screening", "instances": [data]}).json()
+        assert body["predictions"][0]["model_version"] == version, path
+    meta = client.get("/v1/models/malaria/versions/1/metadata").json()
+    dims = [int(d["size"]) for d in meta["metadata"]["signature_def"]["signature_def"]["serving_default"]["inputs"]
+            ["image"]["tensor_shape"]["dim"]]
+    assert meta["model_spec"]["version"] == "1" and dims == [-1, 50, 50, 1]
+    ours = client.post("/predict/malaria?version=1", files={"file": ("x.png", image_bytes(gradient(70, 60)), "image/png")})
+    assert ours.json()["model_version"] == 1

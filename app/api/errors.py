@@ -18,6 +18,7 @@ from app.errors import (
     Overloaded,
     TooManyImages,
     UnknownDisease,
+    UnknownVersion,
 )
 from app.preprocessing import CorruptImage, ImageTooLarge, UnsupportedImage
 from app.savedmodel import ExplanationUnavailable
@@ -27,6 +28,7 @@ log = logging.getLogger("medscan.errors")
 # Domain error -> (HTTP status, code).
 STATUS_OF: dict[type[Exception], tuple[int, str]] = {
     UnknownDisease: (404, "unknown_disease"),
+    UnknownVersion: (404, "unknown_version"),
     ModelUnavailable: (503, "model_unavailable"),
     Overloaded: (503, "overloaded"),
     EmptyUpload: (422, "empty_file"),

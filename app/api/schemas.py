@@ -47,17 +47,28 @@ class Prediction(BaseModel):
     intended_use: str = INTENDED_USE
 
 
+class VersionInfo(BaseModel):
+    version: int | None
+    status: ModelStatus
+    error: str | None = None
+
+
 class ModelInfo(BaseModel):
     disease: str
-    version: int | None
+    version: int | None = Field(description="the version that answers requests that do not pin one")
     status: ModelStatus
     error: str | None = None
     explainable: bool = Field(False, description="this version can answer ?explain=true (Grad-CAM)")
     card: ModelCard | None = Field(None, description="the model card (metadata.json), when loaded")
+    versions: list[VersionInfo] = Field(
+        default_factory=list, description="every version held (per the version policy), newest first, failed ones too"
+    )
 
 
 class ModelList(BaseModel):
     models: list[ModelInfo]
+    scan_error: str | None = Field(None, description="set when the models folder could not be read at the last "
+                                   "look; what was loaded keeps serving")
 
 
 class Liveness(BaseModel):

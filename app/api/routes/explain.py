@@ -9,7 +9,7 @@ from fastapi.responses import Response
 
 from app.api.deps import PipelineDep
 from app.api.errors import responses
-from app.api.routes.predict import ThresholdQuery, read_uploads
+from app.api.routes.predict import ThresholdQuery, VersionQuery, read_uploads
 
 router = APIRouter(tags=["predict"])
 
@@ -23,9 +23,10 @@ router = APIRouter(tags=["predict"])
 )
 async def explain(
     disease: str, file: Annotated[UploadFile, File(description="one image, as for /predict")],
-    pipeline: PipelineDep, threshold: ThresholdQuery = None,
+    pipeline: PipelineDep, threshold: ThresholdQuery = None, version: VersionQuery = None,
 ) -> Response:
-    (outcome,) = await pipeline.screen(disease, await read_uploads([file]), threshold=threshold, explain=True)
+    (outcome,) = await pipeline.screen(disease, await read_uploads([file]), threshold=threshold, explain=True,
+                                       version=version)
     if isinstance(outcome, Exception):
         raise outcome
     assert outcome.explanation is not None

@@ -32,6 +32,7 @@ ThresholdQuery = Annotated[
           "screening threshold"),
 ]
 ExplainQuery = Annotated[bool, Query(description="add a Grad-CAM heatmap and overlay to each answer")]
+VersionQuery = Annotated[int | None, Query(ge=1, description="pin a model version (default: the newest ready one)")]
 
 
 async def read_uploads(parts: list[UploadFile]) -> list[Upload]:
@@ -64,10 +65,10 @@ def present(screening: Screening) -> Prediction:
 )
 async def predict(
     disease: str, file: FileParts, pipeline: PipelineDep, threshold: ThresholdQuery = None,
-    explain: ExplainQuery = False,
+    explain: ExplainQuery = False, version: VersionQuery = None,
 ) -> Prediction | Predictions:
     uploads = await read_uploads(file)
-    outcomes = await pipeline.screen(disease, uploads, threshold=threshold, explain=explain)
+    outcomes = await pipeline.screen(disease, uploads, threshold=threshold, explain=explain, version=version)
     if len(outcomes) == 1:  # one image: its answer, or its error as the response
         (outcome,) = outcomes
         if isinstance(outcome, Exception):

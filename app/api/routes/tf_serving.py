@@ -9,7 +9,8 @@ already-preprocessed array of the model's input shape (H x W x C, values in [0, 
 wrapped as {"image": ...}. Signatures: `serving_default` answers the calibrated probabilities
 [P(infected), P(uninfected)] per instance, the same as `/predict`; `screening` answers MedScan's
 whole answer per instance (label, score, threshold, in_distribution, ...). Errors are TF Serving's:
-{"error": "<message>"}. The server holds one version per model: pinning another is 404.
+{"error": "<message>"}. Without /versions/{v} the newest ready version answers; a version the server
+does not hold is 404, as in TF Serving.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from fastapi.responses import JSONResponse
 
 from app.api.deps import PipelineDep, RegistryDep
 from app.api.errors import STATUS_OF
-from app.errors import ModelUnavailable, UnknownDisease
+from app.errors import ModelUnavailable, UnknownDisease, UnknownVersion
 from app.inference import Screening, Upload
 from app.registry import ModelRegistry, ModelStatus, ServedModel
 
@@ -64,12 +65,12 @@ class _Answer(Exception):
 
 
 def _served(registry: ModelRegistry, name: str, version: str | None) -> ServedModel:
-    served = registry.models.get(name)
-    if served is None:
+    if not registry.versions(name):
         raise UnknownDisease(name, sorted(registry.models))
-    if version is not None and int(version) != served.version:
-        raise _Answer(_error(404, f"Servable not found for request: Specific({name}, {version})"))
-    return served
+    try:
+        return registry.get(name, int(version) if version is not None else None)
+    except UnknownVersion:
+        raise _Answer(_error(404, f"Servable not found for request: Specific({name}, {version})")) from None
 
 
 def _parse(target: str) -> re.Match[str]:
@@ -84,12 +85,11 @@ async def status_or_metadata(target: str, registry: RegistryDep) -> JSONResponse
     try:
         match = _parse(target)
         with _tf_serving_errors():
-            served = _served(registry, match["name"], match["version"])
-            if match["rest"] == "/metadata":
-                return JSONResponse(_metadata(served))
-            if match["rest"] is not None:
+            if match["rest"] is None:  # status of every version held, or of the one asked for
+                return JSONResponse(_status(registry, match["name"], match["version"]))
+            if match["rest"] != "/metadata":
                 raise _Answer(_error(404, f"Malformed request: GET {target}"))
-            return JSONResponse(_status(served))
+            return JSONResponse(_metadata(_served(registry, match["name"], match["version"])))
     except _Answer as answer:
         return answer.response
 
@@ -102,14 +102,13 @@ async def predict(target: str, request: Request, pipeline: PipelineDep) -> JSONR
             raise _Answer(_error(404, f"Malformed request: POST {target} (only :predict is served)"))
         with _tf_serving_errors():
             body = await _json(request)
-            _served(pipeline.registry, match["name"], match["version"])
+            served = _served(pipeline.registry, match["name"], match["version"])
             signature = body.get("signature_name") or "serving_default"
             if signature not in SIGNATURES:
                 raise BadRequest(f"Serving signature name: \"{signature}\" not found in signature def; "
                                  f"served: {', '.join(SIGNATURES)}")
             row_format = "instances" in body
             instances = _instances(body)
-            served = pipeline.registry.get(match["name"])
             answers = await _screen(pipeline, served, instances)
             values = [_value(answer, signature) for answer in answers]
             if row_format:
@@ -149,14 +148,15 @@ async def _screen(pipeline, served: ServedModel, instances: list[Any]) -> list[S
     arrays = [(i, _array(v, shape)) for i, v in enumerate(instances) if not isinstance(v, dict)]
     answers: dict[int, Screening] = {}
     if encoded:
-        outcomes = await pipeline.screen(served.disease, [Upload(data) for _, data in encoded])
+        outcomes = await pipeline.screen(served.disease, [Upload(data) for _, data in encoded], version=served.version)
         for (index, _), outcome in zip(encoded, outcomes, strict=True):
             if isinstance(outcome, Exception):
                 raise outcome  # TF Serving fails the whole request
             answers[index] = outcome
     if arrays:
         batch = np.stack([array for _, array in arrays])
-        for (index, _), outcome in zip(arrays, await pipeline.screen_arrays(served.disease, batch), strict=True):
+        outcomes = await pipeline.screen_arrays(served.disease, batch, version=served.version)
+        for (index, _), outcome in zip(arrays, outcomes, strict=True):
             answers[index] = outcome
     return [answers[i] for i in range(len(instances))]
 
@@ -192,11 +192,21 @@ def _value(answer: Screening, signature: str) -> Any:
     return [answer.score, 1.0 - answer.score]
 
 
-def _status(served: ServedModel) -> dict[str, Any]:
+def _status(registry: ModelRegistry, name: str, version: str | None) -> dict[str, Any]:
+    held = registry.versions(name)
+    if not held:
+        raise UnknownDisease(name, sorted(registry.models))
+    if version is not None:
+        if int(version) not in held:
+            raise _Answer(_error(404, f"Servable not found for request: Specific({name}, {version})"))
+        held = {int(version): held[int(version)]}
+    return {"model_version_status": [_version_status(served) for served in reversed(held.values())]}
+
+
+def _version_status(served: ServedModel) -> dict[str, Any]:
     state = {ModelStatus.READY: "AVAILABLE", ModelStatus.LOADING: "LOADING", ModelStatus.FAILED: "END"}[served.status]
     code, message = ("OK", "") if served.status is not ModelStatus.FAILED else ("UNKNOWN", served.error or "")
-    return {"model_version_status": [{"version": str(served.version or 0), "state": state,
-                                      "status": {"error_code": code, "error_message": message}}]}
+    return {"version": str(served.version or 0), "state": state, "status": {"error_code": code, "error_message": message}}
 
 
 def _tensor(dtype: str, dims: list[int], name: str) -> dict[str, Any]:

@@ -1,0 +1,18 @@
+"""POST /admin/reload: look at the models folder now instead of at the next poll."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.api.deps import RegistryDep
+from app.api.routes.models import model_list
+from app.api.schemas import ModelList
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+
+
+@router.post("/reload", response_model=ModelList,
+             summary="Load new or changed versions, retire removed ones; answers when done, with every model's state")
+async def reload_models(registry: RegistryDep) -> ModelList:
+    await registry.sync()
+    return model_list(registry)
