@@ -48,3 +48,7 @@ class InvalidThreshold(Exception):
 class TooManyImages(Exception):
     def __init__(self, count: int, limit: int) -> None:
         super().__init__(f"{count} images in one request; the limit is {limit}")
+
+
+class InvalidInput(Exception):
+    """An already-preprocessed tensor that does not fit the model (shape, or values outside [0, 1])."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
-from app.errors import EmptyUpload, InvalidThreshold, TooManyImages
+from app.errors import EmptyUpload, InvalidInput, InvalidThreshold, TooManyImages
 from app.explanations import class_heatmap, overlay, png_bytes
 from app.model_card import ModelCard
 from app.preprocessing import (
@@ -119,6 +119,7 @@ class InferencePipeline:
         """Already-preprocessed float32 N x H x W x C in [0, 1] (the protocols' tensors) -> outcomes."""
         check_threshold(threshold)
         served = self.registry.get(disease, version)
+        check_tensor(images, served.loaded.card.input.spec().shape)
         with self.registry.admitted(served, len(images)) as predict:
             outputs = await predict(list(np.asarray(images, dtype=np.float32)))
         return [self._screening(served, output, None, None, threshold=threshold) for output in outputs]
@@ -171,6 +172,15 @@ class InferencePipeline:
             image_size=(image.width, image.height) if image else None, explanation=explanation,
             intended_use=card.intended_use,
         )
+
+
+def check_tensor(images: np.ndarray, shape: tuple[int, int, int]) -> None:
+    """Preprocessed images must be N x H x W x C of the model's input, finite, in [0, 1] (pixels / 255)."""
+    if images.ndim != 4 or images.shape[1:] != shape or len(images) == 0:
+        raise InvalidInput(f"arrays must have the model's input shape {list(shape)} (N x H x W x C), "
+                           f"got {list(images.shape)}")
+    if not np.all(np.isfinite(images)) or images.min() < 0 or images.max() > 1:
+        raise InvalidInput("array values must be finite and in [0, 1] (pixels / 255)")
 
 
 def check_threshold(threshold: float | None) -> None:

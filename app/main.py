@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from app import memory, tf_runtime
 from app.api.body_limit import BodySizeLimitMiddleware
 from app.api.errors import install_error_handlers
-from app.api.routes import admin, explain, health, models, predict, tf_serving, web
+from app.api.routes import admin, explain, health, kserve_v2, models, predict, tf_serving, web
 from app.inference import InferencePipeline
 from app.registry import ModelRegistry
 from app.settings import Settings, get_settings
@@ -48,7 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)
     install_error_handlers(app)
-    for module in (predict, explain, models, health, tf_serving, admin, web):
+    for module in (predict, explain, models, health, tf_serving, kserve_v2, admin, web):
         app.include_router(module.router)
     app.mount(web.STATIC_PATH, web.static_files(), name="static")
     return app

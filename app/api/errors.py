@@ -13,6 +13,7 @@ from app.api.schemas import ErrorBody, ErrorDetail
 from app.errors import (
     BodyTooLarge,
     EmptyUpload,
+    InvalidInput,
     InvalidThreshold,
     ModelUnavailable,
     Overloaded,
@@ -38,6 +39,7 @@ STATUS_OF: dict[type[Exception], tuple[int, str]] = {
     BodyTooLarge: (413, "body_too_large"),
     TooManyImages: (413, "too_many_images"),
     InvalidThreshold: (422, "invalid_threshold"),
+    InvalidInput: (422, "invalid_input"),
     ExplanationUnavailable: (409, "explanation_unavailable"),
 }
 
@@ -51,6 +53,15 @@ def error_detail(error: Exception) -> ErrorDetail:
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     body = ErrorBody(error=ErrorDetail(status=status, code=code, message=message))
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+def protocol_error(error: Exception) -> JSONResponse:
+    """A domain error as TF Serving and KServe V2 write errors: {"error": "<message>"}. They have no
+    413, 415 or 422: what the client sent wrong is 400 there."""
+    status, _ = STATUS_OF[type(error)]
+    status = 400 if status in (413, 415, 422) else status
+    headers = {"Retry-After": str(error.retry_after_s)} if isinstance(error, Overloaded) else None
+    return JSONResponse({"error": str(error)}, status_code=status, headers=headers)
 
 
 def responses(*statuses: int) -> dict[int | str, dict]:

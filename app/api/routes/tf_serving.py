@@ -27,7 +27,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from app.api.deps import PipelineDep, RegistryDep
-from app.api.errors import STATUS_OF
+from app.api.errors import STATUS_OF, protocol_error
 from app.errors import ModelUnavailable, UnknownDisease, UnknownVersion
 from app.inference import Screening, Upload
 from app.registry import ModelRegistry, ModelStatus, ServedModel
@@ -54,9 +54,7 @@ def _tf_serving_errors() -> Iterator[None]:
     except BadRequest as error:
         raise _Answer(_error(400, str(error))) from None
     except tuple(STATUS_OF) as error:  # type: ignore[misc]
-        status, _ = STATUS_OF[type(error)]
-        status = 400 if status in (413, 415, 422) else status  # TF Serving has no 413/415/422
-        raise _Answer(_error(status, str(error))) from None
+        raise _Answer(protocol_error(error)) from None
 
 
 class _Answer(Exception):
@@ -154,6 +152,8 @@ async def _screen(pipeline, served: ServedModel, instances: list[Any]) -> list[S
                 raise outcome  # TF Serving fails the whole request
             answers[index] = outcome
     if arrays:
+        if len({array.shape for _, array in arrays}) > 1:
+            raise BadRequest(f"array instances must all have the model's input shape {list(shape)}")
         batch = np.stack([array for _, array in arrays])
         outcomes = await pipeline.screen_arrays(served.disease, batch, version=served.version)
         for (index, _), outcome in zip(arrays, outcomes, strict=True):
@@ -171,17 +171,12 @@ def _decode_b64(value: dict[str, Any]) -> bytes:
 
 
 def _array(value: Any, shape: tuple[int, int, int]) -> np.ndarray:
+    """An array instance as float32; the pipeline checks its shape and values."""
     try:
         array = np.asarray(value, dtype=np.float32)
     except (TypeError, ValueError):
         raise BadRequest("an instance must be an encoded image or a numeric array") from None
-    if array.shape == shape[:2] and shape[2] == 1:
-        array = array[..., np.newaxis]
-    if array.shape != shape:
-        raise BadRequest(f"an array instance must have the model's input shape {list(shape)}, got {list(array.shape)}")
-    if not np.all(np.isfinite(array)) or array.min() < 0 or array.max() > 1:
-        raise BadRequest("array values must be finite and in [0, 1] (pixels / 255)")
-    return array
+    return array[..., np.newaxis] if array.shape == shape[:2] and shape[2] == 1 else array
 
 
 def _value(answer: Screening, signature: str) -> Any:
