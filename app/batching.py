@@ -30,6 +30,8 @@ import numpy as np
 
 # N stacked images -> N answers, one per image in order (an array's rows or a list).
 Predict = Callable[[np.ndarray], Sequence[Any]]
+# After each model call: how long each image waited in the queue, and how long the call took (seconds).
+BatchObserver = Callable[[Sequence[float], float], None]
 
 
 class QueueFull(Exception):
@@ -41,6 +43,7 @@ class _Pending:
     image: np.ndarray
     result: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
+    queued_at: float = 0.0  # time.monotonic() when queued
 
 
 def _deliver(batch: list[_Pending], values: Sequence[Any]) -> None:
@@ -114,9 +117,10 @@ class Admission:
 class DynamicBatcher:
     def __init__(
         self, predict: Predict, *, max_batch_size: int = 32, timeout_s: float = 0.0, gather_s: float = 0.005,
-        max_queue: int = 256, name: str = "model",
+        max_queue: int = 256, name: str = "model", observer: BatchObserver | None = None,
     ) -> None:
         self._predict = predict
+        self._observer = observer
         self.max_batch_size = max_batch_size
         self.timeout_s = timeout_s
         self.gather_s = gather_s
@@ -145,6 +149,11 @@ class DynamicBatcher:
                 left.append(item)
         _deliver(left, [QueueFull("the service is shutting down") for _ in left])
 
+    @property
+    def depth(self) -> int:
+        """Images admitted and not yet taken into a batch."""
+        return self._queue.qsize() + self._on_the_way
+
     def admit(self, count: int = 1) -> Admission:
         """Let a request of `count` images in, or raise `QueueFull` at once, before any work is spent on it."""
         if self._stopping:
@@ -163,6 +172,7 @@ class DynamicBatcher:
     def _enqueue(self, pending: _Pending) -> None:
         if self._stopping and not self._thread.is_alive():  # admitted before the stop, decoded after it
             raise QueueFull("the service is shutting down")
+        pending.queued_at = time.monotonic()
         self._queue.put(pending)
 
     def _run(self) -> None:
@@ -200,11 +210,14 @@ class DynamicBatcher:
         return batch, False
 
     def _answer(self, batch: list[_Pending]) -> None:
+        started = time.monotonic()
         try:
             outputs = self._predict(np.stack([p.image for p in batch]))
         except Exception as error:  # the model failed: every waiting request learns why
             _deliver(batch, [error] * len(batch))
             return
+        if self._observer is not None:
+            self._observer([started - p.queued_at for p in batch], time.monotonic() - started)
         self.batches_run += 1
         self.images_run += len(batch)
         _deliver(batch, list(outputs))

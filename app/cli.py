@@ -6,6 +6,8 @@ import argparse
 
 from app.settings import get_settings
 
+GRACEFUL_TIMEOUT_S = 15  # in-flight requests get this long after the drain; Kubernetes' default grace is 30 s
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="medscan", description="MedScan medical-image screening service")
@@ -19,16 +21,20 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     settings = get_settings()
-    uvicorn.run(
-        "app.main:app",
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        workers=args.workers or settings.workers,
-        log_level=settings.log_level,
-        loop="auto",
-        http="auto",
-        timeout_graceful_shutdown=10,
-    )
+    workers = args.workers or settings.workers
+    options = dict(host=args.host or settings.host, port=args.port or settings.port, log_level=settings.log_level,
+                   loop="auto", http="auto", timeout_graceful_shutdown=GRACEFUL_TIMEOUT_S,
+                   access_log=False)  # our request middleware logs each request, with its id
+    if workers > 1:  # uvicorn's process manager; each worker drains as uvicorn does
+        uvicorn.run("app.main:app", workers=workers, **options)
+        return 0
+    from app.main import create_app
+    from app.server import DrainingServer
+
+    app = create_app(settings)
+    server = DrainingServer(uvicorn.Config(app, **options), drain_s=settings.shutdown_drain_s,
+                            on_drain=app.state.shutdown.begin)
+    server.run()
     return 0
 
 

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
-from app import memory, tf_runtime
+from app import logging_config, memory, tf_runtime
+from app.api.auth import ApiKeyMiddleware, configured_keys
 from app.api.body_limit import BodySizeLimitMiddleware
 from app.api.errors import install_error_handlers
-from app.api.routes import admin, explain, health, kserve_v2, models, predict, tf_serving, web
+from app.api.observability import REQUEST_ID_HEADER, RequestContextMiddleware
+from app.api.routes import admin, explain, health, kserve_v2, metrics, models, predict, tf_serving, web
+from app.api.shutdown import ShutdownMiddleware
 from app.inference import InferencePipeline
+from app.metrics import ServiceMetrics
 from app.registry import ModelRegistry
+from app.server import ShutdownGate
 from app.settings import Settings, get_settings
 
 DESCRIPTION = (
@@ -25,14 +30,18 @@ DESCRIPTION = (
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    service_metrics = ServiceMetrics() if settings.metrics else None
+    api_keys = configured_keys(settings)  # an unreadable keys file stops start-up: never run open by mistake
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        logging_config.configure(settings.log_level, settings.log_format)
         tf_runtime.configure(settings.tf_intra_op_threads, settings.tf_inter_op_threads)
-        registry = ModelRegistry(settings)
+        registry = ModelRegistry(settings, batch_observer=service_metrics.observe_batch if service_metrics else None)
+        if service_metrics is not None:
+            service_metrics.watch(registry)
         app.state.registry = registry
-        app.state.pipeline = InferencePipeline(registry, settings)
+        app.state.pipeline = InferencePipeline(registry, settings, service_metrics)
         await registry.load_all()
         memory.freeze_loaded_objects()
         watcher = (asyncio.create_task(registry.watch(settings.model_poll_interval_s))
@@ -46,9 +55,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="MedScan", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
+    app.state.metrics = service_metrics
+    app.state.shutdown = ShutdownGate()
+    # Added innermost first; a request meets CORS, then request id / metrics / access log, then API keys,
+    # then the shutdown gate, then the body limit.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(ShutdownMiddleware, gate=app.state.shutdown)
+    if api_keys:
+        app.add_middleware(ApiKeyMiddleware, keys=api_keys, protect_probes=settings.protect_probes)
+    app.add_middleware(RequestContextMiddleware, metrics=service_metrics)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "X-Request-ID", "Content-Type", "Inference-Header-Content-Length"],
+            expose_headers=[REQUEST_ID_HEADER.decode(), "Retry-After", "Inference-Header-Content-Length"],
+        )
     install_error_handlers(app)
-    for module in (predict, explain, models, health, tf_serving, kserve_v2, admin, web):
+    routers = (predict, explain, models, health, tf_serving, kserve_v2, admin, web)
+    for module in (*routers, metrics) if service_metrics else routers:
         app.include_router(module.router)
     app.mount(web.STATIC_PATH, web.static_files(), name="static")
     return app

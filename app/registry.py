@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from app import request_context
 from app.batching import DynamicBatcher, QueueFull
 from app.errors import ModelUnavailable, Overloaded, UnknownDisease, UnknownVersion
 from app.model_card import ModelCard
@@ -89,7 +90,8 @@ class ModelRegistry:
     _versions: dict[str, dict[int, ServedModel]] = field(default_factory=dict)
     _sync_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _retiring: set[asyncio.Task] = field(default_factory=set)
-    on_change: Callable[[ModelRegistry], None] | None = None  # metrics hook
+    # Told of every model call (disease, version, each image's queue wait, model seconds): the metrics.
+    batch_observer: Callable[[str, int | None, Sequence[float], float], None] | None = None
     # Runs unbatched model calls (MEDSCAN_BATCHING=false); batched calls run in each
     # model's batching thread. TensorFlow already spreads each call over the cores.
     executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="model"))
@@ -124,12 +126,10 @@ class ModelRegistry:
             except OSError as error:  # keep serving what is loaded; report it
                 self.scan_error = f"cannot read {self.settings.models_dir}: {error}"
                 log.error(self.scan_error)
-                self._changed()
                 return
             self.scan_error = None
             for disease in sorted(set(on_disk) | set(self._versions)):
                 await self._sync_disease(disease, on_disk.get(disease))
-            self._changed()
 
     async def _sync_disease(self, disease: str, found: list[int] | None) -> None:
         """found: the version folders on disk; None when the disease folder itself is gone."""
@@ -150,7 +150,6 @@ class ModelRegistry:
                 served = ServedModel(disease=disease, version=version, fingerprint=fingerprint)
                 entries[version] = served
                 await self._load(served)
-                self._changed()
         # Versions the policy no longer wants go only once a wanted one answers; removed folders go now.
         a_wanted_one_serves = any(entries[v].status is ModelStatus.READY for v in wanted if v in entries)
         for version, served in list(entries.items()):
@@ -174,10 +173,6 @@ class ModelRegistry:
             await asyncio.sleep(0.01)
         if served.batcher is not None:
             await served.batcher.stop()
-
-    def _changed(self) -> None:
-        if self.on_change is not None:
-            self.on_change(self)
 
     async def watch(self, interval_s: float) -> None:
         """Poll the models folder until cancelled."""
@@ -212,6 +207,7 @@ class ModelRegistry:
                 model.analyse, max_batch_size=self.settings.max_batch_size, name=f"{served.disease}-{served.version}",
                 timeout_s=self.settings.batch_timeout_ms / 1000, gather_s=self.settings.batch_gather_ms / 1000,
                 max_queue=self.settings.max_queue,
+                observer=partial(self.batch_observer, served.disease, served.version) if self.batch_observer else None,
             )
             served.batcher.start()
         served.status = ModelStatus.READY
@@ -236,6 +232,7 @@ class ModelRegistry:
             served = entries[version]
         else:
             raise UnknownVersion(disease, version, sorted(entries))
+        request_context.note_model(disease, served.version)
         if served.status is not ModelStatus.READY:
             raise ModelUnavailable(f"the {disease} model version {served.version} is {served.status.value}: "
                                    f"{served.error or 'not ready yet'}")

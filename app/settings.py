@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list, description='origins allowed by CORS, as JSON; none by default')
     metrics: bool = Field(True, description="serve Prometheus metrics at /metrics")
     shutdown_drain_s: float = Field(
-        0.0, ge=0, description="after SIGTERM, answer new requests 503 (and readiness 503) this long before closing, "
+        2.0, ge=0, description="after SIGTERM, answer new requests 503 (and readiness 503) this long before closing, "
         "so load balancers move away; in-flight requests always finish"
     )
     host: str = "0.0.0.0"

@@ -229,3 +229,23 @@ def test_phone_width_has_no_horizontal_scrolling(browser, base_url: str) -> None
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "phone-dark.png"), full_page=True)
     context.close()
+
+
+def test_a_service_with_api_keys_asks_for_one_and_then_answers(browser, trust_models: Path) -> None:
+    from app.main import create_app
+    from app.settings import Settings
+    from tests.live_server import live_server
+
+    settings = Settings(models_dir=trust_models, api_keys=["lab-key"], model_poll_interval_s=0)
+    with live_server(create_app(settings)) as url:
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(url + "/")
+        page.wait_for_selector("#status.is-error")
+        assert "needs an API key" in page.locator("#status").inner_text()
+        page.get_by_label("API key").fill("lab-key")
+        page.get_by_label("API key").press("Tab")  # change event
+        page.wait_for_selector("#disease option[value='malaria']", state="attached")
+        screen(page, [file_payload("cell.png", png(9))])
+        assert "%" in page.locator("#results .result .percentages").inner_text()
+        context.close()

@@ -23,11 +23,18 @@ const MESSAGES = {
   overloaded: "The service is busy. Wait a few seconds and try again.",
   explanation_unavailable: "This model version cannot show where it looked; untick Grad-CAM and try again.",
   invalid_request: "The service did not understand the request.",
+  unauthorized: "This service needs an API key: enter it under 'API key' below.",
   network: "The service could not be reached. Check your connection and try again.",
 };
 
 const state = { models: new Map(), files: [], rows: [], busy: false, csvUrl: null };
 const $ = (id) => document.getElementById(id);
+const KEY_STORAGE = "medscan-api-key";
+
+function apiHeaders() {
+  const key = sessionStorage.getItem(KEY_STORAGE);
+  return key ? { Accept: "application/json", Authorization: `Bearer ${key}` } : { Accept: "application/json" };
+}
 let uid = 0;
 
 function percent(value) {
@@ -51,9 +58,16 @@ function element(tag, text, attributes = {}) {
 async function loadModels() {
   const select = $("disease");
   try {
-    const response = await fetch("/models", { headers: { Accept: "application/json" } });
+    const response = await fetch("/models", { headers: apiHeaders() });
     const body = await response.json();
+    if (response.status === 401) {
+      select.replaceChildren(element("option", "Enter the API key to see the models", { value: "" }));
+      $("access").open = true;
+      setStatus(MESSAGES.unauthorized, true);
+      return;
+    }
     if (!response.ok) throw new Error((body.error && body.error.message) || response.statusText);
+    setStatus("");
     select.replaceChildren(element("option", "Choose a model", { value: "" }));
     for (const model of body.models) {
       state.models.set(model.disease, model);
@@ -227,7 +241,7 @@ async function screenChunk(disease, rows, explain) {
   const url = `/predict/${encodeURIComponent(disease)}${explain ? "?explain=true" : ""}`;
   let response, body;
   try {
-    response = await fetch(url, { method: "POST", body: form, headers: { Accept: "application/json" } });
+    response = await fetch(url, { method: "POST", body: form, headers: apiHeaders() });
     body = await response.json();
   } catch (error) {
     rows.forEach((row) => showError(row, { code: "network", message: "" }));
@@ -321,6 +335,11 @@ document.addEventListener("DOMContentLoaded", () => {
   $("files").addEventListener("change", (event) => chooseFiles(event.target.files));
   $("screen-form").addEventListener("submit", screen);
   $("clear").addEventListener("click", clearResults);
+  $("api-key").value = sessionStorage.getItem(KEY_STORAGE) || "";
+  $("api-key").addEventListener("change", (event) => {
+    sessionStorage.setItem(KEY_STORAGE, event.target.value.trim());
+    loadModels();
+  });
   wireDropZone();
   loadModels();
 });

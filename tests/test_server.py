@@ -1,0 +1,78 @@
+"""SIGTERM under load, on the real `medscan serve` process: in-flight requests finish, new ones get 503
+while it drains, and the process exits with code 0."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.images import blob, image_bytes
+from tests.live_server import free_port
+
+
+def test_sigterm_under_load_drains_and_exits_0(trust_models: Path, tmp_path: Path) -> None:
+    port = free_port()
+    log_file = (tmp_path / "server.log").open("wb")  # a pipe nobody reads would fill and block the server
+    env = {**os.environ, "MEDSCAN_MODELS_DIR": str(trust_models), "MEDSCAN_SHUTDOWN_DRAIN_S": "1.5",
+           "MEDSCAN_MODEL_POLL_INTERVAL_S": "0", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=log_file)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(url + "/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline and server.poll() is None, "the server did not start"
+            time.sleep(0.2)
+
+        png = image_bytes(blob(50, infected=True, seed=3))
+        outcomes: list[tuple[float, int | str]] = []  # (time sent, status or transport error)
+        stop = threading.Event()
+
+        def client() -> None:
+            with httpx.Client(base_url=url, timeout=20) as session:
+                while not stop.is_set():
+                    sent = time.monotonic()
+                    try:
+                        status: int | str = session.post(
+                            "/predict/malaria", files={"file": ("c.png", png, "image/png")}).status_code
+                    except httpx.TransportError as error:  # after the drain the socket is closed
+                        status = type(error).__name__
+                    outcomes.append((sent, status))
+
+        threads = [threading.Thread(target=client) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        time.sleep(1.0)
+        sigterm_at = time.monotonic()
+        server.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        ready_while_draining = httpx.get(url + "/health/ready", timeout=5)
+        assert ready_while_draining.status_code == 503
+        assert ready_while_draining.json()["error"]["code"] == "shutting_down"
+        assert httpx.get(url + "/health/live", timeout=5).status_code == 200  # alive until it exits
+        exit_code = server.wait(timeout=30)
+        stop.set()
+        for thread in threads:
+            thread.join()
+    finally:
+        if server.poll() is None:
+            server.kill()
+    log_file.close()
+    assert exit_code == 0, (tmp_path / "server.log").read_text()[-2000:]
+    before = [status for sent, status in outcomes if sent < sigterm_at - 0.05]
+    after = [status for sent, status in outcomes if sent > sigterm_at + 0.05]
+    assert before and set(before) == {200}, "requests before the stop must all succeed"
+    assert 503 in after and set(after) <= {200, 503, "ConnectError", "RemoteProtocolError", "ReadError"}
+    assert not any(isinstance(status, int) and status >= 500 and status != 503 for _, status in outcomes)
