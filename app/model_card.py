@@ -143,6 +143,7 @@ class DataCard(BaseModel):
 
 class TrainingCard(BaseModel):
     recipe: str
+    architecture: str = Field("paper_cnn", description="paper_cnn, or the Keras Applications network with a new head")
     settings: dict[str, object]
     seed: int
     epochs_run: int

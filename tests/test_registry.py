@@ -167,3 +167,52 @@ async def test_an_unreadable_models_folder_keeps_what_is_served(tmp_path: Path, 
         assert registry.get("malaria").version == 1
     finally:
         await registry.close()
+
+
+def _copy_with_fault(good: Path, target: Path, fault: str) -> None:
+    shutil.copytree(good, target)
+    if fault == "missing variables":
+        shutil.rmtree(target / "variables")
+    elif fault == "corrupt saved_model.pb":
+        (target / "saved_model.pb").write_bytes(b"\x08\x01garbage" * 10)
+    elif fault == "broken metadata.json":
+        (target / "metadata.json").write_text('{"disease": "malaria", "version": ')
+
+
+@pytest.mark.parametrize("fault", ["missing variables", "corrupt saved_model.pb", "broken metadata.json"])
+async def test_a_faulty_new_version_is_reported_and_the_old_one_keeps_serving(tmp_path: Path, model_factory,
+                                                                               fault: str) -> None:
+    models = tmp_path / "models"
+    good = model_factory(models, "malaria", seed=1)
+    registry = ModelRegistry(Settings(models_dir=models))
+    await registry.load_all()
+    try:
+        _copy_with_fault(good, models / "malaria" / "2", fault)
+        await registry.sync()
+        failed = registry.versions("malaria")[2]
+        assert failed.status is ModelStatus.FAILED and failed.error
+        assert registry.get("malaria").version == 1
+        await registry.sync()  # unchanged files are not retried on every poll
+        assert registry.versions("malaria")[2] is failed
+        shutil.rmtree(models / "malaria" / "2")  # fixed: copied again, whole
+        shutil.copytree(good, models / "malaria" / "2")
+        await registry.sync()
+        assert registry.get("malaria").version == 2
+    finally:
+        await registry.close()
+
+
+@pytest.mark.parametrize("fault", ["missing variables", "corrupt saved_model.pb", "broken metadata.json"])
+async def test_a_faulty_version_at_start_up_is_reported_and_the_others_serve(tmp_path: Path, model_factory,
+                                                                              fault: str) -> None:
+    models = tmp_path / "models"
+    good = model_factory(models, "malaria", seed=1)
+    _copy_with_fault(good, models / "pneumonia" / "1", fault)
+    registry = ModelRegistry(Settings(models_dir=models))
+    await registry.load_all()
+    try:
+        assert registry.ready
+        assert registry.models["pneumonia"].status is ModelStatus.FAILED and registry.models["pneumonia"].error
+        assert registry.get("malaria").version == 1
+    finally:
+        await registry.close()

@@ -17,7 +17,7 @@ import numpy as np
 from app.model_store import REPORT_DIR, latest_version, version_dir
 from app.savedmodel import load_model
 from training.data import DataError, card_split_spec, find_samples, split_as
-from training.model import make_model
+from training.architectures import make_architecture
 from training.pipeline import decode_samples
 from training.release import OUTPUT_DESCRIPTION, release, release_data
 from training.servable import rebuild_keras_model
@@ -38,7 +38,7 @@ def calibrate_version(
     exported = load_model(folder)
     card = exported.card
     spec = card.input.spec()
-    model = rebuild_keras_model(folder, make_model(spec))
+    model = rebuild_keras_model(folder, make_architecture(card.training.architecture, spec))
     probe = np.random.default_rng(0).random((4, *spec.shape), dtype=np.float32)
     difference = float(np.max(np.abs(model.predict(probe, verbose=0) - exported.predict(probe))))
     if difference > SERVE_TOLERANCE:

@@ -1,4 +1,4 @@
-"""`python -m training train|train-all|calibrate|evaluate ...`"""
+"""`python -m training train|train-all|cross-validate|compare|calibrate|evaluate ...`"""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from app.memory import keep_freed_memory
+from training.architectures import ARCHITECTURES
 from training.config import DISEASES
 
 EXIT_BAD_INPUT = 2
@@ -36,6 +37,18 @@ def build_parser() -> argparse.ArgumentParser:
     cross_validate.add_argument("--folds", type=_positive, default=5)
     cross_validate.add_argument("--report-dir", type=Path, default=Path("reports/crossval"),
                                 help="where the JSON result is written (default: reports/crossval/)")
+
+    compare = commands.add_parser(
+        "compare", help="the paper's comparison: several architectures on the same grouped folds, with a report")
+    compare.add_argument("disease")
+    _add_common(compare)
+    _add_training(compare)
+    compare.add_argument("--archs", nargs="+", default=list(ARCHITECTURES), choices=ARCHITECTURES)
+    compare.add_argument("--folds", type=_positive, default=3)
+    compare.add_argument("--subset", type=_positive, default=None,
+                         help="about this many images of the non-test part, whole patient groups (compute budget)")
+    compare.add_argument("--report-dir", type=Path, default=Path("reports"),
+                         help="the report goes to <report-dir>/<disease>/ (default: reports/)")
 
     calibrate = _version_command(
         commands, "calibrate", "re-export an existing version as a new one with calibration, screening threshold, "
@@ -88,6 +101,10 @@ def _add_training(parser: argparse.ArgumentParser) -> None:
                         "else detected from the images)")
     parser.add_argument("--description", default=None, help="what the model tells apart, for its card")
     parser.add_argument("--caveat", action="append", default=[], help="a caveat for the card (repeatable)")
+    parser.add_argument("--arch", choices=ARCHITECTURES, default="paper_cnn",
+                        help="the paper's CNN, or a Keras Applications network with a new two-unit head")
+    parser.add_argument("--weights", default="none",
+                        help="none (from scratch), imagenet (downloads Keras' weights), or a local no-top weights file")
     _add_target_sensitivity(parser)
 
 
@@ -106,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     from app.savedmodel import ModelLoadError
     from training.data import DataError
 
-    commands = {"evaluate": _evaluate, "calibrate": _calibrate, "cross-validate": _cross_validate,
+    commands = {"evaluate": _evaluate, "calibrate": _calibrate, "cross-validate": _cross_validate, "compare": _compare,
                 "train": _train, "train-all": _train_all}
     try:
         # Progress (Keras prints it) goes to stderr; stdout carries only the answer, e.g. JSON to pipe on.
@@ -136,7 +153,8 @@ def _options(args: argparse.Namespace, disease: str):
         disease=disease, data_dir=args.data, models_dir=args.out, recipe=args.recipe, epochs=args.epochs,
         batch_size=args.batch_size, image_size=args.image_size, augment=args.augment, seed=args.seed,
         colour_mode=args.colour_mode, description=args.description, caveats=tuple(args.caveat),
-        target_sensitivity=args.target_sensitivity, verbose=1 if sys.stderr.isatty() else 2,
+        target_sensitivity=args.target_sensitivity, arch=args.arch,
+        weights=None if args.weights == "none" else args.weights, verbose=1 if sys.stderr.isatty() else 2,
     )
 
 
@@ -158,6 +176,14 @@ def _cross_validate(args: argparse.Namespace) -> str:
     result = cross_validate(_options(args, args.disease), folds=args.folds, report_dir=args.report_dir)
     return json.dumps({key: result[key] for key in ("disease", "folds", "input", "images", "groups", "summary")},
                       indent=2)
+
+
+def _compare(args: argparse.Namespace) -> str:
+    from training.compare import compare
+
+    result = compare(_options(args, args.disease), args.archs, folds=args.folds, subset=args.subset,
+                     image_size=args.image_size, report_dir=args.report_dir)
+    return json.dumps({arch: r["summary"] for arch, r in result["architectures"].items()}, indent=2)
 
 
 def _calibrate(args: argparse.Namespace) -> str:

@@ -3,7 +3,8 @@
 The test part (the card's split) is set aside first and never looked at. The rest is cut into k
 stratified folds by patient/slide group (scikit-learn's StratifiedGroupKFold; deterministic for a
 seed; no group in two folds). Round i trains on the other folds but one, picks its epoch on fold
-i + 1 and is measured on fold i. Recipes, input sizes and epochs are chosen by the mean over rounds.
+i + 1 and is measured on fold i. Recipes, input sizes, architectures and epochs are chosen by the mean
+over rounds. `training/compare.py` runs several architectures on the same folds.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 from app.model_card import SplitSpec
+from app.preprocessing import InputSpec
 from app.scoring import normalise
 from training.data import Sample, check_trainable, find_samples, split_as
 from training.evaluate import compute_metrics
 from training.pipeline import decode_samples, decoded_from_arrays, images_only, kept_samples, pixels_of
-from training.train import TrainOptions, fit_model, resolve_disease, resolve_recipe
+from training.config import Recipe
+from training.train import FittedModel, TrainOptions, fit_model, resolve_disease, resolve_recipe
 
 log = logging.getLogger("training")
 METRICS = ("accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc")
@@ -48,6 +51,8 @@ class RoundResult:
     best_epoch: int
     seconds: float
     metrics: dict[str, float | None]
+    epochs_run: int = 0
+    predict_seconds: float = 0.0  # the held-out fold, in batches
 
 
 def summarise(rounds: list[RoundResult]) -> dict[str, dict[str, float]]:
@@ -60,43 +65,95 @@ def summarise(rounds: list[RoundResult]) -> dict[str, dict[str, float]]:
     return summary
 
 
+@dataclass(frozen=True)
+class Pool:
+    """Everything but the test part, decoded, with each image's fold."""
+
+    samples: list[Sample]
+    pixels: np.ndarray
+    labels: np.ndarray
+    folds: np.ndarray
+
+    def round(self, fold: int, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(train, validation, evaluated) masks of round `fold`: evaluate on it, pick epochs on the next."""
+        evaluated, validation = self.folds == fold, self.folds == (fold + 1) % count
+        return ~(evaluated | validation), validation, evaluated
+
+
+def cross_validation_pool(options: TrainOptions, spec: InputSpec, folds: int, subset: int | None = None) -> Pool:
+    """The non-test part (optionally a grouped, stratified subset of about `subset` images) in folds."""
+    split = split_as(find_samples(options.data_dir, options.disease), SplitSpec(seed=options.seed))
+    check_trainable(split)
+    pool = split.train + split.validation  # everything but the test part
+    if subset is not None and subset < len(pool):
+        pool = grouped_subset(pool, subset, options.seed)
+    decoded = decode_samples(pool, spec)
+    pool = kept_samples(pool, decoded)
+    return Pool(pool, pixels_of(decoded), decoded.labels, fold_of_each(pool, folds, options.seed))
+
+
+def grouped_subset(samples: list[Sample], size: int, seed: int) -> list[Sample]:
+    """Whole patient groups, drawn at random per class, until about `size` images (class shares kept)."""
+    rng = np.random.default_rng(seed)
+    chosen: list[Sample] = []
+    for label in (0, 1):
+        of_class = [s for s in samples if s.label == label]
+        groups = sorted({s.group for s in of_class})
+        rng.shuffle(groups)
+        share = round(size * len(of_class) / len(samples))
+        by_group: dict[str, list[Sample]] = {}
+        for sample in of_class:
+            by_group.setdefault(sample.group, []).append(sample)
+        taken = 0
+        for group in groups:
+            if taken >= share:
+                break
+            chosen += by_group[group]
+            taken += len(by_group[group])
+    return chosen
+
+
+def evaluate_round(options: TrainOptions, spec: InputSpec, recipe: Recipe, pool: Pool, fold: int, folds: int,
+                   ) -> tuple[RoundResult, np.ndarray, np.ndarray, FittedModel]:
+    """Train round `fold` -> (its result, held-out labels, held-out scores, the fitted model)."""
+    training, validation, evaluated = pool.round(fold, folds)
+    fitted = fit_model(spec, recipe, decoded_from_arrays(pool.pixels[training], pool.labels[training]),
+                       decoded_from_arrays(pool.pixels[validation], pool.labels[validation]),
+                       seed=options.seed + fold, verbose=options.verbose, arch=options.arch,
+                       initial_weights=options.weights)
+    held_out = decoded_from_arrays(pool.pixels[evaluated], pool.labels[evaluated])
+    predict_started = time.perf_counter()
+    scores = normalise(fitted.model.predict(images_only(held_out, batch_size=recipe.batch_size), verbose=0))
+    predict_seconds = time.perf_counter() - predict_started
+    metrics = compute_metrics(pool.labels[evaluated], scores)
+    result = RoundResult(
+        fold=fold, n_train=int(training.sum()), n_validation=int(validation.sum()), n_evaluated=int(evaluated.sum()),
+        best_epoch=fitted.best_epoch, seconds=round(fitted.seconds, 1),
+        metrics={name: getattr(metrics, name) for name in METRICS},
+        epochs_run=len(fitted.history.get("loss", [])), predict_seconds=round(predict_seconds, 3),
+    )
+    log.info("%s %s fold %d/%d: accuracy %.4f AUC %s (best epoch %d, %.0f s)", options.disease, options.arch,
+             fold + 1, folds, metrics.accuracy, metrics.roc_auc, fitted.best_epoch, fitted.seconds)
+    return result, pool.labels[evaluated], scores, fitted
+
+
 def cross_validate(options: TrainOptions, folds: int = 5, report_dir: Path | None = None) -> dict[str, object]:
     config = resolve_disease(options)
     recipe = resolve_recipe(config, options)
     spec = config.spec()
-    split = split_as(find_samples(options.data_dir, options.disease), SplitSpec(seed=options.seed))
-    check_trainable(split)
-    pool = split.train + split.validation  # everything but the test part
-    decoded = decode_samples(pool, spec)
-    pool = kept_samples(pool, decoded)
-    pixels, labels = pixels_of(decoded), decoded.labels
-    assignment = fold_of_each(pool, folds, options.seed)
-    rounds: list[RoundResult] = []
+    pool = cross_validation_pool(options, spec, folds)
     started = time.perf_counter()
-    for fold in range(folds):
-        evaluated, validation = assignment == fold, assignment == (fold + 1) % folds
-        training = ~(evaluated | validation)
-        fitted = fit_model(spec, recipe, decoded_from_arrays(pixels[training], labels[training]),
-                           decoded_from_arrays(pixels[validation], labels[validation]),
-                           seed=options.seed + fold, verbose=options.verbose)
-        held_out = decoded_from_arrays(pixels[evaluated], labels[evaluated])
-        scores = fitted.model.predict(images_only(held_out, batch_size=recipe.batch_size), verbose=0)
-        metrics = compute_metrics(labels[evaluated], normalise(scores))
-        rounds.append(RoundResult(
-            fold=fold, n_train=int(training.sum()), n_validation=int(validation.sum()), n_evaluated=int(evaluated.sum()),
-            best_epoch=fitted.best_epoch, seconds=round(fitted.seconds, 1),
-            metrics={name: getattr(metrics, name) for name in METRICS},
-        ))
-        log.info("%s fold %d/%d: accuracy %.4f AUC %s (best epoch %d, %.0f s)", options.disease, fold + 1, folds,
-                 metrics.accuracy, metrics.roc_auc, fitted.best_epoch, fitted.seconds)
+    rounds = [evaluate_round(options, spec, recipe, pool, fold, folds)[0] for fold in range(folds)]
     result = {
-        "disease": options.disease, "folds": folds, "seed": options.seed, "arch": "paper_cnn",
-        "input": list(spec.shape), "recipe": recipe.as_dict(), "images": len(pool),
-        "groups": len({s.group for s in pool}), "summary": summarise(rounds), "rounds": [asdict(r) for r in rounds],
-        "seconds": round(time.perf_counter() - started, 1),
+        "disease": options.disease, "folds": folds, "seed": options.seed, "arch": options.arch,
+        "input": list(spec.shape), "recipe": recipe.as_dict(), "images": len(pool.samples),
+        "groups": len({s.group for s in pool.samples}), "summary": summarise(rounds),
+        "rounds": [asdict(r) for r in rounds], "seconds": round(time.perf_counter() - started, 1),
     }
     if report_dir is not None:
         report_dir.mkdir(parents=True, exist_ok=True)
-        tag = f"{options.disease}-{recipe.name}{'-augment' if recipe.augment else ''}-{spec.height}px-{recipe.epochs}ep"
+        arch = "" if options.arch == "paper_cnn" else f"-{options.arch}"
+        tag = (f"{options.disease}{arch}-{recipe.name}{'-augment' if recipe.augment else ''}-{spec.height}px-"
+               f"{recipe.epochs}ep")
         (report_dir / f"{tag}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return result

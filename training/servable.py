@@ -85,6 +85,15 @@ def conv_layers(model: keras.Model) -> list[keras.layers.Layer]:
     return [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
 
 
+MAX_POOLED_CONVS = 8  # deeper networks (ResNet50: 53 convolutions, ~24,000 channels) would give a covariance
+# too large to fit; their head input (the pooled last block) already summarises them
+
+
+def ood_conv_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    convs = conv_layers(model)
+    return convs if len(convs) <= MAX_POOLED_CONVS else []
+
+
 def head(model: keras.Model) -> keras.layers.Dense:
     last = model.layers[-1]
     if not isinstance(last, keras.layers.Dense) or last.units != 2:
@@ -133,7 +142,8 @@ def analysis_model(model: keras.Model) -> keras.Model:
     Features are the spatial mean of every convolution's output (low-level statistics tell modalities
     apart), the input of the head (what the decision is made from) and the input's intensity histogram."""
     convs = conv_layers(model)
-    pooled = [keras.layers.GlobalAveragePooling2D(name=f"ood_pool_{layer.name}")(layer.output) for layer in convs]
+    pooled = [keras.layers.GlobalAveragePooling2D(name=f"ood_pool_{layer.name}")(layer.output)
+              for layer in ood_conv_layers(model)]
     penultimate = head(model).input
     histogram = IntensityHistogram(name="ood_histogram")(model.inputs[0])
     features = keras.layers.Concatenate(name="ood_features")([*pooled, penultimate, histogram])

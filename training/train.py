@@ -29,7 +29,8 @@ from app.preprocessing import InputSpec
 from training.batchnorm import KeepBestWeights, RecalibratedValidation
 from training.config import DiseaseConfig, DiseaseFlags, Recipe, describe_disease
 from training.data import DataError, Split, check_trainable, find_samples, split_as
-from training.model import compile_model, learning_rate_schedule, make_model
+from training.architectures import PAPER_CNN, make_architecture
+from training.model import compile_model, learning_rate_schedule
 from training.pipeline import (
     DecodedSet,
     decode_samples,
@@ -62,6 +63,8 @@ class TrainOptions:
     caveats: tuple[str, ...] = ()
     seed: int = 42
     target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY
+    arch: str = PAPER_CNN
+    weights: str | None = None  # None/"none": from scratch; "imagenet"; or a local weights file
     verbose: int = 1
 
 
@@ -110,8 +113,9 @@ class FittedModel:
 
 
 def fit_model(spec: InputSpec, recipe: Recipe, train_part: DecodedSet, validation_part: DecodedSet, *, seed: int,
-              verbose: int = 0) -> FittedModel:
-    """The paper's CNN fitted with a recipe; validation picks the epoch (and re-estimates BatchNorm)."""
+              verbose: int = 0, arch: str = PAPER_CNN, initial_weights: str | None = None) -> FittedModel:
+    """An architecture (the paper's CNN by default) fitted with a recipe; validation picks the epoch
+    (and re-estimates BatchNorm)."""
     keras.utils.set_random_seed(seed)
     weights = balanced_class_weights(train_part.labels) if recipe.class_weights else None
     augmenter = (make_augmenter(spec, flip_horizontal=recipe.flip_horizontal, flip_vertical=recipe.flip_vertical,
@@ -119,7 +123,7 @@ def fit_model(spec: InputSpec, recipe: Recipe, train_part: DecodedSet, validatio
     train_batches = training_batches(train_part, batch_size=recipe.batch_size, seed=seed, class_weights=weights,
                                      augmenter=augmenter)
     validation_batches = evaluation_batches(validation_part, batch_size=recipe.batch_size)
-    model = make_model(spec, bn_momentum=recipe.bn_momentum)
+    model = make_architecture(arch, spec, weights=initial_weights, bn_momentum=recipe.bn_momentum)
     steps_per_epoch = -(-train_part.size // recipe.batch_size)
     compile_model(model, learning_rate=learning_rate_schedule(recipe.learning_rate, recipe.lr_schedule,
                                                               recipe.epochs * steps_per_epoch))
@@ -159,7 +163,7 @@ def train(options: TrainOptions) -> Path:
              {part: len(s) for part, s in split.parts().items()})
     decoded = decode_split(split, spec)
     fitted = fit_model(spec, recipe, decoded["train"], decoded["validation"], seed=options.seed,
-                       verbose=options.verbose)
+                       verbose=options.verbose, arch=options.arch, initial_weights=options.weights)
     model, history, seconds, weights = fitted.model, fitted.history, fitted.seconds, fitted.class_weights
 
     # Fit the trust layer, export, measure on the untouched test part as served, publish.
@@ -169,7 +173,8 @@ def train(options: TrainOptions) -> Path:
         groups={part: len({s.group for s in part_samples}) for part, part_samples in split.parts().items()},
         unreadable_skipped=sum(len(item.unreadable) for item in decoded.values()),
     )
-    settings = {**recipe.as_dict(), "class_weights_used": weights, "disease_config": config.described_by,
+    settings = {**recipe.as_dict(), "architecture": options.arch, "initial_weights": options.weights or "none",
+                "class_weights_used": weights, "disease_config": config.described_by,
                 "selection": "lowest validation loss" if recipe.keep_best else "last epoch"}
     epochs_run = len(history.get("loss", []))
     card = ModelCard(
@@ -184,7 +189,7 @@ def train(options: TrainOptions) -> Path:
             split_spec=split_spec, counts=counts, caveats=list(config.caveats),
         ),
         training=TrainingCard(
-            recipe=recipe.name, settings=settings, seed=options.seed, epochs_run=epochs_run,
+            recipe=recipe.name, architecture=options.arch, settings=settings, seed=options.seed, epochs_run=epochs_run,
             best_epoch=fitted.best_epoch,
             seconds=round(seconds, 1), machine=machine_description(),
         ),

@@ -1,0 +1,89 @@
+"""Every architecture of the paper's comparison builds, trains a step, exports and serves; ImageNet
+weights load through Keras' own download path, offline, from a local file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from app.preprocessing import ColourMode, InputSpec
+from training.architectures import APPLICATIONS, ARCHITECTURES, make_architecture, min_side
+from training.model import compile_model
+
+pytestmark = pytest.mark.slow
+
+
+def tiny_spec(arch: str, colour_mode: ColourMode = ColourMode.GRAYSCALE) -> InputSpec:
+    side = max(min_side(arch), 48)
+    return InputSpec(height=side, width=side, colour_mode=colour_mode)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_each_architecture_trains_a_step_and_exports_three_signatures(arch: str, tmp_path: Path) -> None:
+    from app.savedmodel import load_model
+    from tests.model_fixtures import fixture_card
+    from training.export import stage_version
+    from training.servable import write_savedmodel
+    from training.trust import random_image_statistics
+
+    spec = tiny_spec(arch)
+    model = make_architecture(arch, spec)
+    assert model.output_shape == (None, 2) and model.layers[-1].name == "scores"
+    compile_model(model, learning_rate=1e-3)
+    rng = np.random.default_rng(0)
+    images = rng.random((4, *spec.shape), dtype=np.float32)
+    labels = np.eye(2, dtype=np.float32)[[0, 1, 0, 1]]
+    history = model.fit(images, labels, epochs=1, batch_size=4, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    with stage_version(tmp_path, "malaria") as staged:
+        write_savedmodel(model, spec, random_image_statistics(model, spec, 0), staged.folder)
+        folder = staged.publish(fixture_card("malaria", 0, spec, ood_threshold=1e9))
+    loaded = load_model(folder)
+    (outputs,) = loaded.analyse(images[:1])
+    assert np.isfinite(outputs.log_odds) and np.isfinite(outputs.ood_distance)
+    assert loaded.explain(images[:1]).shape == (1, spec.height, spec.width)
+    np.testing.assert_allclose(loaded.predict(images), model.predict(images, verbose=0), atol=1e-4)
+
+
+def test_input_sizes_below_an_architectures_minimum_are_refused() -> None:
+    with pytest.raises(ValueError, match="at least 71x71"):
+        make_architecture("xception", InputSpec(height=64, width=64, colour_mode=ColourMode.RGB))
+    with pytest.raises(ValueError, match="unknown architecture"):
+        make_architecture("alexnet", InputSpec(height=64, width=64, colour_mode=ColourMode.RGB))
+
+
+def test_grayscale_is_repeated_to_three_channels_so_rgb_weights_apply() -> None:
+    gray = make_architecture("resnet50", InputSpec(height=48, width=48, colour_mode=ColourMode.GRAYSCALE))
+    rgb = make_architecture("resnet50", InputSpec(height=48, width=48, colour_mode=ColourMode.RGB))
+    assert gray.get_layer("conv1_conv").kernel.shape == rgb.get_layer("conv1_conv").kernel.shape == (7, 7, 3, 64)
+
+
+def test_imagenet_weights_load_through_keras_download_path_offline(tmp_path: Path, monkeypatch) -> None:
+    """`--weights imagenet` asks Keras to fetch the no-top weights file; here the fetch is answered with
+    a local file, so the whole loading path runs without internet."""
+    import keras.src.utils.file_utils as file_utils
+
+    spec = InputSpec(height=48, width=48, colour_mode=ColourMode.RGB)
+    source = keras.applications.DenseNet121(include_top=False, weights=None, input_shape=spec.shape)
+    for variable in source.weights:
+        variable.assign(np.full(variable.shape, 0.01, dtype=variable.dtype))
+    local = tmp_path / "densenet121_notop.weights.h5"
+    source.save_weights(local)
+    asked: list[str] = []
+
+    def offline_get_file(fname=None, origin=None, **kwargs):
+        asked.append(origin)
+        return str(local)
+
+    monkeypatch.setattr(file_utils, "get_file", offline_get_file)
+    import keras.src.applications.densenet as densenet
+    monkeypatch.setattr(densenet.file_utils, "get_file", offline_get_file)
+    model = make_architecture("densenet121", spec, weights="imagenet")
+    assert asked and "densenet121" in asked[0]
+    assert np.allclose(model.get_layer("conv1_conv").kernel.numpy(), 0.01)
+    from_path = make_architecture("densenet121", spec, weights=local)  # a local file directly
+    assert np.allclose(from_path.get_layer("conv1_conv").kernel.numpy(), 0.01)
+    assert set(APPLICATIONS) == {"vgg16", "resnet50", "xception", "densenet121"}
