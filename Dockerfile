@@ -35,6 +35,6 @@ EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health/ready' % os.environ.get('MEDSCAN_PORT', '8000'), timeout=2)"]
 CMD ["medscan", "serve"]
-USER medscan
+USER 10001:10001
 COPY --from=build /opt/venv /opt/venv
 COPY models/ /srv/medscan/models/
