@@ -53,3 +53,13 @@ def test_compare_runs_every_architecture_on_the_same_folds(tmp_path: Path) -> No
     assert folds["paper_cnn"] == folds["vgg16"] and len(folds["vgg16"]) == 3  # the same folds for each
     assert result["input"][0] >= 50
     assert (tmp_path / "reports" / "malaria" / "README.md").exists()
+
+
+def test_a_run_in_parts_keeps_what_an_identical_earlier_run_measured(tmp_path: Path) -> None:
+    from training.compare import _earlier_results
+
+    earlier = fake_comparison()
+    write_report(earlier, tmp_path)
+    same = {key: value for key, value in earlier.items() if key != "architectures"}
+    assert set(_earlier_results(tmp_path / "compare.json", same)) == {"paper_cnn", "resnet50"}
+    assert _earlier_results(tmp_path / "compare.json", same | {"folds": 5}) == {}

@@ -103,6 +103,10 @@ def _add_training(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--caveat", action="append", default=[], help="a caveat for the card (repeatable)")
     parser.add_argument("--arch", choices=ARCHITECTURES, default="paper_cnn",
                         help="the paper's CNN, or a Keras Applications network with a new two-unit head")
+    parser.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default",
+                        help="tf.distribute: this process (default), every local device, or the workers of TF_CONFIG")
+    parser.add_argument("--checkpoint-dir", type=Path, default=None,
+                        help="per-epoch checkpoints (mirrored, multiworker); a restarted worker resumes from them")
     parser.add_argument("--weights", default="none",
                         help="none (from scratch), imagenet (downloads Keras' weights), or a local no-top weights file")
     _add_target_sensitivity(parser)
@@ -153,7 +157,8 @@ def _options(args: argparse.Namespace, disease: str):
         disease=disease, data_dir=args.data, models_dir=args.out, recipe=args.recipe, epochs=args.epochs,
         batch_size=args.batch_size, image_size=args.image_size, augment=args.augment, seed=args.seed,
         colour_mode=args.colour_mode, description=args.description, caveats=tuple(args.caveat),
-        target_sensitivity=args.target_sensitivity, arch=args.arch,
+        target_sensitivity=args.target_sensitivity, arch=args.arch, strategy=args.strategy,
+        checkpoint_dir=args.checkpoint_dir,
         weights=None if args.weights == "none" else args.weights, verbose=1 if sys.stderr.isatty() else 2,
     )
 
@@ -161,13 +166,13 @@ def _options(args: argparse.Namespace, disease: str):
 def _train(args: argparse.Namespace) -> str:
     from training.train import train
 
-    return f"{args.disease}: exported {train(_options(args, args.disease))}"
+    target = train(_options(args, args.disease))
+    return f"{args.disease}: exported {target}" if target else f"{args.disease}: trained as a worker; the chief exports"
 
 
 def _train_all(args: argparse.Namespace) -> str:
-    from training.train import train
-
-    return "\n".join(f"{disease}: exported {train(_options(args, disease))}" for disease in _diseases_in(args.data))
+    return "\n".join(_train(argparse.Namespace(**{**vars(args), "disease": disease}))
+                     for disease in _diseases_in(args.data))
 
 
 def _cross_validate(args: argparse.Namespace) -> str:

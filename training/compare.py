@@ -48,7 +48,11 @@ def compare(options: TrainOptions, archs: list[str], folds: int = 3, subset: int
         "recipe": recipe.as_dict(), "weights": options.weights or "none", "architectures": results,
         "seconds": 0.0, "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU",
     }
+    earlier = _earlier_results(report_dir / options.disease / "compare.json", comparison)
     for arch in archs:
+        if arch in earlier:  # same folds, data and recipe: measured by an earlier run, kept
+            results[arch] = earlier[arch]
+            continue
         arch_options = replace(options, arch=arch)
         rounds, labels, scores, parameters = [], [], [], 0
         for fold in range(folds):
@@ -68,6 +72,19 @@ def compare(options: TrainOptions, archs: list[str], folds: int = 3, subset: int
         comparison["seconds"] = round(time.perf_counter() - started, 1)
         write_report(comparison, report_dir / options.disease)  # after each architecture: a long run stays useful
     return comparison
+
+
+SAME_RUN = ("disease", "folds", "seed", "input", "images", "groups", "subset", "recipe", "weights")
+
+
+def _earlier_results(path: Path, comparison: dict) -> dict[str, dict]:
+    """Architectures already measured in `path` under the very same settings (a run split in parts)."""
+    if not path.exists():
+        return {}
+    earlier = json.loads(path.read_text(encoding="utf-8"))
+    if any(earlier.get(key) != json.loads(json.dumps(comparison[key])) for key in SAME_RUN):
+        return {}
+    return earlier.get("architectures", {})
 
 
 def roc_points(labels: np.ndarray, infected_scores: np.ndarray, points: int = 101) -> dict[str, list[float]]:

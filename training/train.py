@@ -26,10 +26,11 @@ from app.model_card import (
     TrainingCard,
 )
 from app.preprocessing import InputSpec
+from training.architectures import PAPER_CNN, make_architecture
 from training.batchnorm import KeepBestWeights, RecalibratedValidation
 from training.config import DiseaseConfig, DiseaseFlags, Recipe, describe_disease
 from training.data import DataError, Split, check_trainable, find_samples, split_as
-from training.architectures import PAPER_CNN, make_architecture
+from training.distributed import StrategyName, fit_distributed, is_chief, make_strategy, task
 from training.model import compile_model, learning_rate_schedule
 from training.pipeline import (
     DecodedSet,
@@ -65,6 +66,8 @@ class TrainOptions:
     target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY
     arch: str = PAPER_CNN
     weights: str | None = None  # None/"none": from scratch; "imagenet"; or a local weights file
+    strategy: str = "default"  # tf.distribute: default, mirrored or multiworker (training/distributed.py)
+    checkpoint_dir: Path | None = None  # per-epoch checkpoints to resume from (mirrored, multiworker)
     verbose: int = 1
 
 
@@ -148,7 +151,11 @@ def fit_model(spec: InputSpec, recipe: Recipe, train_part: DecodedSet, validatio
                        seconds=time.perf_counter() - started, class_weights=weights)
 
 
-def train(options: TrainOptions) -> Path:
+def train(options: TrainOptions) -> Path | None:
+    """Train, measure and export; None on a worker that is not the chief (only the chief exports)."""
+    strategy_name = StrategyName(options.strategy)
+    # Made before any other TensorFlow work, as MultiWorkerMirroredStrategy requires.
+    strategy = make_strategy(strategy_name) if strategy_name is not StrategyName.DEFAULT else None
     config = resolve_disease(options)
     recipe = resolve_recipe(config, options)
     spec = config.spec()
@@ -162,8 +169,16 @@ def train(options: TrainOptions) -> Path:
     log.info("%s: %d images, split %s", options.disease, len(samples),
              {part: len(s) for part, s in split.parts().items()})
     decoded = decode_split(split, spec)
-    fitted = fit_model(spec, recipe, decoded["train"], decoded["validation"], seed=options.seed,
-                       verbose=options.verbose, arch=options.arch, initial_weights=options.weights)
+    if strategy is None:
+        fitted = fit_model(spec, recipe, decoded["train"], decoded["validation"], seed=options.seed,
+                           verbose=options.verbose, arch=options.arch, initial_weights=options.weights)
+    else:
+        fitted = fit_distributed(spec, recipe, decoded["train"], decoded["validation"], seed=options.seed,
+                                 strategy=strategy, checkpoint_dir=options.checkpoint_dir, arch=options.arch,
+                                 initial_weights=options.weights)
+        if not is_chief():
+            log.info("trained as %s %d; the chief exports", *task())
+            return None
     model, history, seconds, weights = fitted.model, fitted.history, fitted.seconds, fitted.class_weights
 
     # Fit the trust layer, export, measure on the untouched test part as served, publish.
@@ -174,6 +189,8 @@ def train(options: TrainOptions) -> Path:
         unreadable_skipped=sum(len(item.unreadable) for item in decoded.values()),
     )
     settings = {**recipe.as_dict(), "architecture": options.arch, "initial_weights": options.weights or "none",
+                "strategy": options.strategy,
+                "replicas": strategy.num_replicas_in_sync if strategy is not None else 1,
                 "class_weights_used": weights, "disease_config": config.described_by,
                 "selection": "lowest validation loss" if recipe.keep_best else "last epoch"}
     epochs_run = len(history.get("loss", []))
