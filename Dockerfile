@@ -19,16 +19,6 @@ RUN mkdir app && touch app/__init__.py \
 COPY app/ app/
 RUN pip install --no-deps . && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} +
 
-# Training image for multi-worker jobs (deploy/kubernetes/training-job.yaml): docker build --target training.
-# DL3013 (pin versions) does not apply: this installs the project itself, whose pyproject.toml sets the ranges.
-FROM build AS training
-COPY training/ training/
-# hadolint ignore=DL3013
-RUN pip install ".[training]" && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} +
-WORKDIR /srv/medscan
-USER 10001:10001
-ENTRYPOINT ["python", "-m", "training"]
-
 FROM python:3.11-slim
 # Metadata first and the big copies last: each later step would otherwise copy them again, and the
 # models, which change most often, form the last layer.

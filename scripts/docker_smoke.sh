@@ -42,6 +42,11 @@ done
 echo "HEALTHCHECK: $health"
 [ "$health" = healthy ] || fail "HEALTHCHECK says '$health'"
 
+echo "== web page, metrics, V2 health"
+curl -sf "http://127.0.0.1:$PORT/" | grep -q "Research use only" || fail "the web page at /"
+curl -sf "http://127.0.0.1:$PORT/static/app.js" >/dev/null || fail "the page's script"
+curl -sf "http://127.0.0.1:$PORT/metrics" | grep -q "medscan_models" || fail "/metrics"
+curl -sf "http://127.0.0.1:$PORT/v2/health/ready" >/dev/null || fail "/v2/health/ready"
 echo "== predict with every model"
 diseases=$(curl -sf "http://127.0.0.1:$PORT/models" | python3 -c "
 import json, sys

