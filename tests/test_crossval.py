@@ -65,3 +65,14 @@ def test_the_command_reports_every_metric_over_folds_and_never_uses_the_test_par
     assert result["images"] == 60 - len(test_part)
     assert sum(r["n_evaluated"] for r in result["rounds"]) == result["images"]
     assert json.loads(capsys.readouterr().out)["folds"] == 3
+
+
+def test_a_subset_takes_whole_groups() -> None:
+    from training.crossval import grouped_subset
+
+    samples = samples_with_groups()
+    subset = grouped_subset(samples, len(samples) // 3, seed=1)
+    chosen = {s.group for s in subset}
+    assert {s.path for s in samples if s.group in chosen} == {s.path for s in subset}  # whole groups
+    assert len(subset) >= len(samples) // 3 and len(subset) < len(samples)
+    assert grouped_subset(samples, 10, seed=1) == grouped_subset(samples, 10, seed=1)

@@ -93,23 +93,20 @@ def cross_validation_pool(options: TrainOptions, spec: InputSpec, folds: int, su
 
 
 def grouped_subset(samples: list[Sample], size: int, seed: int) -> list[Sample]:
-    """Whole patient groups, drawn at random per class, until about `size` images (class shares kept)."""
-    rng = np.random.default_rng(seed)
+    """Whole patient groups, all their images of both classes, drawn at random until about `size` images.
+
+    Drawing groups per class instead would leave each chosen patient with one class only, and a network
+    can then tell the classes apart by the patient's slide (measured on malaria: AUC ~0.5 on new patients)."""
+    by_group: dict[str, list[Sample]] = {}
+    for sample in samples:
+        by_group.setdefault(sample.group, []).append(sample)
+    groups = sorted(by_group)
+    np.random.default_rng(seed).shuffle(groups)
     chosen: list[Sample] = []
-    for label in (0, 1):
-        of_class = [s for s in samples if s.label == label]
-        groups = sorted({s.group for s in of_class})
-        rng.shuffle(groups)
-        share = round(size * len(of_class) / len(samples))
-        by_group: dict[str, list[Sample]] = {}
-        for sample in of_class:
-            by_group.setdefault(sample.group, []).append(sample)
-        taken = 0
-        for group in groups:
-            if taken >= share:
-                break
-            chosen += by_group[group]
-            taken += len(by_group[group])
+    for group in groups:
+        if len(chosen) >= size:
+            break
+        chosen += by_group[group]
     return chosen
 
 
