@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.architectures import PAPER_CNN, min_side
+from training.architectures import min_side
 from training.crossval import METRICS, cross_validation_pool, evaluate_round, summarise
 from training.train import TrainOptions, resolve_disease, resolve_recipe
 
