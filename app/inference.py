@@ -22,6 +22,7 @@ from app.model_card import ModelCard
 from app.preprocessing import (
     DecodedImage,
     ImageError,
+    InputSpec,
     decode_opened,
     load_first_frame,
     read_header,
@@ -106,7 +107,7 @@ class InferencePipeline:
         with self.registry.admitted(served, len(uploads)) as predict:  # a full queue answers 503 before decoding
             # Large images decode in worker threads side by side; gather keeps the order.
             decoded: list[DecodedImage | Exception] = list(
-                await asyncio.gather(*(self._decode(u, served) for u in uploads)))
+                await asyncio.gather(*(self._decode(u, served, card.input.spec()) for u in uploads)))
             usable = [d for d in decoded if isinstance(d, DecodedImage)]
             outputs = await predict([scale(d.pixels) for d in usable])
         if explain:
@@ -129,14 +130,13 @@ class InferencePipeline:
             outputs = await predict(list(np.asarray(images, dtype=np.float32)))
         return [self._screening(served, output, None, None, threshold=threshold) for output in outputs]
 
-    async def _decode(self, upload: Upload, served: ServedModel) -> DecodedImage | Exception:
+    async def _decode(self, upload: Upload, served: ServedModel, spec: InputSpec) -> DecodedImage | Exception:
         started = time.perf_counter()
         try:
             if not upload.data:
                 raise EmptyUpload("the file is empty: send the image's bytes")
             header = read_header(upload.data, max_pixels=self.settings.max_image_pixels,
                                  content_type=upload.content_type)
-            spec = served.loaded.card.input.spec()
             # A small image decodes faster (measured: 0.1-0.5 ms) than a hop to a worker thread and back;
             # a large one would stall every other request on the event loop, so it goes to a thread.
             if header.width * header.height <= self.settings.inline_decode_max_pixels:

@@ -34,7 +34,7 @@ import tensorflow as tf
 
 from app.preprocessing import InputSpec
 from training.architectures import make_architecture
-from training.batchnorm import recalibrate_batch_norm
+from training.batchnorm import recalibrate_batch_norm, worth_recalibrating
 from training.config import Recipe
 from training.model import learning_rate_schedule
 from training.pipeline import DecodedSet, evaluation_batches, images_only, make_augmenter, training_batches
@@ -74,7 +74,7 @@ def fit_distributed(spec: InputSpec, recipe: Recipe, train_part: DecodedSet, val
                     seed: int, strategy: tf.distribute.Strategy, checkpoint_dir: Path | None = None,
                     arch: str = "paper_cnn", initial_weights: str | None = None):
     """The custom-loop counterpart of `training.train.fit_model`; returns its `FittedModel`."""
-    from training.train import MAX_RECALIBRATED_BATCH_NORMS, FittedModel, balanced_class_weights, batch_norm_count
+    from training.train import FittedModel, balanced_class_weights
 
     keras.utils.set_random_seed(seed)
     replicas = strategy.num_replicas_in_sync
@@ -120,7 +120,7 @@ def fit_distributed(spec: InputSpec, recipe: Recipe, train_part: DecodedSet, val
     for epoch in range(int(epoch_done.numpy()), recipe.epochs):
         total = sum(float(train_step(batch)) for batch in distributed)
         local.set_weights(model.get_weights())
-        if recipe.recalibrate_bn and batch_norm_count(local) <= MAX_RECALIBRATED_BATCH_NORMS:
+        if recipe.recalibrate_bn and worth_recalibrating(local):
             recalibrate_batch_norm(local, clean_train)
         results = local.evaluate(validation, verbose=0, return_dict=True)
         history["loss"].append(total / steps_per_epoch)

@@ -27,7 +27,7 @@ from app.model_card import (
 )
 from app.preprocessing import InputSpec
 from training.architectures import PAPER_CNN, make_architecture
-from training.batchnorm import KeepBestWeights, RecalibratedValidation
+from training.batchnorm import KeepBestWeights, RecalibratedValidation, worth_recalibrating
 from training.config import DiseaseConfig, DiseaseFlags, Recipe, describe_disease
 from training.data import DataError, Split, check_trainable, find_samples, split_as
 from training.distributed import StrategyName, fit_distributed, is_chief, make_strategy, task
@@ -106,15 +106,6 @@ def balanced_class_weights(labels: np.ndarray) -> dict[int, float]:
     return {index: float(len(labels) / (2 * count)) for index, count in enumerate(counts)}
 
 
-# Re-estimating BatchNorm runs a probe network per layer: cheap for the paper's 3 layers, prohibitive
-# for ResNet50's 53 or DenseNet121's 120 (measured: one ResNet50 round over 20 min instead of ~5).
-MAX_RECALIBRATED_BATCH_NORMS = 8
-
-
-def batch_norm_count(model: keras.Model) -> int:
-    return sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers)
-
-
 @dataclass(frozen=True)
 class FittedModel:
     model: keras.Model
@@ -142,7 +133,7 @@ def fit_model(spec: InputSpec, recipe: Recipe, train_part: DecodedSet, validatio
     keep_best = KeepBestWeights(monitor="val_loss")
     callbacks: list[keras.callbacks.Callback] = []
     validation_data = validation_batches
-    if recipe.recalibrate_bn and batch_norm_count(model) <= MAX_RECALIBRATED_BATCH_NORMS:
+    if recipe.recalibrate_bn and worth_recalibrating(model):
         # Validation happens inside the callback, after the BatchNorm statistics are re-estimated.
         clean_train = images_only(train_part, batch_size=recipe.batch_size)
         callbacks.append(RecalibratedValidation(clean_train, validation_batches))
