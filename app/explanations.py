@@ -38,14 +38,21 @@ def colourise(heatmap: np.ndarray) -> np.ndarray:
     return np.rint(colours).astype(np.uint8)
 
 
-def overlay(image: Image.Image, heatmap: np.ndarray, opacity: float = DEFAULT_OPACITY) -> Image.Image:
-    """The image (at most OVERLAY_MAX_SIDE px) with the heatmap blended over it, stretched to its size
-    as the model saw it (the model squashes the image, so the map is squashed back)."""
+def overlay(image: Image.Image, heatmap: np.ndarray, opacity: float = DEFAULT_OPACITY,
+            region: tuple[int, int, int, int] | None = None) -> Image.Image:
+    """The image (at most OVERLAY_MAX_SIDE px) with the heatmap blended over the region the model saw
+    (default: all of it), stretched to that region's size (the model squashes, so the map is squashed back)."""
     base = image.convert("RGB")
+    left, top, right, bottom = region or (0, 0, base.width, base.height)
     if max(base.size) > OVERLAY_MAX_SIDE:
+        factor = OVERLAY_MAX_SIDE / max(base.size)
         base.thumbnail((OVERLAY_MAX_SIDE, OVERLAY_MAX_SIDE), Image.Resampling.BILINEAR)
-    heat = Image.fromarray(colourise(heatmap), "RGB").resize(base.size, Image.Resampling.BILINEAR)
-    return Image.blend(base, heat, opacity)
+        left, top, right, bottom = (round(v * factor) for v in (left, top, right, bottom))
+    box = (left, top, max(right, left + 1), max(bottom, top + 1))
+    seen = base.crop(box)
+    heat = Image.fromarray(colourise(heatmap), "RGB").resize(seen.size, Image.Resampling.BILINEAR)
+    base.paste(Image.blend(seen, heat, opacity), box[:2])
+    return base
 
 
 def png_bytes(image: Image.Image) -> bytes:

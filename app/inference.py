@@ -25,6 +25,7 @@ from app.preprocessing import (
     InputSpec,
     decode_opened,
     load_first_frame,
+    model_region,
     read_header,
     scale,
 )
@@ -155,18 +156,20 @@ class InferencePipeline:
             return []
         batch = np.stack([scale(d.pixels) for d in images])
         maps = await self.registry.run_blocking(served.loaded.explain, batch)
+        spec = served.loaded.card.input.spec()
         return list(await asyncio.gather(*(
-            run_in_threadpool(self._explanation, signed, label, source)
+            run_in_threadpool(self._explanation, signed, label, source, spec)
             for signed, label, source in zip(maps, labels, sources, strict=True)  # type: ignore[call-overload]
         )))
 
-    def _explanation(self, signed_map: np.ndarray, label: int, source: Upload) -> Explanation:
+    def _explanation(self, signed_map: np.ndarray, label: int, source: Upload, spec: InputSpec) -> Explanation:
         heatmap = class_heatmap(signed_map, label)
         # The overlay is drawn on the image decoded at full scale: the model's input may come from a
         # reduced JPEG decode (a 224 px JPEG decodes at 112 px for a 64 px model).
         header = read_header(source.data, max_pixels=self.settings.max_image_pixels, content_type=source.content_type)
+        image = load_first_frame(header)
         return Explanation(heatmap=heatmap.astype(np.float32),
-                           overlay_png=png_bytes(overlay(load_first_frame(header), heatmap)))
+                           overlay_png=png_bytes(overlay(image, heatmap, region=model_region(image, spec))))
 
     def _screening(self, served: ServedModel, outputs: ImageOutputs, image: DecodedImage | None,
                    explanation: Explanation | None, *, threshold: float | None) -> Screening:

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.preprocessing import ColourMode, InputSpec
+from app.preprocessing import ColourMode, Enhancement, InputSpec
 
 INTENDED_USE = "research use only; not for diagnosis"
 CLASS_NAMES = ("infected", "uninfected")
@@ -22,17 +22,19 @@ class InputCard(BaseModel):
     width: int = Field(gt=0)
     channels: int = Field(ge=1, le=3)
     colour_mode: ColourMode
+    enhancement: Enhancement = Field(Enhancement.NONE, description="absent in older cards: none")
     dtype: str = "float32"
     value_range: tuple[float, float] = (0.0, 1.0)
 
     def spec(self) -> InputSpec:
-        return InputSpec(height=self.height, width=self.width, colour_mode=self.colour_mode)
+        return InputSpec(height=self.height, width=self.width, colour_mode=self.colour_mode,
+                         enhancement=self.enhancement)
 
     @classmethod
     def from_spec(cls, spec: InputSpec) -> InputCard:
         return cls(
             height=spec.height, width=spec.width, channels=spec.colour_mode.channels,
-            colour_mode=spec.colour_mode,
+            colour_mode=spec.colour_mode, enhancement=spec.enhancement,
         )
 
 

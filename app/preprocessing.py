@@ -26,6 +26,13 @@ DESCRIPTION = (
 )
 
 
+class Enhancement(StrEnum):
+    """A modality's standard preparation after decoding, before the resize (none for most models)."""
+
+    NONE = "none"
+    FUNDUS = "fundus"  # app/fundus.py
+
+
 class ColourMode(StrEnum):
     RGB = "rgb"
     GRAYSCALE = "grayscale"
@@ -41,11 +48,12 @@ class ColourMode(StrEnum):
 
 @dataclass(frozen=True)
 class InputSpec:
-    """What a model takes: height x width x channels in one colour mode."""
+    """What a model takes: height x width x channels in one colour mode, prepared by one enhancement."""
 
     height: int
     width: int
     colour_mode: ColourMode
+    enhancement: Enhancement = Enhancement.NONE
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -157,9 +165,31 @@ def _flatten_alpha(image: Image.Image) -> Image.Image:
     return Image.alpha_composite(background, rgba).convert("RGB")
 
 
+def describe(spec: InputSpec) -> str:
+    """The preprocessing of `spec` in words, for the model card."""
+    if spec.enhancement is Enhancement.FUNDUS:
+        from app.fundus import DESCRIPTION as FUNDUS
+
+        return DESCRIPTION.replace(" -> squash-resize", f" -> {FUNDUS} -> squash-resize")
+    return DESCRIPTION
+
+
+def model_region(image: Image.Image, spec: InputSpec) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the part of a decoded image that the model sees, e.g. to place a heatmap."""
+    if spec.enhancement is Enhancement.FUNDUS:
+        from app.fundus import disc_box
+
+        return disc_box(to_colour_mode(image, spec.colour_mode))
+    return (0, 0, image.width, image.height)
+
+
 def to_pixels(image: Image.Image, spec: InputSpec) -> np.ndarray:
-    """The paper's squash-resize: uint8 array of exactly spec.shape."""
+    """The paper's squash-resize (after the spec's enhancement): uint8 array of exactly spec.shape."""
     converted = to_colour_mode(image, spec.colour_mode)
+    if spec.enhancement is Enhancement.FUNDUS:
+        from app.fundus import normalise_fundus
+
+        converted = normalise_fundus(converted, max(spec.height, spec.width))
     if converted.size != (spec.width, spec.height):
         converted = converted.resize((spec.width, spec.height), RESAMPLING)
     pixels = np.asarray(converted, dtype=np.uint8)

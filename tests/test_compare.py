@@ -18,7 +18,7 @@ def fake_comparison() -> dict:
     arch = {"summary": summary, "rounds": [], "parameters": 1234, "train_ms_per_image_epoch": 1.5,
             "inference_ms_per_image": 0.2, "roc": {"fpr": [0, 0.1, 1], "tpr": [0, 0.8, 1]}}
     return {"disease": "malaria", "folds": 3, "seed": 42, "input": [72, 72, 1], "images": 900, "groups": 60,
-            "subset": 1000, "recipe": {"name": "medscan", "epochs": 5, "batch_size": 64}, "weights": "none",
+            "subset": 1000, "per_group": None, "recipe": {"name": "medscan", "epochs": 5, "batch_size": 64}, "weights": "none",
             "architectures": {"paper_cnn": arch, "resnet50": arch}, "seconds": 600, "machine": "x86_64, 2 cores"}
 
 
@@ -37,6 +37,7 @@ def test_report_writer_makes_its_files_from_a_small_result(tmp_path: Path) -> No
 def test_report_mentions_the_subset_only_when_there_is_one() -> None:
     comparison = fake_comparison() | {"subset": None}
     assert "grouped subset" not in report_markdown(comparison)
+    assert "at most 12 of each group" in report_markdown(comparison | {"per_group": 12})
 
 
 @pytest.mark.slow
@@ -63,3 +64,4 @@ def test_a_run_in_parts_keeps_what_an_identical_earlier_run_measured(tmp_path: P
     same = {key: value for key, value in earlier.items() if key != "architectures"}
     assert set(_earlier_results(tmp_path / "compare.json", same)) == {"paper_cnn", "resnet50"}
     assert _earlier_results(tmp_path / "compare.json", same | {"folds": 5}) == {}
+    assert _earlier_results(tmp_path / "compare.json", same | {"per_group": 10}) == {}

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.preprocessing import ColourMode
+from app.preprocessing import ColourMode, Enhancement
 from training.config import DISEASES, get_disease
 
 
@@ -44,6 +44,13 @@ def test_a_disease_without_defaults_is_described_by_its_file_then_flags(tmp_path
     described = describe_disease("tuberculosis", data, DiseaseFlags(image_size=96, caveats=("flagged",)))
     assert (described.image_size, described.colour_mode, described.medscan.epochs) == (96, ColourMode.RGB, 7)
     assert described.caveats[-1] == "flagged" and "disease.json" in described.described_by
+    assert described.enhancement is Enhancement.NONE
+    (data / "tuberculosis" / "disease.json").write_text(json.dumps({"enhancement": "fundus"}))
+    assert describe_disease("tuberculosis", data).spec().enhancement is Enhancement.FUNDUS
+    assert describe_disease("tuberculosis", data, DiseaseFlags(enhancement="none")).enhancement is Enhancement.NONE
+    (data / "tuberculosis" / "disease.json").write_text(json.dumps({"enhancement": "sharpen"}))
+    with pytest.raises(ValueError, match="sharpen"):
+        describe_disease("tuberculosis", data)
     (data / "tuberculosis" / "disease.json").write_text(json.dumps({"imgsize": 72}))
     with pytest.raises(ValueError, match="unknown keys"):
         describe_disease("tuberculosis", data)
@@ -53,3 +60,14 @@ def test_a_known_disease_keeps_its_tuned_defaults(tmp_path) -> None:
     from training.config import describe_disease
 
     assert describe_disease("malaria", tmp_path) == get_disease("malaria")
+
+
+def test_the_card_records_the_enhancement_and_older_cards_read_as_none() -> None:
+    from app.model_card import InputCard
+    from app.preprocessing import InputSpec
+
+    spec = InputSpec(96, 96, ColourMode.RGB, Enhancement.FUNDUS)
+    card = InputCard.from_spec(spec)
+    assert InputCard.model_validate_json(card.model_dump_json()).spec() == spec
+    older = {"height": 96, "width": 96, "channels": 3, "colour_mode": "rgb"}
+    assert InputCard.model_validate(older).spec().enhancement is Enhancement.NONE

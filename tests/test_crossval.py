@@ -76,3 +76,20 @@ def test_a_subset_takes_whole_groups() -> None:
     assert {s.path for s in samples if s.group in chosen} == {s.path for s in subset}  # whole groups
     assert len(subset) >= len(samples) // 3 and len(subset) < len(samples)
     assert grouped_subset(samples, 10, seed=1) == grouped_subset(samples, 10, seed=1)
+
+
+def test_a_per_group_cap_keeps_every_group_and_at_most_cap_of_each() -> None:
+    from collections import Counter
+
+    from training.crossval import capped_per_group
+
+    samples = samples_with_groups()
+    capped = capped_per_group(samples, 3, seed=1)
+    per_group = Counter(s.group for s in capped)
+    assert set(per_group) == {s.group for s in samples}  # every patient stays
+    assert max(per_group.values()) == 3
+    sizes = Counter(s.group for s in samples)
+    assert all(per_group[g] == min(3, sizes[g]) for g in sizes)
+    assert {s.path for s in capped} <= {s.path for s in samples}
+    assert capped == capped_per_group(samples, 3, seed=1)
+    assert capped != capped_per_group(samples, 3, seed=2)  # drawn at random within the group

@@ -30,3 +30,22 @@ def test_the_overlay_keeps_the_image_shape_within_the_size_cap() -> None:
     assert pixels[5, 5, 0] > pixels[55, 115, 0]  # hot top-left, cold bottom-right
     large = overlay(Image.new("RGB", (2000, 1000)), heatmap)
     assert large.size == (OVERLAY_MAX_SIDE, OVERLAY_MAX_SIDE // 2)
+
+
+def test_the_heatmap_covers_only_the_region_the_model_saw() -> None:
+    heatmap = np.ones((8, 8))  # evidence everywhere the model looked
+    image = Image.new("RGB", (2000, 1000), (128, 128, 128))
+    drawn = np.asarray(overlay(image, heatmap, region=(1000, 0, 2000, 1000))).astype(int)  # the right half
+    assert drawn.shape == (OVERLAY_MAX_SIDE // 2, OVERLAY_MAX_SIDE, 3)
+    assert np.all(drawn[:, : OVERLAY_MAX_SIDE // 2 - 1] == 128)  # left half untouched
+    assert np.all(drawn[:, OVERLAY_MAX_SIDE // 2 + 1:, 1] < 100)  # right half coloured by the map
+
+
+def test_a_fundus_model_sees_the_disc_and_its_heatmap_lands_there() -> None:
+    from app.preprocessing import ColourMode, Enhancement, InputSpec, model_region
+    from tests.test_fundus import fundus_photo
+
+    photo = fundus_photo(300, 240, box=(60, 20, 260, 220))
+    assert model_region(photo, InputSpec(48, 48, ColourMode.RGB)) == (0, 0, 300, 240)
+    left, top, right, bottom = model_region(photo, InputSpec(48, 48, ColourMode.RGB, Enhancement.FUNDUS))
+    assert abs(left - 60) <= 3 and abs(right - 261) <= 3 and abs(top - 20) <= 3 and abs(bottom - 221) <= 3

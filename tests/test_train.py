@@ -179,9 +179,10 @@ def test_a_lab_trains_and_serves_a_disease_of_its_own_without_code(tmp_path: Pat
     }))
     models = tmp_path / "models"
     code = main(["train", "tuberculosis", "--data", str(data), "--out", str(models), "--epochs", "2",
-                 "--batch-size", "16", "--caveat", "Made by a test."])
+                 "--batch-size", "16", "--caveat", "Made by a test.", "--enhancement", "fundus"])
     assert code == 0
     card = read_card(models / "tuberculosis" / "1" / "metadata.json")
+    assert card.input.enhancement == "fundus" and "crop to the bounding box of the eye disc" in card.preprocessing
     assert (card.input.height, card.input.channels, card.description) == (48, 3, "TB vs normal chest X-rays")
     assert card.data.caveats == ["A toy set.", "Made by a test."]
     assert card.training.settings["augment"] is False

@@ -38,6 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
     cross_validate.add_argument("--report-dir", type=Path, default=Path("reports/crossval"),
                                 help="where the JSON result is written (default: reports/crossval/)")
 
+    confound = commands.add_parser(
+        "confound", help="how well a linear model on global colour and border statistics (blind to lesions) "
+        "separates the classes, on the pixels the model is fed")
+    confound.add_argument("disease")
+    _add_common(confound)
+    _add_training(confound)
+    confound.add_argument("--report-dir", type=Path, default=Path("reports"),
+                          help="adds an entry to <report-dir>/<disease>/confound.json (default: reports/)")
+
     compare = commands.add_parser(
         "compare", help="the paper's comparison: several architectures on the same grouped folds, with a report")
     compare.add_argument("disease")
@@ -47,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--folds", type=_positive, default=3)
     compare.add_argument("--subset", type=_positive, default=None,
                          help="about this many images of the non-test part, whole patient groups (compute budget)")
+    compare.add_argument("--per-group", type=_positive, default=None,
+                         help="at most this many images of each patient group, drawn within it, before --subset "
+                         "(spreads a small budget over many patients, e.g. malaria's ~140 cells a patient)")
     compare.add_argument("--report-dir", type=Path, default=Path("reports"),
                          help="the report goes to <report-dir>/<disease>/ (default: reports/)")
 
@@ -99,6 +111,9 @@ def _add_training(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--colour-mode", choices=("grayscale", "rgb"), default=None,
                         help="for a disease without tuned defaults (default: from <data>/<disease>/disease.json, "
                         "else detected from the images)")
+    parser.add_argument("--enhancement", choices=("none", "fundus"), default=None,
+                        help="a modality's standard preparation before the resize, in training and serving alike "
+                        "(fundus: crop to the disc, normalise colour; default: the disease's own)")
     parser.add_argument("--description", default=None, help="what the model tells apart, for its card")
     parser.add_argument("--caveat", action="append", default=[], help="a caveat for the card (repeatable)")
     parser.add_argument("--arch", choices=ARCHITECTURES, default="paper_cnn",
@@ -128,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     from training.data import DataError
 
     commands = {"evaluate": _evaluate, "calibrate": _calibrate, "cross-validate": _cross_validate, "compare": _compare,
+                "confound": _confound,
                 "train": _train, "train-all": _train_all}
     try:
         # Progress (Keras prints it) goes to stderr; stdout carries only the answer, e.g. JSON to pipe on.
@@ -156,7 +172,8 @@ def _options(args: argparse.Namespace, disease: str):
     return TrainOptions(
         disease=disease, data_dir=args.data, models_dir=args.out, recipe=args.recipe, epochs=args.epochs,
         batch_size=args.batch_size, image_size=args.image_size, augment=args.augment, seed=args.seed,
-        colour_mode=args.colour_mode, description=args.description, caveats=tuple(args.caveat),
+        colour_mode=args.colour_mode, enhancement=args.enhancement, description=args.description,
+        caveats=tuple(args.caveat),
         target_sensitivity=args.target_sensitivity, arch=args.arch, strategy=args.strategy,
         checkpoint_dir=args.checkpoint_dir,
         weights=None if args.weights == "none" else args.weights, verbose=1 if sys.stderr.isatty() else 2,
@@ -183,11 +200,17 @@ def _cross_validate(args: argparse.Namespace) -> str:
                       indent=2)
 
 
+def _confound(args: argparse.Namespace) -> str:
+    from training.confound import confound_check
+
+    return json.dumps(confound_check(_options(args, args.disease), report_dir=args.report_dir), indent=2)
+
+
 def _compare(args: argparse.Namespace) -> str:
     from training.compare import compare
 
     result = compare(_options(args, args.disease), args.archs, folds=args.folds, subset=args.subset,
-                     image_size=args.image_size, report_dir=args.report_dir)
+                     image_size=args.image_size, report_dir=args.report_dir, per_group=args.per_group)
     return json.dumps({arch: r["summary"] for arch, r in result["architectures"].items()}, indent=2)
 
 

@@ -34,17 +34,19 @@ PAPER_TABLE_1 = {  # disease -> (test accuracy in Table 1, best figure stated in
 
 
 def compare(options: TrainOptions, archs: list[str], folds: int = 3, subset: int | None = None,
-            image_size: int | None = None, report_dir: Path = Path("reports")) -> dict[str, object]:
+            image_size: int | None = None, report_dir: Path = Path("reports"), per_group: int | None = None,
+            ) -> dict[str, object]:
     config = resolve_disease(options)
     recipe = resolve_recipe(config, options)
     size = max(image_size or config.image_size, *(min_side(arch) for arch in archs))
     spec = config.spec(size)
-    pool = cross_validation_pool(options, spec, folds, subset)
+    pool = cross_validation_pool(options, spec, folds, subset, per_group)
     started = time.perf_counter()
     results: dict[str, dict] = {}
     comparison = {
         "disease": options.disease, "folds": folds, "seed": options.seed, "input": list(spec.shape),
         "images": len(pool.samples), "groups": len({s.group for s in pool.samples}), "subset": subset,
+        "per_group": per_group,
         "recipe": recipe.as_dict(), "weights": options.weights or "none", "architectures": results,
         "seconds": 0.0, "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU",
     }
@@ -74,7 +76,7 @@ def compare(options: TrainOptions, archs: list[str], folds: int = 3, subset: int
     return comparison
 
 
-SAME_RUN = ("disease", "folds", "seed", "input", "images", "groups", "subset", "recipe", "weights")
+SAME_RUN = ("disease", "folds", "seed", "input", "images", "groups", "subset", "per_group", "recipe", "weights")
 
 
 def _earlier_results(path: Path, comparison: dict) -> dict[str, dict]:
@@ -152,6 +154,7 @@ def report_markdown(comparison: dict) -> str:
         "",
         f"{comparison['folds']}-fold grouped, stratified cross-validation on the non-test part "
         f"({comparison['images']} images of {comparison['groups']} patient/slide groups"
+        + (f", at most {comparison['per_group']} of each group" if comparison.get("per_group") else "")
         + (f", a grouped subset of about {comparison['subset']}" if comparison.get("subset") else "")
         + f"); every architecture on the same folds; input {height}x{width}x{channels}; recipe "
         f"`{recipe['name']}`, {recipe['epochs']} epochs, batch {recipe['batch_size']}; weights "

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from app.model_store import DISEASE_NAME
-from app.preprocessing import ColourMode, InputSpec
+from app.preprocessing import ColourMode, Enhancement, InputSpec
 
 
 @dataclass(frozen=True)
@@ -51,10 +51,11 @@ class DiseaseConfig:
     caveats: tuple[str, ...] = ()
     target: str = "-"  # what the shipped model should reach on its test part (README results table)
     described_by: str = "MedScan's tuned defaults"
+    enhancement: Enhancement = Enhancement.NONE
 
     def spec(self, image_size: int | None = None) -> InputSpec:
         size = image_size or self.image_size
-        return InputSpec(height=size, width=size, colour_mode=self.colour_mode)
+        return InputSpec(height=size, width=size, colour_mode=self.colour_mode, enhancement=self.enhancement)
 
     def recipe(self, name: str) -> Recipe:
         if name == "paper":
@@ -142,8 +143,8 @@ def get_disease(name: str) -> DiseaseConfig:
 CONFIG_FILE = "disease.json"  # beside the images: <data>/<disease>/disease.json
 # A disease we have not tuned: the paper's input range midpoint, light augmentation, a longer run.
 GENERIC_RECIPE = replace(MEDSCAN, epochs=30, augment=True)
-CONFIG_KEYS = {"description", "source", "image_size", "colour_mode", "caveats", "target", "epochs", "batch_size",
-               "learning_rate", "augment", "flip_horizontal", "flip_vertical"}
+CONFIG_KEYS = {"description", "source", "image_size", "colour_mode", "enhancement", "caveats", "target", "epochs",
+               "batch_size", "learning_rate", "augment", "flip_horizontal", "flip_vertical"}
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,7 @@ class DiseaseFlags:
 
     image_size: int | None = None
     colour_mode: str | None = None
+    enhancement: str | None = None
     description: str | None = None
     caveats: tuple[str, ...] = ()
 
@@ -173,11 +175,12 @@ def describe_disease(name: str, data_dir: Path, flags: DiseaseFlags = DiseaseFla
     if file.is_file():
         config = _apply_file(config, file)
         sources.append(str(file))
-    said = {key: value for key, value in (("image_size", flags.image_size), ("colour_mode", flags.colour_mode),
-                                          ("description", flags.description)) if value is not None}
+    said = {key: value for key, value in (
+        ("image_size", flags.image_size), ("description", flags.description),
+        ("colour_mode", flags.colour_mode and ColourMode(flags.colour_mode)),
+        ("enhancement", flags.enhancement and Enhancement(flags.enhancement))) if value is not None}
     if said or flags.caveats:
-        config = replace(config, **{**said, **({"colour_mode": ColourMode(flags.colour_mode)} if flags.colour_mode
-                                               else {})}, caveats=config.caveats + tuple(flags.caveats))
+        config = replace(config, **said, caveats=config.caveats + tuple(flags.caveats))
         sources.append("command-line flags")
     return replace(config, described_by=" + ".join(sources))
 
@@ -195,6 +198,8 @@ def _apply_file(config: DiseaseConfig, file: Path) -> DiseaseConfig:
     fields = {k: v for k, v in values.items() if k not in recipe_keys}
     if "colour_mode" in fields:
         fields["colour_mode"] = ColourMode(fields["colour_mode"])
+    if "enhancement" in fields:
+        fields["enhancement"] = Enhancement(fields["enhancement"])
     if "caveats" in fields:
         fields["caveats"] = tuple(fields["caveats"])
     return replace(config, medscan=recipe, **fields)

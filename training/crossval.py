@@ -19,7 +19,7 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 from app.model_card import SplitSpec
-from app.preprocessing import InputSpec
+from app.preprocessing import Enhancement, InputSpec
 from app.scoring import normalise
 from training.data import Sample, check_trainable, find_samples, split_as
 from training.evaluate import compute_metrics
@@ -80,11 +80,15 @@ class Pool:
         return ~(evaluated | validation), validation, evaluated
 
 
-def cross_validation_pool(options: TrainOptions, spec: InputSpec, folds: int, subset: int | None = None) -> Pool:
-    """The non-test part (optionally a grouped, stratified subset of about `subset` images) in folds."""
+def cross_validation_pool(options: TrainOptions, spec: InputSpec, folds: int, subset: int | None = None,
+                          per_group: int | None = None) -> Pool:
+    """The non-test part (optionally a grouped subset of about `subset` images, at most `per_group` of each
+    patient) in folds."""
     split = split_as(find_samples(options.data_dir, options.disease), SplitSpec(seed=options.seed))
     check_trainable(split)
     pool = split.train + split.validation  # everything but the test part
+    if per_group is not None:
+        pool = capped_per_group(pool, per_group, options.seed)
     if subset is not None and subset < len(pool):
         pool = grouped_subset(pool, subset, options.seed)
     decoded = decode_samples(pool, spec)
@@ -108,6 +112,23 @@ def grouped_subset(samples: list[Sample], size: int, seed: int) -> list[Sample]:
             break
         chosen += by_group[group]
     return chosen
+
+
+def capped_per_group(samples: list[Sample], cap: int, seed: int) -> list[Sample]:
+    """At most `cap` images of each patient group, drawn at random within the group (so its class mix stays).
+
+    Malaria has ~140 cells a patient: a subset of whole patients would hold only a handful of them, too few
+    to measure anything on new patients. Capping cells per patient spreads the same budget over many."""
+    rng = np.random.default_rng(seed)
+    by_group: dict[str, list[Sample]] = {}
+    for sample in samples:
+        by_group.setdefault(sample.group, []).append(sample)
+    kept: list[Sample] = []
+    for group in sorted(by_group):
+        members = by_group[group]
+        chosen = sorted(rng.choice(len(members), size=min(cap, len(members)), replace=False))
+        kept += [members[i] for i in chosen]
+    return kept
 
 
 def evaluate_round(options: TrainOptions, spec: InputSpec, recipe: Recipe, pool: Pool, fold: int, folds: int,
@@ -143,14 +164,15 @@ def cross_validate(options: TrainOptions, folds: int = 5, report_dir: Path | Non
     rounds = [evaluate_round(options, spec, recipe, pool, fold, folds)[0] for fold in range(folds)]
     result = {
         "disease": options.disease, "folds": folds, "seed": options.seed, "arch": options.arch,
-        "input": list(spec.shape), "recipe": recipe.as_dict(), "images": len(pool.samples),
+        "input": list(spec.shape), "enhancement": spec.enhancement.value, "recipe": recipe.as_dict(), "images": len(pool.samples),
         "groups": len({s.group for s in pool.samples}), "summary": summarise(rounds),
         "rounds": [asdict(r) for r in rounds], "seconds": round(time.perf_counter() - started, 1),
     }
     if report_dir is not None:
         report_dir.mkdir(parents=True, exist_ok=True)
         arch = "" if options.arch == "paper_cnn" else f"-{options.arch}"
-        tag = (f"{options.disease}{arch}-{recipe.name}{'-augment' if recipe.augment else ''}-{spec.height}px-"
+        enhancement = "" if spec.enhancement is Enhancement.NONE else f"-{spec.enhancement}"
+        tag = (f"{options.disease}{arch}{enhancement}-{recipe.name}{'-augment' if recipe.augment else ''}-{spec.height}px-"
                f"{recipe.epochs}ep")
         (report_dir / f"{tag}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return result

@@ -60,6 +60,7 @@ class TrainOptions:
     image_size: int | None = None
     augment: bool | None = None  # None: the recipe's own choice
     colour_mode: str | None = None  # for a disease we have no defaults for; see training/config.py
+    enhancement: str | None = None  # None: the disease's own (app/preprocessing.py Enhancement)
     description: str | None = None
     caveats: tuple[str, ...] = ()
     seed: int = 42
@@ -73,7 +74,7 @@ class TrainOptions:
 
 def resolve_disease(options: TrainOptions) -> DiseaseConfig:
     flags = DiseaseFlags(image_size=options.image_size, colour_mode=options.colour_mode,
-                         description=options.description, caveats=options.caveats)
+                         enhancement=options.enhancement, description=options.description, caveats=options.caveats)
     return describe_disease(options.disease, options.data_dir, flags)
 
 
@@ -196,7 +197,7 @@ def train(options: TrainOptions) -> Path | None:
     epochs_run = len(history.get("loss", []))
     card = ModelCard(
         disease=options.disease, version=0, description=config.description,
-        input=InputCard.from_spec(spec), preprocessing=preprocessing.DESCRIPTION,
+        input=InputCard.from_spec(spec), preprocessing=preprocessing.describe(spec),
         output=OUTPUT_DESCRIPTION, metrics=PENDING_METRICS,
         data=DataCard(
             source=config.source,

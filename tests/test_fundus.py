@@ -1,0 +1,71 @@
+"""The fundus preparation: disc found and cropped, one circular field of view, colour and contrast made alike."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from app.fundus import circle_mask, disc_box, normalise_fundus
+from app.preprocessing import ColourMode, Enhancement, InputSpec, decode
+from tests.images import image_bytes
+
+
+def fundus_photo(width: int = 300, height: int = 240, *, box: tuple[int, int, int, int] = (60, 20, 260, 220),
+                 tint: tuple[int, int, int] = (200, 110, 60), gain: float = 1.0, seed: int = 0) -> Image.Image:
+    """A disc of one tint on black, with 'vessels' (dark lines) and 'lesions' (bright dots) at fixed places."""
+    image = Image.new("RGB", (width, height), (0, 0, 0))
+    draw = ImageDraw.Draw(image)
+    draw.ellipse(box, fill=tint)
+    left, top, right, bottom = box
+    for k in range(5):  # vessels across the disc, relative to it
+        x = left + (k + 1) * (right - left) // 6
+        draw.line([(x, top + 20), (x + 15, bottom - 20)], fill=tuple(int(c * 0.5) for c in tint), width=3)
+    rng = np.random.default_rng(seed)
+    for _ in range(12):
+        x, y = rng.integers(left + 40, right - 40), rng.integers(top + 40, bottom - 40)
+        draw.ellipse((x - 3, y - 3, x + 3, y + 3), fill=(255, 240, 180))
+    pixels = np.asarray(image, dtype=np.float32) * gain
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def test_the_disc_box_is_found_and_a_blank_image_keeps_its_frame() -> None:
+    left, top, right, bottom = disc_box(fundus_photo(box=(60, 20, 260, 220)))
+    assert abs(left - 60) <= 3 and abs(top - 20) <= 3 and abs(right - 261) <= 3 and abs(bottom - 221) <= 3
+    assert disc_box(Image.new("RGB", (50, 40))) == (0, 0, 50, 40)
+
+
+def test_the_result_is_square_with_a_uniform_surround_whatever_the_photograph() -> None:
+    for photo in (fundus_photo(), fundus_photo(400, 200, box=(100, -40, 300, 240))):  # a disc cut off top and bottom
+        result = np.asarray(normalise_fundus(photo, 64), dtype=np.int16)
+        assert result.shape == (256, 256, 3)
+        outside = ~circle_mask(256)
+        assert np.all(result[outside] == 128)
+        inside = result[~outside].astype(np.float32)
+        assert np.allclose(inside.mean(axis=0), 128, atol=3)
+        # 32 before clipping; the saturated synthetic lesions lose a little to the clip
+        assert np.all((inside.std(axis=0) > 24) & (inside.std(axis=0) < 34))
+
+
+def test_tint_and_exposure_of_the_camera_are_taken_away_but_vessels_and_lesions_stay() -> None:
+    warm = np.asarray(normalise_fundus(fundus_photo(tint=(200, 110, 60)), 64), dtype=np.float32)
+    dim_cool = np.asarray(normalise_fundus(fundus_photo(tint=(150, 120, 90), gain=0.6), 64), dtype=np.float32)
+    raw_difference = np.abs(np.asarray(fundus_photo(tint=(200, 110, 60)), np.float32)
+                            - np.asarray(fundus_photo(tint=(150, 120, 90), gain=0.6), np.float32)).mean()
+    assert np.abs(warm - dim_cool).mean() < raw_difference / 4
+    plain = np.asarray(normalise_fundus(fundus_photo(seed=1), 64), dtype=np.float32)
+    other_lesions = np.asarray(normalise_fundus(fundus_photo(seed=2), 64), dtype=np.float32)
+    assert np.abs(plain - other_lesions).max() > 60  # the lesions are still there to see
+
+
+def test_grayscale_fundus_keeps_its_mode() -> None:
+    result = normalise_fundus(fundus_photo().convert("L"), 32)
+    assert result.mode == "L" and result.size == (128, 128)
+
+
+def test_the_service_prepares_a_fundus_upload_to_the_model_input() -> None:
+    spec = InputSpec(48, 48, ColourMode.RGB, Enhancement.FUNDUS)
+    pixels = decode(image_bytes(fundus_photo(), "JPEG"), spec, max_pixels=10**6).pixels
+    assert pixels.shape == (48, 48, 3) and pixels.dtype == np.uint8
+    assert np.all(pixels[0, 0] == 128)  # the corner is outside the field of view
+    plain = decode(image_bytes(fundus_photo(), "JPEG"), InputSpec(48, 48, ColourMode.RGB), max_pixels=10**6).pixels
+    assert np.all(plain[0, 0] < 10)  # without the enhancement the black surround stays
