@@ -154,6 +154,25 @@ class TrainingCard(BaseModel):
     machine: str
 
 
+class CrossValidation(BaseModel):
+    """Grouped, stratified k-fold cross-validation of the recipe on the non-test part (`python -m training
+    cross-validate`): how it does on patients it has not seen, mean and standard deviation over rounds."""
+
+    folds: int
+    seed: int
+    images: int
+    groups: int
+    input: list[int]
+    enhancement: Enhancement = Enhancement.NONE
+    architecture: str
+    recipe: dict[str, object]
+    differences: list[str] = Field(default_factory=list,
+                                   description="where the cross-validated recipe differs from this model's")
+    summary: dict[str, dict[str, float]]
+    seconds: float
+    report: str = Field(description="the full result, rounds included, in the repository")
+
+
 class ModelCard(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -171,6 +190,7 @@ class ModelCard(BaseModel):
     out_of_distribution: OutOfDistribution | None = Field(
         None, description="absent in cards before format 2: no out-of-distribution check"
     )
+    cross_validation: CrossValidation | None = Field(None, description="absent: the recipe was not cross-validated")
     derived_from: int | None = Field(None, description="version whose weights this one re-exports, if any")
     data: DataCard
     training: TrainingCard

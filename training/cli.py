@@ -38,6 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
     cross_validate.add_argument("--report-dir", type=Path, default=Path("reports/crossval"),
                                 help="where the JSON result is written (default: reports/crossval/)")
 
+    record = commands.add_parser(
+        "record-crossval", help="put a cross-validation result (reports/crossval/*.json) into a version's card, "
+        "with where its recipe differs from the version's")
+    record.add_argument("disease")
+    record.add_argument("report", type=Path)
+    record.add_argument("--out", type=Path, default=Path("models"), help="models folder (default: models/)")
+    record.add_argument("--version", type=_positive, default=None, help="model version (default: the latest)")
+
     confound = commands.add_parser(
         "confound", help="how well a linear model on global colour and border statistics (blind to lesions) "
         "separates the classes, on the pixels the model is fed")
@@ -143,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     from training.data import DataError
 
     commands = {"evaluate": _evaluate, "calibrate": _calibrate, "cross-validate": _cross_validate, "compare": _compare,
-                "confound": _confound,
+                "confound": _confound, "record-crossval": _record_crossval,
                 "train": _train, "train-all": _train_all}
     try:
         # Progress (Keras prints it) goes to stderr; stdout carries only the answer, e.g. JSON to pipe on.
@@ -198,6 +206,13 @@ def _cross_validate(args: argparse.Namespace) -> str:
     result = cross_validate(_options(args, args.disease), folds=args.folds, report_dir=args.report_dir)
     return json.dumps({key: result[key] for key in ("disease", "folds", "input", "images", "groups", "summary")},
                       indent=2)
+
+
+def _record_crossval(args: argparse.Namespace) -> str:
+    from training.card_crossval import record_in_card
+
+    card = record_in_card(args.out, args.disease, args.report, args.version)
+    return json.dumps(card.model_dump(include={"disease", "version", "cross_validation"}), indent=2)
 
 
 def _confound(args: argparse.Namespace) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from training.architectures import min_side
+from training.config import DISEASES
 from training.crossval import METRICS, cross_validation_pool, evaluate_round, summarise
 from training.train import TrainOptions, resolve_disease, resolve_recipe
 
@@ -27,10 +28,6 @@ log = logging.getLogger("training")
 # What the paper states (Eur. J. Mol. Clin. Med. 9(3), 2022); '-' where it gives no figure.
 PAPER_TABLE_2 = {"the paper's architecture": 98.43, "xception": 98.40, "resnet50": 97.13, "CNN": 96.80,
                  "densenet121": 94.26}
-PAPER_TABLE_1 = {  # disease -> (test accuracy in Table 1, best figure stated in the text)
-    "malaria": ("-", "95.6%"), "pneumonia": ("59.5%", "99.5%"), "brain_tumor": ("95.5%", "-"),
-    "breast_cancer": ("88.1% (CNN+VGG16)", "92.2%"), "retinopathy": ("87.2%", "95.6%"),
-}
 
 
 def compare(options: TrainOptions, archs: list[str], folds: int = 3, subset: int | None = None,
@@ -168,7 +165,7 @@ def report_markdown(comparison: dict) -> str:
         lines.append(f"| {arch} | " + " | ".join(_cell(result["summary"], m) for m in METRICS)
                      + f" | {result['parameters']:,} | {result['train_ms_per_image_epoch']:.2f}"
                      f" | {result['inference_ms_per_image']:.3f} |")
-    test, text = PAPER_TABLE_1.get(disease, ("-", "-"))
+    test, text = DISEASES[disease].paper if disease in DISEASES else ("-", "-")
     lines += [
         "",
         "![ROC curves](roc.png) ![accuracy, sensitivity, specificity](metrics.png)",

@@ -19,17 +19,18 @@ def shipped_cards(models_dir: Path) -> list[ModelCard]:
     return cards
 
 
+def _header(*columns: str) -> list[str]:
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
 def _interval(card: ModelCard, name: str, value: float) -> str:
     bounds = (card.metrics.intervals or {}).get(name)
     return f"{value:.2%} ({bounds[0]:.1%}-{bounds[1]:.1%})" if bounds else f"{value:.2%}"
 
 
 def table(models_dir: Path) -> str:
-    lines = [
-        "| disease | version | input | images train / val / test | accuracy (95% CI) | sensitivity | specificity "
-        "| F1 | ROC AUC | training time | target |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    lines = _header("disease", "version", "input", "images train / val / test", "accuracy (95% CI)", "sensitivity",
+                    "specificity", "F1", "ROC AUC", "training time", "target")
     for card in shipped_cards(models_dir):
         m, counts = card.metrics, card.data.counts
         sizes = " / ".join(str(sum(part.values())) for part in (counts.train, counts.validation, counts.test))
@@ -44,12 +45,9 @@ def table(models_dir: Path) -> str:
 
 
 def trust_table(models_dir: Path) -> str:
-    lines = [
-        "| disease | temperature | ECE before -> after (test) | Brier before -> after | screening threshold "
-        "| sens / spec at it (test) | sens / spec at 0.5 | flagged OOD: own test | other diseases (lowest) "
-        "| photographs | noise, blank |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    lines = _header("disease", "temperature", "ECE before -> after (test)", "Brier before -> after",
+                    "screening threshold", "sens / spec at it (test)", "sens / spec at 0.5", "flagged OOD: own test",
+                    "other diseases (lowest)", "photographs", "noise, blank")
     for card in shipped_cards(models_dir):
         cal, screen, ood = card.calibration, card.screening, card.out_of_distribution
         if not (cal and cal.test and screen and screen.test and screen.test_at_0_5 and ood):
@@ -81,6 +79,38 @@ def _point(point) -> str:
     return f"{one('sensitivity')} / {one('specificity')}"
 
 
+def crossval_table(models_dir: Path) -> str:
+    """Each shipped model's recipe on patients it has not seen (grouped k-fold), beside its test part and the paper."""
+    lines = _header("disease", "version", "grouped CV: accuracy", "sensitivity", "specificity", "ROC AUC",
+                    "images / groups, folds", "recipe differs in", "test part: accuracy (95% CI)", "goal (CV)",
+                    "paper: Table 1 test / text")
+    for card in shipped_cards(models_dir):
+        config = DISEASES.get(card.disease)
+        paper = " / ".join(config.paper) if config else "-"
+        test = _interval(card, "accuracy", card.metrics.accuracy)
+        cv = card.cross_validation
+        if cv is None:
+            lines.append(f"| {card.disease} | {card.version} | not cross-validated |||||| {test} "
+                         f"| {config.goal if config else '-'} | {paper} |")
+            continue
+        lines.append(
+            f"| {card.disease} | {card.version} | {_spread(cv.summary, 'accuracy')} "
+            f"| {_spread(cv.summary, 'sensitivity')} | {_spread(cv.summary, 'specificity')} "
+            f"| {_spread(cv.summary, 'roc_auc', percent=False)} | {cv.images:,} / {cv.groups:,}, {cv.folds} "
+            f"| {'; '.join(cv.differences) or '-'} | {test} | {config.goal if config else '-'} | {paper} |"
+        )
+    return "\n".join(lines)
+
+
+def _spread(summary: dict[str, dict[str, float]], name: str, percent: bool = True) -> str:
+    figure = summary.get(name)
+    if figure is None:
+        return "-"
+    if percent:
+        return f"{figure['mean']:.2%} +- {figure['std']:.2%}"
+    return f"{figure['mean']:.3f} +- {figure['std']:.3f}"
+
+
 def _flag(flagged: dict, name: str) -> str:
     rate = flagged.get(name)
     return f"{rate.flagged:.1%} of {rate.n_images}" if rate else "-"
@@ -89,5 +119,7 @@ def _flag(flagged: dict, name: str) -> str:
 if __name__ == "__main__":
     folder = Path(sys.argv[1] if len(sys.argv) > 1 else "models")
     print(table(folder))
+    print()
+    print(crossval_table(folder))
     print()
     print(trust_table(folder))

@@ -1,0 +1,30 @@
+"""The README's tables are built from the cards: every figure in them comes from a card."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from app.model_card import CrossValidation, write_card
+from app.preprocessing import ColourMode, InputSpec
+from tests.model_fixtures import fixture_card
+from training.results_table import crossval_table
+
+
+def write_version(models: Path, disease: str, cross_validation: CrossValidation | None = None) -> None:
+    folder = models / disease / "2"
+    folder.mkdir(parents=True)
+    card = fixture_card(disease, 2, InputSpec(50, 50, ColourMode.GRAYSCALE))
+    write_card(card.model_copy(update={"cross_validation": cross_validation}), folder / "metadata.json")
+
+
+def test_the_crossval_table_shows_each_cards_figures_goal_and_the_papers(tmp_path: Path) -> None:
+    summary = {"accuracy": {"mean": 0.9258, "std": 0.0124}, "roc_auc": {"mean": 0.9834, "std": 0.005}}
+    write_version(tmp_path, "malaria", CrossValidation(
+        folds=5, seed=42, images=20518, groups=147, input=[50, 50, 1], architecture="paper_cnn", recipe={},
+        differences=["epochs: 12 vs 20"], summary=summary, seconds=1700, report="reports/crossval/m.json"))
+    write_version(tmp_path, "pneumonia")
+    rows = {line.split(" | ")[0].strip("| "): line for line in crossval_table(tmp_path).splitlines()[2:]}
+    assert "92.58% +- 1.24%" in rows["malaria"] and "0.983 +- 0.005" in rows["malaria"]
+    assert "20,518 / 147, 5" in rows["malaria"] and "epochs: 12 vs 20" in rows["malaria"]
+    assert "accuracy >= 97.0%" in rows["malaria"] and "- / 95.6%" in rows["malaria"]
+    assert "not cross-validated" in rows["pneumonia"] and "59.5% / 99.5%" in rows["pneumonia"]

@@ -1,0 +1,57 @@
+"""`python -m training record-crossval <disease> <report.json>`: put a cross-validation result into the card of
+the version trained with that recipe, saying where the two differ (e.g. fewer epochs to fit the compute).
+
+Cross-validation measures a recipe, not one set of weights; the card carries it so that a reader sees the
+figure on unseen patients beside the test part's, and the README's table is built from the cards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from app.model_card import CrossValidation, ModelCard, read_card, write_card
+from app.model_store import METADATA_FILE, latest_version, version_dir
+from training.data import DataError
+
+NOT_RECIPE = {"class_weights_used", "selection", "bn_recalibrated"}  # what training measured, not what it was asked to do
+
+
+def differences(card: ModelCard, result: dict) -> list[str]:
+    """Where the cross-validated recipe, input and architecture differ from the card's model."""
+    found = []
+    model_shape = [card.input.height, card.input.width, card.input.channels]
+    if list(result["input"]) != model_shape:
+        found.append(f"input: {result['input']} vs {model_shape}")
+    if result.get("enhancement", "none") != card.input.enhancement:
+        found.append(f"enhancement: {result.get('enhancement', 'none')} vs {card.input.enhancement}")
+    if result.get("arch", "paper_cnn") != card.training.architecture:
+        found.append(f"architecture: {result.get('arch', 'paper_cnn')} vs {card.training.architecture}")
+    settings = {key: value for key, value in card.training.settings.items() if key not in NOT_RECIPE}
+    for key in sorted(set(result["recipe"]) | set(settings)):
+        if key in settings and result["recipe"].get(key) != settings[key]:
+            found.append(f"{key}: {result['recipe'].get(key)} vs {settings[key]}")
+    return found
+
+
+def record_in_card(models_dir: Path, disease: str, report: Path, version: int | None = None) -> ModelCard:
+    result = json.loads(report.read_text(encoding="utf-8"))
+    if result.get("disease") != disease:
+        raise DataError(f"{report} is a cross-validation of {result.get('disease')!r}, not {disease!r}")
+    version = version or latest_version(models_dir, disease)
+    folder = version_dir(models_dir, disease, version) if version else None
+    if folder is None or not (folder / METADATA_FILE).is_file():
+        raise DataError(f"no version {version or ''} of {disease} under {models_dir}")
+    card = read_card(folder / METADATA_FILE)
+    recorded = CrossValidation(
+        folds=result["folds"], seed=result["seed"], images=result["images"], groups=result["groups"],
+        input=result["input"], enhancement=result.get("enhancement", "none"),
+        architecture=result.get("arch", "paper_cnn"), recipe=result["recipe"], differences=differences(card, result),
+        summary=result["summary"], seconds=result["seconds"], report=report.as_posix(),
+    )
+    card = card.model_copy(update={"cross_validation": recorded})
+    staged = folder / f".{METADATA_FILE}.new"
+    write_card(card, staged)
+    os.replace(staged, folder / METADATA_FILE)  # atomic: a reader sees the old card or the new one
+    return card
