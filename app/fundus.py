@@ -43,9 +43,14 @@ def circle_mask(side: int) -> np.ndarray:
     return (x - centre) ** 2 + (y - centre) ** 2 <= (MASK_RADIUS * side / 2) ** 2
 
 
+def work_side(input_side: int) -> int:
+    """The side at which the disc is normalised (and below which a JPEG must not be decoded)."""
+    return min(WORK_SCALE * input_side, WORK_MAX)
+
+
 def normalise_fundus(image: Image.Image, input_side: int) -> Image.Image:
     """An RGB or L fundus photograph -> the disc alone, square, colour-normalised, in the same mode."""
-    side = min(WORK_SCALE * input_side, WORK_MAX)
+    side = work_side(input_side)
     disc = image.crop(disc_box(image)).resize((side, side), Image.Resampling.BILINEAR)
     blurred = disc.filter(ImageFilter.GaussianBlur(radius=side / 60))
     detail = np.asarray(disc, dtype=np.float32) - np.asarray(blurred, dtype=np.float32)

@@ -125,7 +125,7 @@ def load_first_frame(image: Image.Image, target: InputSpec | None = None) -> Ima
     try:
         image.seek(0)
         if target is not None and image.format in {"JPEG", "MPO"}:
-            side = max(target.height, target.width)
+            side = decoded_side(target)
             image.draft(image.mode, (side, side))
         image.load()
         return ImageOps.exif_transpose(image)
@@ -133,6 +133,16 @@ def load_first_frame(image: Image.Image, target: InputSpec | None = None) -> Ima
         raise ImageTooLarge(str(error)) from error
     except (OSError, ValueError, SyntaxError, EOFError) as error:
         raise CorruptImage(f"the image data is truncated or corrupt ({error})") from error
+
+
+def decoded_side(spec: InputSpec) -> int:
+    """The smallest side a reduced JPEG decode may give: the input size, or what the enhancement works at."""
+    side = max(spec.height, spec.width)
+    if spec.enhancement is Enhancement.FUNDUS:
+        from app.fundus import work_side
+
+        return work_side(side)
+    return side
 
 
 def open_image(data: bytes, *, max_pixels: int, target: InputSpec | None = None) -> Image.Image:

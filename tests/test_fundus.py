@@ -69,3 +69,13 @@ def test_the_service_prepares_a_fundus_upload_to_the_model_input() -> None:
     assert np.all(pixels[0, 0] == 128)  # the corner is outside the field of view
     plain = decode(image_bytes(fundus_photo(), "JPEG"), InputSpec(48, 48, ColourMode.RGB), max_pixels=10**6).pixels
     assert np.all(plain[0, 0] < 10)  # without the enhancement the black surround stays
+
+
+def test_a_large_jpeg_is_decoded_no_smaller_than_the_fundus_work_size() -> None:
+    from app.fundus import work_side
+    from app.preprocessing import load_first_frame, read_header
+
+    data = image_bytes(fundus_photo(1600, 1200, box=(300, 100, 1300, 1100)), "JPEG")
+    fundus = load_first_frame(read_header(data, max_pixels=10**7), InputSpec(96, 96, ColourMode.RGB, Enhancement.FUNDUS))
+    plain = load_first_frame(read_header(data, max_pixels=10**7), InputSpec(96, 96, ColourMode.RGB))
+    assert min(fundus.size) >= work_side(96) > min(plain.size)  # the disc keeps its detail for the normalisation

@@ -15,7 +15,8 @@ from app.model_card import CrossValidation, ModelCard, read_card, write_card
 from app.model_store import METADATA_FILE, latest_version, version_dir
 from training.data import DataError
 
-NOT_RECIPE = {"class_weights_used", "selection", "bn_recalibrated"}  # what training measured, not what it was asked to do
+# What training measured and wrote beside the recipe, not what it was asked to do.
+NOT_RECIPE = {"class_weights_used", "selection", "bn_recalibrated"}
 
 
 def differences(card: ModelCard, result: dict) -> list[str]:
