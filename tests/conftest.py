@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from app.model_card import CrossValidation
 from tests.images import blob
 
 SHARED_DATASETS = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"
@@ -90,6 +91,12 @@ def client(service_settings):
 TEMPERATURE, THRESHOLD = 2.0, 0.3
 
 
+FIXTURE_CROSS_VALIDATION = CrossValidation(
+    folds=5, seed=42, images=2000, groups=140, input=[50, 50, 1], architecture="paper_cnn", recipe={},
+    differences=["epochs: 12 vs 20"], seconds=1.0, report="reports/crossval/fixture.json",
+    summary={"accuracy": {"mean": 0.9258, "std": 0.0124}, "roc_auc": {"mean": 0.9834, "std": 0.005}})
+
+
 @pytest.fixture(scope="session")
 def trust_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Models with a trust layer (malaria: temperature and threshold set; brain_tumor: every image out
@@ -97,7 +104,8 @@ def trust_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.model_fixtures import export_legacy, export_untrained
 
     models = tmp_path_factory.mktemp("trust-models")
-    export_untrained(models, "malaria", size=50, temperature=TEMPERATURE, threshold=THRESHOLD, ood_threshold=1e6)
+    export_untrained(models, "malaria", size=50, temperature=TEMPERATURE, threshold=THRESHOLD, ood_threshold=1e6,
+                     cross_validation=FIXTURE_CROSS_VALIDATION)
     export_untrained(models, "brain_tumor", size=48, ood_threshold=0.0)  # every image is out of distribution
     export_legacy(models, "breast_cancer", size=50)
     return models

@@ -99,11 +99,31 @@ function showModel() {
   const card = model.card;
   const input = card.input;
   summary.textContent = `Version ${card.version}. Expects ${MODALITY[card.disease] || "images like its training data"}; ` +
-    `resized to ${input.width}x${input.height} ${input.colour_mode}. Intended use: ${card.intended_use}.`;
+    `${PREPARATION[input.enhancement] || ""}resized to ${input.width}x${input.height} ${input.colour_mode}. ` +
+    `Intended use: ${card.intended_use}.`;
   const explain = $("explain");
   explain.disabled = !model.explainable;
   if (!model.explainable) explain.checked = false;
   body.replaceChildren(...cardContents(card));
+}
+
+const PREPARATION = { fundus: "cropped to the eye disc, colour and contrast normalised, " };
+
+function crossValidation(cv) {
+  if (!cv) return "not cross-validated yet";
+  const spread = (name, scale) => {
+    const figure = cv.summary[name];
+    if (!figure) return null;
+    return scale ? `${(100 * figure.mean).toFixed(1)}% \u00b1 ${(100 * figure.std).toFixed(1)}`
+                 : `${figure.mean.toFixed(3)} \u00b1 ${figure.std.toFixed(3)}`;
+  };
+  const figures = [["accuracy", "accuracy", true], ["sensitivity", "sensitivity", true],
+                   ["specificity", "specificity", true], ["roc_auc", "ROC AUC", false]]
+    .map(([name, title, scale]) => [title, spread(name, scale)]).filter(([, text]) => text)
+    .map(([title, text]) => `${title} ${text}`);
+  return `${cv.folds}-fold grouped cross-validation of this recipe (${cv.images} images of ${cv.groups} ` +
+    `patients): ${figures.join(", ")}` +
+    (cv.differences.length ? `; the cross-validated recipe differed in ${cv.differences.join(", ")}` : "");
 }
 
 function cardContents(card) {
@@ -130,6 +150,7 @@ function cardContents(card) {
       `${percent(card.screening.target_sensitivity)} sensitivity` +
       (test ? `; on the test part: sensitivity ${percent(test.sensitivity)}, specificity ${percent(test.specificity)}` : ""));
   }
+  fact("On patients not seen in training", crossValidation(card.cross_validation));
   if (card.calibration) fact("Calibration", `temperature ${card.calibration.temperature.toFixed(2)}. ${card.calibration.selection}`);
   if (card.out_of_distribution) fact("Out-of-distribution check", card.out_of_distribution.method);
   fact("Data source", card.data.source);
