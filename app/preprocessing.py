@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from app import fundus
+
 SUPPORTED_FORMATS = frozenset({"PNG", "JPEG", "MPO", "BMP", "TIFF", "GIF"})
 RESAMPLING = Image.Resampling.BILINEAR
 DESCRIPTION = (
@@ -139,9 +141,7 @@ def decoded_side(spec: InputSpec) -> int:
     """The smallest side a reduced JPEG decode may give: the input size, or what the enhancement works at."""
     side = max(spec.height, spec.width)
     if spec.enhancement is Enhancement.FUNDUS:
-        from app.fundus import work_side
-
-        return work_side(side)
+        return fundus.work_side(side)
     return side
 
 
@@ -178,18 +178,14 @@ def _flatten_alpha(image: Image.Image) -> Image.Image:
 def describe(spec: InputSpec) -> str:
     """The preprocessing of `spec` in words, for the model card."""
     if spec.enhancement is Enhancement.FUNDUS:
-        from app.fundus import DESCRIPTION as FUNDUS
-
-        return DESCRIPTION.replace(" -> squash-resize", f" -> {FUNDUS} -> squash-resize")
+        return DESCRIPTION.replace(" -> squash-resize", f" -> {fundus.DESCRIPTION} -> squash-resize")
     return DESCRIPTION
 
 
 def model_region(image: Image.Image, spec: InputSpec) -> tuple[int, int, int, int]:
     """(left, top, right, bottom) of the part of a decoded image that the model sees, e.g. to place a heatmap."""
     if spec.enhancement is Enhancement.FUNDUS:
-        from app.fundus import disc_box
-
-        return disc_box(to_colour_mode(image, spec.colour_mode))
+        return fundus.disc_box(to_colour_mode(image, spec.colour_mode))
     return (0, 0, image.width, image.height)
 
 
@@ -197,9 +193,7 @@ def to_pixels(image: Image.Image, spec: InputSpec) -> np.ndarray:
     """The paper's squash-resize (after the spec's enhancement): uint8 array of exactly spec.shape."""
     converted = to_colour_mode(image, spec.colour_mode)
     if spec.enhancement is Enhancement.FUNDUS:
-        from app.fundus import normalise_fundus
-
-        converted = normalise_fundus(converted, max(spec.height, spec.width))
+        converted = fundus.normalise_fundus(converted, max(spec.height, spec.width))
     if converted.size != (spec.width, spec.height):
         converted = converted.resize((spec.width, spec.height), RESAMPLING)
     pixels = np.asarray(converted, dtype=np.uint8)
