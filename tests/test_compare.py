@@ -65,3 +65,11 @@ def test_a_run_in_parts_keeps_what_an_identical_earlier_run_measured(tmp_path: P
     assert set(_earlier_results(tmp_path / "compare.json", same)) == {"paper_cnn", "resnet50"}
     assert _earlier_results(tmp_path / "compare.json", same | {"folds": 5}) == {}
     assert _earlier_results(tmp_path / "compare.json", same | {"per_group": 10}) == {}
+
+
+def test_the_total_time_counts_every_architecture_also_those_kept_from_an_earlier_part() -> None:
+    from training.compare import _arch_seconds
+
+    assert _arch_seconds({"seconds": 300.0, "rounds": []}) == 300.0
+    older = {"rounds": [{"seconds": 100.0, "predict_seconds": 2.0}, {"seconds": 50.0, "predict_seconds": 1.0}]}
+    assert _arch_seconds(older) == 153.0
