@@ -131,7 +131,7 @@ DISEASES: dict[str, DiseaseConfig] = {
             medscan=replace(MEDSCAN, epochs=30, batch_size=64, augment=True),
             source="Kaggle 'Eye Diseases Classification' (diabetic_retinopathy and normal classes)",
             caveats=(
-                'The two classes most likely come from different source collections (EyePACS-style vs ODIR-style names), so they also differ in camera and clinic. Five global colour and border statistics with a linear classifier already separate them with AUC about 0.80: high accuracy here is NOT evidence of retinopathy detection.',
+                'The two classes most likely come from different source collections (EyePACS-style vs ODIR-style names), so they also differ in camera and clinic. A linear model on nine global colour and border statistics, blind to lesions, separates them with AUC 0.81 on held-out patients (python -m training confound retinopathy): high accuracy here is NOT evidence of retinopathy detection.',
                 "No grade is given: 'infected' means any diabetic retinopathy. The two eyes of one patient share a group.",
             ),
             target='accuracy >= 95.6%',
