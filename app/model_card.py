@@ -6,6 +6,7 @@ how inputs are prepared, test metrics, data source and intended use.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -205,3 +206,10 @@ def read_card(path: Path) -> ModelCard:
 
 def write_card(card: ModelCard, path: Path) -> None:
     path.write_text(card.model_dump_json(indent=2) + "\n", encoding="utf-8")
+
+
+def replace_card(card: ModelCard, path: Path) -> None:
+    """Rewrite a published card in place, atomically: a reader sees the old card or the new one."""
+    staged = path.with_name(f".{path.name}.new")
+    write_card(card, staged)
+    os.replace(staged, path)

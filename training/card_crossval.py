@@ -8,10 +8,9 @@ figure on unseen patients beside the test part's, and the README's table is buil
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-from app.model_card import CrossValidation, ModelCard, read_card, write_card
+from app.model_card import CrossValidation, ModelCard, read_card, replace_card
 from app.model_store import METADATA_FILE, latest_version, version_dir
 from training.data import DataError
 
@@ -52,7 +51,5 @@ def record_in_card(models_dir: Path, disease: str, report: Path, version: int | 
         summary=result["summary"], seconds=result["seconds"], report=report.as_posix(),
     )
     card = card.model_copy(update={"cross_validation": recorded})
-    staged = folder / f".{METADATA_FILE}.new"
-    write_card(card, staged)
-    os.replace(staged, folder / METADATA_FILE)  # atomic: a reader sees the old card or the new one
+    replace_card(card, folder / METADATA_FILE)
     return card

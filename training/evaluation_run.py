@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
-from app.model_card import ModelCard, write_card
+from app.model_card import ModelCard, replace_card
 from app.model_store import METADATA_FILE, latest_version, version_dir, versions
 from app.savedmodel import LoadedModel, load_model
 from app.scoring import normalise
@@ -62,7 +61,5 @@ def evaluate_version(
     card = with_assessment(model.card, assessment)
     if write:
         write_assessment_report(model.path, card, assessment, history=None)
-        staged = model.path / f".{METADATA_FILE}.new"
-        write_card(card, staged)
-        os.replace(staged, model.path / METADATA_FILE)  # atomic: a reader sees the old card or the new one
+        replace_card(card, model.path / METADATA_FILE)
     return card
