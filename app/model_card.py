@@ -155,6 +155,14 @@ class TrainingCard(BaseModel):
     machine: str
 
 
+class ScreeningCrossValidation(BaseModel):
+    """The rounds measured at the threshold the service answers with, each chosen on its own validation fold
+    for `target_sensitivity`, as an exported version chooses it."""
+
+    target_sensitivity: float
+    summary: dict[str, dict[str, float]]
+
+
 class CrossValidation(BaseModel):
     """Grouped, stratified k-fold cross-validation of the recipe on the non-test part (`python -m training
     cross-validate`): how it does on patients it has not seen, mean and standard deviation over rounds."""
@@ -169,7 +177,8 @@ class CrossValidation(BaseModel):
     recipe: dict[str, object]
     differences: list[str] = Field(default_factory=list,
                                    description="where the cross-validated recipe differs from this model's")
-    summary: dict[str, dict[str, float]]
+    summary: dict[str, dict[str, float]] = Field(description="at a threshold of 0.5")
+    screening: ScreeningCrossValidation | None = Field(None, description="absent: measured at 0.5 only")
     seconds: float
     report: str = Field(description="the full result, rounds included, in the repository")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from app.model_card import CrossValidation
+from app.model_card import CrossValidation, ScreeningCrossValidation
 from tests.images import blob
 
 SHARED_DATASETS = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"
@@ -94,7 +94,9 @@ TEMPERATURE, THRESHOLD = 2.0, 0.3
 FIXTURE_CROSS_VALIDATION = CrossValidation(
     folds=5, seed=42, images=2000, groups=140, input=[50, 50, 1], architecture="paper_cnn", recipe={},
     differences=["epochs: 12 vs 20"], seconds=1.0, report="reports/crossval/fixture.json",
-    summary={"accuracy": {"mean": 0.9258, "std": 0.0124}, "roc_auc": {"mean": 0.9834, "std": 0.005}})
+    summary={"accuracy": {"mean": 0.9258, "std": 0.0124}, "roc_auc": {"mean": 0.9834, "std": 0.005}},
+    screening=ScreeningCrossValidation(target_sensitivity=0.95, summary={
+        "accuracy": {"mean": 0.9512, "std": 0.008}, "sensitivity": {"mean": 0.9433, "std": 0.02}}))
 
 
 @pytest.fixture(scope="session")

@@ -45,6 +45,17 @@ def test_the_card_gets_the_figures_and_says_where_the_recipe_differs(tmp_path: P
     assert not list(folder.glob(".*"))  # no staged file left behind
 
 
+def test_the_served_operating_point_is_recorded_where_the_report_measured_it(tmp_path: Path) -> None:
+    from training.card_crossval import record_in_card
+
+    a_version(tmp_path / "models")
+    screening = {"target_sensitivity": 0.95, "summary": {"accuracy": {"mean": 0.95, "std": 0.01}}}
+    recorded = record_in_card(tmp_path / "models", "malaria", a_result(tmp_path, screening=screening))
+    assert recorded.cross_validation.screening.model_dump() == screening
+    older = record_in_card(tmp_path / "models", "malaria", a_result(tmp_path))  # a report from before it
+    assert older.cross_validation.screening is None and older.cross_validation.summary == SUMMARY
+
+
 def test_input_architecture_and_enhancement_differences_are_named(tmp_path: Path) -> None:
     from training.card_crossval import record_in_card
 

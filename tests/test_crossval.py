@@ -67,6 +67,32 @@ def test_the_command_reports_every_metric_over_folds_and_never_uses_the_test_par
     assert json.loads(capsys.readouterr().out)["folds"] == 3
 
 
+def test_each_round_is_also_measured_at_the_threshold_chosen_on_its_validation_fold(tmp_path: Path) -> None:
+    from training.cli import main
+    from training.evaluate import compute_metrics, probabilities_of
+    from training.trust import screening_threshold
+
+    data = write_synthetic_dataset(tmp_path / "data", per_class=30)
+    reports = tmp_path / "reports"
+    assert main(["cross-validate", "malaria", "--data", str(data), "--folds", "3", "--epochs", "1",
+                 "--batch-size", "16", "--report-dir", str(reports)]) == 0
+    result = json.loads(next(reports.glob("malaria-*.json")).read_text())
+    assert result["screening"]["target_sensitivity"] == 0.95
+    assert set(result["screening"]["summary"]) == set(result["summary"])
+    for round_ in result["rounds"]:
+        held_out, validation = round_["scores"]["held_out"], round_["scores"]["validation"]
+        assert len(held_out["labels"]) == round_["n_evaluated"] and len(validation["labels"]) == round_["n_validation"]
+        # the kept scores reproduce the round's threshold and both sets of figures
+        threshold = screening_threshold(np.array(validation["infected"]), np.array(validation["labels"]), 0.95)
+        assert abs(threshold - round_["screening_threshold"]) < 1e-4
+        labels, infected = np.array(held_out["labels"]), np.array(held_out["infected"])
+        at_half = compute_metrics(labels, probabilities_of(infected))
+        at_screening = compute_metrics(labels, probabilities_of(infected), threshold)
+        assert abs(at_half.accuracy - round_["metrics"]["accuracy"]) < 0.02
+        assert abs(at_screening.sensitivity - round_["metrics_at_screening"]["sensitivity"]) < 0.02
+        assert abs(at_screening.accuracy - round_["metrics_at_screening"]["accuracy"]) < 0.02
+
+
 def test_a_subset_takes_whole_groups() -> None:
     from training.crossval import grouped_subset
 

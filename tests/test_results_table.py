@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.model_card import CrossValidation, write_card
+from app.model_card import CrossValidation, ScreeningCrossValidation, write_card
 from app.preprocessing import ColourMode, InputSpec
 from tests.model_fixtures import fixture_card
 from training.results_table import crossval_table
@@ -21,10 +21,21 @@ def test_the_crossval_table_shows_each_cards_figures_goal_and_the_papers(tmp_pat
     summary = {"accuracy": {"mean": 0.9258, "std": 0.0124}, "roc_auc": {"mean": 0.9834, "std": 0.005}}
     write_version(tmp_path, "malaria", CrossValidation(
         folds=5, seed=42, images=20518, groups=147, input=[50, 50, 1], architecture="paper_cnn", recipe={},
-        differences=["epochs: 12 vs 20"], summary=summary, seconds=1700, report="reports/crossval/m.json"))
+        differences=["epochs: 12 vs 20"], summary=summary, seconds=1700, report="reports/crossval/m.json",
+        screening=ScreeningCrossValidation(target_sensitivity=0.95, summary={
+            "accuracy": {"mean": 0.951, "std": 0.008}, "sensitivity": {"mean": 0.9433, "std": 0.02},
+            "specificity": {"mean": 0.955, "std": 0.01}})))
     write_version(tmp_path, "pneumonia")
-    rows = {line.split(" | ")[0].strip("| "): line for line in crossval_table(tmp_path).splitlines()[2:]}
-    assert "92.58% +- 1.24%" in rows["malaria"] and "0.983 +- 0.005" in rows["malaria"]
+    header, _, *lines = crossval_table(tmp_path).splitlines()
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in lines}
+    column = {name: index for index, name in enumerate(header.split(" | "))}
+    malaria = rows["malaria"]
+    # the served operating point first, 0.5 beside it
+    assert malaria[column["grouped CV: accuracy as served"]] == "95.10% +- 0.80%"
+    assert malaria[column["sensitivity"]] == "94.33% +- 2.00%" and malaria[column["specificity"]] == "95.50% +- 1.00%"
+    assert malaria[column["accuracy at 0.5"]] == "92.58% +- 1.24%" and malaria[column["ROC AUC"]] == "0.983 +- 0.005"
+    assert len(malaria) == len(column) and len(rows["pneumonia"]) == len(column)
+    rows = {name: " | ".join(cells) for name, cells in rows.items()}
     assert "20,518 / 147, 5" in rows["malaria"] and "epochs: 12 vs 20" in rows["malaria"]
     assert "accuracy >= 97.0%" in rows["malaria"] and "- / 95.6%" in rows["malaria"]
     assert "not cross-validated" in rows["pneumonia"] and "59.5% / 99.5%" in rows["pneumonia"]

@@ -48,7 +48,8 @@ def record_in_card(models_dir: Path, disease: str, report: Path, version: int | 
         folds=result["folds"], seed=result["seed"], images=result["images"], groups=result["groups"],
         input=result["input"], enhancement=result.get("enhancement", "none"),
         architecture=result.get("arch", "paper_cnn"), recipe=result["recipe"], differences=differences(card, result),
-        summary=result["summary"], seconds=result["seconds"], report=report.as_posix(),
+        summary=result["summary"], screening=result.get("screening"), seconds=result["seconds"],
+        report=report.as_posix(),
     )
     card = card.model_copy(update={"cross_validation": recorded})
     replace_card(card, folder / METADATA_FILE)

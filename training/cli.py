@@ -204,8 +204,8 @@ def _cross_validate(args: argparse.Namespace) -> str:
     from training.crossval import cross_validate
 
     result = cross_validate(_options(args, args.disease), folds=args.folds, report_dir=args.report_dir)
-    return json.dumps({key: result[key] for key in ("disease", "folds", "input", "images", "groups", "summary")},
-                      indent=2)
+    shown = ("disease", "folds", "input", "images", "groups", "summary", "screening")
+    return json.dumps({key: result[key] for key in shown}, indent=2)
 
 
 def _record_crossval(args: argparse.Namespace) -> str:

@@ -5,6 +5,10 @@ stratified folds by patient/slide group (scikit-learn's StratifiedGroupKFold; de
 seed; no group in two folds). Round i trains on the other folds but one, picks its epoch on fold
 i + 1 and is measured on fold i. Recipes, input sizes, architectures and epochs are chosen by the mean
 over rounds. `training/compare.py` runs several architectures on the same folds.
+
+Each round is measured twice: at 0.5, and at the screening threshold the service would answer with, chosen
+on that round's validation fold exactly as an exported version chooses it (`training/trust.py`). The
+held-out and validation scores are kept in the report, so other operating points need no retraining.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from training.evaluate import compute_metrics
 from training.pipeline import decode_samples, decoded_from_arrays, images_only, kept_samples, pixels_of
 from training.config import Recipe
 from training.train import FittedModel, TrainOptions, fit_model, resolve_disease, resolve_recipe
+from training.trust import DEFAULT_TARGET_SENSITIVITY, screening_threshold
 
 log = logging.getLogger("training")
 METRICS = ("accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc")
@@ -53,12 +58,17 @@ class RoundResult:
     metrics: dict[str, float | None]
     epochs_run: int = 0
     predict_seconds: float = 0.0  # the held-out fold, in batches
+    screening_threshold: float | None = None  # chosen on the validation fold, as an export chooses it
+    metrics_at_screening: dict[str, float | None] | None = None
+    scores: dict[str, dict[str, list]] | None = None  # P(infected) and labels of the held-out and validation folds
 
 
-def summarise(rounds: list[RoundResult]) -> dict[str, dict[str, float]]:
+def summarise(rounds: list[RoundResult], at_screening: bool = False) -> dict[str, dict[str, float]]:
+    """Mean and sd over rounds of every metric, at 0.5 or at each round's screening threshold."""
+    measured = [r.metrics_at_screening if at_screening else r.metrics for r in rounds]
     summary = {}
     for name in METRICS:
-        values = [r.metrics[name] for r in rounds if r.metrics[name] is not None]
+        values = [m[name] for m in measured if m is not None and m[name] is not None]
         if values:
             summary[name] = {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1
                              else 0.0}
@@ -142,20 +152,37 @@ def evaluate_round(options: TrainOptions, spec: InputSpec, recipe: Recipe, pool:
                        decoded_from_arrays(pool.pixels[validation], pool.labels[validation]),
                        seed=options.seed + fold, verbose=options.verbose, arch=options.arch,
                        initial_weights=options.weights)
-    held_out = decoded_from_arrays(pool.pixels[evaluated], pool.labels[evaluated])
     predict_started = time.perf_counter()
-    scores = normalise(fitted.model.predict(images_only(held_out, batch_size=recipe.batch_size), verbose=0))
+    scores = _scores(fitted, pool, evaluated, recipe.batch_size)
     predict_seconds = time.perf_counter() - predict_started
+    validation_scores = _scores(fitted, pool, validation, recipe.batch_size)
+    threshold = screening_threshold(validation_scores[:, 0], pool.labels[validation], DEFAULT_TARGET_SENSITIVITY)
     metrics = compute_metrics(pool.labels[evaluated], scores)
+    at_screening = compute_metrics(pool.labels[evaluated], scores, threshold)
     result = RoundResult(
         fold=fold, n_train=int(training.sum()), n_validation=int(validation.sum()), n_evaluated=int(evaluated.sum()),
         best_epoch=fitted.best_epoch, seconds=round(fitted.seconds, 1),
         metrics={name: getattr(metrics, name) for name in METRICS},
         epochs_run=len(fitted.history.get("loss", [])), predict_seconds=round(predict_seconds, 3),
+        screening_threshold=round(threshold, 6),
+        metrics_at_screening={name: getattr(at_screening, name) for name in METRICS},
+        scores={"held_out": _kept(pool.labels[evaluated], scores), "validation": _kept(pool.labels[validation],
+                                                                                       validation_scores)},
     )
-    log.info("%s %s fold %d/%d: accuracy %.4f AUC %s (best epoch %d, %.0f s)", options.disease, options.arch,
-             fold + 1, folds, metrics.accuracy, metrics.roc_auc, fitted.best_epoch, fitted.seconds)
+    log.info("%s %s fold %d/%d: accuracy %.4f at 0.5, %.4f at the screening threshold %.4f, AUC %s "
+             "(best epoch %d, %.0f s)", options.disease, options.arch, fold + 1, folds, metrics.accuracy,
+             at_screening.accuracy, threshold, metrics.roc_auc, fitted.best_epoch, fitted.seconds)
     return result, pool.labels[evaluated], scores, fitted
+
+
+def _scores(fitted: FittedModel, pool: Pool, mask: np.ndarray, batch_size: int) -> np.ndarray:
+    images = decoded_from_arrays(pool.pixels[mask], pool.labels[mask])
+    return normalise(fitted.model.predict(images_only(images, batch_size=batch_size), verbose=0))
+
+
+def _kept(labels: np.ndarray, scores: np.ndarray) -> dict[str, list]:
+    """Labels and P(infected), rounded: enough to recompute any operating point, small enough to commit."""
+    return {"labels": labels.astype(int).tolist(), "infected": np.round(scores[:, 0], 5).tolist()}
 
 
 def cross_validate(options: TrainOptions, folds: int = 5, report_dir: Path | None = None) -> dict[str, object]:
@@ -169,6 +196,8 @@ def cross_validate(options: TrainOptions, folds: int = 5, report_dir: Path | Non
         "disease": options.disease, "folds": folds, "seed": options.seed, "arch": options.arch,
         "input": list(spec.shape), "enhancement": spec.enhancement.value, "recipe": recipe.as_dict(), "images": len(pool.samples),
         "groups": len({s.group for s in pool.samples}), "summary": summarise(rounds),
+        "screening": {"target_sensitivity": DEFAULT_TARGET_SENSITIVITY,
+                      "summary": summarise(rounds, at_screening=True)},
         "rounds": [asdict(r) for r in rounds], "seconds": round(time.perf_counter() - started, 1),
     }
     if report_dir is not None:

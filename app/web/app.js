@@ -111,18 +111,24 @@ const PREPARATION = { fundus: "cropped to the eye disc, colour and contrast norm
 
 function crossValidation(cv) {
   if (!cv) return "not cross-validated yet";
-  const spread = (name, scale) => {
-    const figure = cv.summary[name];
+  const spread = (summary, name, scale) => {
+    const figure = summary[name];
     if (!figure) return null;
     return scale ? `${(100 * figure.mean).toFixed(1)}% \u00b1 ${(100 * figure.std).toFixed(1)}`
                  : `${figure.mean.toFixed(3)} \u00b1 ${figure.std.toFixed(3)}`;
   };
-  const figures = [["accuracy", "accuracy", true], ["sensitivity", "sensitivity", true],
-                   ["specificity", "specificity", true], ["roc_auc", "ROC AUC", false]]
-    .map(([name, title, scale]) => [title, spread(name, scale)]).filter(([, text]) => text)
-    .map(([title, text]) => `${title} ${text}`);
+  const figures = (summary, names) => names
+    .map(([name, title, scale]) => [title, spread(summary, name, scale)]).filter(([, text]) => text)
+    .map(([title, text]) => `${title} ${text}`).join(", ");
+  const rates = [["accuracy", "accuracy", true], ["sensitivity", "sensitivity", true],
+                 ["specificity", "specificity", true]];
+  // the service answers at the screening threshold, so that is the figure a user meets; 0.5 for comparison
+  const served = cv.screening
+    ? `at the screening threshold (chosen for ${percent(cv.screening.target_sensitivity)} sensitivity on each ` +
+      `round's validation patients): ${figures(cv.screening.summary, rates)}; at 0.5: `
+    : "";
   return `${cv.folds}-fold grouped cross-validation of this recipe (${cv.images} images of ${cv.groups} ` +
-    `patients): ${figures.join(", ")}` +
+    `patients): ${served}${figures(cv.summary, [...rates, ["roc_auc", "ROC AUC", false]])}` +
     (cv.differences.length ? `; the cross-validated recipe differed in ${cv.differences.join(", ")}` : "");
 }
 
