@@ -7,6 +7,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from app.model_card import SplitSpec
 from tests.conftest import write_synthetic_dataset
@@ -57,7 +58,7 @@ def test_the_command_reports_every_metric_over_folds_and_never_uses_the_test_par
     code = main(["cross-validate", "malaria", "--data", str(data), "--folds", "3", "--epochs", "1",
                  "--batch-size", "16", "--report-dir", str(reports)])
     assert code == 0
-    (report,) = reports.glob("malaria-*.json")
+    (report,) = reports.glob("malaria-*[0-9]ep.json")
     result = json.loads(report.read_text())
     assert set(result["summary"]) == {"accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc"}
     assert all({"mean", "std"} == set(v) for v in result["summary"].values())
@@ -67,20 +68,31 @@ def test_the_command_reports_every_metric_over_folds_and_never_uses_the_test_par
     assert json.loads(capsys.readouterr().out)["folds"] == 3
 
 
-def test_each_round_is_also_measured_at_the_threshold_chosen_on_its_validation_fold(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def a_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    """A 3-fold cross-validation of a small synthetic malaria set: (its report, the report folder)."""
     from training.cli import main
+
+    root = tmp_path_factory.mktemp("crossval")
+    data = write_synthetic_dataset(root / "data", per_class=30)
+    reports = root / "reports"
+    assert main(["cross-validate", "malaria", "--data", str(data), "--folds", "3", "--epochs", "1",
+                 "--batch-size", "16", "--report-dir", str(reports)]) == 0
+    (report,) = reports.glob("malaria-*[0-9]ep.json")
+    return json.loads(report.read_text()), reports
+
+
+def test_each_round_is_also_measured_at_the_threshold_chosen_on_its_validation_fold(a_run) -> None:
     from training.evaluate import compute_metrics, probabilities_of
     from training.trust import screening_threshold
 
-    data = write_synthetic_dataset(tmp_path / "data", per_class=30)
-    reports = tmp_path / "reports"
-    assert main(["cross-validate", "malaria", "--data", str(data), "--folds", "3", "--epochs", "1",
-                 "--batch-size", "16", "--report-dir", str(reports)]) == 0
-    result = json.loads(next(reports.glob("malaria-*.json")).read_text())
+    result, reports = a_run
     assert result["screening"]["target_sensitivity"] == 0.95
     assert set(result["screening"]["summary"]) == set(result["summary"])
-    for round_ in result["rounds"]:
-        held_out, validation = round_["scores"]["held_out"], round_["scores"]["validation"]
+    kept = json.loads((reports / result["scores_file"]).read_text())  # compact, beside the report
+    assert len(kept) == len(result["rounds"]) == 3
+    for round_, scores in zip(result["rounds"], kept):
+        held_out, validation = scores["held_out"], scores["validation"]
         assert len(held_out["labels"]) == round_["n_evaluated"] and len(validation["labels"]) == round_["n_validation"]
         # the kept scores reproduce the round's threshold and both sets of figures
         threshold = screening_threshold(np.array(validation["infected"]), np.array(validation["labels"]), 0.95)
@@ -119,3 +131,27 @@ def test_a_per_group_cap_keeps_every_group_and_at_most_cap_of_each() -> None:
     assert {s.path for s in capped} <= {s.path for s in samples}
     assert capped == capped_per_group(samples, 3, seed=1)
     assert capped != capped_per_group(samples, 3, seed=2)  # drawn at random within the group
+
+
+def test_flips_the_recipe_allows_are_measured_as_test_time_augmentation_from_kept_scores(a_run) -> None:
+    from training.crossval import measured_with
+
+    result, reports = a_run
+    assert result["with_flips"]["flips"] == ["horizontal", "vertical"]  # a cell has no left-right or up-down
+    rounds = [{"scores": kept} for kept in json.loads((reports / result["scores_file"]).read_text())]
+    assert result["with_flips"]["at_screening"] == measured_with(rounds, "infected_with_flips")["at_screening"]
+    # the plain scores reproduce the plain figures, so the two are measured the same way
+    plain = measured_with(rounds, "infected")
+    assert abs(plain["at_0_5"]["accuracy"]["mean"] - result["summary"]["accuracy"]["mean"]) < 0.02
+    assert abs(plain["at_screening"]["accuracy"]["mean"] - result["screening"]["summary"]["accuracy"]["mean"]) < 0.02
+
+
+def test_a_recipe_that_keeps_orientation_gets_no_flips() -> None:
+    from dataclasses import replace
+
+    from training.config import DISEASES
+    from training.crossval import flip_axes
+
+    assert flip_axes(DISEASES["pneumonia"].medscan) == []  # a chest X-ray has a left and a right
+    assert flip_axes(DISEASES["malaria"].medscan) == [2, 1]
+    assert flip_axes(replace(DISEASES["malaria"].medscan, flip_vertical=False)) == [2]

@@ -62,7 +62,8 @@ def compare(options: TrainOptions, archs: list[str], folds: int = 3, subset: int
             parameters = fitted.model.count_params()
         train_images = sum(r.n_train * max(r.epochs_run, 1) for r in rounds)
         results[arch] = {
-            "summary": summarise(rounds), "rounds": [asdict(r) for r in rounds], "parameters": int(parameters),
+            "summary": summarise(rounds), "rounds": [asdict(replace(r, scores=None)) for r in rounds],
+            "parameters": int(parameters),
             "train_ms_per_image_epoch": round(1000 * sum(r.seconds for r in rounds) / train_images, 3),
             "inference_ms_per_image": round(1000 * sum(r.predict_seconds for r in rounds)
                                             / sum(r.n_evaluated for r in rounds), 3),

@@ -9,6 +9,8 @@ over rounds. `training/compare.py` runs several architectures on the same folds.
 Each round is measured twice: at 0.5, and at the screening threshold the service would answer with, chosen
 on that round's validation fold exactly as an exported version chooses it (`training/trust.py`). The
 held-out and validation scores are kept in the report, so other operating points need no retraining.
+Where the recipe says an image has no left-right (or up-down) orientation, the scores of the flipped
+images are kept too: test-time augmentation, measured on the same rounds without training again.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from app.model_card import SplitSpec
 from app.preprocessing import Enhancement, InputSpec
 from app.scoring import normalise
 from training.data import Sample, check_trainable, find_samples, split_as
-from training.evaluate import compute_metrics
+from training.evaluate import compute_metrics, probabilities_of
 from training.pipeline import decode_samples, decoded_from_arrays, images_only, kept_samples, pixels_of
 from training.config import Recipe
 from training.train import FittedModel, TrainOptions, fit_model, resolve_disease, resolve_recipe
@@ -65,7 +67,10 @@ class RoundResult:
 
 def summarise(rounds: list[RoundResult], at_screening: bool = False) -> dict[str, dict[str, float]]:
     """Mean and sd over rounds of every metric, at 0.5 or at each round's screening threshold."""
-    measured = [r.metrics_at_screening if at_screening else r.metrics for r in rounds]
+    return _over_rounds([r.metrics_at_screening if at_screening else r.metrics for r in rounds])
+
+
+def _over_rounds(measured: list[dict[str, float | None] | None]) -> dict[str, dict[str, float]]:
     summary = {}
     for name in METRICS:
         values = [m[name] for m in measured if m is not None and m[name] is not None]
@@ -153,9 +158,9 @@ def evaluate_round(options: TrainOptions, spec: InputSpec, recipe: Recipe, pool:
                        seed=options.seed + fold, verbose=options.verbose, arch=options.arch,
                        initial_weights=options.weights)
     predict_started = time.perf_counter()
-    scores = _scores(fitted, pool, evaluated, recipe.batch_size)
+    scores = _scores(fitted, pool.pixels[evaluated], recipe.batch_size)
     predict_seconds = time.perf_counter() - predict_started
-    validation_scores = _scores(fitted, pool, validation, recipe.batch_size)
+    validation_scores = _scores(fitted, pool.pixels[validation], recipe.batch_size)
     threshold = screening_threshold(validation_scores[:, 0], pool.labels[validation], DEFAULT_TARGET_SENSITIVITY)
     metrics = compute_metrics(pool.labels[evaluated], scores)
     at_screening = compute_metrics(pool.labels[evaluated], scores, threshold)
@@ -166,8 +171,10 @@ def evaluate_round(options: TrainOptions, spec: InputSpec, recipe: Recipe, pool:
         epochs_run=len(fitted.history.get("loss", [])), predict_seconds=round(predict_seconds, 3),
         screening_threshold=round(threshold, 6),
         metrics_at_screening={name: getattr(at_screening, name) for name in METRICS},
-        scores={"held_out": _kept(pool.labels[evaluated], scores), "validation": _kept(pool.labels[validation],
-                                                                                       validation_scores)},
+        scores={"held_out": _kept(pool.labels[evaluated], scores, _flipped_scores(fitted, pool.pixels[evaluated],
+                                                                                   recipe)),
+                "validation": _kept(pool.labels[validation], validation_scores,
+                                    _flipped_scores(fitted, pool.pixels[validation], recipe))},
     )
     log.info("%s %s fold %d/%d: accuracy %.4f at 0.5, %.4f at the screening threshold %.4f, AUC %s "
              "(best epoch %d, %.0f s)", options.disease, options.arch, fold + 1, folds, metrics.accuracy,
@@ -175,14 +182,46 @@ def evaluate_round(options: TrainOptions, spec: InputSpec, recipe: Recipe, pool:
     return result, pool.labels[evaluated], scores, fitted
 
 
-def _scores(fitted: FittedModel, pool: Pool, mask: np.ndarray, batch_size: int) -> np.ndarray:
-    images = decoded_from_arrays(pool.pixels[mask], pool.labels[mask])
+def _scores(fitted: FittedModel, pixels: np.ndarray, batch_size: int) -> np.ndarray:
+    images = decoded_from_arrays(pixels, np.zeros(len(pixels), dtype=np.int64))
     return normalise(fitted.model.predict(images_only(images, batch_size=batch_size), verbose=0))
 
 
-def _kept(labels: np.ndarray, scores: np.ndarray) -> dict[str, list]:
-    """Labels and P(infected), rounded: enough to recompute any operating point, small enough to commit."""
-    return {"labels": labels.astype(int).tolist(), "infected": np.round(scores[:, 0], 5).tolist()}
+FLIP_NAMES = {2: "horizontal", 1: "vertical"}
+
+
+def flip_axes(recipe: Recipe) -> list[int]:
+    """Axes of an N x H x W x C batch along which the recipe says an image means the same flipped."""
+    return [axis for axis, allowed in ((2, recipe.flip_horizontal), (1, recipe.flip_vertical)) if allowed]
+
+
+def _flipped_scores(fitted: FittedModel, pixels: np.ndarray, recipe: Recipe) -> list[np.ndarray]:
+    return [_scores(fitted, np.flip(pixels, axis=axis), recipe.batch_size) for axis in flip_axes(recipe)]
+
+
+def _kept(labels: np.ndarray, scores: np.ndarray, flipped: list[np.ndarray]) -> dict[str, list]:
+    """Labels and P(infected), rounded: enough to recompute any operating point, small enough to commit;
+    with flips, also P(infected) averaged over the image and its flips."""
+    kept = {"labels": labels.astype(int).tolist(), "infected": np.round(scores[:, 0], 5).tolist()}
+    if flipped:
+        averaged = np.mean([scores[:, 0]] + [f[:, 0] for f in flipped], axis=0)
+        kept["infected_with_flips"] = np.round(averaged, 5).tolist()
+    return kept
+
+
+def measured_with(rounds: list[dict], key: str) -> dict[str, dict[str, dict[str, float]]]:
+    """Every metric over rounds from kept scores (`infected` or `infected_with_flips`), at 0.5 and at each
+    round's screening threshold chosen on its validation fold."""
+    at_half, at_screening = [], []
+    for round_ in rounds:
+        held_out, validation = round_["scores"]["held_out"], round_["scores"]["validation"]
+        threshold = screening_threshold(np.array(validation[key]), np.array(validation["labels"]),
+                                        DEFAULT_TARGET_SENSITIVITY)
+        labels, infected = np.array(held_out["labels"]), np.array(held_out[key])
+        for measured, cut in ((at_half, 0.5), (at_screening, threshold)):
+            metrics = compute_metrics(labels, probabilities_of(infected), cut)
+            measured.append({name: getattr(metrics, name) for name in METRICS})
+    return {"at_0_5": _over_rounds(at_half), "at_screening": _over_rounds(at_screening)}
 
 
 def cross_validate(options: TrainOptions, folds: int = 5, report_dir: Path | None = None) -> dict[str, object]:
@@ -200,11 +239,27 @@ def cross_validate(options: TrainOptions, folds: int = 5, report_dir: Path | Non
                       "summary": summarise(rounds, at_screening=True)},
         "rounds": [asdict(r) for r in rounds], "seconds": round(time.perf_counter() - started, 1),
     }
+    if flip_axes(recipe):
+        result["with_flips"] = {"flips": [FLIP_NAMES[axis] for axis in flip_axes(recipe)],
+                                **measured_with(result["rounds"], "infected_with_flips")}
     if report_dir is not None:
-        report_dir.mkdir(parents=True, exist_ok=True)
-        arch = "" if options.arch == "paper_cnn" else f"-{options.arch}"
-        enhancement = "" if spec.enhancement is Enhancement.NONE else f"-{spec.enhancement}"
-        tag = (f"{options.disease}{arch}{enhancement}-{recipe.name}{'-augment' if recipe.augment else ''}-{spec.height}px-"
-               f"{recipe.epochs}ep")
-        (report_dir / f"{tag}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        write_report(result, report_dir, report_tag(options.disease, options.arch, spec, recipe))
     return result
+
+
+def report_tag(disease: str, arch: str, spec: InputSpec, recipe: Recipe) -> str:
+    arch_part = "" if arch == "paper_cnn" else f"-{arch}"
+    enhancement = "" if spec.enhancement is Enhancement.NONE else f"-{spec.enhancement}"
+    return (f"{disease}{arch_part}{enhancement}-{recipe.name}{'-augment' if recipe.augment else ''}-{spec.height}px-"
+            f"{recipe.epochs}ep")
+
+
+def write_report(result: dict, report_dir: Path, tag: str) -> None:
+    """<tag>.json to read, and the rounds' kept scores compactly beside it in <tag>.scores.json."""
+    report_dir.mkdir(parents=True, exist_ok=True)
+    scores = [round_.pop("scores", None) for round_ in result["rounds"]]
+    result["scores_file"] = f"{tag}.scores.json"
+    (report_dir / result["scores_file"]).write_text(json.dumps(scores, separators=(",", ":")) + "\n", encoding="utf-8")
+    (report_dir / f"{tag}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    for round_, kept in zip(result["rounds"], scores, strict=True):
+        round_["scores"] = kept  # the caller's result stays whole
