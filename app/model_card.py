@@ -194,6 +194,9 @@ class ModelCard(BaseModel):
     input: InputCard
     preprocessing: str
     output: str
+    test_time_flips: list[Literal["horizontal", "vertical"]] = Field(
+        default_factory=list, description="the graph answers for the image and these flips of it together "
+        "(mean P(infected)); each flip is one more pass of the network per image")
     metrics: TestMetrics
     calibration: Calibration | None = Field(None, description="absent in cards before format 2: uncalibrated")
     screening: Screening | None = Field(None, description="absent in cards before format 2: threshold 0.5")

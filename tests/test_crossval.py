@@ -150,8 +150,8 @@ def test_a_recipe_that_keeps_orientation_gets_no_flips() -> None:
     from dataclasses import replace
 
     from training.config import DISEASES
-    from training.crossval import flip_axes
+    from training.crossval import recipe_flips
 
-    assert flip_axes(DISEASES["pneumonia"].medscan) == []  # a chest X-ray has a left and a right
-    assert flip_axes(DISEASES["malaria"].medscan) == [2, 1]
-    assert flip_axes(replace(DISEASES["malaria"].medscan, flip_vertical=False)) == [2]
+    assert recipe_flips(DISEASES["pneumonia"].medscan) == []  # a chest X-ray has a left and a right
+    assert recipe_flips(DISEASES["malaria"].medscan) == ["horizontal", "vertical"]
+    assert recipe_flips(replace(DISEASES["malaria"].medscan, flip_vertical=False)) == ["horizontal"]

@@ -190,3 +190,29 @@ def test_a_lab_trains_and_serves_a_disease_of_its_own_without_code(tmp_path: Pat
     with TestClient(create_app(Settings(models_dir=models))) as client:
         response = client.post("/predict/tuberculosis", files={"file": ("x.png", image_bytes(blob(40, True, 1)))})
     assert response.status_code == 200 and response.json()["disease"] == "tuberculosis"
+
+
+def test_calibrate_with_test_time_flips_makes_a_version_that_answers_for_the_image_and_its_flips(
+    trained, tmp_path: Path,
+) -> None:
+    import shutil
+
+    data, models, _ = trained
+    copied = tmp_path / "models"
+    shutil.copytree(models, copied)
+    latest = max(versions(copied, "malaria"))  # other tests of this module may have added versions
+    assert main(["calibrate", "malaria", "--data", str(data), "--out", str(copied),
+                 "--test-time-flips", "horizontal"]) == 0
+    new = copied / "malaria" / str(latest + 1)
+    card = read_card(new / "metadata.json")
+    assert card.test_time_flips == ["horizontal"] and card.derived_from == latest
+    assert not read_card(copied / "malaria" / str(latest) / "metadata.json").test_time_flips
+    probe = np.random.default_rng(2).random((3, 50, 50, 1), dtype=np.float32)
+    flipped = load_model(new)
+    np.testing.assert_allclose([o.log_odds for o in flipped.analyse(probe[:, :, ::-1])],
+                               [o.log_odds for o in flipped.analyse(probe)], atol=1e-4)
+    # calibrating that version again keeps its flips; an empty flag takes them away
+    assert main(["calibrate", "malaria", "--data", str(data), "--out", str(copied)]) == 0
+    assert read_card(new.parent / str(int(new.name) + 1) / "metadata.json").test_time_flips == ["horizontal"]
+    assert main(["calibrate", "malaria", "--data", str(data), "--out", str(copied), "--test-time-flips"]) == 0
+    assert read_card(new.parent / str(int(new.name) + 2) / "metadata.json").test_time_flips == []

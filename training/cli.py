@@ -72,8 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     calibrate = _version_command(
         commands, "calibrate", "re-export an existing version as a new one with calibration, screening threshold, "
-        "out-of-distribution statistics and Grad-CAM fitted on its own split (answers unchanged)")
+        "out-of-distribution statistics and Grad-CAM fitted on its own split (answers unchanged, unless "
+        "--test-time-flips changes them)")
     _add_target_sensitivity(calibrate)
+    calibrate.add_argument("--test-time-flips", nargs="*", choices=("horizontal", "vertical"), default=None,
+                           help="answer for the image and these flips of it together (default: as the version "
+                           "does; give it with no value to export without flips)")
 
     evaluate = _version_command(
         commands, "evaluate", "measure an exported version on its test part as served: metrics with group-bootstrap "
@@ -233,7 +237,7 @@ def _calibrate(args: argparse.Namespace) -> str:
     from training.calibrate import calibrate_version
 
     target = calibrate_version(args.disease, data_dir=args.data, models_dir=args.out, version=args.version,
-                               target_sensitivity=args.target_sensitivity)
+                               target_sensitivity=args.target_sensitivity, test_time_flips=args.test_time_flips)
     return f"{args.disease}: exported {target}"
 
 

@@ -32,6 +32,7 @@ from training.evaluate import compute_metrics, probabilities_of
 from training.pipeline import decode_samples, decoded_from_arrays, images_only, kept_samples, pixels_of
 from training.config import Recipe
 from training.train import FittedModel, TrainOptions, fit_model, resolve_disease, resolve_recipe
+from training.servable import flip_views
 from training.trust import DEFAULT_TARGET_SENSITIVITY, screening_threshold
 
 log = logging.getLogger("training")
@@ -187,16 +188,16 @@ def _scores(fitted: FittedModel, pixels: np.ndarray, batch_size: int) -> np.ndar
     return normalise(fitted.model.predict(images_only(images, batch_size=batch_size), verbose=0))
 
 
-FLIP_NAMES = {2: "horizontal", 1: "vertical"}
-
-
-def flip_axes(recipe: Recipe) -> list[int]:
-    """Axes of an N x H x W x C batch along which the recipe says an image means the same flipped."""
-    return [axis for axis, allowed in ((2, recipe.flip_horizontal), (1, recipe.flip_vertical)) if allowed]
+def recipe_flips(recipe: Recipe) -> list[str]:
+    """The flips the recipe says leave an image's meaning unchanged."""
+    return [name for name, allowed in (("horizontal", recipe.flip_horizontal), ("vertical", recipe.flip_vertical))
+            if allowed]
 
 
 def _flipped_scores(fitted: FittedModel, pixels: np.ndarray, recipe: Recipe) -> list[np.ndarray]:
-    return [_scores(fitted, np.flip(pixels, axis=axis), recipe.batch_size) for axis in flip_axes(recipe)]
+    """Scores of every flipped view, the same views an export with these flips answers from."""
+    return [_scores(fitted, np.flip(pixels, axis=axes), recipe.batch_size)
+            for axes in flip_views(recipe_flips(recipe))]
 
 
 def _kept(labels: np.ndarray, scores: np.ndarray, flipped: list[np.ndarray]) -> dict[str, list]:
@@ -239,8 +240,8 @@ def cross_validate(options: TrainOptions, folds: int = 5, report_dir: Path | Non
                       "summary": summarise(rounds, at_screening=True)},
         "rounds": [asdict(r) for r in rounds], "seconds": round(time.perf_counter() - started, 1),
     }
-    if flip_axes(recipe):
-        result["with_flips"] = {"flips": [FLIP_NAMES[axis] for axis in flip_axes(recipe)],
+    if recipe_flips(recipe):
+        result["with_flips"] = {"flips": recipe_flips(recipe),
                                 **measured_with(result["rounds"], "infected_with_flips")}
     if report_dir is not None:
         write_report(result, report_dir, report_tag(options.disease, options.arch, spec, recipe))

@@ -109,11 +109,13 @@ def release(
     history: dict[str, list[float]] | None = None, previous_report: Path | None = None,
     target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY, batch_size: int = 128,
 ) -> Path:
-    """Fit, export, check, measure and publish; returns the new version folder."""
+    """Fit, export, check, measure and publish; returns the new version folder. The card's test-time flips
+    are exported into the graph, and the temperature and thresholds are fitted on the answers with them."""
+    flips = card.test_time_flips
     train_features, _ = features_and_log_odds(model, images_only(data.train, batch_size=batch_size))
     validation_features, validation_odds = features_and_log_odds(
-        model, images_only(data.validation, batch_size=batch_size))
-    _, test_odds = features_and_log_odds(model, images_only(data.test, batch_size=batch_size))
+        model, images_only(data.validation, batch_size=batch_size), flips)
+    _, test_odds = features_and_log_odds(model, images_only(data.test, batch_size=batch_size), flips)
     trust = fit_trust(train_features, data.train.labels, validation_features, validation_odds,
                       data.validation.labels, data.validation_groups, target_sensitivity=target_sensitivity)
     log.info("%s: temperature %.3f, screening threshold %.4f, ood threshold %.2f", card.disease,
@@ -122,7 +124,7 @@ def release(
         "metrics": compute_metrics(data.test.labels, probabilities_of(calibrated_probability(test_odds)))})
 
     with stage_version(models_dir, card.disease) as staged:
-        write_savedmodel(model, spec, trust.ood, staged.folder)
+        write_savedmodel(model, spec, trust.ood, staged.folder, flips)
         if previous_report is not None and previous_report.is_dir():
             shutil.copytree(previous_report, staged.folder / REPORT_DIR)
         write_card(provisional, staged.folder / METADATA_FILE)  # load_model reads it

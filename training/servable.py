@@ -9,11 +9,18 @@ Signatures (names in app/savedmodel.py):
   `uninfected`.
 
 The out-of-distribution statistics are weights of the graph, so the folder is self-contained.
+
+A version exported with test-time flips answers for the image and its flips together (every combination
+of them, so that a flipped image gets the same views and the same answer): P(infected) is the mean over
+the views (its log-odds computed without saturating), Grad-CAM the mean of each view's map flipped back,
+and the out-of-distribution distance that of the image as sent.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import combinations
 from pathlib import Path
 
 import keras
@@ -161,14 +168,49 @@ def log_odds_from_logits(logits):
     return tf.math.log_sigmoid(logits[:, 0]) - tf.math.log_sigmoid(logits[:, 1])
 
 
-def features_and_log_odds(model: keras.Model, images: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """Run the analysis graph over batches of images -> (N x F features, N log-odds)."""
+FLIP_AXES = {"horizontal": 2, "vertical": 1}  # of an N x H x W (x C) batch or map
+
+
+def flip_views(flips: Sequence[str]) -> list[list[int]]:
+    """The axes reversed in each view besides the image itself: every combination of the flips. With only
+    some of them (horizontal and vertical but not both), a mirrored image would get other views."""
+    axes = [FLIP_AXES[flip] for flip in flips]
+    return [list(chosen) for count in range(1, len(axes) + 1) for chosen in combinations(axes, count)]
+
+
+def with_flips(images, flips: Sequence[str]):
+    """N images -> V x N: the images, then each flipped view of them, in one batch for one model call."""
+    return tf.concat([images] + [tf.reverse(images, axis=axes) for axes in flip_views(flips)], axis=0)
+
+
+def mean_over_flips(per_view_log_odds, views: int):
+    """(views x N) log-odds, view-major -> N log-odds of the mean P(infected) over the views.
+
+    log p = logsumexp(log_sigmoid(z)) - log V and log(1 - p) = logsumexp(log_sigmoid(-z)) - log V: exact
+    where the sigmoids round to 0 or 1. One view gives back its own log-odds."""
+    z = tf.reshape(per_view_log_odds, (views, -1))
+    return tf.reduce_logsumexp(tf.math.log_sigmoid(z), axis=0) - tf.reduce_logsumexp(tf.math.log_sigmoid(-z), axis=0)
+
+
+def analysed(model: keras.Model, analysis: keras.Model, image, flips: Sequence[str]) -> dict:
+    """image -> its features (as sent), logits and log-odds over the image and its flips."""
+    views = 1 + len(flip_views(flips))
+    outputs = analysis(with_flips(image, flips) if flips else image, training=False)
+    logits = logits_of(model, outputs["penultimate"])
+    count = tf.shape(image)[0]
+    return {"features": outputs["features"][:count], "last_conv": outputs["last_conv"], "logits": logits,
+            "log_odds": mean_over_flips(log_odds_from_logits(logits), views) if flips else log_odds_from_logits(logits)}
+
+
+def features_and_log_odds(model: keras.Model, images: tf.data.Dataset, flips: Sequence[str] = ()
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """Run the analysis graph over batches of images -> (N x F features, N log-odds, over flips if any)."""
     analysis = analysis_model(model)
 
     @tf.function
     def step(batch):
-        outputs = analysis(batch, training=False)
-        return outputs["features"], log_odds_from_logits(logits_of(model, outputs["penultimate"]))
+        outputs = analysed(model, analysis, batch, flips)
+        return outputs["features"], outputs["log_odds"]
 
     features, log_odds = [], []
     for batch in images:
@@ -178,27 +220,36 @@ def features_and_log_odds(model: keras.Model, images: tf.data.Dataset) -> tuple[
     return np.concatenate(features).astype(np.float64), np.concatenate(log_odds).astype(np.float64)
 
 
-def write_savedmodel(model: keras.Model, spec: InputSpec, statistics: OodStatistics, folder: Path) -> None:
-    """Write the SavedModel with its three signatures into `folder` (which must not exist yet)."""
+def write_savedmodel(model: keras.Model, spec: InputSpec, statistics: OodStatistics, folder: Path,
+                     flips: Sequence[str] = ()) -> None:
+    """Write the SavedModel with its three signatures into `folder` (which must not exist yet); with
+    `flips`, every signature answers for the image and those flips of it together."""
     analysis = analysis_model(model)
     grid = feature_grid(model, conv_layers(model)[-1])
     distance = MahalanobisDistance(statistics, name="ood_distance")
     image_spec = [tf.TensorSpec((None, *spec.shape), tf.float32, name="image")]
 
+    def as_scores(outputs):
+        if not flips:
+            return tf.sigmoid(outputs["logits"])
+        infected = tf.sigmoid(outputs["log_odds"])  # the mean over views; its complement normalises to it
+        return tf.stack([infected, 1 - infected], axis=1)
+
     def serve(image):
-        return model(image, training=False)
+        if not flips:
+            return model(image, training=False)
+        return as_scores(analysed(model, analysis, image, flips))
 
     def analyse(image):
-        outputs = analysis(image, training=False)
-        logits = logits_of(model, outputs["penultimate"])
-        return {"scores": tf.sigmoid(logits), "log_odds": log_odds_from_logits(logits),
+        outputs = analysed(model, analysis, image, flips)
+        return {"scores": as_scores(outputs), "log_odds": outputs["log_odds"],
                 "ood_distance": distance(outputs["features"])}
 
     def explain(image):
         with tf.GradientTape() as tape:
-            outputs = analysis(image, training=False)
+            outputs = analysed(model, analysis, image, flips)
             last_conv = outputs["last_conv"]
-            logits = logits_of(model, outputs["penultimate"])
+            logits = outputs["logits"]
             # The logit difference, not the log-odds: log_sigmoid saturates for a confident answer and
             # its gradient then only shows the other class's evidence.
             target = logits[:, 0] - logits[:, 1]
@@ -208,7 +259,13 @@ def write_savedmodel(model: keras.Model, spec: InputSpec, statistics: OodStatist
         # Flatten + Dense, whose weights differ per position, and the averages cancel there (measured
         # on a toy task: 42% of the heatmap on the deciding quadrant, some maps all negative).
         cam = tf.reduce_sum(gradients * last_conv, axis=-1)
-        return {"gradcam": resample_to_input(cam, *grid, spec.height, spec.width)}
+        maps = resample_to_input(cam, *grid, spec.height, spec.width)
+        if flips:  # each view's map flipped back onto the image as sent, then averaged
+            views = flip_views(flips)
+            per_view = tf.split(maps, 1 + len(views), axis=0)
+            maps = tf.add_n([per_view[0]] + [tf.reverse(view, axis=axes)
+                                             for view, axes in zip(per_view[1:], views)]) / (1 + len(views))
+        return {"gradcam": maps}
 
     archive = keras.export.ExportArchive()
     archive.track(model)
