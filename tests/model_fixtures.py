@@ -49,14 +49,17 @@ def fixture_card(disease: str, version: int, spec: InputSpec, *, temperature: fl
 
 
 def export_untrained(models_dir: Path, disease: str, *, colour_mode: str = "grayscale", size: int = 50,
-                     seed: int = 1, model: keras.Model | None = None, **card_options) -> Path:
-    """An exported version with all three signatures; OOD statistics from random images."""
+                     seed: int = 1, model: keras.Model | None = None, flips: tuple[str, ...] = (),
+                     **card_options) -> Path:
+    """An exported version with all three signatures (with test-time `flips` if given); OOD statistics
+    from random images."""
     keras.utils.set_random_seed(seed)
     spec = InputSpec(height=size, width=size, colour_mode=ColourMode(colour_mode))
     model = model or make_model(spec)
     with stage_version(models_dir, disease) as staged:
-        write_savedmodel(model, spec, random_image_statistics(model, spec, seed), staged.folder)
-        return staged.publish(fixture_card(disease, 0, spec, **card_options))
+        write_savedmodel(model, spec, random_image_statistics(model, spec, seed), staged.folder, flips)
+        card = fixture_card(disease, 0, spec, **card_options).model_copy(update={"test_time_flips": list(flips)})
+        return staged.publish(card)
 
 
 def export_legacy(models_dir: Path, disease: str, *, size: int = 50, seed: int = 1) -> Path:

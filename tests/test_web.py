@@ -192,6 +192,7 @@ def test_model_card_is_one_click_away(page) -> None:
     page.select_option("#disease", "brain_tumor")
     page.click("#model-card summary")
     assert "not cross-validated yet" in card.inner_text()
+    assert "answers for the image as sent and flipped (horizontal)" in card.inner_text()
 
 
 def open_chooser_by_keyboard(page):

@@ -157,6 +157,10 @@ function cardContents(card) {
       (test ? `; on the test part: sensitivity ${percent(test.sensitivity)}, specificity ${percent(test.specificity)}` : ""));
   }
   fact("On patients not seen in training", crossValidation(card.cross_validation));
+  if (card.test_time_flips && card.test_time_flips.length) {
+    fact("Test-time flips", `answers for the image as sent and flipped (${card.test_time_flips.join(", ")}): ` +
+      "the mean probability over every combination of the flips");
+  }
   if (card.calibration) fact("Calibration", `temperature ${card.calibration.temperature.toFixed(2)}. ${card.calibration.selection}`);
   if (card.out_of_distribution) fact("Out-of-distribution check", card.out_of_distribution.method);
   fact("Data source", card.data.source);
