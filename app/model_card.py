@@ -177,6 +177,8 @@ class CrossValidation(BaseModel):
     recipe: dict[str, object]
     differences: list[str] = Field(default_factory=list,
                                    description="where the cross-validated recipe differs from this model's")
+    test_time_flips: list[str] = Field(default_factory=list, description="the rounds answered over these flips, "
+                                       "as the version does")
     summary: dict[str, dict[str, float]] = Field(description="at a threshold of 0.5")
     screening: ScreeningCrossValidation | None = Field(None, description="absent: measured at 0.5 only")
     seconds: float

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from app.model_card import read_card, write_card
@@ -75,4 +76,67 @@ def test_a_wrong_disease_or_version_is_refused_and_the_card_is_untouched(tmp_pat
     version = ["--version", "7"] if disease == "malaria" else []
     code = main(["record-crossval", disease, str(a_result(tmp_path)), "--out", str(tmp_path / "models"), *version])
     assert code != 0 and message in capsys.readouterr().err
+    assert (folder / "metadata.json").read_bytes() == before
+
+
+def kept_scores(rounds: int = 3, seed: int = 0) -> list[dict]:
+    """Per round: validation and held-out labels with P(infected), and the same over flips (slightly better)."""
+    rng = np.random.default_rng(seed)
+
+    def part(count: int) -> dict:
+        labels = rng.integers(0, 2, count)
+        infected = np.clip(np.where(labels == 0, 0.7, 0.3) + rng.normal(0, 0.2, count), 0, 1)
+        return {"labels": labels.tolist(), "infected": infected.round(5).tolist(),
+                "infected_with_flips": np.clip(infected + np.where(labels == 0, 0.05, -0.05), 0, 1).round(5).tolist()}
+
+    return [{"held_out": part(200), "validation": part(200)} for _ in range(rounds)]
+
+
+def with_kept_scores(tmp_path: Path, flips: list[str] | None = None) -> Path:
+    report = a_result(tmp_path, scores_file="m.scores.json",
+                      **({"with_flips": {"flips": flips}} if flips else {}))
+    (tmp_path / "m.scores.json").write_text(json.dumps(kept_scores()))
+    return report
+
+
+def set_card(folder: Path, **changes) -> None:
+    card = read_card(folder / "metadata.json")
+    screening = card.screening.model_copy(update={"target_sensitivity": changes.pop("target", 0.95)})
+    write_card(card.model_copy(update={"screening": screening, **changes}), folder / "metadata.json")
+
+
+def test_figures_are_recomputed_as_the_version_answers_at_its_own_target_and_flips(tmp_path: Path) -> None:
+    from training.card_crossval import record_in_card
+    from training.crossval import measured_with
+
+    folder = a_version(tmp_path / "models")
+    report = with_kept_scores(tmp_path, flips=["horizontal"])
+    rounds = [{"scores": kept} for kept in kept_scores()]
+    set_card(folder, target=0.98)
+    plain = record_in_card(tmp_path / "models", "malaria", report).cross_validation
+    expected = measured_with(rounds, "infected", 0.98)
+    assert plain.screening.target_sensitivity == 0.98 and plain.screening.summary == expected["at_screening"]
+    assert plain.summary == expected["at_0_5"] and plain.summary != SUMMARY and plain.test_time_flips == []
+    assert plain.screening.summary["sensitivity"]["mean"] >= 0.9
+
+    set_card(folder, target=0.98, test_time_flips=["horizontal"])
+    flipped = record_in_card(tmp_path / "models", "malaria", report).cross_validation
+    assert flipped.test_time_flips == ["horizontal"]
+    assert flipped.screening.summary == measured_with(rounds, "infected_with_flips", 0.98)["at_screening"]
+    assert flipped.summary["accuracy"]["mean"] > plain.summary["accuracy"]["mean"]
+
+
+@pytest.mark.parametrize("report_flips, message", [(None, r"the flips \[\]"),
+                                                    (["horizontal", "vertical"], "answers over")])
+def test_a_report_that_did_not_measure_the_versions_flips_is_refused(tmp_path: Path, report_flips, message) -> None:
+    from training.card_crossval import record_in_card
+    from training.data import DataError
+
+    folder = a_version(tmp_path / "models")
+    set_card(folder, test_time_flips=["horizontal"])
+    before = (folder / "metadata.json").read_bytes()
+    with pytest.raises(DataError, match=message):
+        record_in_card(tmp_path / "models", "malaria", with_kept_scores(tmp_path, flips=report_flips))
+    with pytest.raises(DataError, match="kept no scores"):
+        record_in_card(tmp_path / "models", "malaria", a_result(tmp_path))
     assert (folder / "metadata.json").read_bytes() == before

@@ -12,7 +12,9 @@ from pathlib import Path
 
 from app.model_card import CrossValidation, ModelCard, read_card, replace_card
 from app.model_store import METADATA_FILE, latest_version, version_dir
+from training.crossval import measured_with
 from training.data import DataError
+from training.trust import DEFAULT_TARGET_SENSITIVITY
 
 # What training measured and wrote beside the recipe, not what it was asked to do.
 NOT_RECIPE = {"class_weights_used", "selection", "bn_recalibrated"}
@@ -35,6 +37,25 @@ def differences(card: ModelCard, result: dict) -> list[str]:
     return found
 
 
+def as_served(card: ModelCard, result: dict, report: Path) -> tuple[dict, dict | None]:
+    """(figures at 0.5, figures at the screening threshold) of the rounds answered as this version answers:
+    recomputed from the kept scores over the version's flips, at its own target sensitivity. A report
+    without kept scores gives its figures as they are (and refuses a version with flips)."""
+    flips = list(card.test_time_flips)
+    if "scores_file" not in result:
+        if flips:
+            raise DataError(f"{report} kept no scores, so it cannot measure the version's test-time flips")
+        return result["summary"], result.get("screening")
+    if flips and result.get("with_flips", {}).get("flips") != flips:
+        raise DataError(f"{report} measured the flips {result.get('with_flips', {}).get('flips', [])}, "
+                        f"the version answers over {flips}")
+    kept = json.loads((report.parent / result["scores_file"]).read_text(encoding="utf-8"))
+    target = card.screening.target_sensitivity if card.screening else DEFAULT_TARGET_SENSITIVITY
+    measured = measured_with([{"scores": round_} for round_ in kept], "infected_with_flips" if flips else "infected",
+                             target)
+    return measured["at_0_5"], {"target_sensitivity": target, "summary": measured["at_screening"]}
+
+
 def record_in_card(models_dir: Path, disease: str, report: Path, version: int | None = None) -> ModelCard:
     result = json.loads(report.read_text(encoding="utf-8"))
     if result.get("disease") != disease:
@@ -44,11 +65,12 @@ def record_in_card(models_dir: Path, disease: str, report: Path, version: int | 
     if folder is None or not (folder / METADATA_FILE).is_file():
         raise DataError(f"no version {version or ''} of {disease} under {models_dir}")
     card = read_card(folder / METADATA_FILE)
+    summary, screening = as_served(card, result, report)
     recorded = CrossValidation(
         folds=result["folds"], seed=result["seed"], images=result["images"], groups=result["groups"],
         input=result["input"], enhancement=result.get("enhancement", "none"),
         architecture=result.get("arch", "paper_cnn"), recipe=result["recipe"], differences=differences(card, result),
-        summary=result["summary"], screening=result.get("screening"), seconds=result["seconds"],
+        test_time_flips=card.test_time_flips, summary=summary, screening=screening, seconds=result["seconds"],
         report=report.as_posix(),
     )
     card = card.model_copy(update={"cross_validation": recorded})

@@ -210,14 +210,14 @@ def _kept(labels: np.ndarray, scores: np.ndarray, flipped: list[np.ndarray]) -> 
     return kept
 
 
-def measured_with(rounds: list[dict], key: str) -> dict[str, dict[str, dict[str, float]]]:
+def measured_with(rounds: list[dict], key: str, target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY
+                  ) -> dict[str, dict[str, dict[str, float]]]:
     """Every metric over rounds from kept scores (`infected` or `infected_with_flips`), at 0.5 and at each
-    round's screening threshold chosen on its validation fold."""
+    round's screening threshold for `target_sensitivity`, chosen on its validation fold."""
     at_half, at_screening = [], []
     for round_ in rounds:
         held_out, validation = round_["scores"]["held_out"], round_["scores"]["validation"]
-        threshold = screening_threshold(np.array(validation[key]), np.array(validation["labels"]),
-                                        DEFAULT_TARGET_SENSITIVITY)
+        threshold = screening_threshold(np.array(validation[key]), np.array(validation["labels"]), target_sensitivity)
         labels, infected = np.array(held_out["labels"]), np.array(held_out[key])
         for measured, cut in ((at_half, 0.5), (at_screening, threshold)):
             metrics = compute_metrics(labels, probabilities_of(infected), cut)
