@@ -175,7 +175,7 @@ def test_a_lab_trains_and_serves_a_disease_of_its_own_without_code(tmp_path: Pat
     data = write_synthetic_dataset(tmp_path / "data", "tuberculosis", per_class=30)
     (data / "tuberculosis" / "disease.json").write_text(json.dumps({
         "description": "TB vs normal chest X-rays", "image_size": 48, "colour_mode": "rgb", "augment": False,
-        "caveats": ["A toy set."],
+        "caveats": ["A toy set."], "screening_sensitivity": 0.9, "test_time_flips": ["horizontal"],
     }))
     models = tmp_path / "models"
     code = main(["train", "tuberculosis", "--data", str(data), "--out", str(models), "--epochs", "2",
@@ -187,6 +187,7 @@ def test_a_lab_trains_and_serves_a_disease_of_its_own_without_code(tmp_path: Pat
     assert card.data.caveats == ["A toy set.", "Made by a test."]
     assert card.training.settings["augment"] is False
     assert "disease.json" in card.training.settings["disease_config"]
+    assert card.screening.target_sensitivity == 0.9 and card.test_time_flips == ["horizontal"]
     with TestClient(create_app(Settings(models_dir=models))) as client:
         response = client.post("/predict/tuberculosis", files={"file": ("x.png", image_bytes(blob(40, True, 1)))})
     assert response.status_code == 200 and response.json()["disease"] == "tuberculosis"
@@ -211,8 +212,10 @@ def test_calibrate_with_test_time_flips_makes_a_version_that_answers_for_the_ima
     flipped = load_model(new)
     np.testing.assert_allclose([o.log_odds for o in flipped.analyse(probe[:, :, ::-1])],
                                [o.log_odds for o in flipped.analyse(probe)], atol=1e-4)
-    # calibrating that version again keeps its flips; an empty flag takes them away
+    # calibrating that version again keeps its flips and target; an empty flag takes the flips away
+    assert main(["calibrate", "malaria", "--data", str(data), "--out", str(copied), "--target-sensitivity", "0.9"]) == 0
     assert main(["calibrate", "malaria", "--data", str(data), "--out", str(copied)]) == 0
-    assert read_card(new.parent / str(int(new.name) + 1) / "metadata.json").test_time_flips == ["horizontal"]
+    again = read_card(new.parent / str(int(new.name) + 2) / "metadata.json")
+    assert again.test_time_flips == ["horizontal"] and again.screening.target_sensitivity == 0.9
     assert main(["calibrate", "malaria", "--data", str(data), "--out", str(copied), "--test-time-flips"]) == 0
-    assert read_card(new.parent / str(int(new.name) + 2) / "metadata.json").test_time_flips == []
+    assert read_card(new.parent / str(int(new.name) + 3) / "metadata.json").test_time_flips == []

@@ -31,8 +31,9 @@ REBUILD_TOLERANCE = 1e-4  # log-odds of the rebuilt model against the exported o
 
 def calibrate_version(
     disease: str, *, data_dir: Path, models_dir: Path, version: int | None = None,
-    target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY, test_time_flips: list[str] | None = None,
+    target_sensitivity: float | None = None, test_time_flips: list[str] | None = None,
 ) -> Path:
+    """None keeps the version's own target sensitivity and flips."""
     version = version or latest_version(models_dir, disease)
     if version is None or not version_dir(models_dir, disease, version).is_dir():
         raise DataError(f"no version {version or ''} of {disease} under {models_dir}")
@@ -57,5 +58,6 @@ def calibrate_version(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "test_time_flips": card.test_time_flips if test_time_flips is None else test_time_flips,
     })
+    own_target = card.screening.target_sensitivity if card.screening else DEFAULT_TARGET_SENSITIVITY
     return release(model, spec, data, new_card, models_dir, previous_report=folder / REPORT_DIR,
-                   target_sensitivity=target_sensitivity)
+                   target_sensitivity=target_sensitivity or own_target)

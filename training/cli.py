@@ -96,8 +96,9 @@ def _version_command(commands, name: str, help_text: str) -> argparse.ArgumentPa
 
 
 def _add_target_sensitivity(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--target-sensitivity", type=_fraction, default=0.95,
-                        help="sensitivity the screening threshold must reach on the validation part (default 0.95)")
+    parser.add_argument("--target-sensitivity", type=_fraction, default=None,
+                        help="sensitivity the screening threshold must reach on the validation part (default: the "
+                        "disease's, chosen by cross-validation, 0.95 where none was; calibrate: the version's)")
 
 
 def _fraction(text: str) -> float:

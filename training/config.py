@@ -54,6 +54,11 @@ class DiseaseConfig:
     paper: tuple[str, str] = ("-", "-")  # the paper's Table 1 test accuracy, and the best figure its text states
     described_by: str = "MedScan's tuned defaults"
     enhancement: Enhancement = Enhancement.NONE
+    # How the exported version answers, chosen by grouped cross-validation from the kept scores
+    # (reports/crossval/): the sensitivity its screening threshold is fitted for on the validation part,
+    # and the flips it answers over (each one more network pass per image).
+    screening_sensitivity: float = 0.95
+    test_time_flips: tuple[str, ...] = ()
 
     def spec(self, image_size: int | None = None) -> InputSpec:
         size = image_size or self.image_size
@@ -151,7 +156,8 @@ CONFIG_FILE = "disease.json"  # beside the images: <data>/<disease>/disease.json
 # A disease we have not tuned: the paper's input range midpoint, light augmentation, a longer run.
 GENERIC_RECIPE = replace(MEDSCAN, epochs=30, augment=True)
 CONFIG_KEYS = {"description", "source", "image_size", "colour_mode", "enhancement", "caveats", "target", "epochs",
-               "batch_size", "learning_rate", "augment", "flip_horizontal", "flip_vertical"}
+               "batch_size", "learning_rate", "augment", "flip_horizontal", "flip_vertical", "screening_sensitivity",
+               "test_time_flips"}
 
 
 @dataclass(frozen=True)
@@ -207,8 +213,9 @@ def _apply_file(config: DiseaseConfig, file: Path) -> DiseaseConfig:
         fields["colour_mode"] = ColourMode(fields["colour_mode"])
     if "enhancement" in fields:
         fields["enhancement"] = Enhancement(fields["enhancement"])
-    if "caveats" in fields:
-        fields["caveats"] = tuple(fields["caveats"])
+    for key in ("caveats", "test_time_flips"):
+        if key in fields:
+            fields[key] = tuple(fields[key])
     return replace(config, medscan=recipe, **fields)
 
 

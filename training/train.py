@@ -41,7 +41,6 @@ from training.pipeline import (
     training_batches,
 )
 from training.release import OUTPUT_DESCRIPTION, release, release_data
-from training.trust import DEFAULT_TARGET_SENSITIVITY
 
 log = logging.getLogger("training")
 # Replaced by the measured figures before a card is published (training/release.py).
@@ -64,7 +63,7 @@ class TrainOptions:
     description: str | None = None
     caveats: tuple[str, ...] = ()
     seed: int = 42
-    target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY
+    target_sensitivity: float | None = None  # None: the disease's (training/config.py)
     arch: str = PAPER_CNN
     weights: str | None = None  # None/"none": from scratch; "imagenet"; or a local weights file
     strategy: str = "default"  # tf.distribute: default, mirrored or multiworker (training/distributed.py)
@@ -198,7 +197,7 @@ def train(options: TrainOptions) -> Path | None:
     card = ModelCard(
         disease=options.disease, version=0, description=config.description,
         input=InputCard.from_spec(spec), preprocessing=preprocessing.describe(spec),
-        output=OUTPUT_DESCRIPTION, metrics=PENDING_METRICS,
+        output=OUTPUT_DESCRIPTION, test_time_flips=list(config.test_time_flips), metrics=PENDING_METRICS,
         data=DataCard(
             source=config.source,
             split=(f"by patient/slide group (MANIFEST.csv; one group per file where unknown), seed "
@@ -215,7 +214,8 @@ def train(options: TrainOptions) -> Path | None:
     )
     data = release_data(options.disease, split, decoded, options.data_dir, spec)
     target = release(model, spec, data, card, options.models_dir, history=history,
-                     target_sensitivity=options.target_sensitivity, batch_size=recipe.batch_size)
+                     target_sensitivity=options.target_sensitivity or config.screening_sensitivity,
+                     batch_size=recipe.batch_size)
     log.info("exported %s", target)
     return target
 
