@@ -155,3 +155,32 @@ def test_a_recipe_that_keeps_orientation_gets_no_flips() -> None:
     assert recipe_flips(DISEASES["pneumonia"].medscan) == []  # a chest X-ray has a left and a right
     assert recipe_flips(DISEASES["malaria"].medscan) == ["horizontal", "vertical"]
     assert recipe_flips(replace(DISEASES["malaria"].medscan, flip_vertical=False)) == ["horizontal"]
+
+
+def test_operating_points_come_from_the_kept_scores_at_each_target_with_and_without_flips(a_run, capsys) -> None:
+    from training.cli import main
+    from training.crossval import operating_points
+
+    result, reports = a_run
+    (report,) = reports.glob("malaria-*[0-9]ep.json")
+    rows = operating_points(report, targets=(0.5, 0.95, 1.0))
+    assert [(r["target_sensitivity"], r["test_time_flips"]) for r in rows] == [
+        (0.5, []), (0.95, []), (1.0, []),
+        (0.5, ["horizontal", "vertical"]), (0.95, ["horizontal", "vertical"]), (1.0, ["horizontal", "vertical"])]
+    # the report's own served figures (kept scores are rounded to 5 decimals: a tie may fall the other way)
+    served = result["screening"]["summary"]["accuracy"]["mean"]
+    assert rows[1]["accuracy"]["mean"] == pytest.approx(served, abs=0.02)
+    assert rows[4]["accuracy"] == result["with_flips"]["at_screening"]["accuracy"]  # both from the kept scores
+    # a higher target never catches fewer infected images on the same rounds' validation folds
+    assert rows[0]["sensitivity"]["mean"] <= rows[1]["sensitivity"]["mean"] <= rows[2]["sensitivity"]["mean"]
+    assert main(["operating-points", str(report)]) == 0
+    assert "0.98    horizontal, vertical" in capsys.readouterr().out
+
+
+def test_operating_points_need_kept_scores(tmp_path: Path, capsys) -> None:
+    from training.cli import main
+
+    report = tmp_path / "old.json"
+    report.write_text(json.dumps({"summary": {}}))
+    assert main(["operating-points", str(report)]) != 0
+    assert "kept no scores" in capsys.readouterr().err

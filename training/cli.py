@@ -46,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument("--out", type=Path, default=Path("models"), help="models folder (default: models/)")
     record.add_argument("--version", type=_positive, default=None, help="model version (default: the latest)")
 
+    points = commands.add_parser(
+        "operating-points", help="a cross-validation's served accuracy, sensitivity and specificity at each target "
+        "sensitivity, with and without test-time flips, from its kept scores (no training)")
+    points.add_argument("report", type=Path)
+
     confound = commands.add_parser(
         "confound", help="how well a linear model on global colour and border statistics (blind to lesions) "
         "separates the classes, on the pixels the model is fed")
@@ -156,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     from training.data import DataError
 
     commands = {"evaluate": _evaluate, "calibrate": _calibrate, "cross-validate": _cross_validate, "compare": _compare,
-                "confound": _confound, "record-crossval": _record_crossval,
+                "confound": _confound, "record-crossval": _record_crossval, "operating-points": _operating_points,
                 "train": _train, "train-all": _train_all}
     try:
         # Progress (Keras prints it) goes to stderr; stdout carries only the answer, e.g. JSON to pipe on.
@@ -211,6 +216,17 @@ def _cross_validate(args: argparse.Namespace) -> str:
     result = cross_validate(_options(args, args.disease), folds=args.folds, report_dir=args.report_dir)
     shown = ("disease", "folds", "input", "images", "groups", "summary", "screening")
     return json.dumps({key: result[key] for key in shown}, indent=2)
+
+
+def _operating_points(args: argparse.Namespace) -> str:
+    from training.crossval import operating_points
+
+    lines = ["target  flips                  accuracy          sensitivity       specificity       AUC"]
+    for row in operating_points(args.report):
+        figures = "  ".join(f"{row[name]['mean']:.4f} +- {row[name]['std']:.4f}"
+                            for name in ("accuracy", "sensitivity", "specificity", "roc_auc"))
+        lines.append(f"{row['target_sensitivity']:.2f}    {', '.join(row['test_time_flips']) or 'none':<22} {figures}")
+    return "\n".join(lines)
 
 
 def _record_crossval(args: argparse.Namespace) -> str:

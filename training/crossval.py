@@ -27,7 +27,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from app.model_card import SplitSpec
 from app.preprocessing import Enhancement, InputSpec
 from app.scoring import normalise
-from training.data import Sample, check_trainable, find_samples, split_as
+from training.data import DataError, Sample, check_trainable, find_samples, split_as
 from training.evaluate import compute_metrics, probabilities_of
 from training.pipeline import decode_samples, decoded_from_arrays, images_only, kept_samples, pixels_of
 from training.config import Recipe
@@ -223,6 +223,26 @@ def measured_with(rounds: list[dict], key: str, target_sensitivity: float = DEFA
             metrics = compute_metrics(labels, probabilities_of(infected), cut)
             measured.append({name: getattr(metrics, name) for name in METRICS})
     return {"at_0_5": _over_rounds(at_half), "at_screening": _over_rounds(at_screening)}
+
+
+TARGETS = (0.90, 0.95, 0.97, 0.98, 0.99)
+
+
+def operating_points(report: Path, targets: tuple[float, ...] = TARGETS) -> list[dict[str, object]]:
+    """How the rounds would have been answered at each target sensitivity, with and without the flips the
+    report measured: what a disease's screening sensitivity and test-time flips are chosen by."""
+    result = json.loads(report.read_text(encoding="utf-8"))
+    if "scores_file" not in result:
+        raise DataError(f"{report} kept no scores; run the cross-validation again to choose an operating point")
+    rounds = [{"scores": kept} for kept in json.loads((report.parent / result["scores_file"]).read_text(encoding="utf-8"))]
+    flips = result.get("with_flips", {}).get("flips", [])
+    rows = []
+    for key, views in [("infected", [])] + ([("infected_with_flips", flips)] if flips else []):
+        for target in targets:
+            served = measured_with(rounds, key, target)["at_screening"]
+            rows.append({"target_sensitivity": target, "test_time_flips": views,
+                         **{name: served[name] for name in ("accuracy", "sensitivity", "specificity", "roc_auc")}})
+    return rows
 
 
 def cross_validate(options: TrainOptions, folds: int = 5, report_dir: Path | None = None) -> dict[str, object]:
