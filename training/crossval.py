@@ -225,7 +225,7 @@ def measured_with(rounds: list[dict], key: str, target_sensitivity: float = DEFA
     return {"at_0_5": _over_rounds(at_half), "at_screening": _over_rounds(at_screening)}
 
 
-TARGETS = (0.90, 0.95, 0.97, 0.98, 0.99)
+TARGETS = (0.80, 0.85, 0.90, 0.95, 0.97, 0.98, 0.99)
 
 
 def operating_points(report: Path, targets: tuple[float, ...] = TARGETS) -> list[dict[str, object]]:
