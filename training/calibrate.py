@@ -23,7 +23,7 @@ from training.architectures import make_architecture
 from training.pipeline import decode_samples
 from training.release import OUTPUT_DESCRIPTION, release, release_data
 from training.servable import features_and_log_odds, rebuild_keras_model
-from training.trust import DEFAULT_TARGET_SENSITIVITY
+from training.trust import target_sensitivity_of
 
 log = logging.getLogger("training")
 REBUILD_TOLERANCE = 1e-4  # log-odds of the rebuilt model against the exported one
@@ -58,6 +58,5 @@ def calibrate_version(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "test_time_flips": card.test_time_flips if test_time_flips is None else test_time_flips,
     })
-    own_target = card.screening.target_sensitivity if card.screening else DEFAULT_TARGET_SENSITIVITY
     return release(model, spec, data, new_card, models_dir, previous_report=folder / REPORT_DIR,
-                   target_sensitivity=target_sensitivity or own_target)
+                   target_sensitivity=target_sensitivity or target_sensitivity_of(card))

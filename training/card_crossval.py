@@ -12,9 +12,9 @@ from pathlib import Path
 
 from app.model_card import CrossValidation, ModelCard, read_card, replace_card
 from app.model_store import METADATA_FILE, latest_version, version_dir
-from training.crossval import measured_with
+from training.crossval import kept_rounds, measured_with
 from training.data import DataError
-from training.trust import DEFAULT_TARGET_SENSITIVITY
+from training.trust import target_sensitivity_of
 
 # What training measured and wrote beside the recipe, not what it was asked to do.
 NOT_RECIPE = {"class_weights_used", "selection", "bn_recalibrated"}
@@ -49,10 +49,8 @@ def as_served(card: ModelCard, result: dict, report: Path) -> tuple[dict, dict |
     if flips and result.get("with_flips", {}).get("flips") != flips:
         raise DataError(f"{report} measured the flips {result.get('with_flips', {}).get('flips', [])}, "
                         f"the version answers over {flips}")
-    kept = json.loads((report.parent / result["scores_file"]).read_text(encoding="utf-8"))
-    target = card.screening.target_sensitivity if card.screening else DEFAULT_TARGET_SENSITIVITY
-    measured = measured_with([{"scores": round_} for round_ in kept], "infected_with_flips" if flips else "infected",
-                             target)
+    target = target_sensitivity_of(card)
+    measured = measured_with(kept_rounds(report, result), "infected_with_flips" if flips else "infected", target)
     return measured["at_0_5"], {"target_sensitivity": target, "summary": measured["at_screening"]}
 
 

@@ -225,6 +225,12 @@ def measured_with(rounds: list[dict], key: str, target_sensitivity: float = DEFA
     return {"at_0_5": _over_rounds(at_half), "at_screening": _over_rounds(at_screening)}
 
 
+def kept_rounds(report: Path, result: dict) -> list[dict]:
+    """The rounds of a report with their kept scores, as `measured_with` reads them."""
+    kept = json.loads((report.parent / result["scores_file"]).read_text(encoding="utf-8"))
+    return [{"scores": round_} for round_ in kept]
+
+
 TARGETS = (0.80, 0.85, 0.90, 0.95, 0.97, 0.98, 0.99)
 
 
@@ -234,7 +240,7 @@ def operating_points(report: Path, targets: tuple[float, ...] = TARGETS) -> list
     result = json.loads(report.read_text(encoding="utf-8"))
     if "scores_file" not in result:
         raise DataError(f"{report} kept no scores; run the cross-validation again to choose an operating point")
-    rounds = [{"scores": kept} for kept in json.loads((report.parent / result["scores_file"]).read_text(encoding="utf-8"))]
+    rounds = kept_rounds(report, result)
     flips = result.get("with_flips", {}).get("flips", [])
     rows = []
     for key, views in [("infected", [])] + ([("infected_with_flips", flips)] if flips else []):

@@ -13,7 +13,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from sklearn.covariance import LedoitWolf
 
-from app.model_card import OperatingPoint
+from app.model_card import ModelCard, OperatingPoint
 from app.scoring import POSITIVE, calibrated_probability
 from training.servable import OodStatistics
 
@@ -76,6 +76,11 @@ def screening_threshold(probabilities: np.ndarray, labels: np.ndarray, target_se
         raise ValueError("no infected image to choose a screening threshold on")
     needed = int(np.ceil(target_sensitivity * infected.size))
     return float(infected[max(needed, 1) - 1])
+
+
+def target_sensitivity_of(card: ModelCard) -> float:
+    """The sensitivity a version's screening threshold was fitted for (the default before it had one)."""
+    return card.screening.target_sensitivity if card.screening else DEFAULT_TARGET_SENSITIVITY
 
 
 def operating_point(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -> OperatingPoint:
