@@ -185,6 +185,23 @@ class CrossValidation(BaseModel):
     report: str = Field(description="the full result, rounds included, in the repository")
 
 
+class SourceConfound(BaseModel):
+    """How well a classifier blind to the disease (a linear model on global colour and border statistics of the
+    pixels this model is fed) separates the classes, on held-out patients (`python -m training confound`). Near
+    0.5: the classes differ in nothing so coarse. High: source, camera or border tell them apart, and the
+    model's figures are not all evidence that it sees the disease."""
+
+    features: list[str]
+    input: list[int]
+    enhancement: Enhancement = Enhancement.NONE
+    images: int
+    groups: int
+    roc_auc: float = Field(description="out-of-fold ROC AUC over every image")
+    fold_mean: float
+    fold_std: float
+    report: str
+
+
 class ModelCard(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -206,6 +223,7 @@ class ModelCard(BaseModel):
         None, description="absent in cards before format 2: no out-of-distribution check"
     )
     cross_validation: CrossValidation | None = Field(None, description="absent: the recipe was not cross-validated")
+    source_confound: SourceConfound | None = Field(None, description="absent: not measured for this disease")
     derived_from: int | None = Field(None, description="version whose weights this one re-exports, if any")
     data: DataCard
     training: TrainingCard

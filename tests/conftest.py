@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from app.model_card import CrossValidation, ScreeningCrossValidation
+from app.model_card import CrossValidation, ScreeningCrossValidation, SourceConfound
 from tests.images import blob
 
 SHARED_DATASETS = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"
@@ -99,6 +99,10 @@ FIXTURE_CROSS_VALIDATION = CrossValidation(
         "accuracy": {"mean": 0.9512, "std": 0.008}, "sensitivity": {"mean": 0.9433, "std": 0.02}}))
 
 
+FIXTURE_CONFOUND = SourceConfound(features=["mean_r", "std_r"], input=[48, 48, 1], images=200, groups=100,
+                                  roc_auc=0.81, fold_mean=0.807, fold_std=0.028, report="reports/x/confound.json")
+
+
 @pytest.fixture(scope="session")
 def trust_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Models with a trust layer (malaria: temperature and threshold set; brain_tumor: every image out
@@ -109,7 +113,7 @@ def trust_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     export_untrained(models, "malaria", size=50, temperature=TEMPERATURE, threshold=THRESHOLD, ood_threshold=1e6,
                      cross_validation=FIXTURE_CROSS_VALIDATION)
     export_untrained(models, "brain_tumor", size=48, ood_threshold=0.0,  # every image is out of distribution
-                     flips=("horizontal",))
+                     flips=("horizontal",), source_confound=FIXTURE_CONFOUND)
     export_legacy(models, "breast_cancer", size=50)
     return models
 

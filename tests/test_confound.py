@@ -8,6 +8,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from app.model_card import read_card, write_card
+from app.preprocessing import ColourMode, InputSpec
+from tests.model_fixtures import fixture_card
 from training.confound import FEATURES, global_statistics, out_of_fold_auc
 
 
@@ -50,3 +53,19 @@ def test_the_command_measures_a_data_set_whose_classes_differ_in_border(tmp_path
     assert answer["roc_auc"] > 0.95 and answer["images"] == 60 and answer["enhancement"] == "none"
     saved = json.loads((tmp_path / "reports" / "eyes" / "confound.json").read_text())
     assert set(saved) == {"none-32px"}
+
+    # a version fed those pixels gets the figure in its card; one fed other pixels is refused, card untouched
+    for version, colour_mode in ((1, ColourMode.RGB), (2, ColourMode.GRAYSCALE)):
+        folder = tmp_path / "models" / "eyes" / str(version)
+        folder.mkdir(parents=True)
+        write_card(fixture_card("eyes", version, InputSpec(32, 32, colour_mode)), folder / "metadata.json")
+    record = ["record-confound", "eyes", "--report-dir", str(tmp_path / "reports"), "--out", str(tmp_path / "models")]
+    before = (tmp_path / "models" / "eyes" / "2" / "metadata.json").read_bytes()
+    assert main(record) == 2
+    assert "no check of the pixels version 2 is fed ([32, 32, 1]" in capsys.readouterr().err
+    assert (tmp_path / "models" / "eyes" / "2" / "metadata.json").read_bytes() == before
+    assert main([*record, "--version", "1"]) == 0
+    capsys.readouterr()
+    recorded = read_card(tmp_path / "models" / "eyes" / "1" / "metadata.json").source_confound
+    assert recorded is not None and recorded.roc_auc == answer["roc_auc"] and recorded.images == 60
+    assert recorded.report.endswith("reports/eyes/confound.json")

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.model_card import CrossValidation, ScreeningCrossValidation, write_card
+from app.model_card import CrossValidation, ScreeningCrossValidation, SourceConfound, write_card
 from app.preprocessing import ColourMode, InputSpec
 from tests.model_fixtures import fixture_card
 from training.results_table import crossval_table
 
 
-def write_version(models: Path, disease: str, cross_validation: CrossValidation | None = None) -> None:
+def write_version(models: Path, disease: str, cross_validation: CrossValidation | None = None,
+                  source_confound: SourceConfound | None = None) -> None:
     folder = models / disease / "2"
     folder.mkdir(parents=True)
-    card = fixture_card(disease, 2, InputSpec(50, 50, ColourMode.GRAYSCALE))
-    write_card(card.model_copy(update={"cross_validation": cross_validation}), folder / "metadata.json")
+    card = fixture_card(disease, 2, InputSpec(50, 50, ColourMode.GRAYSCALE), cross_validation=cross_validation,
+                        source_confound=source_confound)
+    write_card(card, folder / "metadata.json")
 
 
 def test_the_crossval_table_shows_each_cards_figures_goal_and_the_papers(tmp_path: Path) -> None:
@@ -25,7 +27,9 @@ def test_the_crossval_table_shows_each_cards_figures_goal_and_the_papers(tmp_pat
         screening=ScreeningCrossValidation(target_sensitivity=0.95, summary={
             "accuracy": {"mean": 0.951, "std": 0.008}, "sensitivity": {"mean": 0.9433, "std": 0.02},
             "specificity": {"mean": 0.955, "std": 0.01}})))
-    write_version(tmp_path, "pneumonia")
+    write_version(tmp_path, "pneumonia", source_confound=SourceConfound(
+        features=["mean_r"], input=[50, 50, 1], images=10, groups=5, roc_auc=0.8, fold_mean=0.807, fold_std=0.028,
+        report="reports/pneumonia/confound.json"))
     header, _, *lines = crossval_table(tmp_path).splitlines()
     rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in lines}
     column = {name: index for index, name in enumerate(header.split(" | "))}
@@ -35,6 +39,8 @@ def test_the_crossval_table_shows_each_cards_figures_goal_and_the_papers(tmp_pat
     assert malaria[column["sensitivity"]] == "94.33% +- 2.00%" and malaria[column["specificity"]] == "95.50% +- 1.00%"
     assert malaria[column["accuracy at 0.5"]] == "92.58% +- 1.24%" and malaria[column["ROC AUC"]] == "0.983 +- 0.005"
     assert len(malaria) == len(column) and len(rows["pneumonia"]) == len(column)
+    baseline = column["disease-blind baseline: ROC AUC"]
+    assert malaria[baseline] == "-" and rows["pneumonia"][baseline] == "0.807 +- 0.028"
     rows = {name: " | ".join(cells) for name, cells in rows.items()}
     assert "20,518 / 147, 5" in rows["malaria"] and "epochs: 12 vs 20" in rows["malaria"]
     assert "accuracy >= 97.0%" in rows["malaria"] and "- / 95.6%" in rows["malaria"]

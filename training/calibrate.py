@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from app.model_store import REPORT_DIR, latest_version, version_dir
+from app.model_store import REPORT_DIR
 from app.savedmodel import load_model
 from training.data import DataError, card_split_spec, find_samples, split_as
 from training.architectures import make_architecture
@@ -24,6 +24,7 @@ from training.pipeline import decode_samples
 from training.release import OUTPUT_DESCRIPTION, release, release_data
 from training.servable import features_and_log_odds, rebuild_keras_model
 from training.trust import target_sensitivity_of
+from training.versions import published_version
 
 log = logging.getLogger("training")
 REBUILD_TOLERANCE = 1e-4  # log-odds of the rebuilt model against the exported one
@@ -34,10 +35,7 @@ def calibrate_version(
     target_sensitivity: float | None = None, test_time_flips: list[str] | None = None,
 ) -> Path:
     """None keeps the version's own target sensitivity and flips."""
-    version = version or latest_version(models_dir, disease)
-    if version is None or not version_dir(models_dir, disease, version).is_dir():
-        raise DataError(f"no version {version or ''} of {disease} under {models_dir}")
-    folder = version_dir(models_dir, disease, version)
+    folder = published_version(models_dir, disease, version)
     exported = load_model(folder)
     card = exported.card
     spec = card.input.spec()
@@ -53,7 +51,7 @@ def calibrate_version(
     decoded = {part: decode_samples(samples, spec) for part, samples in split.parts().items()}
     data = release_data(disease, split, decoded, data_dir, spec)
     new_card = card.model_copy(update={
-        "format_version": 2, "derived_from": version, "output": OUTPUT_DESCRIPTION,
+        "format_version": 2, "derived_from": card.version, "output": OUTPUT_DESCRIPTION,
         "data": card.data.model_copy(update={"split_spec": card_split_spec(card)}),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "test_time_flips": card.test_time_flips if test_time_flips is None else test_time_flips,

@@ -11,10 +11,11 @@ import json
 from pathlib import Path
 
 from app.model_card import CrossValidation, ModelCard, read_card, replace_card
-from app.model_store import METADATA_FILE, latest_version, version_dir
+from app.model_store import METADATA_FILE
 from training.crossval import kept_rounds, measured_with
 from training.data import DataError
 from training.trust import target_sensitivity_of
+from training.versions import published_version
 
 # What training measured and wrote beside the recipe, not what it was asked to do.
 NOT_RECIPE = {"class_weights_used", "selection", "bn_recalibrated"}
@@ -58,10 +59,7 @@ def record_in_card(models_dir: Path, disease: str, report: Path, version: int | 
     result = json.loads(report.read_text(encoding="utf-8"))
     if result.get("disease") != disease:
         raise DataError(f"{report} is a cross-validation of {result.get('disease')!r}, not {disease!r}")
-    version = version or latest_version(models_dir, disease)
-    folder = version_dir(models_dir, disease, version) if version else None
-    if folder is None or not (folder / METADATA_FILE).is_file():
-        raise DataError(f"no version {version or ''} of {disease} under {models_dir}")
+    folder = published_version(models_dir, disease, version)
     card = read_card(folder / METADATA_FILE)
     summary, screening = as_served(card, result, report)
     recorded = CrossValidation(

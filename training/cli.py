@@ -1,4 +1,4 @@
-"""`python -m training train|train-all|cross-validate|compare|calibrate|evaluate ...`"""
+"""`python -m training train|train-all|cross-validate|compare|calibrate|evaluate|confound|record-... ...`"""
 
 from __future__ import annotations
 
@@ -59,6 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training(confound)
     confound.add_argument("--report-dir", type=Path, default=Path("reports"),
                           help="adds an entry to <report-dir>/<disease>/confound.json (default: reports/)")
+
+    record_confound = commands.add_parser(
+        "record-confound", help="put the confound check of the pixels a version is fed (from "
+        "<report-dir>/<disease>/confound.json) into its card")
+    record_confound.add_argument("disease")
+    record_confound.add_argument("--report-dir", type=Path, default=Path("reports"), help="default: reports/")
+    record_confound.add_argument("--out", type=Path, default=Path("models"), help="models folder (default: models/)")
+    record_confound.add_argument("--version", type=_positive, default=None, help="model version (default: the latest)")
 
     compare = commands.add_parser(
         "compare", help="the paper's comparison: several architectures on the same grouped folds, with a report")
@@ -161,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     from training.data import DataError
 
     commands = {"evaluate": _evaluate, "calibrate": _calibrate, "cross-validate": _cross_validate, "compare": _compare,
-                "confound": _confound, "record-crossval": _record_crossval, "operating-points": _operating_points,
+                "confound": _confound, "record-crossval": _record_crossval,
+                "record-confound": _record_confound, "operating-points": _operating_points,
                 "train": _train, "train-all": _train_all}
     try:
         # Progress (Keras prints it) goes to stderr; stdout carries only the answer, e.g. JSON to pipe on.
@@ -240,6 +249,13 @@ def _confound(args: argparse.Namespace) -> str:
     from training.confound import confound_check
 
     return json.dumps(confound_check(_options(args, args.disease), report_dir=args.report_dir), indent=2)
+
+
+def _record_confound(args: argparse.Namespace) -> str:
+    from training.confound import record_confound_in_card
+
+    card = record_confound_in_card(args.out, args.disease, args.report_dir, args.version)
+    return json.dumps(card.model_dump(include={"disease", "version", "source_confound"}), indent=2)
 
 
 def _compare(args: argparse.Namespace) -> str:

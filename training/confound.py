@@ -6,6 +6,9 @@ pixels, mean brightness of the outer frame and of the centre) of every image, me
 stratified 5-fold cross-validation (out-of-fold ROC AUC). Near 0.5: the classes differ in nothing so
 coarse. High: the data sets' sources, cameras or borders tell the classes apart, and a CNN's figure is
 not evidence that it sees the disease. Retinopathy's raw images: about 0.80 (its card's caveat).
+
+`python -m training record-confound <disease>` puts the check of the pixels a version is fed (its input size,
+colour mode and preparation) into that version's card, beside its own figures.
 """
 
 from __future__ import annotations
@@ -15,10 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
+from app.model_card import ModelCard, SourceConfound, read_card, replace_card
+from app.model_store import METADATA_FILE
 from app.preprocessing import InputSpec
-from training.data import Sample, find_samples
+from training.data import DataError, Sample, find_samples
 from training.pipeline import decode_samples, kept_samples, pixels_of
 from training.train import TrainOptions, resolve_disease
+from training.versions import published_version
 
 FEATURES = ("mean_r", "mean_g", "mean_b", "std_r", "std_g", "std_b", "dark_share", "frame_mean", "centre_mean")
 DARK = 0.1  # of full scale: the black surround of a fundus photograph
@@ -81,6 +87,31 @@ def confound_check(options: TrainOptions, report_dir: Path | None = None) -> dic
         path = report_dir / options.disease / "confound.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         earlier = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-        earlier[f"{spec.enhancement.value}-{spec.height}px"] = result  # one entry per preparation
+        earlier[entry_key(spec)] = result  # one entry per preparation
         path.write_text(json.dumps(earlier, indent=2) + "\n", encoding="utf-8")
     return result
+
+
+def entry_key(spec: InputSpec) -> str:
+    return f"{spec.enhancement.value}-{spec.height}px"
+
+
+def record_confound_in_card(models_dir: Path, disease: str, report_dir: Path, version: int | None = None
+                            ) -> ModelCard:
+    """Copy the check of exactly the pixels the version is fed from <report_dir>/<disease>/confound.json into
+    its card (answers unchanged; the card is replaced atomically)."""
+    folder = published_version(models_dir, disease, version)
+    card = read_card(folder / METADATA_FILE)
+    spec = card.input.spec()
+    path = report_dir / disease / "confound.json"
+    entry = json.loads(path.read_text(encoding="utf-8")).get(entry_key(spec)) if path.is_file() else None
+    if entry is None or entry["input"] != list(spec.shape):
+        raise DataError(
+            f"{path} has no check of the pixels version {card.version} is fed ({list(spec.shape)}, "
+            f"{spec.enhancement.value}); run: python -m training confound {disease} --data DIR "
+            f"--image-size {spec.height} --colour-mode {spec.colour_mode.value} --enhancement {spec.enhancement.value}")
+    measured = SourceConfound(**{key: entry[key] for key in SourceConfound.model_fields if key != "report"},
+                              report=path.as_posix())
+    card = card.model_copy(update={"source_confound": measured})
+    replace_card(card, folder / METADATA_FILE)
+    return card

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from app.model_card import ModelCard, replace_card
-from app.model_store import METADATA_FILE, latest_version, version_dir, versions
+from app.model_store import METADATA_FILE
 from app.savedmodel import LoadedModel, load_model
 from app.scoring import normalise
 from training.assessment import assess, probe_sets
@@ -15,16 +15,13 @@ from training.config import DISEASES
 from training.data import DataError, Sample, card_split_spec, find_samples, split_as
 from training.pipeline import decode_samples, images_only, kept_samples, pixels_of
 from training.release import with_assessment, write_assessment_report
+from training.versions import published_version
 
 
 def load_version(disease: str, models_dir: Path, version: int | None) -> LoadedModel:
     if not (models_dir / disease).is_dir():
         raise DataError(f"unknown disease {disease!r}: no folder {models_dir / disease}")
-    version = version or latest_version(models_dir, disease)
-    if version is None or version not in versions(models_dir, disease):
-        found = ", ".join(map(str, versions(models_dir, disease))) or "none"
-        raise DataError(f"no version {version or ''} of {disease} under {models_dir} (versions: {found})")
-    return load_model(version_dir(models_dir, disease, version))
+    return load_model(published_version(models_dir, disease, version))
 
 
 def test_part(model: LoadedModel, data_dir: Path) -> list[Sample]:

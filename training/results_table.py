@@ -85,7 +85,8 @@ def crossval_table(models_dir: Path) -> str:
     round's validation fold) where the report measured it, and accuracy at 0.5."""
     lines = _header("disease", "version", "grouped CV: accuracy as served", "sensitivity", "specificity",
                     "accuracy at 0.5", "ROC AUC", "images / groups, folds", "recipe differs in",
-                    "test part: accuracy (95% CI)", "goal (CV)", "paper: Table 1 test / text")
+                    "test part: accuracy (95% CI)", "goal (CV)", "disease-blind baseline: ROC AUC",
+                    "paper: Table 1 test / text")
     for card in shipped_cards(models_dir):
         config = DISEASES.get(card.disease)
         paper = " / ".join(config.paper) if config else "-"
@@ -93,16 +94,24 @@ def crossval_table(models_dir: Path) -> str:
         cv = card.cross_validation
         if cv is None:
             lines.append(f"| {card.disease} | {card.version} | not cross-validated |{' - |' * 6} {test} "
-                         f"| {config.goal if config else '-'} | {paper} |")
+                         f"| {config.goal if config else '-'} | {_confound(card)} | {paper} |")
             continue
         served = cv.screening.summary if cv.screening else {}
         lines.append(
             f"| {card.disease} | {card.version} | {_spread(served, 'accuracy')} "
             f"| {_spread(served, 'sensitivity')} | {_spread(served, 'specificity')} | {_spread(cv.summary, 'accuracy')} "
             f"| {_spread(cv.summary, 'roc_auc', percent=False)} | {cv.images:,} / {cv.groups:,}, {cv.folds} "
-            f"| {'; '.join(cv.differences) or '-'} | {test} | {config.goal if config else '-'} | {paper} |"
+            f"| {'; '.join(cv.differences) or '-'} | {test} | {config.goal if config else '-'} | {_confound(card)} "
+            f"| {paper} |"
         )
     return "\n".join(lines)
+
+
+def _confound(card: ModelCard) -> str:
+    """A linear model on global colour and border statistics (training/confound.py): how far the classes
+    differ in source or camera rather than disease; '-' where not measured."""
+    measured = card.source_confound
+    return f"{measured.fold_mean:.3f} +- {measured.fold_std:.3f}" if measured else "-"
 
 
 def _spread(summary: dict[str, dict[str, float]], name: str, percent: bool = True) -> str:

@@ -157,6 +157,14 @@ function cardContents(card) {
       (test ? `; on the test part: sensitivity ${percent(test.sensitivity)}, specificity ${percent(test.specificity)}` : ""));
   }
   fact("On patients not seen in training", crossValidation(card.cross_validation));
+  const confound = card.source_confound;
+  if (confound) {
+    // a shortcut through source or camera inflates every figure above; the card says how big it is
+    fact("Disease-blind baseline", `a linear model on ${confound.features.length} global colour and border ` +
+      `statistics of the pixels this model is fed separates the classes with ROC AUC ` +
+      `${confound.fold_mean.toFixed(3)} \u00b1 ${confound.fold_std.toFixed(3)} on held-out patients (0.5: no such ` +
+      "shortcut; the higher, the more of the figures above may come from source or camera, not the disease)");
+  }
   if (card.test_time_flips && card.test_time_flips.length) {
     fact("Test-time flips", `answers for the image as sent and flipped (${card.test_time_flips.join(", ")}): ` +
       "the mean probability over every combination of the flips");
