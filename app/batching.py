@@ -91,11 +91,6 @@ class Admission:
             self._open = False
             self._batcher._on_the_way -= self._count
 
-    async def submit(self, image: np.ndarray) -> Any:
-        """One preprocessed image (H x W x C) -> its answer."""
-        (answer,) = await self.submit_many([image])
-        return answer
-
     async def submit_many(self, images: Sequence[np.ndarray]) -> list[Any]:
         """Preprocessed images -> their answers in order; queued together, so they share a batch."""
         loop = asyncio.get_running_loop()
@@ -163,11 +158,6 @@ class DynamicBatcher:
             raise QueueFull(f"{waiting} images already waiting")
         self._on_the_way += count
         return Admission(self, count)
-
-    async def submit(self, image: np.ndarray) -> Any:
-        """Admit and queue one preprocessed image (H x W x C) -> its output row."""
-        with self.admit() as admission:
-            return await admission.submit(image)
 
     def _enqueue(self, pending: _Pending) -> None:
         if self._stopping and not self._thread.is_alive():  # admitted before the stop, decoded after it

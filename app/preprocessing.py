@@ -145,11 +145,6 @@ def decoded_side(spec: InputSpec) -> int:
     return side
 
 
-def open_image(data: bytes, *, max_pixels: int, target: InputSpec | None = None) -> Image.Image:
-    """Open, check (pixel limit from the header, before decoding) and decode the first frame."""
-    return load_first_frame(read_header(data, max_pixels=max_pixels), target)
-
-
 def to_colour_mode(image: Image.Image, colour_mode: ColourMode) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB or L, doing the right thing for the awkward ones."""
     if image.mode in {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}:
@@ -231,11 +226,6 @@ def decode_opened(header: Image.Image, spec: InputSpec) -> DecodedImage:
     width, height = size_as_sent(header)
     image = load_first_frame(header, spec)
     return DecodedImage(pixels=to_pixels(image, spec), width=width, height=height)
-
-
-def model_input(data: bytes, spec: InputSpec, *, max_pixels: int) -> np.ndarray:
-    """Bytes -> float32 array of spec.shape, exactly what the model is fed (without batch axis)."""
-    return scale(decode(data, spec, max_pixels=max_pixels).pixels)
 
 
 def file_pixels(path: str | Path, spec: InputSpec, *, max_pixels: int = 10**9) -> np.ndarray:

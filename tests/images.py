@@ -7,6 +7,8 @@ import io
 import numpy as np
 from PIL import Image
 
+from app.preprocessing import InputSpec, decode, scale
+
 
 def image_bytes(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
     buffer = io.BytesIO()
@@ -34,3 +36,8 @@ def blob(size: int, infected: bool, seed: int) -> Image.Image:
         yy, xx = np.mgrid[:size, :size]
         pixels[(yy - cy) ** 2 + (xx - cx) ** 2 < (size // 6) ** 2] = 240
     return Image.fromarray(pixels.astype(np.uint8), "L").convert("RGB")
+
+
+def model_input(data: bytes, spec: InputSpec, *, max_pixels: int = 10**8) -> np.ndarray:
+    """Bytes -> float32 array of spec.shape, exactly what the service feeds the model (no batch axis)."""
+    return scale(decode(data, spec, max_pixels=max_pixels).pixels)

@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.preprocessing import model_input
-from tests.images import gradient, image_bytes
+from tests.images import gradient, image_bytes, model_input
 
 IMAGE = image_bytes(gradient(70, 60))
 

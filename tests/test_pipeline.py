@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.preprocessing import ColourMode, InputSpec, model_input
-from tests.images import gradient, image_bytes
+from app.preprocessing import ColourMode, InputSpec
+from tests.images import gradient, image_bytes, model_input
 from training.data import find_samples
 from training.pipeline import decode_samples, evaluation_batches, training_batches
 

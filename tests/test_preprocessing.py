@@ -14,13 +14,11 @@ from app.preprocessing import (
     UnsupportedImage,
     decode,
     decode_opened,
-    model_input,
-    open_image,
     read_header,
     scale,
     to_pixels,
 )
-from tests.images import gradient, image_bytes
+from tests.images import gradient, image_bytes, model_input
 
 GRAY = InputSpec(height=20, width=24, colour_mode=ColourMode.GRAYSCALE)
 RGB = InputSpec(height=20, width=24, colour_mode=ColourMode.RGB)
@@ -58,29 +56,29 @@ def test_exif_orientation_is_applied() -> None:
 
 def test_alpha_is_flattened_onto_black() -> None:
     rgba = Image.new("RGBA", (10, 10), (255, 255, 255, 0))
-    pixels = to_pixels(open_image(image_bytes(rgba), max_pixels=LIMIT), RGB)
+    pixels = decode(image_bytes(rgba), RGB, max_pixels=LIMIT).pixels
     assert pixels.max() == 0
 
 
 def test_palette_with_transparency_and_la_images_convert() -> None:
     palette = gradient().convert("P")
     palette.info["transparency"] = 0
-    assert to_pixels(open_image(image_bytes(palette), max_pixels=LIMIT), GRAY).shape == GRAY.shape
+    assert decode(image_bytes(palette), GRAY, max_pixels=LIMIT).pixels.shape == GRAY.shape
     la = gradient(mode="LA")
-    assert to_pixels(open_image(image_bytes(la), max_pixels=LIMIT), RGB).shape == RGB.shape
+    assert decode(image_bytes(la), RGB, max_pixels=LIMIT).pixels.shape == RGB.shape
 
 
 def test_16_bit_images_are_scaled_not_clipped() -> None:
     values = np.full((8, 8), 32768, dtype=np.uint16)  # mid-grey in 16 bits
     image = Image.fromarray(values)
     assert image.mode.startswith("I;16")
-    pixels = to_pixels(open_image(image_bytes(image), max_pixels=LIMIT), GRAY)
+    pixels = decode(image_bytes(image), GRAY, max_pixels=LIMIT).pixels
     assert np.all(np.abs(pixels.astype(int) - 128) <= 1)
 
 
 def test_cmyk_jpeg_converts_to_rgb() -> None:
     cmyk = Image.new("CMYK", (16, 16), (0, 255, 255, 0))  # pure red in CMYK
-    pixels = to_pixels(open_image(image_bytes(cmyk, "JPEG", quality=95), max_pixels=LIMIT), RGB)
+    pixels = decode(image_bytes(cmyk, "JPEG", quality=95), RGB, max_pixels=LIMIT).pixels
     red, green, blue = pixels[..., 0].mean(), pixels[..., 1].mean(), pixels[..., 2].mean()
     assert red > 200 and green < 60 and blue < 60
 
@@ -89,31 +87,31 @@ def test_gif_uses_the_first_frame() -> None:
     frames = [Image.new("L", (10, 10), 250), Image.new("L", (10, 10), 5)]
     buffer = io.BytesIO()
     frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:])
-    pixels = to_pixels(open_image(buffer.getvalue(), max_pixels=LIMIT), GRAY)
+    pixels = decode(buffer.getvalue(), GRAY, max_pixels=LIMIT).pixels
     assert pixels.min() > 200
 
 
 def test_not_an_image_is_unsupported() -> None:
     with pytest.raises(UnsupportedImage):
-        open_image(b"%PDF-1.4 this is not an image", max_pixels=LIMIT)
+        decode(b"%PDF-1.4 this is not an image", GRAY, max_pixels=LIMIT)
 
 
 def test_unsupported_image_format_is_named() -> None:
     with pytest.raises(UnsupportedImage, match="WEBP"):
-        open_image(image_bytes(gradient(), "WEBP"), max_pixels=LIMIT)
+        decode(image_bytes(gradient(), "WEBP"), GRAY, max_pixels=LIMIT)
 
 
 def test_truncated_image_is_corrupt() -> None:
     data = image_bytes(gradient(200, 200), "PNG")
     with pytest.raises(CorruptImage):
-        open_image(data[: len(data) // 2], max_pixels=LIMIT)
+        decode(data[: len(data) // 2], GRAY, max_pixels=LIMIT)
 
 
 def test_pixel_limit_is_checked_from_the_header_before_decoding() -> None:
     data = image_bytes(Image.new("L", (300, 300)), "PNG")
     # Cut the data off: had the pixels been decoded, this would be a CorruptImage instead.
     with pytest.raises(ImageTooLarge, match="90,000 pixels"):
-        open_image(data[:100], max_pixels=300 * 299)
+        decode(data[:100], GRAY, max_pixels=300 * 299)
 
 
 def test_header_is_checked_without_decoding_and_damage_shows_when_decoded() -> None:

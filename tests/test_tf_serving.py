@@ -7,8 +7,7 @@ import base64
 import numpy as np
 import pytest
 
-from app.preprocessing import model_input
-from tests.images import gradient, image_bytes
+from tests.images import gradient, image_bytes, model_input
 
 
 def b64(data: bytes) -> dict[str, str]:

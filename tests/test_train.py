@@ -10,8 +10,8 @@ import pytest
 
 from app.model_card import read_card
 from app.model_store import versions
-from app.preprocessing import model_input
 from app.savedmodel import load_model
+from tests.images import model_input
 from training.cli import main
 from training.evaluation_run import evaluate_version
 from training.train import TrainOptions, train
