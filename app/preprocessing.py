@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from app import fundus
+from app import contrast, fundus
 
 SUPPORTED_FORMATS = frozenset({"PNG", "JPEG", "MPO", "BMP", "TIFF", "GIF"})
 RESAMPLING = Image.Resampling.BILINEAR
@@ -33,6 +33,7 @@ class Enhancement(StrEnum):
 
     NONE = "none"
     FUNDUS = "fundus"  # app/fundus.py
+    CONTRAST = "contrast"  # app/contrast.py: CLAHE, for X-rays and ultrasound
 
 
 class ColourMode(StrEnum):
@@ -180,6 +181,8 @@ def describe(spec: InputSpec) -> str:
     """The preprocessing of `spec` in words, for the model card."""
     if spec.enhancement is Enhancement.FUNDUS:
         return DESCRIPTION.replace(" -> squash-resize", f" -> {fundus.DESCRIPTION} -> squash-resize")
+    if spec.enhancement is Enhancement.CONTRAST:
+        return DESCRIPTION.replace(" -> float32", f" -> {contrast.DESCRIPTION} -> float32")
     return DESCRIPTION
 
 
@@ -191,12 +194,14 @@ def model_region(image: Image.Image, spec: InputSpec) -> tuple[int, int, int, in
 
 
 def to_pixels(image: Image.Image, spec: InputSpec) -> np.ndarray:
-    """The paper's squash-resize (after the spec's enhancement): uint8 array of exactly spec.shape."""
+    """The paper's squash-resize (after or before the spec's enhancement): uint8 array of exactly spec.shape."""
     converted = to_colour_mode(image, spec.colour_mode)
     if spec.enhancement is Enhancement.FUNDUS:
         converted = fundus.normalise_fundus(converted, max(spec.height, spec.width))
     if converted.size != (spec.width, spec.height):
         converted = converted.resize((spec.width, spec.height), RESAMPLING)
+    if spec.enhancement is Enhancement.CONTRAST:
+        converted = contrast.equalise(converted)
     pixels = np.asarray(converted, dtype=np.uint8)
     return pixels.reshape(spec.shape)
 

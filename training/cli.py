@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from app.memory import keep_freed_memory
+from app.preprocessing import Enhancement
 from training.architectures import ARCHITECTURES
 from training.config import DISEASES
 
@@ -137,9 +138,10 @@ def _add_training(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--colour-mode", choices=("grayscale", "rgb"), default=None,
                         help="for a disease without tuned defaults (default: from <data>/<disease>/disease.json, "
                         "else detected from the images)")
-    parser.add_argument("--enhancement", choices=("none", "fundus"), default=None,
-                        help="a modality's standard preparation before the resize, in training and serving alike "
-                        "(fundus: crop to the disc, normalise colour; default: the disease's own)")
+    parser.add_argument("--enhancement", choices=[mode.value for mode in Enhancement], default=None,
+                        help="a modality's standard preparation, in training and serving alike (fundus: crop to "
+                        "the disc, normalise colour; contrast: CLAHE, for X-rays and ultrasound; default: the "
+                        "disease's own)")
     parser.add_argument("--description", default=None, help="what the model tells apart, for its card")
     parser.add_argument("--caveat", action="append", default=[], help="a caveat for the card (repeatable)")
     parser.add_argument("--arch", choices=ARCHITECTURES, default="paper_cnn",

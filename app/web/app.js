@@ -99,7 +99,8 @@ function showModel() {
   const card = model.card;
   const input = card.input;
   summary.textContent = `Version ${card.version}. Expects ${MODALITY[card.disease] || "images like its training data"}; ` +
-    `${PREPARATION[input.enhancement] || ""}resized to ${input.width}x${input.height} ${input.colour_mode}. ` +
+    `${PREPARATION[input.enhancement] || ""}resized to ${input.width}x${input.height} ${input.colour_mode}` +
+    `${AFTER_RESIZE[input.enhancement] || ""}. ` +
     `Intended use: ${card.intended_use}.`;
   const explain = $("explain");
   explain.disabled = !model.explainable;
@@ -108,6 +109,7 @@ function showModel() {
 }
 
 const PREPARATION = { fundus: "cropped to the eye disc, colour and contrast normalised, " };
+const AFTER_RESIZE = { contrast: ", contrast evened out locally (CLAHE)" };
 
 function crossValidation(cv) {
   if (!cv) return "not cross-validated yet";
