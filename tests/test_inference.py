@@ -14,11 +14,10 @@ import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from app.preprocessing import model_input
 from app.savedmodel import load_model
 from app.scoring import calibrated_probability
 from tests.conftest import TEMPERATURE, THRESHOLD
-from tests.images import gradient, image_bytes
+from tests.images import gradient, image_bytes, model_input
 
 
 def post(client, disease: str, *files: tuple[str, bytes, str], **params):

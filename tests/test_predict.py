@@ -8,10 +8,9 @@ import pytest
 from PIL import Image
 
 from app.main import create_app
-from app.preprocessing import model_input
 from app.savedmodel import load_model
 from app.scoring import normalise
-from tests.images import blob, gradient, image_bytes
+from tests.images import blob, gradient, image_bytes, model_input
 
 
 def post(client, disease: str, data: bytes, filename: str = "x.png", content_type: str = "image/png"):
