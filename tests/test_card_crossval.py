@@ -21,7 +21,8 @@ def a_version(models: Path, disease: str = "malaria") -> Path:
     folder.mkdir(parents=True)
     card = fixture_card(disease, 3, InputSpec(50, 50, ColourMode.GRAYSCALE))
     card = card.model_copy(update={"training": card.training.model_copy(update={
-        "recipe": "medscan", "settings": {"epochs": 20, "batch_size": 128, "selection": "lowest validation loss"}})})
+        "recipe": "medscan", "settings": {"epochs": 20, "batch_size": 128, "selection": "lowest validation loss",
+                                          "strategy": "default", "replicas": 1}})})
     write_card(card, folder / "metadata.json")
     return folder
 
@@ -41,7 +42,8 @@ def test_the_card_gets_the_figures_and_says_where_the_recipe_differs(tmp_path: P
     assert code == 0
     recorded = read_card(folder / "metadata.json").cross_validation
     assert recorded is not None and recorded.summary == SUMMARY and recorded.folds == 5
-    assert recorded.differences == ["epochs: 12 vs 20"]  # measured fields such as 'selection' are not recipe
+    # measured fields ('selection') and how training ran ('strategy') are not the recipe
+    assert recorded.differences == ["epochs: 12 vs 20"]
     assert json.loads(capsys.readouterr().out)["cross_validation"]["groups"] == 140
     assert not list(folder.glob(".*"))  # no staged file left behind
 

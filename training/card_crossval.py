@@ -17,10 +17,6 @@ from training.data import DataError
 from training.trust import target_sensitivity_of
 from training.versions import published_version
 
-# What training measured and wrote beside the recipe, not what it was asked to do.
-NOT_RECIPE = {"class_weights_used", "selection", "bn_recalibrated"}
-
-
 def differences(card: ModelCard, result: dict) -> list[str]:
     """Where the cross-validated recipe, input and architecture differ from the card's model."""
     found = []
@@ -31,10 +27,12 @@ def differences(card: ModelCard, result: dict) -> list[str]:
         found.append(f"enhancement: {result.get('enhancement', 'none')} vs {card.input.enhancement}")
     if result.get("arch", "paper_cnn") != card.training.architecture:
         found.append(f"architecture: {result.get('arch', 'paper_cnn')} vs {card.training.architecture}")
-    settings = {key: value for key, value in card.training.settings.items() if key not in NOT_RECIPE}
-    for key in sorted(set(result["recipe"]) | set(settings)):
-        if key in settings and result["recipe"].get(key) != settings[key]:
-            found.append(f"{key}: {result['recipe'].get(key)} vs {settings[key]}")
+    # Only the recipe's own keys: the card's settings also hold what training measured (the selected epoch)
+    # and how it ran (strategy, replicas), which are not the recipe.
+    settings = card.training.settings
+    for key in sorted(result["recipe"]):
+        if key in settings and result["recipe"][key] != settings[key]:
+            found.append(f"{key}: {result['recipe'][key]} vs {settings[key]}")
     return found
 
 
