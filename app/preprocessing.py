@@ -194,7 +194,8 @@ def model_region(image: Image.Image, spec: InputSpec) -> tuple[int, int, int, in
 
 
 def to_pixels(image: Image.Image, spec: InputSpec) -> np.ndarray:
-    """The paper's squash-resize (after or before the spec's enhancement): uint8 array of exactly spec.shape."""
+    """The paper's squash-resize with the spec's enhancement (fundus before it, contrast after it): uint8
+    array of exactly spec.shape."""
     converted = to_colour_mode(image, spec.colour_mode)
     if spec.enhancement is Enhancement.FUNDUS:
         converted = fundus.normalise_fundus(converted, max(spec.height, spec.width))
