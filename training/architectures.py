@@ -2,7 +2,8 @@
 it with (Keras Applications), each with a new two-unit head so that every one serves the same way.
 
 `--weights none` trains from scratch; `imagenet` downloads Keras' ImageNet weights (needs internet);
-a path loads a local weights file of the same architecture without its top (include_top=False).
+a path loads a local weights file of the same architecture without its top (include_top=False), or, for
+the paper's CNN, a backbone pretrained on the other data sets (`python -m training pretrain`).
 Grayscale inputs are repeated to three channels inside the model, so ImageNet weights apply unchanged,
 and [0, 1] pixels are brought to what each family's weights were trained on.
 """
@@ -19,6 +20,7 @@ from keras import layers
 from app.preprocessing import InputSpec
 from training.model import MIN_SIDE as PAPER_MIN_SIDE
 from training.model import make_model
+from training.pretrain import start_from_backbone
 
 PAPER_CNN = "paper_cnn"
 # name -> (constructor, smallest input side Keras accepts, how ImageNet inputs were scaled)
@@ -48,9 +50,10 @@ def make_architecture(arch: str, spec: InputSpec, *, weights: str | Path | None 
                       bn_momentum: float = 0.99, dropout: float = 0.3) -> keras.Model:
     """[0, 1] pixels of `spec` -> Dense(2, sigmoid) scores, like the paper's CNN."""
     if _known(arch) == PAPER_CNN:
+        model = make_model(spec, bn_momentum=bn_momentum)
         if weights not in (None, "none"):
-            raise ValueError("the paper's CNN has no pretrained weights; use --weights none")
-        return make_model(spec, bn_momentum=bn_momentum)
+            start_from_backbone(model, weights)
+        return model
     constructor, smallest, mode = APPLICATIONS[arch]
     if min(spec.height, spec.width) < smallest:
         raise ValueError(f"{arch} needs inputs of at least {smallest}x{smallest} pixels, got {spec.height}x{spec.width}")

@@ -39,6 +39,19 @@ def build_parser() -> argparse.ArgumentParser:
     cross_validate.add_argument("--report-dir", type=Path, default=Path("reports/crossval"),
                                 help="where the JSON result is written (default: reports/crossval/)")
 
+    pretrain = commands.add_parser(
+        "pretrain", help="pretrain the paper's CNN on every other data set in --data, at this disease's input, "
+        "to start its training from (--weights <backbone>.keras); this disease's own images are never read")
+    pretrain.add_argument("disease")
+    pretrain.add_argument("--data", type=Path, required=True, help="folder holding <disease>/{infected,uninfected}/")
+    pretrain.add_argument("--out", type=Path, default=Path("backbones"), help="default: backbones/")
+    pretrain.add_argument("--epochs", type=_positive, default=10)
+    pretrain.add_argument("--per-disease", type=_positive, default=5000,
+                          help="at most this many images of each other data set, drawn at random (default: 5000)")
+    pretrain.add_argument("--image-size", type=_positive, default=None, help="default: the disease's")
+    pretrain.add_argument("--enhancement", choices=[mode.value for mode in Enhancement], default=None)
+    pretrain.add_argument("--seed", type=int, default=42)
+
     record = commands.add_parser(
         "record-crossval", help="put a cross-validation result (reports/crossval/*.json) into a version's card, "
         "with where its recipe differs from the version's")
@@ -172,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
 
     commands = {"evaluate": _evaluate, "calibrate": _calibrate, "cross-validate": _cross_validate, "compare": _compare,
                 "confound": _confound, "record-crossval": _record_crossval,
-                "record-confound": _record_confound, "operating-points": _operating_points,
+                "record-confound": _record_confound, "pretrain": _pretrain, "operating-points": _operating_points,
                 "train": _train, "train-all": _train_all}
     try:
         # Progress (Keras prints it) goes to stderr; stdout carries only the answer, e.g. JSON to pipe on.
@@ -183,16 +196,6 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     print(answer)
     return 0
-
-
-def _diseases_in(data_dir: Path) -> list[str]:
-    from training.data import DataError
-
-    found = sorted(entry.name for entry in data_dir.iterdir()
-                   if (entry / "infected").is_dir() and (entry / "uninfected").is_dir()) if data_dir.is_dir() else []
-    if not found:
-        raise DataError(f"{data_dir} holds no <disease>/infected/ and <disease>/uninfected/ folders")
-    return found
 
 
 def _options(args: argparse.Namespace, disease: str):
@@ -217,8 +220,10 @@ def _train(args: argparse.Namespace) -> str:
 
 
 def _train_all(args: argparse.Namespace) -> str:
+    from training.data import diseases_in
+
     return "\n".join(_train(argparse.Namespace(**{**vars(args), "disease": disease}))
-                     for disease in _diseases_in(args.data))
+                     for disease in diseases_in(args.data))
 
 
 def _cross_validate(args: argparse.Namespace) -> str:
@@ -227,6 +232,18 @@ def _cross_validate(args: argparse.Namespace) -> str:
     result = cross_validate(_options(args, args.disease), folds=args.folds, report_dir=args.report_dir)
     shown = ("disease", "folds", "input", "images", "groups", "summary", "screening")
     return json.dumps({key: result[key] for key in shown}, indent=2)
+
+
+def _pretrain(args: argparse.Namespace) -> str:
+    from training.config import DiseaseFlags, describe_disease
+    from training.pretrain import PretrainOptions, pretrain
+
+    config = describe_disease(args.disease, args.data, DiseaseFlags(image_size=args.image_size,
+                                                                    enhancement=args.enhancement))
+    options = PretrainOptions(target=args.disease, data_dir=args.data, spec=config.spec(), out_dir=args.out,
+                              epochs=args.epochs, per_disease=args.per_disease, seed=args.seed,
+                              verbose=1 if sys.stderr.isatty() else 2)
+    return f"{args.disease}: pretrained {pretrain(options)}"
 
 
 def _operating_points(args: argparse.Namespace) -> str:

@@ -29,6 +29,7 @@ from app.preprocessing import Enhancement, InputSpec
 from app.scoring import normalise
 from training.data import DataError, Sample, check_trainable, find_samples, split_as
 from training.evaluate import compute_metrics, probabilities_of
+from training.pretrain import pretraining_record
 from training.pipeline import decode_samples, decoded_from_arrays, images_only, kept_samples, pixels_of
 from training.config import Recipe
 from training.train import FittedModel, TrainOptions, fit_model, resolve_disease, resolve_recipe
@@ -260,7 +261,9 @@ def cross_validate(options: TrainOptions, folds: int = 5, report_dir: Path | Non
     rounds = [evaluate_round(options, spec, recipe, pool, fold, folds)[0] for fold in range(folds)]
     result = {
         "disease": options.disease, "folds": folds, "seed": options.seed, "arch": options.arch,
-        "input": list(spec.shape), "enhancement": spec.enhancement.value, "recipe": recipe.as_dict(), "images": len(pool.samples),
+        "input": list(spec.shape), "enhancement": spec.enhancement.value, "recipe": recipe.as_dict(),
+        "initial_weights": options.weights or "none", "pretraining": pretraining_record(options.weights),
+        "images": len(pool.samples),
         "groups": len({s.group for s in pool.samples}), "summary": summarise(rounds),
         "screening": {"target_sensitivity": DEFAULT_TARGET_SENSITIVITY,
                       "summary": summarise(rounds, at_screening=True)},
@@ -270,12 +273,13 @@ def cross_validate(options: TrainOptions, folds: int = 5, report_dir: Path | Non
         result["with_flips"] = {"flips": recipe_flips(recipe),
                                 **measured_with(result["rounds"], "infected_with_flips")}
     if report_dir is not None:
-        write_report(result, report_dir, report_tag(options.disease, options.arch, spec, recipe))
+        write_report(result, report_dir, report_tag(options.disease, options.arch, spec, recipe,
+                                                    pretrained=options.weights is not None))
     return result
 
 
-def report_tag(disease: str, arch: str, spec: InputSpec, recipe: Recipe) -> str:
-    arch_part = "" if arch == "paper_cnn" else f"-{arch}"
+def report_tag(disease: str, arch: str, spec: InputSpec, recipe: Recipe, pretrained: bool = False) -> str:
+    arch_part = ("" if arch == "paper_cnn" else f"-{arch}") + ("-pretrained" if pretrained else "")
     enhancement = "" if spec.enhancement is Enhancement.NONE else f"-{spec.enhancement}"
     return (f"{disease}{arch_part}{enhancement}-{recipe.name}{'-augment' if recipe.augment else ''}-{spec.height}px-"
             f"{recipe.epochs}ep")

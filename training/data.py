@@ -58,6 +58,15 @@ def find_samples(data_dir: Path, disease: str) -> list[Sample]:
     return samples
 
 
+def diseases_in(data_dir: Path) -> list[str]:
+    """The data sets a folder holds: every <disease>/ with infected/ and uninfected/ inside."""
+    found = sorted(entry.name for entry in data_dir.iterdir()
+                   if (entry / "infected").is_dir() and (entry / "uninfected").is_dir()) if data_dir.is_dir() else []
+    if not found:
+        raise DataError(f"{data_dir} holds no <disease>/infected/ and <disease>/uninfected/ folders")
+    return found
+
+
 def read_manifest_groups(data_dir: Path) -> dict[str, str]:
     manifest = data_dir / MANIFEST_FILE
     if not manifest.is_file():

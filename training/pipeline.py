@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from app.model_card import CLASS_NAMES
 from app.preprocessing import ImageError, InputSpec, file_pixels, surround_value
 from training.data import Sample
 
@@ -98,16 +99,16 @@ def make_augmenter(spec: InputSpec, *, flip_horizontal: bool, seed: int, flip_ve
 
 def training_batches(
     decoded: DecodedSet, *, batch_size: int, seed: int, class_weights: dict[int, float] | None = None,
-    augmenter: keras.Sequential | None = None,
+    augmenter: keras.Sequential | None = None, classes: int = len(CLASS_NAMES),
 ) -> tf.data.Dataset:
-    """Shuffled, one-hot, optionally weighted and augmented batches for fit()."""
-    weights = tf.constant([class_weights.get(i, 1.0) if class_weights else 1.0 for i in range(2)], tf.float32)
+    """Shuffled, one-hot, optionally weighted and augmented batches for fit() (`classes`: more for pretraining)."""
+    weights = tf.constant([class_weights.get(i, 1.0) if class_weights else 1.0 for i in range(classes)], tf.float32)
 
     def prepare(pixels: tf.Tensor, labels: tf.Tensor):
         images = scale_batch(pixels)
         if augmenter is not None:
             images = augmenter(images, training=True)
-        return images, tf.one_hot(labels, 2), tf.gather(weights, labels)
+        return images, tf.one_hot(labels, classes), tf.gather(weights, labels)
 
     return (
         decoded.dataset.shuffle(decoded.size, seed=seed, reshuffle_each_iteration=True)
@@ -121,7 +122,7 @@ def evaluation_batches(decoded: DecodedSet, *, batch_size: int) -> tf.data.Datas
     """In file order, unaugmented, one-hot labels."""
     return (
         decoded.dataset.batch(batch_size)
-        .map(lambda pixels, labels: (scale_batch(pixels), tf.one_hot(labels, 2)), num_parallel_calls=AUTOTUNE)
+        .map(lambda pixels, labels: (scale_batch(pixels), tf.one_hot(labels, len(CLASS_NAMES))), num_parallel_calls=AUTOTUNE)
         .prefetch(AUTOTUNE)
     )
 

@@ -40,6 +40,7 @@ from training.pipeline import (
     make_augmenter,
     training_batches,
 )
+from training.pretrain import pretraining_record
 from training.release import OUTPUT_DESCRIPTION, release, release_data
 
 log = logging.getLogger("training")
@@ -189,6 +190,7 @@ def train(options: TrainOptions) -> Path | None:
         unreadable_skipped=sum(len(item.unreadable) for item in decoded.values()),
     )
     settings = {**recipe.as_dict(), "architecture": options.arch, "initial_weights": options.weights or "none",
+                "pretraining": pretraining_record(options.weights),
                 "strategy": options.strategy,
                 "replicas": strategy.num_replicas_in_sync if strategy is not None else 1,
                 "class_weights_used": weights, "disease_config": config.described_by,

@@ -1,0 +1,126 @@
+"""Pretraining on the other data sets: the target's images are never read, and training starts from the backbone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from tests.conftest import write_synthetic_dataset
+from training.config import DISEASES
+from training.data import DataError, Sample
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two small data sets to pretrain on, and a target whose images are all unreadable: any read of them shows."""
+    root = tmp_path_factory.mktemp("pretrain") / "data"
+    write_synthetic_dataset(root, "malaria", per_class=20)
+    write_synthetic_dataset(root, "pneumonia", per_class=12, manifest=False)
+    for class_name in ("infected", "uninfected"):
+        folder = root / "breast_cancer" / class_name
+        folder.mkdir(parents=True)
+        for index in range(6):
+            (folder / f"broken{index}.png").write_bytes(b"not an image")
+    return root
+
+
+@pytest.fixture(scope="module")
+def backbone(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from training.cli import main
+
+    out = tmp_path_factory.mktemp("backbones")
+    assert main(["pretrain", "breast_cancer", "--data", str(data), "--out", str(out), "--epochs", "1",
+                 "--per-disease", "30"]) == 0
+    (path,) = out.glob("*.keras")
+    return path
+
+
+def test_pretraining_reads_every_other_data_set_and_never_the_target(backbone: Path) -> None:
+    record = json.loads(backbone.with_suffix(".json").read_text())
+    assert record["pretrained_on"] == {"malaria": 30, "pneumonia": 24}  # capped at --per-disease, drawn at random
+    assert record["images"] == 54 and record["unreadable_skipped"] == 0  # the broken target files were not touched
+    assert record["target"] == "breast_cancer" and record["input"] == [64, 64, 1]
+    assert keras.saving.load_model(backbone).output_shape == (None, 4)  # two classes of each data set
+
+
+def test_each_data_set_has_its_own_two_classes() -> None:
+    from training.pretrain import task_labels
+
+    drawn = {"a": [Sample(Path("a0"), 0, "p"), Sample(Path("a1"), 1, "q")],
+             "b": [Sample(Path("b0"), 0, "p"), Sample(Path("b1"), 1, "p")]}
+    labelled = task_labels(drawn)
+    assert [s.label for s in labelled] == [0, 1, 2, 3]
+    assert {s.group for s in labelled} == {"a:p", "a:q", "b:p"}  # groups of different data sets never merge
+
+
+def test_a_folder_with_only_the_target_has_nothing_to_pretrain_on(tmp_path: Path) -> None:
+    from training.pretrain import pretraining_samples
+
+    data = write_synthetic_dataset(tmp_path / "data", "breast_cancer", per_class=6)
+    with pytest.raises(DataError, match="no data set other than 'breast_cancer'"):
+        pretraining_samples(data, "breast_cancer", per_disease=10, seed=0)
+
+
+def test_the_model_starts_from_the_backbone_with_a_new_head(backbone: Path) -> None:
+    from training.architectures import make_architecture
+
+    pretrained = keras.saving.load_model(backbone)
+    model = make_architecture("paper_cnn", DISEASES["breast_cancer"].spec(), weights=backbone)
+    for name in ("conv1", "conv4", "bn2", "dense256", "dense64"):
+        for ours, theirs in zip(model.get_layer(name).get_weights(), pretrained.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(ours, theirs)
+    assert model.get_layer("scores").output.shape[-1] == 2
+    scratch = make_architecture("paper_cnn", DISEASES["breast_cancer"].spec())
+    assert not np.array_equal(scratch.get_layer("conv1").get_weights()[0], model.get_layer("conv1").get_weights()[0])
+
+
+def test_a_backbone_for_another_input_is_refused_with_what_to_do(backbone: Path, data: Path, tmp_path: Path,
+                                                                capsys) -> None:
+    from training.cli import main
+
+    code = main(["train", "malaria", "--data", str(data), "--out", str(tmp_path / "models"), "--epochs", "1",
+                 "--weights", str(backbone)])
+    assert code == 2
+    assert "pretrained for inputs (64, 64, 1), this model takes (50, 50, 1)" in capsys.readouterr().err
+    assert not (tmp_path / "models").exists()  # nothing half-written
+
+
+def test_a_file_that_is_not_a_backbone_is_refused(tmp_path: Path) -> None:
+    from training.architectures import make_architecture
+
+    weights = tmp_path / "resnet.weights.h5"
+    weights.write_bytes(b"")
+    with pytest.raises(ValueError, match="written by `python -m training pretrain`"):
+        make_architecture("paper_cnn", DISEASES["breast_cancer"].spec(), weights=weights)
+
+
+def test_cross_validation_from_a_backbone_says_what_it_was_pretrained_on(backbone: Path, data: Path,
+                                                                         tmp_path: Path) -> None:
+    from training.cli import main
+
+    target = tmp_path / "data"
+    write_synthetic_dataset(target, "breast_cancer", per_class=30)  # real images for the target this time
+    reports = tmp_path / "reports"
+    assert main(["cross-validate", "breast_cancer", "--data", str(target), "--folds", "3", "--epochs", "1",
+                 "--batch-size", "16", "--weights", str(backbone), "--report-dir", str(reports)]) == 0
+    (report,) = reports.glob("breast_cancer-pretrained-*[0-9]ep.json")
+    result = json.loads(report.read_text())
+    assert result["initial_weights"] == str(backbone)
+    assert result["pretraining"]["pretrained_on"] == {"malaria": 30, "pneumonia": 24}
+
+
+def test_a_model_trained_from_a_backbone_says_so_in_its_card(backbone: Path, tmp_path: Path) -> None:
+    from app.model_card import read_card
+    from training.cli import main
+
+    target = write_synthetic_dataset(tmp_path / "data", "breast_cancer", per_class=30)
+    models = tmp_path / "models"
+    assert main(["train", "breast_cancer", "--data", str(target), "--out", str(models), "--epochs", "1",
+                 "--batch-size", "16", "--weights", str(backbone)]) == 0
+    card = read_card(models / "breast_cancer" / "1" / "metadata.json")
+    assert card.training.settings["initial_weights"] == str(backbone)
+    assert card.training.settings["pretraining"]["pretrained_on"] == {"malaria": 30, "pneumonia": 24}
