@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import keras
@@ -113,14 +114,32 @@ def test_cross_validation_from_a_backbone_says_what_it_was_pretrained_on(backbon
     assert result["pretraining"]["pretrained_on"] == {"malaria": 30, "pneumonia": 24}
 
 
-def test_a_model_trained_from_a_backbone_says_so_in_its_card(backbone: Path, tmp_path: Path) -> None:
+def test_breast_cancer_starts_from_a_backbone_made_on_first_use_and_kept(data: Path, tmp_path: Path) -> None:
     from app.model_card import read_card
     from training.cli import main
 
-    target = write_synthetic_dataset(tmp_path / "data", "breast_cancer", per_class=30)
-    models = tmp_path / "models"
-    assert main(["train", "breast_cancer", "--data", str(target), "--out", str(models), "--epochs", "1",
-                 "--batch-size", "16", "--weights", str(backbone)]) == 0
+    target = tmp_path / "data"
+    for disease in ("malaria", "pneumonia"):  # the same other data sets, beside real target images
+        shutil.copytree(data / disease, target / disease)
+    write_synthetic_dataset(target, "breast_cancer", per_class=30)
+    models, backbones = tmp_path / "models", tmp_path / "backbones"
+    train = ["train", "breast_cancer", "--data", str(target), "--out", str(models), "--epochs", "1",
+             "--batch-size", "16", "--backbones", str(backbones)]
+    assert main(train) == 0
+    (backbone,) = backbones.glob("*.keras")
+    made = backbone.stat().st_mtime_ns
     card = read_card(models / "breast_cancer" / "1" / "metadata.json")
+    assert card.training.settings["pretrained_start"] is True
     assert card.training.settings["initial_weights"] == str(backbone)
-    assert card.training.settings["pretraining"]["pretrained_on"] == {"malaria": 30, "pneumonia": 24}
+    assert card.training.settings["pretraining"]["pretrained_on"] == {"malaria": 40, "pneumonia": 24}
+    assert not list(backbones.glob("*partial*"))
+
+    assert main(train) == 0  # the second run starts from the same backbone, not a new one
+    assert backbone.stat().st_mtime_ns == made
+    assert read_card(models / "breast_cancer" / "2" / "metadata.json").training.settings["initial_weights"] == str(
+        backbone)
+
+    assert main([*train, "--weights", "none"]) == 0  # asked for: from scratch
+    scratch = read_card(models / "breast_cancer" / "3" / "metadata.json").training.settings
+    assert scratch["initial_weights"] == "none" and scratch["pretrained_start"] is False
+    assert scratch["pretraining"] is None

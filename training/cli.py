@@ -163,8 +163,11 @@ def _add_training(parser: argparse.ArgumentParser) -> None:
                         help="tf.distribute: this process (default), every local device, or the workers of TF_CONFIG")
     parser.add_argument("--checkpoint-dir", type=Path, default=None,
                         help="per-epoch checkpoints (mirrored, multiworker); a restarted worker resumes from them")
-    parser.add_argument("--weights", default="none",
-                        help="none (from scratch), imagenet (downloads Keras' weights), or a local no-top weights file")
+    parser.add_argument("--weights", default=None,
+                        help="none (from scratch), imagenet (downloads Keras' weights), a local no-top weights file, "
+                        "or a backbone from `pretrain` (default: the recipe's start; breast_cancer: pretrained)")
+    parser.add_argument("--backbones", type=Path, default=Path("backbones"),
+                        help="where a recipe's pretrained start is kept, made on first use (default: backbones/)")
     _add_target_sensitivity(parser)
 
 
@@ -208,7 +211,7 @@ def _options(args: argparse.Namespace, disease: str):
         caveats=tuple(args.caveat),
         target_sensitivity=args.target_sensitivity, arch=args.arch, strategy=args.strategy,
         checkpoint_dir=args.checkpoint_dir,
-        weights=None if args.weights == "none" else args.weights, verbose=1 if sys.stderr.isatty() else 2,
+        weights=args.weights, backbones_dir=args.backbones, verbose=1 if sys.stderr.isatty() else 2,
     )
 
 

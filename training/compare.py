@@ -35,6 +35,9 @@ def compare(options: TrainOptions, archs: list[str], folds: int = 3, subset: int
             ) -> dict[str, object]:
     config = resolve_disease(options)
     recipe = resolve_recipe(config, options)
+    if options.weights is None:  # every architecture starts as --weights says (none: scratch), alike
+        recipe = replace(recipe, pretrained_start=False)
+    start = None if options.weights in (None, "none") else options.weights
     size = max(image_size or config.image_size, *(min_side(arch) for arch in archs))
     spec = config.spec(size)
     pool = cross_validation_pool(options, spec, folds, subset, per_group)
@@ -55,7 +58,8 @@ def compare(options: TrainOptions, archs: list[str], folds: int = 3, subset: int
         arch_started = time.perf_counter()
         rounds, labels, scores, parameters = [], [], [], 0
         for fold in range(folds):
-            result, held_labels, held_scores, fitted = evaluate_round(arch_options, spec, recipe, pool, fold, folds)
+            result, held_labels, held_scores, fitted = evaluate_round(arch_options, spec, recipe, pool, fold, folds,
+                                                                        start)
             rounds.append(result)
             labels.append(held_labels)
             scores.append(held_scores[:, 0])

@@ -32,7 +32,7 @@ from training.evaluate import compute_metrics, probabilities_of
 from training.pretrain import pretraining_record
 from training.pipeline import decode_samples, decoded_from_arrays, images_only, kept_samples, pixels_of
 from training.config import Recipe
-from training.train import FittedModel, TrainOptions, fit_model, resolve_disease, resolve_recipe
+from training.train import FittedModel, TrainOptions, fit_model, resolve_disease, resolve_recipe, resolve_start
 from training.servable import flip_views
 from training.trust import DEFAULT_TARGET_SENSITIVITY, screening_threshold
 
@@ -152,13 +152,13 @@ def capped_per_group(samples: list[Sample], cap: int, seed: int) -> list[Sample]
 
 
 def evaluate_round(options: TrainOptions, spec: InputSpec, recipe: Recipe, pool: Pool, fold: int, folds: int,
-                   ) -> tuple[RoundResult, np.ndarray, np.ndarray, FittedModel]:
+                   start: str | None = None) -> tuple[RoundResult, np.ndarray, np.ndarray, FittedModel]:
     """Train round `fold` -> (its result, held-out labels, held-out scores, the fitted model)."""
     training, validation, evaluated = pool.round(fold, folds)
     fitted = fit_model(spec, recipe, decoded_from_arrays(pool.pixels[training], pool.labels[training]),
                        decoded_from_arrays(pool.pixels[validation], pool.labels[validation]),
                        seed=options.seed + fold, verbose=options.verbose, arch=options.arch,
-                       initial_weights=options.weights)
+                       initial_weights=start)
     predict_started = time.perf_counter()
     scores = _scores(fitted, pool.pixels[evaluated], recipe.batch_size)
     predict_seconds = time.perf_counter() - predict_started
@@ -256,13 +256,14 @@ def cross_validate(options: TrainOptions, folds: int = 5, report_dir: Path | Non
     config = resolve_disease(options)
     recipe = resolve_recipe(config, options)
     spec = config.spec()
+    start = resolve_start(config, recipe, options)  # pretrained without the disease's images: no fold leaks
     pool = cross_validation_pool(options, spec, folds)
     started = time.perf_counter()
-    rounds = [evaluate_round(options, spec, recipe, pool, fold, folds)[0] for fold in range(folds)]
+    rounds = [evaluate_round(options, spec, recipe, pool, fold, folds, start)[0] for fold in range(folds)]
     result = {
         "disease": options.disease, "folds": folds, "seed": options.seed, "arch": options.arch,
         "input": list(spec.shape), "enhancement": spec.enhancement.value, "recipe": recipe.as_dict(),
-        "initial_weights": options.weights or "none", "pretraining": pretraining_record(options.weights),
+        "initial_weights": start or "none", "pretraining": pretraining_record(start),
         "images": len(pool.samples),
         "groups": len({s.group for s in pool.samples}), "summary": summarise(rounds),
         "screening": {"target_sensitivity": DEFAULT_TARGET_SENSITIVITY,
@@ -273,13 +274,12 @@ def cross_validate(options: TrainOptions, folds: int = 5, report_dir: Path | Non
         result["with_flips"] = {"flips": recipe_flips(recipe),
                                 **measured_with(result["rounds"], "infected_with_flips")}
     if report_dir is not None:
-        write_report(result, report_dir, report_tag(options.disease, options.arch, spec, recipe,
-                                                    pretrained=options.weights is not None))
+        write_report(result, report_dir, report_tag(options.disease, options.arch, spec, recipe))
     return result
 
 
-def report_tag(disease: str, arch: str, spec: InputSpec, recipe: Recipe, pretrained: bool = False) -> str:
-    arch_part = ("" if arch == "paper_cnn" else f"-{arch}") + ("-pretrained" if pretrained else "")
+def report_tag(disease: str, arch: str, spec: InputSpec, recipe: Recipe) -> str:
+    arch_part = ("" if arch == "paper_cnn" else f"-{arch}") + ("-pretrained" if recipe.pretrained_start else "")
     enhancement = "" if spec.enhancement is Enhancement.NONE else f"-{spec.enhancement}"
     return (f"{disease}{arch_part}{enhancement}-{recipe.name}{'-augment' if recipe.augment else ''}-{spec.height}px-"
             f"{recipe.epochs}ep")

@@ -95,9 +95,6 @@ def pretrain(options: PretrainOptions) -> Path:
     started = time.perf_counter()
     history = model.fit(batches, epochs=options.epochs, verbose=options.verbose, shuffle=False)
     seconds = time.perf_counter() - started
-    path = options.out_dir / f"{backbone_name(options.target, options.spec)}.keras"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    model.save(path)
     record = {
         "target": options.target, "input": list(options.spec.shape), "enhancement": options.spec.enhancement.value,
         "pretrained_on": {disease: len(s) for disease, s in drawn.items()},
@@ -106,9 +103,30 @@ def pretrain(options: PretrainOptions) -> Path:
         "seed": options.seed, "seconds": round(seconds, 1),
         "final_accuracy": round(float(history.history["accuracy"][-1]), 4),
     }
-    record_path(path).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    path = options.out_dir / f"{backbone_name(options.target, options.spec)}.keras"
+    _write_whole(model, record, path)
     log.info("pretrained backbone %s (%.0f s, training accuracy %.3f)", path, seconds, record["final_accuracy"])
     return path
+
+
+def _write_whole(model: keras.Model, record: dict, path: Path) -> None:
+    """The record, then the model, each renamed into place: an interrupted run leaves no backbone to start from."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.stem}.partial.keras")
+    model.save(partial)
+    record_path(partial).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    record_path(partial).replace(record_path(path))
+    partial.replace(path)
+
+
+def backbone_for(target: str, data_dir: Path, spec: InputSpec, backbones_dir: Path, seed: int = 42) -> Path:
+    """A recipe's pretrained start: the backbone kept for this disease and input, pretrained now if there is none."""
+    path = backbones_dir / f"{backbone_name(target, spec)}.keras"
+    if path.is_file():
+        log.info("starting from the pretrained backbone %s", path)
+        return path
+    log.info("no backbone %s yet: pretraining it on the other data sets in %s", path, data_dir)
+    return pretrain(PretrainOptions(target=target, data_dir=data_dir, spec=spec, out_dir=backbones_dir, seed=seed))
 
 
 def backbone_name(target: str, spec: InputSpec) -> str:

@@ -40,7 +40,7 @@ from training.pipeline import (
     make_augmenter,
     training_batches,
 )
-from training.pretrain import pretraining_record
+from training.pretrain import backbone_for, pretraining_record
 from training.release import OUTPUT_DESCRIPTION, release, release_data
 
 log = logging.getLogger("training")
@@ -66,7 +66,8 @@ class TrainOptions:
     seed: int = 42
     target_sensitivity: float | None = None  # None: the disease's (training/config.py)
     arch: str = PAPER_CNN
-    weights: str | None = None  # None/"none": from scratch; "imagenet"; or a local weights file
+    weights: str | None = None  # None: the recipe's start; "none": from scratch; "imagenet"; or a local weights file
+    backbones_dir: Path = Path("backbones")  # where a recipe's pretrained start is kept (training/pretrain.py)
     strategy: str = "default"  # tf.distribute: default, mirrored or multiworker (training/distributed.py)
     checkpoint_dir: Path | None = None  # per-epoch checkpoints to resume from (mirrored, multiworker)
     verbose: int = 1
@@ -86,7 +87,20 @@ def resolve_recipe(config: DiseaseConfig, options: TrainOptions) -> Recipe:
         recipe = replace(recipe, batch_size=options.batch_size)
     if options.augment is not None:
         recipe = replace(recipe, augment=options.augment)
+    if options.weights is not None:  # an explicit start replaces the recipe's
+        recipe = replace(recipe, pretrained_start=options.weights.endswith(".keras"))
     return recipe
+
+
+def resolve_start(config: DiseaseConfig, recipe: Recipe, options: TrainOptions) -> str | None:
+    """The weights training starts from: the ones asked for, else the recipe's pretrained backbone (made now
+    if backbones/ has none for this input), else None (from scratch)."""
+    if options.weights is not None:
+        return None if options.weights == "none" else options.weights
+    if recipe.pretrained_start and options.arch == PAPER_CNN:
+        return str(backbone_for(options.disease, options.data_dir, config.spec(), options.backbones_dir,
+                                seed=options.seed))
+    return None
 
 
 def decode_split(split: Split, spec: InputSpec) -> dict[str, DecodedSet]:
@@ -160,6 +174,7 @@ def train(options: TrainOptions) -> Path | None:
     config = resolve_disease(options)
     recipe = resolve_recipe(config, options)
     spec = config.spec()
+    start = resolve_start(config, recipe, options)
     keras.utils.set_random_seed(options.seed)
 
     # Data: group split, decode once into the cache.
@@ -172,11 +187,11 @@ def train(options: TrainOptions) -> Path | None:
     decoded = decode_split(split, spec)
     if strategy is None:
         fitted = fit_model(spec, recipe, decoded["train"], decoded["validation"], seed=options.seed,
-                           verbose=options.verbose, arch=options.arch, initial_weights=options.weights)
+                           verbose=options.verbose, arch=options.arch, initial_weights=start)
     else:
         fitted = fit_distributed(spec, recipe, decoded["train"], decoded["validation"], seed=options.seed,
                                  strategy=strategy, checkpoint_dir=options.checkpoint_dir, arch=options.arch,
-                                 initial_weights=options.weights)
+                                 initial_weights=start)
         if not is_chief():
             log.info("trained as %s %d; the chief exports", *task())
             return None
@@ -189,8 +204,8 @@ def train(options: TrainOptions) -> Path | None:
         groups={part: len({s.group for s in part_samples}) for part, part_samples in split.parts().items()},
         unreadable_skipped=sum(len(item.unreadable) for item in decoded.values()),
     )
-    settings = {**recipe.as_dict(), "architecture": options.arch, "initial_weights": options.weights or "none",
-                "pretraining": pretraining_record(options.weights),
+    settings = {**recipe.as_dict(), "architecture": options.arch, "initial_weights": start or "none",
+                "pretraining": pretraining_record(start),
                 "strategy": options.strategy,
                 "replicas": strategy.num_replicas_in_sync if strategy is not None else 1,
                 "class_weights_used": weights, "disease_config": config.described_by,
