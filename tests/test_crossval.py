@@ -184,3 +184,18 @@ def test_operating_points_need_kept_scores(tmp_path: Path, capsys) -> None:
     report.write_text(json.dumps({"summary": {}}))
     assert main(["operating-points", str(report)]) != 0
     assert "kept no scores" in capsys.readouterr().err
+
+
+def test_a_recipe_that_differs_gets_its_own_report_name() -> None:
+    from dataclasses import replace
+
+    from training.config import DISEASES
+    from training.crossval import report_tag
+
+    config = DISEASES["pneumonia"]
+    recipe = replace(config.medscan, pretrained_start=False)
+    tags = {report_tag("pneumonia", "paper_cnn", config.spec(), variant) for variant in (
+        recipe, replace(recipe, learning_rate=3e-4), replace(recipe, pretrained_start=True),
+        replace(recipe, epochs=recipe.epochs + 1))}
+    assert len(tags) == 4  # none overwrites another's report
+    assert report_tag("pneumonia", "paper_cnn", config.spec(), replace(recipe, learning_rate=3e-4)).endswith("-lr0.0003")

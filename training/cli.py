@@ -144,6 +144,7 @@ def _add_training(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", choices=("medscan", "paper"), default="medscan")
     parser.add_argument("--epochs", type=_positive, default=None)
     parser.add_argument("--batch-size", type=_positive, default=None)
+    parser.add_argument("--learning-rate", type=_fraction, default=None, help="Adam's initial rate (default: 0.001)")
     parser.add_argument("--image-size", type=_positive, default=None, help="square input side in pixels")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
@@ -206,7 +207,8 @@ def _options(args: argparse.Namespace, disease: str):
 
     return TrainOptions(
         disease=disease, data_dir=args.data, models_dir=args.out, recipe=args.recipe, epochs=args.epochs,
-        batch_size=args.batch_size, image_size=args.image_size, augment=args.augment, seed=args.seed,
+        batch_size=args.batch_size, learning_rate=args.learning_rate, image_size=args.image_size, augment=args.augment,
+        seed=args.seed,
         colour_mode=args.colour_mode, enhancement=args.enhancement, description=args.description,
         caveats=tuple(args.caveat),
         target_sensitivity=args.target_sensitivity, arch=args.arch, strategy=args.strategy,

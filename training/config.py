@@ -12,6 +12,9 @@ from app.model_store import DISEASE_NAME
 from app.preprocessing import ColourMode, Enhancement, InputSpec
 
 
+DEFAULT_LEARNING_RATE = 1e-3  # Adam's default, as the paper uses it
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How a model is trained. `paper` is the paper's recipe; `medscan` adds what measurably helped."""
@@ -19,7 +22,7 @@ class Recipe:
     name: str
     epochs: int = 20
     batch_size: int = 128
-    learning_rate: float = 1e-3
+    learning_rate: float = DEFAULT_LEARNING_RATE
     lr_schedule: str = "constant"  # or "cosine": decay to 1% over the run, which steadies the last epochs
     bn_momentum: float = 0.99  # Keras' default; the paper does not change it
     keep_best: bool = False  # restore the weights of the best validation epoch

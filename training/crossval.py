@@ -31,7 +31,7 @@ from training.data import DataError, Sample, check_trainable, find_samples, spli
 from training.evaluate import compute_metrics, probabilities_of
 from training.pretrain import pretraining_record
 from training.pipeline import decode_samples, decoded_from_arrays, images_only, kept_samples, pixels_of
-from training.config import Recipe
+from training.config import DEFAULT_LEARNING_RATE, Recipe
 from training.train import FittedModel, TrainOptions, fit_model, resolve_disease, resolve_recipe, resolve_start
 from training.servable import flip_views
 from training.trust import DEFAULT_TARGET_SENSITIVITY, screening_threshold
@@ -281,8 +281,9 @@ def cross_validate(options: TrainOptions, folds: int = 5, report_dir: Path | Non
 def report_tag(disease: str, arch: str, spec: InputSpec, recipe: Recipe) -> str:
     arch_part = ("" if arch == "paper_cnn" else f"-{arch}") + ("-pretrained" if recipe.pretrained_start else "")
     enhancement = "" if spec.enhancement is Enhancement.NONE else f"-{spec.enhancement}"
+    learning_rate = "" if recipe.learning_rate == DEFAULT_LEARNING_RATE else f"-lr{recipe.learning_rate:g}"
     return (f"{disease}{arch_part}{enhancement}-{recipe.name}{'-augment' if recipe.augment else ''}-{spec.height}px-"
-            f"{recipe.epochs}ep")
+            f"{recipe.epochs}ep{learning_rate}")
 
 
 def write_report(result: dict, report_dir: Path, tag: str) -> None:

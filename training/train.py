@@ -57,6 +57,7 @@ class TrainOptions:
     recipe: str = "medscan"
     epochs: int | None = None
     batch_size: int | None = None
+    learning_rate: float | None = None
     image_size: int | None = None
     augment: bool | None = None  # None: the recipe's own choice
     colour_mode: str | None = None  # for a disease we have no defaults for; see training/config.py
@@ -85,6 +86,8 @@ def resolve_recipe(config: DiseaseConfig, options: TrainOptions) -> Recipe:
         recipe = replace(recipe, epochs=options.epochs)
     if options.batch_size is not None:
         recipe = replace(recipe, batch_size=options.batch_size)
+    if options.learning_rate is not None:
+        recipe = replace(recipe, learning_rate=options.learning_rate)
     if options.augment is not None:
         recipe = replace(recipe, augment=options.augment)
     if options.weights is not None:  # an explicit start replaces the recipe's
