@@ -113,7 +113,8 @@ def trust_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     export_untrained(models, "malaria", size=50, temperature=TEMPERATURE, threshold=THRESHOLD, ood_threshold=1e6,
                      cross_validation=FIXTURE_CROSS_VALIDATION)
     export_untrained(models, "brain_tumor", size=48, ood_threshold=0.0,  # every image is out of distribution
-                     flips=("horizontal",), source_confound=FIXTURE_CONFOUND)
+                     flips=("horizontal",), source_confound=FIXTURE_CONFOUND,
+                     training_settings={"pretraining": {"pretrained_on": {"malaria": 5000, "pneumonia": 4458}}})
     export_legacy(models, "breast_cancer", size=50)
     return models
 

@@ -30,7 +30,8 @@ from training.trust import random_image_statistics
 def fixture_card(disease: str, version: int, spec: InputSpec, *, temperature: float = 1.0,
                  threshold: float = 0.5, ood_threshold: float | None = 1e6,
                  cross_validation: CrossValidation | None = None,
-                 source_confound: SourceConfound | None = None) -> ModelCard:
+                 source_confound: SourceConfound | None = None,
+                 training_settings: dict[str, object] | None = None) -> ModelCard:
     counts = {"infected": 1, "uninfected": 1}
     return ModelCard(
         disease=disease, version=version, description="test fixture, untrained",
@@ -44,7 +45,7 @@ def fixture_card(disease: str, version: int, spec: InputSpec, *, temperature: fl
                                                threshold_quantile=0.975) if ood_threshold is not None else None),
         data=DataCard(source="synthetic", split="none",
                       counts=SplitCounts(train=counts, validation=counts, test=counts, groups={})),
-        training=TrainingCard(recipe="none", settings={}, seed=0, epochs_run=0, best_epoch=0, seconds=0,
+        training=TrainingCard(recipe="none", settings=training_settings or {}, seed=0, epochs_run=0, best_epoch=0, seconds=0,
                               machine="test"),
         frameworks={}, created="2026-01-01T00:00:00+00:00", cross_validation=cross_validation,
         source_confound=source_confound,

@@ -193,12 +193,15 @@ def test_model_card_is_one_click_away(page) -> None:
     page.click("#model-card summary")
     assert "not cross-validated yet" in card.inner_text()
     assert "answers for the image as sent and flipped (horizontal)" in card.inner_text()
+    assert "started from the paper's CNN pretrained on malaria (5000), pneumonia (4458) images of the other data " \
+           "sets, none of this one's" in card.inner_text()
     assert "a linear model on 2 global colour and border statistics of the pixels this model is fed separates the " \
            "classes with ROC AUC 0.807 \u00b1 0.028 on held-out patients" in card.inner_text()
     page.click("#model-card summary")
     page.select_option("#disease", "malaria")
     page.click("#model-card summary")
     assert "Disease-blind baseline" not in card.inner_text()  # not measured for this one
+    assert "pretrained on" not in card.inner_text()  # trained from scratch
 
 
 def open_chooser_by_keyboard(page):

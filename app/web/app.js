@@ -134,6 +134,14 @@ function crossValidation(cv) {
     (cv.differences.length ? `; the cross-validated recipe differed in ${cv.differences.join(", ")}` : "");
 }
 
+// A start pretrained on the other data sets (training/pretrain.py) is part of what the model is.
+function pretrainedStart(pretraining) {
+  if (!pretraining) return "";
+  const sets = Object.entries(pretraining.pretrained_on).map(([disease, images]) => `${disease} (${images})`);
+  return `; started from the paper's CNN pretrained on ${sets.join(", ")} images of the other data sets, ` +
+    "none of this one's";
+}
+
 function cardContents(card) {
   const parts = [element("p", card.description)];
   const table = element("table");
@@ -175,7 +183,8 @@ function cardContents(card) {
   if (card.out_of_distribution) fact("Out-of-distribution check", card.out_of_distribution.method);
   fact("Data source", card.data.source);
   fact("Split", card.data.split);
-  fact("Training", `${card.training.recipe} recipe, ${card.training.epochs_run} epochs, ${Math.round(card.training.seconds / 60)} min on ${card.training.machine}`);
+  fact("Training", `${card.training.recipe} recipe, ${card.training.epochs_run} epochs, ${Math.round(card.training.seconds / 60)} min on ${card.training.machine}` +
+    pretrainedStart(card.training.settings.pretraining));
   fact("Intended use", card.intended_use);
   parts.push(facts);
   if (card.data.caveats.length) {
