@@ -45,8 +45,8 @@ def fixture_card(disease: str, version: int, spec: InputSpec, *, temperature: fl
                                                threshold_quantile=0.975) if ood_threshold is not None else None),
         data=DataCard(source="synthetic", split="none",
                       counts=SplitCounts(train=counts, validation=counts, test=counts, groups={})),
-        training=TrainingCard(recipe="none", settings=training_settings or {}, seed=0, epochs_run=0, best_epoch=0, seconds=0,
-                              machine="test"),
+        training=TrainingCard(recipe="none", settings=training_settings or {}, seed=0, epochs_run=0, best_epoch=0,
+                              seconds=0, machine="test"),
         frameworks={}, created="2026-01-01T00:00:00+00:00", cross_validation=cross_validation,
         source_confound=source_confound,
     )

@@ -45,8 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("disease")
     pretrain.add_argument("--data", type=Path, required=True, help="folder holding <disease>/{infected,uninfected}/")
     pretrain.add_argument("--out", type=Path, default=Path("backbones"), help="default: backbones/")
-    pretrain.add_argument("--epochs", type=_positive, default=10)
-    pretrain.add_argument("--per-disease", type=_positive, default=5000,
+    pretrain.add_argument("--epochs", type=_positive, default=None, help="default: 10")
+    pretrain.add_argument("--per-disease", type=_positive, default=None,
                           help="at most this many images of each other data set, drawn at random (default: 5000)")
     pretrain.add_argument("--image-size", type=_positive, default=None, help="default: the disease's")
     pretrain.add_argument("--enhancement", choices=[mode.value for mode in Enhancement], default=None)
@@ -245,9 +245,10 @@ def _pretrain(args: argparse.Namespace) -> str:
 
     config = describe_disease(args.disease, args.data, DiseaseFlags(image_size=args.image_size,
                                                                     enhancement=args.enhancement))
+    said = {name: value for name, value in (("epochs", args.epochs), ("per_disease", args.per_disease))
+            if value is not None}  # the rest: PretrainOptions' defaults, the ones a recipe's start is made with
     options = PretrainOptions(target=args.disease, data_dir=args.data, spec=config.spec(), out_dir=args.out,
-                              epochs=args.epochs, per_disease=args.per_disease, seed=args.seed,
-                              verbose=1 if sys.stderr.isatty() else 2)
+                              seed=args.seed, verbose=1 if sys.stderr.isatty() else 2, **said)
     return f"{args.disease}: pretrained {pretrain(options)}"
 
 

@@ -29,8 +29,8 @@ from app.preprocessing import Enhancement, InputSpec
 from app.scoring import normalise
 from training.data import DataError, Sample, check_trainable, find_samples, split_as
 from training.evaluate import compute_metrics, probabilities_of
-from training.pretrain import pretraining_record
 from training.pipeline import decode_samples, decoded_from_arrays, images_only, kept_samples, pixels_of
+from training.pretrain import pretraining_record
 from training.config import DEFAULT_LEARNING_RATE, Recipe
 from training.train import FittedModel, TrainOptions, fit_model, resolve_disease, resolve_recipe, resolve_start
 from training.servable import flip_views

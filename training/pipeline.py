@@ -122,7 +122,8 @@ def evaluation_batches(decoded: DecodedSet, *, batch_size: int) -> tf.data.Datas
     """In file order, unaugmented, one-hot labels."""
     return (
         decoded.dataset.batch(batch_size)
-        .map(lambda pixels, labels: (scale_batch(pixels), tf.one_hot(labels, len(CLASS_NAMES))), num_parallel_calls=AUTOTUNE)
+        .map(lambda pixels, labels: (scale_batch(pixels), tf.one_hot(labels, len(CLASS_NAMES))),
+             num_parallel_calls=AUTOTUNE)
         .prefetch(AUTOTUNE)
     )
 

@@ -42,7 +42,7 @@ class PretrainOptions:
     epochs: int = 10
     batch_size: int = 128
     learning_rate: float = 1e-3
-    per_disease: int = 5000  # images drawn from each other data set, so the biggest (malaria, 24k) does not drown the rest
+    per_disease: int = 5000  # images of each other data set: the biggest (malaria, 24k) must not drown the rest
     seed: int = 42
     verbose: int = 2
 
@@ -91,7 +91,8 @@ def pretrain(options: PretrainOptions) -> Path:
     model = make_pretraining_model(options.spec, len(drawn))
     steps = options.epochs * -(-decoded.size // options.batch_size)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate_schedule(options.learning_rate, "cosine", steps)),
-                  loss=keras.losses.CategoricalCrossentropy(), metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+                  loss=keras.losses.CategoricalCrossentropy(),
+                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
     started = time.perf_counter()
     history = model.fit(batches, epochs=options.epochs, verbose=options.verbose, shuffle=False)
     seconds = time.perf_counter() - started
