@@ -143,3 +143,15 @@ def test_breast_cancer_starts_from_a_backbone_made_on_first_use_and_kept(data: P
     scratch = read_card(models / "breast_cancer" / "3" / "metadata.json").training.settings
     assert scratch["initial_weights"] == "none" and scratch["pretrained_start"] is False
     assert scratch["pretraining"] is None
+
+
+def test_a_recipe_that_needs_a_backbone_says_how_to_train_without_the_other_data_sets(tmp_path: Path,
+                                                                                       capsys) -> None:
+    from training.cli import main
+
+    data = write_synthetic_dataset(tmp_path / "data", "breast_cancer", per_class=12)
+    code = main(["train", "breast_cancer", "--data", str(data), "--out", str(tmp_path / "models"),
+                 "--backbones", str(tmp_path / "backbones")])
+    assert code == 2
+    assert "or train from scratch with --weights none" in capsys.readouterr().err
+    assert not (tmp_path / "models").exists() and not (tmp_path / "backbones").exists()  # nothing half-written

@@ -127,7 +127,12 @@ def backbone_for(target: str, data_dir: Path, spec: InputSpec, backbones_dir: Pa
         log.info("starting from the pretrained backbone %s", path)
         return path
     log.info("no backbone %s yet: pretraining it on the other data sets in %s", path, data_dir)
-    return pretrain(PretrainOptions(target=target, data_dir=data_dir, spec=spec, out_dir=backbones_dir, seed=seed))
+    try:
+        return pretrain(PretrainOptions(target=target, data_dir=data_dir, spec=spec, out_dir=backbones_dir,
+                                        seed=seed))
+    except DataError as error:
+        raise DataError(f"{error}: {target}'s recipe starts from a backbone pretrained on the other data sets; put "
+                        f"them beside it in --data, or train from scratch with --weights none") from None
 
 
 def backbone_name(target: str, spec: InputSpec) -> str:
