@@ -21,7 +21,7 @@ import numpy as np
 from training.architectures import min_side
 from training.config import DISEASES
 from training.crossval import METRICS, cross_validation_pool, evaluate_round, summarise
-from training.train import TrainOptions, resolve_disease, resolve_recipe
+from training.train import TrainOptions, resolve_disease, resolve_recipe, resolve_start
 
 log = logging.getLogger("training")
 
@@ -37,7 +37,7 @@ def compare(options: TrainOptions, archs: list[str], folds: int = 3, subset: int
     recipe = resolve_recipe(config, options)
     if options.weights is None:  # every architecture starts as --weights says (none: scratch), alike
         recipe = replace(recipe, pretrained_start=False)
-    start = None if options.weights in (None, "none") else options.weights
+    start = resolve_start(config, recipe, options)
     size = max(image_size or config.image_size, *(min_side(arch) for arch in archs))
     spec = config.spec(size)
     pool = cross_validation_pool(options, spec, folds, subset, per_group)

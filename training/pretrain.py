@@ -152,8 +152,8 @@ def pretraining_record(weights: str | Path | None) -> dict | None:
     return json.loads(record.read_text(encoding="utf-8")) if record.is_file() else None
 
 
-def start_from_backbone(model: keras.Model, backbone_path: str | Path) -> int:
-    """Copy every layer but the head from a pretrained backbone (same input) into `model`; the number copied."""
+def start_from_backbone(model: keras.Model, backbone_path: str | Path) -> None:
+    """Copy every layer but the head from a pretrained backbone (same input) into `model`."""
     path = Path(backbone_path)
     if path.suffix != ".keras" or not path.is_file():
         raise ValueError(f"{path}: the paper's CNN starts from a backbone written by `python -m training pretrain` "
@@ -162,11 +162,6 @@ def start_from_backbone(model: keras.Model, backbone_path: str | Path) -> int:
     if tuple(backbone.input_shape[1:]) != tuple(model.input_shape[1:]):
         raise ValueError(f"{path} was pretrained for inputs {backbone.input_shape[1:]}, this model takes "
                          f"{model.input_shape[1:]}: pretrain again for this input size and colour mode")
-    copied = 0
     for layer in model.layers:
-        if layer.name == HEAD or not layer.weights:
-            continue
-        source = backbone.get_layer(layer.name)
-        layer.set_weights(source.get_weights())
-        copied += 1
-    return copied
+        if layer.name != HEAD and layer.weights:
+            layer.set_weights(backbone.get_layer(layer.name).get_weights())
