@@ -12,15 +12,30 @@ import pytest
 
 from tests.conftest import write_synthetic_dataset
 from training.config import DISEASES
-from training.data import DataError, Sample
+from app.model_card import SplitSpec
+from training.data import DataError, Sample, find_samples, split_as
+
+
+OTHERS = ("malaria", "pneumonia")
+
+
+def non_test_part(data: Path, disease: str) -> list[Sample]:
+    split = split_as(find_samples(data, disease), SplitSpec())
+    return split.train + split.validation
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two small data sets to pretrain on, and a target whose images are all unreadable: any read of them shows."""
+    """Two small data sets to pretrain on, whose test parts are unreadable, and a target whose images are all
+    unreadable: any read of an image that pretraining must not see shows."""
     root = tmp_path_factory.mktemp("pretrain") / "data"
     write_synthetic_dataset(root, "malaria", per_class=20)
     write_synthetic_dataset(root, "pneumonia", per_class=12, manifest=False)
+    for disease in OTHERS:
+        test = split_as(find_samples(root, disease), SplitSpec()).test
+        assert test  # there is a test part to hold out
+        for sample in test:
+            sample.path.write_bytes(b"not an image")
     for class_name in ("infected", "uninfected"):
         folder = root / "breast_cancer" / class_name
         folder.mkdir(parents=True)
@@ -40,10 +55,16 @@ def backbone(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_pretraining_reads_every_other_data_set_and_never_the_target(backbone: Path) -> None:
+def test_pretraining_reads_the_other_data_sets_but_neither_the_target_nor_their_test_parts(backbone: Path,
+                                                                                          data: Path) -> None:
     record = json.loads(backbone.with_suffix(".json").read_text())
-    assert record["pretrained_on"] == {"malaria": 30, "pneumonia": 24}  # capped at --per-disease, drawn at random
-    assert record["images"] == 54 and record["unreadable_skipped"] == 0  # the broken target files were not touched
+    available = {disease: len(non_test_part(data, disease)) for disease in OTHERS}
+    assert available["malaria"] > 30  # so the cap below is what limits it
+    # capped at --per-disease, drawn at random
+    assert record["pretrained_on"] == {"malaria": 30, "pneumonia": available["pneumonia"]}
+    # none of the broken files (the target's, the other sets' test parts) was touched
+    assert record["images"] == 30 + available["pneumonia"] and record["unreadable_skipped"] == 0
+    assert record["held_out"] == "the test part of each data set (default split)"
     assert record["target"] == "breast_cancer" and record["input"] == [64, 64, 1]
     assert keras.saving.load_model(backbone).output_shape == (None, 4)  # two classes of each data set
 
@@ -79,11 +100,11 @@ def test_the_model_starts_from_the_backbone_with_a_new_head(backbone: Path) -> N
     assert not np.array_equal(scratch.get_layer("conv1").get_weights()[0], model.get_layer("conv1").get_weights()[0])
 
 
-def test_a_backbone_for_another_input_is_refused_with_what_to_do(backbone: Path, data: Path, tmp_path: Path,
-                                                                capsys) -> None:
+def test_a_backbone_for_another_input_is_refused_with_what_to_do(backbone: Path, tmp_path: Path, capsys) -> None:
     from training.cli import main
 
-    code = main(["train", "malaria", "--data", str(data), "--out", str(tmp_path / "models"), "--epochs", "1",
+    malaria = write_synthetic_dataset(tmp_path / "data", "malaria", per_class=12)  # readable test part this time
+    code = main(["train", "malaria", "--data", str(malaria), "--out", str(tmp_path / "models"), "--epochs", "1",
                  "--weights", str(backbone)])
     assert code == 2
     assert "pretrained for inputs (64, 64, 1), this model takes (50, 50, 1)" in capsys.readouterr().err
@@ -111,7 +132,8 @@ def test_cross_validation_from_a_backbone_says_what_it_was_pretrained_on(backbon
     (report,) = reports.glob("breast_cancer-pretrained-*[0-9]ep.json")
     result = json.loads(report.read_text())
     assert result["initial_weights"] == str(backbone)
-    assert result["pretraining"]["pretrained_on"] == {"malaria": 30, "pneumonia": 24}
+    assert result["pretraining"]["pretrained_on"] == json.loads(backbone.with_suffix(".json").read_text())[
+        "pretrained_on"]
 
 
 def test_breast_cancer_starts_from_a_backbone_made_on_first_use_and_kept(data: Path, tmp_path: Path) -> None:
@@ -119,9 +141,9 @@ def test_breast_cancer_starts_from_a_backbone_made_on_first_use_and_kept(data: P
     from training.cli import main
 
     target = tmp_path / "data"
-    for disease in ("malaria", "pneumonia"):  # the same other data sets, beside real target images
-        shutil.copytree(data / disease, target / disease)
-    write_synthetic_dataset(target, "breast_cancer", per_class=30)
+    shutil.copytree(data, target)  # the same other data sets and manifest, with real target images this time
+    shutil.rmtree(target / "breast_cancer")
+    write_synthetic_dataset(target, "breast_cancer", per_class=30, manifest=False)
     models, backbones = tmp_path / "models", tmp_path / "backbones"
     train = ["train", "breast_cancer", "--data", str(target), "--out", str(models), "--epochs", "1",
              "--batch-size", "16", "--backbones", str(backbones)]
@@ -131,7 +153,9 @@ def test_breast_cancer_starts_from_a_backbone_made_on_first_use_and_kept(data: P
     card = read_card(models / "breast_cancer" / "1" / "metadata.json")
     assert card.training.settings["pretrained_start"] is True
     assert card.training.settings["initial_weights"] == str(backbone)
-    assert card.training.settings["pretraining"]["pretrained_on"] == {"malaria": 40, "pneumonia": 24}
+    pretraining = card.training.settings["pretraining"]
+    assert pretraining["pretrained_on"] == {disease: len(non_test_part(data, disease)) for disease in OTHERS}
+    assert pretraining["unreadable_skipped"] == 0
     assert not list(backbones.glob("*partial*"))
 
     assert main(train) == 0  # the second run starts from the same backbone, not a new one
@@ -155,3 +179,24 @@ def test_a_recipe_that_needs_a_backbone_says_how_to_train_without_the_other_data
     assert code == 2
     assert "or train from scratch with --weights none" in capsys.readouterr().err
     assert not (tmp_path / "models").exists() and not (tmp_path / "backbones").exists()  # nothing half-written
+
+
+def test_a_backbone_pretrained_on_the_other_test_parts_too_is_made_again(backbone: Path, data: Path,
+                                                                        tmp_path: Path) -> None:
+    from training.pretrain import backbone_for
+
+    spec = DISEASES["breast_cancer"].spec()
+    kept = tmp_path / "backbones"
+    kept.mkdir()
+    old = kept / backbone.name
+    shutil.copy(backbone, old)
+    record = json.loads(backbone.with_suffix(".json").read_text())
+    del record["held_out"]  # as written before test parts were held out
+    old.with_suffix(".json").write_text(json.dumps(record))
+    before = old.stat().st_mtime_ns
+
+    assert backbone_for("breast_cancer", data, spec, kept) == old
+    assert old.stat().st_mtime_ns != before
+    remade = json.loads(old.with_suffix(".json").read_text())
+    assert remade["held_out"] == "the test part of each data set (default split)"
+    assert remade["unreadable_skipped"] == 0

@@ -9,6 +9,9 @@ two-unit head is new.
 
 The target disease's own images are never read, so no image of its patients, not even of its test part or
 of a cross-validation round's held-out fold, shapes the starting point: the figures stay those of new patients.
+Nor are the other data sets' test parts: the target's out-of-distribution check is measured on them
+(`training.assessment.probe_sets`), and a backbone that learned to tell exactly those images apart would
+make its flag rates look better than they are on new patients of the other diseases.
 """
 
 from __future__ import annotations
@@ -23,14 +26,16 @@ import keras
 import numpy as np
 from keras import layers
 
+from app.model_card import SplitSpec
 from app.preprocessing import InputSpec
-from training.data import DataError, Sample, diseases_in, find_samples
+from training.data import DataError, Sample, diseases_in, find_samples, split_as
 from training.model import learning_rate_schedule, make_model
 from training.pipeline import decode_samples, make_augmenter, training_batches
 
 log = logging.getLogger("training")
 HEAD = "scores"  # the target model's own two-unit head: the only layer not started from the backbone
 RECORD_SUFFIX = ".json"
+HELD_OUT = "the test part of each data set (default split)"  # the record's `held_out`: what was never read
 
 
 @dataclass(frozen=True)
@@ -48,14 +53,17 @@ class PretrainOptions:
 
 
 def pretraining_samples(data_dir: Path, target: str, per_disease: int, seed: int) -> dict[str, list[Sample]]:
-    """Up to `per_disease` images of every data set in `data_dir` but `target`, drawn at random."""
+    """Up to `per_disease` images of every data set in `data_dir` but `target`, drawn at random from its non-test
+    part: its test part (the default split, on which other models' out-of-distribution rates are measured)
+    is never read."""
     others = [disease for disease in diseases_in(data_dir) if disease != target]
     if not others:
         raise DataError(f"{data_dir} holds no data set other than {target!r} to pretrain on")
     rng = np.random.default_rng(seed)
     drawn = {}
     for disease in others:
-        samples = find_samples(data_dir, disease)
+        split = split_as(find_samples(data_dir, disease), SplitSpec())
+        samples = sorted(split.train + split.validation, key=lambda sample: str(sample.path))
         if len(samples) > per_disease:
             samples = [samples[i] for i in sorted(rng.choice(len(samples), size=per_disease, replace=False))]
         drawn[disease] = samples
@@ -98,7 +106,7 @@ def pretrain(options: PretrainOptions) -> Path:
     seconds = time.perf_counter() - started
     record = {
         "target": options.target, "input": list(options.spec.shape), "enhancement": options.spec.enhancement.value,
-        "pretrained_on": {disease: len(s) for disease, s in drawn.items()},
+        "pretrained_on": {disease: len(s) for disease, s in drawn.items()}, "held_out": HELD_OUT,
         "images": decoded.size, "unreadable_skipped": len(decoded.unreadable), "epochs": options.epochs,
         "batch_size": options.batch_size, "learning_rate": options.learning_rate, "lr_schedule": "cosine",
         "seed": options.seed, "seconds": round(seconds, 1),
@@ -123,9 +131,11 @@ def _write_whole(model: keras.Model, record: dict, path: Path) -> None:
 def backbone_for(target: str, data_dir: Path, spec: InputSpec, backbones_dir: Path, seed: int = 42) -> Path:
     """A recipe's pretrained start: the backbone kept for this disease and input, pretrained now if there is none."""
     path = backbones_dir / f"{backbone_name(target, spec)}.keras"
-    if path.is_file():
+    if path.is_file() and (pretraining_record(path) or {}).get("held_out") == HELD_OUT:
         log.info("starting from the pretrained backbone %s", path)
         return path
+    if path.is_file():
+        log.info("%s was pretrained on the other data sets' test parts too: pretraining it again without", path)
     log.info("no backbone %s yet: pretraining it on the other data sets in %s", path, data_dir)
     try:
         return pretrain(PretrainOptions(target=target, data_dir=data_dir, spec=spec, out_dir=backbones_dir,
