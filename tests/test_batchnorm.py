@@ -5,7 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from app.preprocessing import ColourMode, InputSpec
-from training.batchnorm import KeepBestWeights, recalibrate_batch_norm
+from training.batchnorm import keep_best_epoch, recalibrate_batch_norm
 from training.model import make_model
 
 
@@ -20,15 +20,18 @@ def test_recalibration_sets_moving_statistics_to_those_of_the_inputs_in_inferenc
         np.testing.assert_allclose(layer.moving_variance.numpy(), features.var(axis=(0, 1, 2)), rtol=1e-3, atol=1e-5)
 
 
-def test_keep_best_restores_the_epoch_with_the_lowest_monitored_value() -> None:
+def test_keep_best_runs_every_epoch_and_restores_the_one_with_the_lowest_validation_loss() -> None:
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
-    keep = KeepBestWeights(monitor="val_loss")
+    model.stop_training = False
+    keep = keep_best_epoch(epochs=5)
     keep.set_model(model)
+    keep.on_train_begin()
     snapshots = []
-    for epoch, loss in enumerate([0.5, 0.2, 0.4]):
+    for epoch, loss in enumerate([0.5, 0.2, 0.4, 0.6, 0.7]):  # four epochs without improvement: no stop
         model.layers[0].kernel.assign([[float(epoch)]])
         snapshots.append(model.get_weights())
         keep.on_epoch_end(epoch, {"val_loss": loss})
-    keep.restore(model)
+        assert not model.stop_training
+    keep.on_train_end()
     assert keep.best_epoch == 1
     np.testing.assert_array_equal(model.get_weights()[0], snapshots[1][0])

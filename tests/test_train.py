@@ -220,3 +220,30 @@ def test_calibrate_with_test_time_flips_makes_a_version_that_answers_for_the_ima
     assert again.test_time_flips == ["horizontal"] and again.screening.target_sensitivity == 0.9
     assert main(["calibrate", "malaria", "--data", str(data), "--out", str(copied), "--test-time-flips"]) == 0
     assert read_card(new.parent / str(int(new.name) + 3) / "metadata.json").test_time_flips == []
+
+
+def test_fitting_runs_every_epoch_and_keeps_the_one_with_the_lowest_validation_loss(trained) -> None:
+    from dataclasses import replace
+
+    from app.model_card import SplitSpec
+    from training.config import DISEASES
+    from training.data import find_samples, split_as
+    from training.pipeline import decode_samples, evaluation_batches
+    from training.train import fit_model
+
+    data, _, _ = trained
+    config = DISEASES["malaria"]
+    spec = config.spec()
+    split = split_as(find_samples(data, "malaria"), SplitSpec())
+    decoded = decode_samples(split.validation, spec)
+    # Validation with its labels swapped: the better the model learns, the worse it validates, so an early epoch
+    # is the best one, and a model left at its last epoch shows.
+    validation = replace(decoded, dataset=decoded.dataset.map(lambda pixels, label: (pixels, 1 - label)),
+                         labels=1 - decoded.labels)
+    recipe = replace(config.medscan, epochs=4, batch_size=16, augment=False)
+    fitted = fit_model(spec, recipe, decode_samples(split.train, spec), validation, seed=0)
+    losses = fitted.history["val_loss"]
+    assert len(losses) == 4  # never stopped early
+    assert fitted.best_epoch == int(np.argmin(losses)) + 1 < 4
+    kept = fitted.model.evaluate(evaluation_batches(validation, batch_size=16), verbose=0, return_dict=True)
+    assert kept["loss"] == pytest.approx(min(losses), rel=1e-4)  # the model is the best epoch's, BatchNorm included

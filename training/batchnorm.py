@@ -22,7 +22,7 @@ log = logging.getLogger("training")  # on stderr: stdout is for the commands' JS
 class RecalibratedValidation(keras.callbacks.Callback):
     """At each epoch's end: re-estimate BatchNorm statistics, then validate and log `val_*` metrics.
 
-    Use it instead of fit(validation_data=...), and before KeepBestWeights in the callback list."""
+    Use it instead of fit(validation_data=...), and before keep_best_epoch(...) in the callback list."""
 
     def __init__(self, train_images: tf.data.Dataset, validation: tf.data.Dataset, max_batches: int = 8) -> None:
         super().__init__()
@@ -38,25 +38,11 @@ class RecalibratedValidation(keras.callbacks.Callback):
         log.info("epoch %d: %s", epoch + 1, ", ".join(f"val_{k} {v:.4f}" for k, v in results.items()))
 
 
-class KeepBestWeights(keras.callbacks.Callback):
-    """Remember the weights of the epoch with the best monitored value, in memory."""
-
-    def __init__(self, monitor: str = "val_loss") -> None:
-        super().__init__()
-        self.monitor = monitor
-        self.best = np.inf
-        self.best_epoch = -1
-        self.best_weights: list[np.ndarray] | None = None
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        value = (logs or {}).get(self.monitor)
-        if value is not None and value < self.best:
-            self.best, self.best_epoch = float(value), epoch
-            self.best_weights = self.model.get_weights()
-
-    def restore(self, model: keras.Model) -> None:
-        if self.best_weights is not None:
-            model.set_weights(self.best_weights)
+def keep_best_epoch(epochs: int, monitor: str = "val_loss") -> keras.callbacks.EarlyStopping:
+    """Keras' EarlyStopping, used only to keep the weights of the epoch with the lowest `monitor`: its patience
+    is the whole run, so it never stops early (the cosine schedule decays to its end), and it restores the best
+    epoch's weights, BatchNorm statistics included, when training ends. `best_epoch` is 0-based."""
+    return keras.callbacks.EarlyStopping(monitor=monitor, patience=epochs, restore_best_weights=True)
 
 
 # Re-estimating BatchNorm runs a probe network per layer: cheap for the paper's 3 layers, prohibitive

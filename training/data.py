@@ -1,4 +1,10 @@
-"""Finding the labelled images and splitting them by patient/slide group."""
+"""Finding the labelled images and splitting them by patient/slide group.
+
+The train/validation/test split is our own, not scikit-learn's `GroupShuffleSplit`, on purpose: every shipped
+card names its test part by this algorithm and the numbers of its `SplitSpec`, so another algorithm would
+silently change which patients an old model's test part holds. Cross-validation folds, which no card pins,
+come from scikit-learn's `StratifiedGroupKFold` (`training/crossval.py`).
+"""
 
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ from app.model_card import (
 )
 from app.preprocessing import InputSpec
 from training.architectures import PAPER_CNN, make_architecture
-from training.batchnorm import KeepBestWeights, RecalibratedValidation, worth_recalibrating
+from training.batchnorm import RecalibratedValidation, keep_best_epoch, worth_recalibrating
 from training.config import DiseaseConfig, DiseaseFlags, Recipe, describe_disease
 from training.data import DataError, Split, check_trainable, find_samples, split_as
 from training.distributed import StrategyName, fit_distributed, is_chief, make_strategy, task
@@ -148,7 +148,7 @@ def fit_model(spec: InputSpec, recipe: Recipe, train_part: DecodedSet, validatio
     steps_per_epoch = -(-train_part.size // recipe.batch_size)
     compile_model(model, learning_rate=learning_rate_schedule(recipe.learning_rate, recipe.lr_schedule,
                                                               recipe.epochs * steps_per_epoch))
-    keep_best = KeepBestWeights(monitor="val_loss")
+    keep_best = keep_best_epoch(recipe.epochs)
     callbacks: list[keras.callbacks.Callback] = []
     validation_data = validation_batches
     if recipe.recalibrate_bn and worth_recalibrating(model):
@@ -161,8 +161,6 @@ def fit_model(spec: InputSpec, recipe: Recipe, train_part: DecodedSet, validatio
     started = time.perf_counter()
     history = model.fit(train_batches, validation_data=validation_data, epochs=recipe.epochs, callbacks=callbacks,
                         verbose=verbose, shuffle=False)  # the pipeline shuffles
-    if recipe.keep_best:
-        keep_best.restore(model)
     epochs_run = len(history.history.get("loss", []))
     return FittedModel(model=model, history=history.history,
                        best_epoch=keep_best.best_epoch + 1 if recipe.keep_best else epochs_run,
