@@ -146,13 +146,25 @@ class DataCard(BaseModel):
 
 class TrainingCard(BaseModel):
     recipe: str
-    architecture: str = Field("paper_cnn", description="paper_cnn, or the Keras Applications network with a new head")
+    architecture: str = Field("paper_cnn", description="paper_cnn, or the Keras Applications network with a new "
+                              "head, or `ensemble of ...` (see the card's ensemble_of)")
     settings: dict[str, object]
     seed: int
     epochs_run: int
     best_epoch: int
     seconds: float
     machine: str
+
+
+class EnsembleMember(BaseModel):
+    """One network of an ensemble version: the version it was first published as, and how it was trained."""
+
+    version: int
+    architecture: str
+    recipe: str
+    initial_weights: str = Field("none", description="the backbone its training started from; none: from scratch")
+    best_epoch: int
+    seconds: float
 
 
 class ScreeningCrossValidation(BaseModel):
@@ -225,6 +237,9 @@ class ModelCard(BaseModel):
     cross_validation: CrossValidation | None = Field(None, description="absent: the recipe was not cross-validated")
     source_confound: SourceConfound | None = Field(None, description="absent: not measured for this disease")
     derived_from: int | None = Field(None, description="version whose weights this one re-exports, if any")
+    ensemble_of: list[EnsembleMember] = Field(
+        default_factory=list, description="empty: one network. Else the networks whose mean P(infected) this "
+        "version answers, each one more pass per image")
     data: DataCard
     training: TrainingCard
     frameworks: dict[str, str]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from app.model_card import CrossValidation, ScreeningCrossValidation, SourceConfound
+from app.model_card import CrossValidation, EnsembleMember, ScreeningCrossValidation, SourceConfound
 from tests.images import blob
 
 SHARED_DATASETS = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"
@@ -103,6 +103,13 @@ FIXTURE_CONFOUND = SourceConfound(features=["mean_r", "std_r"], input=[48, 48, 1
                                   roc_auc=0.81, fold_mean=0.807, fold_std=0.028, report="reports/x/confound.json")
 
 
+FIXTURE_ENSEMBLE = [
+    EnsembleMember(version=4, architecture="paper_cnn", recipe="medscan", best_epoch=20, seconds=400.0),
+    EnsembleMember(version=5, architecture="paper_cnn", recipe="medscan", initial_weights="backbones/x.keras",
+                   best_epoch=9, seconds=300.0),
+]
+
+
 @pytest.fixture(scope="session")
 def trust_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Models with a trust layer (malaria: temperature and threshold set; brain_tumor: every image out
@@ -114,7 +121,8 @@ def trust_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
                      cross_validation=FIXTURE_CROSS_VALIDATION)
     export_untrained(models, "brain_tumor", size=48, ood_threshold=0.0,  # every image is out of distribution
                      flips=("horizontal",), source_confound=FIXTURE_CONFOUND,
-                     training_settings={"pretraining": {"pretrained_on": {"malaria": 5000, "pneumonia": 4458}}})
+                     training_settings={"pretraining": {"pretrained_on": {"malaria": 5000, "pneumonia": 4458}}},
+                     ensemble_of=FIXTURE_ENSEMBLE)
     export_legacy(models, "breast_cancer", size=50)
     return models
 

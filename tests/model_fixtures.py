@@ -10,6 +10,7 @@ from app.model_card import (
     Calibration,
     CrossValidation,
     DataCard,
+    EnsembleMember,
     InputCard,
     ModelCard,
     OperatingPoint,
@@ -31,7 +32,8 @@ def fixture_card(disease: str, version: int, spec: InputSpec, *, temperature: fl
                  threshold: float = 0.5, ood_threshold: float | None = 1e6,
                  cross_validation: CrossValidation | None = None,
                  source_confound: SourceConfound | None = None,
-                 training_settings: dict[str, object] | None = None) -> ModelCard:
+                 training_settings: dict[str, object] | None = None,
+                 ensemble_of: list[EnsembleMember] | None = None) -> ModelCard:
     counts = {"infected": 1, "uninfected": 1}
     return ModelCard(
         disease=disease, version=version, description="test fixture, untrained",
@@ -48,7 +50,7 @@ def fixture_card(disease: str, version: int, spec: InputSpec, *, temperature: fl
         training=TrainingCard(recipe="none", settings=training_settings or {}, seed=0, epochs_run=0, best_epoch=0,
                               seconds=0, machine="test"),
         frameworks={}, created="2026-01-01T00:00:00+00:00", cross_validation=cross_validation,
-        source_confound=source_confound,
+        source_confound=source_confound, ensemble_of=ensemble_of or [],
     )
 
 

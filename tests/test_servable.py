@@ -120,14 +120,14 @@ def test_flipped_export_answers_a_flipped_image_alike_and_flips_its_heatmap(plai
     np.testing.assert_allclose(flipped.explain(mirrored), flipped.explain(images)[:, :, ::-1], atol=1e-4)
 
 
-def test_mean_over_flips_does_not_saturate() -> None:
-    from training.servable import mean_over_flips
+def test_mean_over_views_does_not_saturate() -> None:
+    from training.servable import mean_over_views
 
     z = tf.constant([[60.0, -60.0, 0.0], [60.0, -60.0, 2.0]])  # 2 views x 3 images
-    np.testing.assert_allclose(mean_over_flips(z, 2).numpy(), [60.0, -60.0, np.log((0.5 + 1 / (1 + np.exp(-2))) /
+    np.testing.assert_allclose(mean_over_views(z, 2).numpy(), [60.0, -60.0, np.log((0.5 + 1 / (1 + np.exp(-2))) /
                                                                                   (0.5 + 1 / (1 + np.exp(2))))],
                                rtol=1e-5)
-    np.testing.assert_allclose(mean_over_flips(z[:1], 1).numpy(), z[0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(mean_over_views(z[:1], 1).numpy(), z[0].numpy(), atol=1e-5)
 
 
 def test_the_exported_distance_is_the_fitted_one(tmp_path: Path) -> None:

@@ -197,11 +197,14 @@ def test_model_card_is_one_click_away(page) -> None:
            "sets, none of this one's" in card.inner_text()
     assert "a linear model on 2 global colour and border statistics of the pixels this model is fed separates the " \
            "classes with ROC AUC 0.807 \u00b1 0.028 on held-out patients" in card.inner_text()
+    assert "the mean probability of 2 networks, each one more pass per image: version 4 (paper_cnn, medscan " \
+           "recipe, from scratch); version 5 (paper_cnn, medscan recipe, from a pretrained backbone)" in card.inner_text()
     page.click("#model-card summary")
     page.select_option("#disease", "malaria")
     page.click("#model-card summary")
     assert "Disease-blind baseline" not in card.inner_text()  # not measured for this one
     assert "pretrained on" not in card.inner_text()  # trained from scratch
+    assert "Ensemble" not in card.inner_text()  # one network
 
 
 def open_chooser_by_keyboard(page):

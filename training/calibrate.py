@@ -13,11 +13,12 @@ import logging
 from datetime import datetime, timezone
 from pathlib import Path
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from app.model_store import REPORT_DIR
-from app.savedmodel import load_model
+from app.savedmodel import LoadedModel, load_model
 from training.data import DataError, card_split_spec, find_samples, split_as
 from training.architectures import make_architecture
 from training.pipeline import decode_samples
@@ -30,14 +31,13 @@ log = logging.getLogger("training")
 REBUILD_TOLERANCE = 1e-4  # log-odds of the rebuilt model against the exported one
 
 
-def calibrate_version(
-    disease: str, *, data_dir: Path, models_dir: Path, version: int | None = None,
-    target_sensitivity: float | None = None, test_time_flips: list[str] | None = None,
-) -> Path:
-    """None keeps the version's own target sensitivity and flips."""
-    folder = published_version(models_dir, disease, version)
+def rebuilt_network(folder: Path) -> tuple[keras.Model, LoadedModel]:
+    """The Keras model of a published one-network version, checked to answer as the exported one does."""
     exported = load_model(folder)
     card = exported.card
+    if card.ensemble_of:
+        raise DataError(f"{folder} is an ensemble of versions {', '.join(str(m.version) for m in card.ensemble_of)}: "
+                        f"make a new one from its members with `python -m training ensemble`")
     spec = card.input.spec()
     model = rebuild_keras_model(folder, make_architecture(card.training.architecture, spec))
     probe = np.random.default_rng(0).random((4, *spec.shape), dtype=np.float32)
@@ -46,7 +46,18 @@ def calibrate_version(
     difference = float(np.max(np.abs(rebuilt_odds - [o.log_odds for o in exported.analyse(probe)])))
     if difference > REBUILD_TOLERANCE:
         raise DataError(f"{folder}: the rebuilt model differs from the exported one by {difference:.2e}")
+    return model, exported
 
+
+def calibrate_version(
+    disease: str, *, data_dir: Path, models_dir: Path, version: int | None = None,
+    target_sensitivity: float | None = None, test_time_flips: list[str] | None = None,
+) -> Path:
+    """None keeps the version's own target sensitivity and flips."""
+    folder = published_version(models_dir, disease, version)
+    model, exported = rebuilt_network(folder)
+    card = exported.card
+    spec = card.input.spec()
     split = split_as(find_samples(data_dir, disease), card_split_spec(card))
     decoded = {part: decode_samples(samples, spec) for part, samples in split.parts().items()}
     data = release_data(disease, split, decoded, data_dir, spec)

@@ -1,4 +1,4 @@
-"""`python -m training train|train-all|cross-validate|compare|calibrate|evaluate|confound|record-... ...`"""
+"""`python -m training train|train-all|cross-validate|compare|calibrate|ensemble|evaluate|confound|record-... ..."""
 
 from __future__ import annotations
 
@@ -101,10 +101,20 @@ def build_parser() -> argparse.ArgumentParser:
         commands, "calibrate", "re-export an existing version as a new one with calibration, screening threshold, "
         "out-of-distribution statistics and Grad-CAM fitted on its own split (answers unchanged, unless "
         "--test-time-flips changes them)")
-    _add_target_sensitivity(calibrate)
-    calibrate.add_argument("--test-time-flips", nargs="*", choices=("horizontal", "vertical"), default=None,
-                           help="answer for the image and these flips of it together (default: as the version "
-                           "does; give it with no value to export without flips)")
+    _add_export_choices(calibrate, "as the version does")
+
+    ensemble = commands.add_parser(
+        "ensemble", help="publish several versions of a disease (same input, same split) as one new version that "
+        "answers the mean of their P(infected), with its own calibration, thresholds and test figures")
+    ensemble.add_argument("disease")
+    _add_common(ensemble)
+    ensemble.add_argument("--members", type=_positive, nargs="+", required=True, help="the versions to combine")
+    _add_export_choices(ensemble, "the flips every member answers with")
+
+    ensemble_crossval = commands.add_parser(
+        "ensemble-crossval", help="the cross-validation of an ensemble of recipes, from their reports' kept scores "
+        "on the same folds (no training); written beside them")
+    ensemble_crossval.add_argument("reports", type=Path, nargs="+")
 
     evaluate = _version_command(
         commands, "evaluate", "measure an exported version on its test part as served: metrics with group-bootstrap "
@@ -122,10 +132,19 @@ def _version_command(commands, name: str, help_text: str) -> argparse.ArgumentPa
     return parser
 
 
+def _add_export_choices(parser: argparse.ArgumentParser, default_flips: str) -> None:
+    """The operating point and test-time flips of a version made from published ones."""
+    _add_target_sensitivity(parser)
+    parser.add_argument("--test-time-flips", nargs="*", choices=("horizontal", "vertical"), default=None,
+                        help=f"answer for the image and these flips of it together (default: {default_flips}; "
+                        "give it with no value to export without flips)")
+
+
 def _add_target_sensitivity(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target-sensitivity", type=_fraction, default=None,
                         help="sensitivity the screening threshold must reach on the validation part (default: the "
-                        "disease's, chosen by cross-validation, 0.95 where none was; calibrate: the version's)")
+                        "disease's, chosen by cross-validation, 0.95 where none was; calibrate: the version's; ensemble: the "
+                        "first member's)")
 
 
 def _fraction(text: str) -> float:
@@ -190,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     commands = {"evaluate": _evaluate, "calibrate": _calibrate, "cross-validate": _cross_validate, "compare": _compare,
                 "confound": _confound, "record-crossval": _record_crossval,
                 "record-confound": _record_confound, "pretrain": _pretrain, "operating-points": _operating_points,
-                "train": _train, "train-all": _train_all}
+                "train": _train, "train-all": _train_all, "ensemble": _ensemble,
+                "ensemble-crossval": _ensemble_crossval}
     try:
         # Progress (Keras prints it) goes to stderr; stdout carries only the answer, e.g. JSON to pipe on.
         with contextlib.redirect_stdout(sys.stderr):
@@ -297,6 +317,22 @@ def _calibrate(args: argparse.Namespace) -> str:
     target = calibrate_version(args.disease, data_dir=args.data, models_dir=args.out, version=args.version,
                                target_sensitivity=args.target_sensitivity, test_time_flips=args.test_time_flips)
     return f"{args.disease}: exported {target}"
+
+
+def _ensemble(args: argparse.Namespace) -> str:
+    from training.ensemble import ensemble_versions
+
+    target = ensemble_versions(args.disease, args.members, data_dir=args.data, models_dir=args.out,
+                               target_sensitivity=args.target_sensitivity, test_time_flips=args.test_time_flips)
+    return f"{args.disease}: exported {target}"
+
+
+def _ensemble_crossval(args: argparse.Namespace) -> str:
+    from training.ensemble import combine_crossvalidations
+
+    result, written = combine_crossvalidations(args.reports, args.reports[0].parent)
+    return json.dumps({"report": str(written), "at_0_5": result["summary"],
+                       "at_screening": result["screening"]}, indent=2)
 
 
 def _evaluate(args: argparse.Namespace) -> str:

@@ -13,10 +13,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import keras
 import numpy as np
 
-from app.model_card import Calibration, ModelCard, OutOfDistribution, Screening, write_card
+from app.model_card import CLASS_NAMES, Calibration, ModelCard, OutOfDistribution, Screening, SplitCounts, write_card
 from app.model_store import METADATA_FILE, REPORT_DIR
 from app.preprocessing import InputSpec
 from app.savedmodel import load_model
@@ -27,7 +26,7 @@ from training.data import Split
 from training.evaluate import compute_metrics, probabilities_of, write_report
 from training.export import stage_version
 from training.pipeline import DecodedSet, images_only, kept_samples, pixels_of
-from training.servable import features_and_log_odds, write_savedmodel
+from training.servable import Networks, features_and_log_odds, write_savedmodel
 from training.trust import DEFAULT_TARGET_SENSITIVITY, OOD_QUANTILE, FittedTrust, fit_trust
 
 log = logging.getLogger("training")
@@ -63,6 +62,19 @@ def release_data(disease: str, split: Split, decoded: dict[str, DecodedSet], dat
         validation_groups=[s.group for s in kept_samples(split.validation, decoded["validation"])],
         test_groups=[s.group for s in kept_samples(split.test, decoded["test"])],
         probes=probe_sets(data_dir, disease, spec, known=sorted(set(DISEASES) | {disease})),
+    )
+
+
+def split_counts(split: Split, decoded: dict[str, DecodedSet]) -> SplitCounts:
+    """Images of each class and patient groups in each part, as read (unreadable files skipped)."""
+    def per_class(part: DecodedSet) -> dict[str, int]:
+        counts = np.bincount(part.labels, minlength=len(CLASS_NAMES))
+        return {name: int(counts[index]) for index, name in enumerate(CLASS_NAMES)}
+
+    return SplitCounts(
+        train=per_class(decoded["train"]), validation=per_class(decoded["validation"]), test=per_class(decoded["test"]),
+        groups={part: len({s.group for s in samples}) for part, samples in split.parts().items()},
+        unreadable_skipped=sum(len(item.unreadable) for item in decoded.values()),
     )
 
 
@@ -105,17 +117,17 @@ def write_assessment_report(folder: Path, card: ModelCard, assessment: Assessmen
 
 
 def release(
-    model: keras.Model, spec: InputSpec, data: ReleaseData, card: ModelCard, models_dir: Path, *,
+    networks: Networks, spec: InputSpec, data: ReleaseData, card: ModelCard, models_dir: Path, *,
     history: dict[str, list[float]] | None = None, previous_report: Path | None = None,
     target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY, batch_size: int = 128,
 ) -> Path:
-    """Fit, export, check, measure and publish; returns the new version folder. The card's test-time flips
-    are exported into the graph, and the temperature and thresholds are fitted on the answers with them."""
+    """Fit, export, check, measure and publish one network or an ensemble's; returns the new version folder.
+    The card's test-time flips are exported into the graph, and the temperature and thresholds are fitted on the answers with them."""
     flips = card.test_time_flips
-    train_features, _ = features_and_log_odds(model, images_only(data.train, batch_size=batch_size))
+    train_features, _ = features_and_log_odds(networks, images_only(data.train, batch_size=batch_size))
     validation_features, validation_odds = features_and_log_odds(
-        model, images_only(data.validation, batch_size=batch_size), flips)
-    _, test_odds = features_and_log_odds(model, images_only(data.test, batch_size=batch_size), flips)
+        networks, images_only(data.validation, batch_size=batch_size), flips)
+    _, test_odds = features_and_log_odds(networks, images_only(data.test, batch_size=batch_size), flips)
     trust = fit_trust(train_features, data.train.labels, validation_features, validation_odds,
                       data.validation.labels, data.validation_groups, target_sensitivity=target_sensitivity)
     log.info("%s: temperature %.3f, screening threshold %.4f, ood threshold %.2f", card.disease,
@@ -124,7 +136,7 @@ def release(
         "metrics": compute_metrics(data.test.labels, probabilities_of(calibrated_probability(test_odds)))})
 
     with stage_version(models_dir, card.disease) as staged:
-        write_savedmodel(model, spec, trust.ood, staged.folder, flips)
+        write_savedmodel(networks, spec, trust.ood, staged.folder, flips)
         if previous_report is not None and previous_report.is_dir():
             shutil.copytree(previous_report, staged.folder / REPORT_DIR)
         write_card(provisional, staged.folder / METADATA_FILE)  # load_model reads it

@@ -14,6 +14,10 @@ A version exported with test-time flips answers for the image and its flips toge
 of them, so that a flipped image gets the same views and the same answer): P(infected) is the mean over
 the views (its log-odds computed without saturating), Grad-CAM the mean of each view's map flipped back,
 and the out-of-distribution distance that of the image as sent.
+
+An ensemble (several networks with the same input, `python -m training ensemble`) is exported the same
+way: P(infected) is the mean over its members (and their views), Grad-CAM the mean of the members' maps,
+and the out-of-distribution features are every member's side by side.
 """
 
 from __future__ import annotations
@@ -143,6 +147,13 @@ def resample_to_input(maps, offset: float, stride: float, height: int, width: in
     return along(along(maps, 1, height), 2, width)
 
 
+Networks = keras.Model | Sequence[keras.Model]  # one network, or the members of an ensemble
+
+
+def members_of(networks: Networks) -> list[keras.Model]:
+    return [networks] if isinstance(networks, keras.Model) else list(networks)
+
+
 def analysis_model(model: keras.Model) -> keras.Model:
     """image -> {features, logits, last_conv}: what the signatures and the fitting both start from.
 
@@ -183,8 +194,8 @@ def with_flips(images, flips: Sequence[str]):
     return tf.concat([images] + [tf.reverse(images, axis=axes) for axes in flip_views(flips)], axis=0)
 
 
-def mean_over_flips(per_view_log_odds, views: int):
-    """(views x N) log-odds, view-major -> N log-odds of the mean P(infected) over the views.
+def mean_over_views(per_view_log_odds, views: int):
+    """(views x N) log-odds, view-major -> N log-odds of the mean P(infected) over the views (flips, members).
 
     log p = logsumexp(log_sigmoid(z)) - log V and log(1 - p) = logsumexp(log_sigmoid(-z)) - log V: exact
     where the sigmoids round to 0 or 1. One view gives back its own log-odds."""
@@ -192,24 +203,29 @@ def mean_over_flips(per_view_log_odds, views: int):
     return tf.reduce_logsumexp(tf.math.log_sigmoid(z), axis=0) - tf.reduce_logsumexp(tf.math.log_sigmoid(-z), axis=0)
 
 
-def analysed(model: keras.Model, analysis: keras.Model, image, flips: Sequence[str]) -> dict:
-    """image -> its features (as sent), logits and log-odds over the image and its flips."""
-    views = 1 + len(flip_views(flips))
-    outputs = analysis(with_flips(image, flips) if flips else image, training=False)
-    logits = logits_of(model, outputs["penultimate"])
+def analysed(members: list[keras.Model], analyses: list[keras.Model], image, flips: Sequence[str]) -> dict:
+    """image -> its features (as sent; every member's side by side), each member's logits and last
+    convolution, and the log-odds of P(infected) averaged over the members and the flips."""
+    batch = with_flips(image, flips) if flips else image
+    outputs = [analysis(batch, training=False) for analysis in analyses]
+    logits = [logits_of(member, output["penultimate"]) for member, output in zip(members, outputs)]
+    per_view = tf.concat([log_odds_from_logits(member_logits) for member_logits in logits], axis=0)
+    views = len(members) * (1 + len(flip_views(flips)))
     count = tf.shape(image)[0]
-    return {"features": outputs["features"][:count], "last_conv": outputs["last_conv"], "logits": logits,
-            "log_odds": mean_over_flips(log_odds_from_logits(logits), views) if flips else log_odds_from_logits(logits)}
+    return {"features": tf.concat([output["features"][:count] for output in outputs], axis=1),
+            "last_convs": [output["last_conv"] for output in outputs], "logits": logits,
+            "log_odds": mean_over_views(per_view, views) if views > 1 else per_view}
 
 
-def features_and_log_odds(model: keras.Model, images: tf.data.Dataset, flips: Sequence[str] = ()
+def features_and_log_odds(networks: Networks, images: tf.data.Dataset, flips: Sequence[str] = ()
                           ) -> tuple[np.ndarray, np.ndarray]:
     """Run the analysis graph over batches of images -> (N x F features, N log-odds, over flips if any)."""
-    analysis = analysis_model(model)
+    members = members_of(networks)
+    analyses = [analysis_model(member) for member in members]
 
     @tf.function
     def step(batch):
-        outputs = analysed(model, analysis, batch, flips)
+        outputs = analysed(members, analyses, batch, flips)
         return outputs["features"], outputs["log_odds"]
 
     features, log_odds = [], []
@@ -220,46 +236,50 @@ def features_and_log_odds(model: keras.Model, images: tf.data.Dataset, flips: Se
     return np.concatenate(features).astype(np.float64), np.concatenate(log_odds).astype(np.float64)
 
 
-def write_savedmodel(model: keras.Model, spec: InputSpec, statistics: OodStatistics, folder: Path,
+def write_savedmodel(networks: Networks, spec: InputSpec, statistics: OodStatistics, folder: Path,
                      flips: Sequence[str] = ()) -> None:
     """Write the SavedModel with its three signatures into `folder` (which must not exist yet); with
-    `flips`, every signature answers for the image and those flips of it together."""
-    analysis = analysis_model(model)
-    grid = feature_grid(model, conv_layers(model)[-1])
+    `flips`, every signature answers for the image and those flips of it together, and with several
+    networks, for all of them together."""
+    members = members_of(networks)
+    analyses = [analysis_model(member) for member in members]
+    grids = [feature_grid(member, conv_layers(member)[-1]) for member in members]
     distance = MahalanobisDistance(statistics, name="ood_distance")
     image_spec = [tf.TensorSpec((None, *spec.shape), tf.float32, name="image")]
+    one_view = len(members) == 1 and not flips  # serving_default is then exactly the trained network
 
     def as_scores(outputs):
-        if not flips:
-            return tf.sigmoid(outputs["logits"])
+        if one_view:
+            return tf.sigmoid(outputs["logits"][0])
         infected = tf.sigmoid(outputs["log_odds"])  # the mean over views; its complement normalises to it
         return tf.stack([infected, 1 - infected], axis=1)
 
     def serve(image):
-        if not flips:
-            return model(image, training=False)
-        return as_scores(analysed(model, analysis, image, flips))
+        if one_view:
+            return members[0](image, training=False)
+        return as_scores(analysed(members, analyses, image, flips))
 
     def analyse(image):
-        outputs = analysed(model, analysis, image, flips)
+        outputs = analysed(members, analyses, image, flips)
         return {"scores": as_scores(outputs), "log_odds": outputs["log_odds"],
                 "ood_distance": distance(outputs["features"])}
 
     def explain(image):
         with tf.GradientTape() as tape:
-            outputs = analysed(model, analysis, image, flips)
-            last_conv = outputs["last_conv"]
-            logits = outputs["logits"]
+            outputs = analysed(members, analyses, image, flips)
+            last_convs = outputs["last_convs"]
             # The logit difference, not the log-odds: log_sigmoid saturates for a confident answer and
-            # its gradient then only shows the other class's evidence.
-            target = logits[:, 0] - logits[:, 1]
-        gradients = tape.gradient(target, last_conv)
+            # its gradient then only shows the other class's evidence. Summed over members, each member's
+            # convolution gets the gradient of its own difference.
+            target = tf.add_n([logits[:, 0] - logits[:, 1] for logits in outputs["logits"]])
+        gradients = tape.gradient(target, last_convs)
         # HiResCAM (Draelos & Carin, 2020): gradient x activation per position, summed over channels.
         # Grad-CAM's spatially averaged gradients suit heads that pool globally; the paper's head is
         # Flatten + Dense, whose weights differ per position, and the averages cancel there (measured
         # on a toy task: 42% of the heatmap on the deciding quadrant, some maps all negative).
-        cam = tf.reduce_sum(gradients * last_conv, axis=-1)
-        maps = resample_to_input(cam, *grid, spec.height, spec.width)
+        maps = tf.add_n([resample_to_input(tf.reduce_sum(gradient * last_conv, axis=-1), *grid, spec.height,
+                                           spec.width)
+                         for gradient, last_conv, grid in zip(gradients, last_convs, grids)]) / len(members)
         if flips:  # each view's map flipped back onto the image as sent, then averaged
             views = flip_views(flips)
             per_view = tf.split(maps, 1 + len(views), axis=0)
@@ -268,7 +288,8 @@ def write_savedmodel(model: keras.Model, spec: InputSpec, statistics: OodStatist
         return {"gradcam": maps}
 
     archive = keras.export.ExportArchive()
-    archive.track(model)
+    for member in members:
+        archive.track(member)
     archive.track(distance)
     archive.add_endpoint("serve", serve, input_signature=image_spec)  # the first becomes serving_default
     archive.add_endpoint(ANALYSE, analyse, input_signature=image_spec)

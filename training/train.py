@@ -16,11 +16,9 @@ import tensorflow as tf
 
 from app import preprocessing
 from app.model_card import (
-    CLASS_NAMES,
     DataCard,
     InputCard,
     ModelCard,
-    SplitCounts,
     SplitSpec,
     TestMetrics,
     TrainingCard,
@@ -41,7 +39,7 @@ from training.pipeline import (
     training_batches,
 )
 from training.pretrain import backbone_for, pretraining_record
-from training.release import OUTPUT_DESCRIPTION, release, release_data
+from training.release import OUTPUT_DESCRIPTION, release, release_data, split_counts
 
 log = logging.getLogger("training")
 # Replaced by the measured figures before a card is published (training/release.py).
@@ -199,12 +197,7 @@ def train(options: TrainOptions) -> Path | None:
     model, history, seconds, weights = fitted.model, fitted.history, fitted.seconds, fitted.class_weights
 
     # Fit the trust layer, export, measure on the untouched test part as served, publish.
-    counts = SplitCounts(
-        train=class_counts_of(decoded["train"]), validation=class_counts_of(decoded["validation"]),
-        test=class_counts_of(decoded["test"]),
-        groups={part: len({s.group for s in part_samples}) for part, part_samples in split.parts().items()},
-        unreadable_skipped=sum(len(item.unreadable) for item in decoded.values()),
-    )
+    counts = split_counts(split, decoded)
     settings = {**recipe.as_dict(), "architecture": options.arch, "initial_weights": start or "none",
                 "pretraining": pretraining_record(start),
                 "strategy": options.strategy,
@@ -236,11 +229,6 @@ def train(options: TrainOptions) -> Path | None:
                      batch_size=recipe.batch_size)
     log.info("exported %s", target)
     return target
-
-
-def class_counts_of(decoded: DecodedSet) -> dict[str, int]:
-    counts = np.bincount(decoded.labels, minlength=len(CLASS_NAMES))
-    return {name: int(counts[index]) for index, name in enumerate(CLASS_NAMES)}
 
 
 def machine_description() -> str:

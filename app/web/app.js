@@ -179,6 +179,12 @@ function cardContents(card) {
     fact("Test-time flips", `answers for the image as sent and flipped (${card.test_time_flips.join(", ")}): ` +
       "the mean probability over every combination of the flips");
   }
+  if (card.ensemble_of && card.ensemble_of.length) {
+    const members = card.ensemble_of.map((m) => `version ${m.version} (${m.architecture}, ${m.recipe} recipe, ` +
+      `${m.initial_weights === "none" ? "from scratch" : "from a pretrained backbone"})`);
+    fact("Ensemble", `the mean probability of ${members.length} networks, each one more pass per image: ` +
+      members.join("; "));
+  }
   if (card.calibration) fact("Calibration", `temperature ${card.calibration.temperature.toFixed(2)}. ${card.calibration.selection}`);
   if (card.out_of_distribution) fact("Out-of-distribution check", card.out_of_distribution.method);
   fact("Data source", card.data.source);

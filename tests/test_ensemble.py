@@ -1,0 +1,143 @@
+"""Ensembles: several published versions as one that answers their mean, and their cross-validation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.model_card import SplitSpec, read_card
+from app.model_store import METADATA_FILE, versions
+from app.savedmodel import load_model
+from tests.conftest import write_synthetic_dataset
+from tests.model_fixtures import export_untrained
+from training.cli import main
+from training.data import DataError
+
+PROBE = np.random.default_rng(3).random((6, 50, 50, 1), dtype=np.float32)
+
+
+def p_infected(log_odds: list[float]) -> np.ndarray:
+    return 1 / (1 + np.exp(-np.asarray(log_odds)))
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Versions 1 and 2 (two different networks, same input), and version 3: their ensemble."""
+    from training.ensemble import ensemble_versions
+
+    root = tmp_path_factory.mktemp("ensemble")
+    data = write_synthetic_dataset(root / "data", "malaria", per_class=30)
+    models = root / "models"
+    export_untrained(models, "malaria", seed=1)
+    export_untrained(models, "malaria", seed=2)
+    ensemble_versions("malaria", [1, 2], data_dir=data, models_dir=models)
+    return data, models
+
+
+def answers(models: Path, version: int) -> np.ndarray:
+    return p_infected([o.log_odds for o in load_model(models / "malaria" / str(version)).analyse(PROBE)])
+
+
+def test_the_ensemble_answers_the_mean_of_its_members(published) -> None:
+    _, models = published
+    members = (answers(models, 1) + answers(models, 2)) / 2
+    assert not np.allclose(answers(models, 1), answers(models, 2), atol=1e-3)  # two different networks
+    np.testing.assert_allclose(answers(models, 3), members, atol=1e-5)
+    served = load_model(models / "malaria" / "3")
+    np.testing.assert_allclose(served.predict(PROBE)[:, 0], members, atol=1e-5)  # serving_default too
+
+
+def test_its_grad_cam_is_the_mean_of_the_members_maps(published) -> None:
+    _, models = published
+    maps = [load_model(models / "malaria" / str(version)).explain(PROBE) for version in (1, 2, 3)]
+    assert maps[2].shape == (6, 50, 50)
+    np.testing.assert_allclose(maps[2], (maps[0] + maps[1]) / 2, atol=1e-4 * float(np.abs(maps[2]).max()))
+
+
+def test_its_card_names_the_members_and_has_its_own_trust_layer_and_test_figures(published) -> None:
+    data, models = published
+    card = read_card(models / "malaria" / "3" / METADATA_FILE)
+    assert [member.version for member in card.ensemble_of] == [1, 2]
+    assert card.training.architecture == "ensemble of 2 paper_cnn" and card.training.recipe == "ensemble"
+    assert card.calibration is not None and card.screening is not None and card.out_of_distribution is not None
+    assert card.calibration.fitted_on.startswith("validation part")
+    assert card.metrics.n_images == sum(card.data.counts.test.values())  # measured on the test part as served
+    assert card.metrics.intervals  # with group-bootstrap intervals, as every version
+
+
+def test_members_with_another_input_or_split_are_refused_and_nothing_is_written(published, tmp_path: Path) -> None:
+    from training.ensemble import check_members
+
+    data, models = published
+    other = export_untrained(tmp_path / "models", "malaria", size=64)
+    cards = [read_card(models / "malaria" / "1" / METADATA_FILE),
+             read_card(other / METADATA_FILE).model_copy(update={"version": 8})]
+    with pytest.raises(DataError, match="members must take the same input"):
+        check_members(cards)
+    resplit = cards[0].model_copy(update={"version": 9, "data": cards[0].data.model_copy(
+        update={"split_spec": SplitSpec(seed=7)})})
+    with pytest.raises(DataError, match="trained on different splits"):
+        check_members([cards[0], resplit])
+    with pytest.raises(DataError, match="listed twice"):
+        check_members([cards[0], cards[0]])
+    before = versions(models, "malaria")
+    assert main(["ensemble", "malaria", "--data", str(data), "--out", str(models), "--members", "1"]) == 2
+    assert versions(models, "malaria") == before
+
+
+def test_an_ensemble_is_neither_a_member_nor_recalibrated(published, capsys) -> None:
+    data, models = published
+    before = versions(models, "malaria")
+    assert main(["ensemble", "malaria", "--data", str(data), "--out", str(models), "--members", "3", "1"]) == 2
+    assert "is an ensemble of versions 1, 2" in capsys.readouterr().err
+    assert main(["calibrate", "malaria", "--data", str(data), "--out", str(models), "--version", "3"]) == 2
+    assert "`python -m training ensemble`" in capsys.readouterr().err
+    assert versions(models, "malaria") == before
+
+
+def write_crossval(folder: Path, name: str, held_out: list[list[float]], labels: list[list[int]]) -> Path:
+    """A cross-validation report with kept scores, as `cross-validate` writes it (validation = held-out here)."""
+    rounds = [{"held_out": {"labels": y, "infected": p}, "validation": {"labels": y, "infected": p}}
+              for p, y in zip(held_out, labels)]
+    (folder / f"{name}.scores.json").write_text(json.dumps(rounds))
+    report = {"disease": "malaria", "folds": len(rounds), "seed": 42, "arch": "paper_cnn", "input": [50, 50, 1],
+              "enhancement": "none", "recipe": {"name": name}, "images": 8, "groups": 8, "seconds": 10.0,
+              "scores_file": f"{name}.scores.json"}
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(report))
+    return path
+
+
+def test_cross_validation_of_an_ensemble_averages_the_kept_scores_round_by_round(published, tmp_path: Path
+                                                                                  ) -> None:
+    from training.card_crossval import record_in_card
+    from training.ensemble import combine_crossvalidations
+
+    labels = [[0, 0, 1, 1], [0, 1, 0, 1]]
+    first = write_crossval(tmp_path, "malaria-a", [[0.9, 0.4, 0.6, 0.1], [0.8, 0.2, 0.3, 0.1]], labels)
+    second = write_crossval(tmp_path, "malaria-b", [[0.7, 0.8, 0.2, 0.3], [0.6, 0.4, 0.1, 0.5]], labels)
+    result, written = combine_crossvalidations([first, second], tmp_path)
+    kept = json.loads((tmp_path / result["scores_file"]).read_text())
+    assert kept[0]["held_out"]["infected"] == pytest.approx([0.8, 0.6, 0.4, 0.2])
+    assert kept[1]["held_out"]["infected"] == pytest.approx([0.7, 0.3, 0.2, 0.3])
+    # Round 1: every infected above 0.5 and every uninfected below; round 2: 3 of 4 right at 0.5.
+    assert result["summary"]["accuracy"]["mean"] == pytest.approx((1.0 + 0.75) / 2)
+    assert result["seconds"] == 20.0 and written.name == "malaria-ensemble-a+b.json"
+
+    _, models = published
+    card = record_in_card(models, "malaria", written, version=3)
+    assert card.cross_validation.architecture == "ensemble of 2 paper_cnn"
+    assert card.cross_validation.differences == []  # it measured what version 3 is
+
+
+def test_reports_of_other_folds_do_not_combine(tmp_path: Path) -> None:
+    from training.ensemble import combine_crossvalidations
+
+    first = write_crossval(tmp_path, "malaria-a", [[0.9, 0.1]], [[0, 1]])
+    second = write_crossval(tmp_path, "malaria-b", [[0.9, 0.1]], [[1, 0]])
+    with pytest.raises(DataError, match="differs between the reports"):
+        combine_crossvalidations([first, second], tmp_path)
+    assert not list(tmp_path.glob("*ensemble*"))
