@@ -143,8 +143,8 @@ def _add_export_choices(parser: argparse.ArgumentParser, default_flips: str) -> 
 def _add_target_sensitivity(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target-sensitivity", type=_fraction, default=None,
                         help="sensitivity the screening threshold must reach on the validation part (default: the "
-                        "disease's, chosen by cross-validation, 0.95 where none was; calibrate: the version's; ensemble: the "
-                        "first member's)")
+                        "disease's, chosen by cross-validation, 0.95 where none was; calibrate: the version's; "
+                        "ensemble: the first member's)")
 
 
 def _fraction(text: str) -> float:
