@@ -122,7 +122,8 @@ def release(
     target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY, batch_size: int = 128,
 ) -> Path:
     """Fit, export, check, measure and publish one network or an ensemble's; returns the new version folder.
-    The card's test-time flips are exported into the graph, and the temperature and thresholds are fitted on the answers with them."""
+    The card's test-time flips are exported into the graph, and the temperature and thresholds are fitted on
+    the answers with them."""
     flips = card.test_time_flips
     train_features, _ = features_and_log_odds(networks, images_only(data.train, batch_size=batch_size))
     validation_features, validation_odds = features_and_log_odds(
