@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.model_card import CrossValidation, ScreeningCrossValidation, SourceConfound, write_card
+from app.model_card import CrossValidation, EnsembleMember, ScreeningCrossValidation, SourceConfound, write_card
 from app.preprocessing import ColourMode, InputSpec
 from tests.model_fixtures import fixture_card
-from training.results_table import crossval_table
+from training.results_table import crossval_table, table
 
 
 def write_version(models: Path, disease: str, cross_validation: CrossValidation | None = None,
-                  source_confound: SourceConfound | None = None) -> None:
+                  source_confound: SourceConfound | None = None, ensemble_of: list[EnsembleMember] | None = None,
+                  ) -> None:
     folder = models / disease / "2"
     folder.mkdir(parents=True)
     card = fixture_card(disease, 2, InputSpec(50, 50, ColourMode.GRAYSCALE), cross_validation=cross_validation,
-                        source_confound=source_confound)
+                        source_confound=source_confound, ensemble_of=ensemble_of)
     write_card(card, folder / "metadata.json")
 
 
@@ -45,3 +46,13 @@ def test_the_crossval_table_shows_each_cards_figures_goal_and_the_papers(tmp_pat
     assert "20,518 / 147, 5" in rows["malaria"] and "epochs: 12 vs 20" in rows["malaria"]
     assert "accuracy >= 97.0%" in rows["malaria"] and "- / 95.6%" in rows["malaria"]
     assert "not cross-validated" in rows["pneumonia"] and "59.5% / 99.5%" in rows["pneumonia"]
+
+
+def test_the_results_table_says_how_many_networks_an_ensemble_trained(tmp_path: Path) -> None:
+    members = [EnsembleMember(version=version, architecture="paper_cnn", recipe="medscan", best_epoch=3, seconds=60)
+               for version in (4, 5)]
+    write_version(tmp_path, "pneumonia", ensemble_of=members)
+    write_version(tmp_path, "malaria")
+    rows = {line.split(" | ")[0].strip("| "): line for line in table(tmp_path).splitlines()[2:]}
+    assert "(2 networks, 0 epochs in all)" in rows["pneumonia"]
+    assert "networks" not in rows["malaria"] and "(0 epochs)" in rows["malaria"]

@@ -38,10 +38,17 @@ def table(models_dir: Path) -> str:
         lines.append(
             f"| {card.disease} | {card.version} | {card.input.height}x{card.input.width}x{card.input.channels} "
             f"| {sizes} | {_interval(card, 'accuracy', m.accuracy)} | {m.sensitivity:.2%} | {m.specificity:.2%} "
-            f"| {m.f1:.3f} | {auc} | {card.training.seconds / 60:.1f} min ({card.training.epochs_run} epochs) "
+            f"| {m.f1:.3f} | {auc} | {_training_time(card)} "
             f"| {DISEASES[card.disease].target if card.disease in DISEASES else '-'} |"
         )
     return "\n".join(lines)
+
+
+def _training_time(card: ModelCard) -> str:
+    spent = f"{card.training.seconds / 60:.1f} min"
+    if card.ensemble_of:
+        return f"{spent} ({len(card.ensemble_of)} networks, {card.training.epochs_run} epochs in all)"
+    return f"{spent} ({card.training.epochs_run} epochs)"
 
 
 def trust_table(models_dir: Path) -> str:
