@@ -200,3 +200,23 @@ def test_a_recipe_that_differs_gets_its_own_report_name() -> None:
     assert len(tags) == 4  # none overwrites another's report
     slower = replace(recipe, learning_rate=3e-4)
     assert report_tag("pneumonia", "paper_cnn", config.spec(), slower).endswith("-lr0.0003")
+    assert report_tag("pneumonia", "paper_cnn", config.spec(), recipe, init_seed=7).endswith("-25ep-init7")
+
+
+def test_another_init_seed_trains_other_models_on_the_same_folds_into_its_own_report(a_run, tmp_path: Path
+                                                                                     ) -> None:
+    from training.cli import main
+
+    first, reports = a_run
+    data = write_synthetic_dataset(tmp_path / "data", per_class=30)  # the same images as a_run's
+    assert main(["cross-validate", "malaria", "--data", str(data), "--folds", "3", "--epochs", "1",
+                 "--batch-size", "16", "--report-dir", str(reports), "--init-seed", "5"]) == 0
+    (report,) = reports.glob("malaria-*-init5.json")
+    second = json.loads(report.read_text())
+    assert second["seed"] == first["seed"] == 42 and second["init_seed"] == 5 and first["init_seed"] == 42
+    kept = [json.loads((reports / result["scores_file"]).read_text()) for result in (first, second)]
+    for ours, theirs in zip(*kept, strict=True):
+        assert ours["held_out"]["labels"] == theirs["held_out"]["labels"]  # the same patients in each round
+        assert ours["held_out"]["infected"] != theirs["held_out"]["infected"]  # other networks
+    assert main(["ensemble-crossval", str(reports / f"{Path(first['scores_file']).name.removesuffix('.scores.json')}"
+                                                    ".json"), str(report)]) == 0  # a seed ensemble

@@ -100,6 +100,16 @@ def test_the_same_seed_gives_the_same_split_and_card_counts(trained, tmp_path: P
     assert read_card(again / "metadata.json").data.counts == read_card(target / "metadata.json").data.counts
 
 
+def test_another_init_seed_keeps_the_split_and_trains_another_network(trained, tmp_path: Path) -> None:
+    data, _, target = trained
+    other = train(TrainOptions(disease="malaria", data_dir=data, models_dir=tmp_path, init_seed=3, **FAST))
+    ours, theirs = read_card(target / "metadata.json"), read_card(other / "metadata.json")
+    assert theirs.data.counts == ours.data.counts and theirs.data.split_spec == ours.data.split_spec
+    assert theirs.training.settings["init_seed"] == 3 and ours.training.settings["init_seed"] == 42
+    images = np.random.default_rng(0).random((4, *ours.input.spec().shape), dtype=np.float32)
+    assert not np.allclose(load_model(other).predict(images), load_model(target).predict(images))
+
+
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [

@@ -165,7 +165,11 @@ def _add_training(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=_positive, default=None)
     parser.add_argument("--learning-rate", type=_fraction, default=None, help="Adam's initial rate (default: 0.001)")
     parser.add_argument("--image-size", type=_positive, default=None, help="square input side in pixels")
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seed", type=int, default=42, help="the split and the folds (and the training, without "
+                        "--init-seed)")
+    parser.add_argument("--init-seed", type=int, default=None,
+                        help="initial weights, shuffling and augmentation only: models of several init seeds share "
+                        "their test part and folds, to form a seed ensemble (`ensemble`, `ensemble-crossval`)")
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                         help="augment the training images (default: the recipe's choice for the disease)")
     parser.add_argument("--colour-mode", choices=("grayscale", "rgb"), default=None,
@@ -228,7 +232,7 @@ def _options(args: argparse.Namespace, disease: str):
     return TrainOptions(
         disease=disease, data_dir=args.data, models_dir=args.out, recipe=args.recipe, epochs=args.epochs,
         batch_size=args.batch_size, learning_rate=args.learning_rate, image_size=args.image_size, augment=args.augment,
-        seed=args.seed,
+        seed=args.seed, init_seed=args.init_seed,
         colour_mode=args.colour_mode, enhancement=args.enhancement, description=args.description,
         caveats=tuple(args.caveat),
         target_sensitivity=args.target_sensitivity, arch=args.arch, strategy=args.strategy,

@@ -32,7 +32,15 @@ from training.evaluate import compute_metrics, probabilities_of
 from training.pipeline import decode_samples, decoded_from_arrays, images_only, kept_samples, pixels_of
 from training.pretrain import pretraining_record
 from training.config import DEFAULT_LEARNING_RATE, Recipe
-from training.train import FittedModel, TrainOptions, fit_model, resolve_disease, resolve_recipe, resolve_start
+from training.train import (
+    FittedModel,
+    TrainOptions,
+    fit_model,
+    fit_seed,
+    resolve_disease,
+    resolve_recipe,
+    resolve_start,
+)
 from training.servable import flip_views
 from training.trust import DEFAULT_TARGET_SENSITIVITY, screening_threshold
 
@@ -157,7 +165,7 @@ def evaluate_round(options: TrainOptions, spec: InputSpec, recipe: Recipe, pool:
     training, validation, evaluated = pool.round(fold, folds)
     fitted = fit_model(spec, recipe, decoded_from_arrays(pool.pixels[training], pool.labels[training]),
                        decoded_from_arrays(pool.pixels[validation], pool.labels[validation]),
-                       seed=options.seed + fold, verbose=options.verbose, arch=options.arch,
+                       seed=fit_seed(options) + fold, verbose=options.verbose, arch=options.arch,
                        initial_weights=start)
     predict_started = time.perf_counter()
     scores = _scores(fitted, pool.pixels[evaluated], recipe.batch_size)
@@ -261,7 +269,8 @@ def cross_validate(options: TrainOptions, folds: int = 5, report_dir: Path | Non
     started = time.perf_counter()
     rounds = [evaluate_round(options, spec, recipe, pool, fold, folds, start)[0] for fold in range(folds)]
     result = {
-        "disease": options.disease, "folds": folds, "seed": options.seed, "arch": options.arch,
+        "disease": options.disease, "folds": folds, "seed": options.seed, "init_seed": fit_seed(options),
+        "arch": options.arch,
         "input": list(spec.shape), "enhancement": spec.enhancement.value, "recipe": recipe.as_dict(),
         "initial_weights": start or "none", "pretraining": pretraining_record(start),
         "images": len(pool.samples),
@@ -274,16 +283,16 @@ def cross_validate(options: TrainOptions, folds: int = 5, report_dir: Path | Non
         result["with_flips"] = {"flips": recipe_flips(recipe),
                                 **measured_with(result["rounds"], "infected_with_flips")}
     if report_dir is not None:
-        write_report(result, report_dir, report_tag(options.disease, options.arch, spec, recipe))
+        write_report(result, report_dir, report_tag(options.disease, options.arch, spec, recipe, options.init_seed))
     return result
 
 
-def report_tag(disease: str, arch: str, spec: InputSpec, recipe: Recipe) -> str:
+def report_tag(disease: str, arch: str, spec: InputSpec, recipe: Recipe, init_seed: int | None = None) -> str:
     arch_part = ("" if arch == "paper_cnn" else f"-{arch}") + ("-pretrained" if recipe.pretrained_start else "")
     enhancement = "" if spec.enhancement is Enhancement.NONE else f"-{spec.enhancement}"
     learning_rate = "" if recipe.learning_rate == DEFAULT_LEARNING_RATE else f"-lr{recipe.learning_rate:g}"
     return (f"{disease}{arch_part}{enhancement}-{recipe.name}{'-augment' if recipe.augment else ''}-{spec.height}px-"
-            f"{recipe.epochs}ep{learning_rate}")
+            f"{recipe.epochs}ep{learning_rate}{'' if init_seed is None else f'-init{init_seed}'}")
 
 
 def write_report(result: dict, report_dir: Path, tag: str) -> None:

@@ -62,7 +62,9 @@ class TrainOptions:
     enhancement: str | None = None  # None: the disease's own (app/preprocessing.py Enhancement)
     description: str | None = None
     caveats: tuple[str, ...] = ()
-    seed: int = 42
+    seed: int = 42  # the split and the cross-validation folds; and, without init_seed, the training below
+    init_seed: int | None = None  # initial weights, shuffling, augmentation; runs that differ only in it share
+    # their test part and folds, so their models can form a seed ensemble (training/ensemble.py)
     target_sensitivity: float | None = None  # None: the disease's (training/config.py)
     arch: str = PAPER_CNN
     weights: str | None = None  # None: the recipe's start; "none": from scratch; "imagenet"; or a local weights file
@@ -70,6 +72,10 @@ class TrainOptions:
     strategy: str = "default"  # tf.distribute: default, mirrored or multiworker (training/distributed.py)
     checkpoint_dir: Path | None = None  # per-epoch checkpoints to resume from (mirrored, multiworker)
     verbose: int = 1
+
+
+def fit_seed(options: TrainOptions) -> int:
+    return options.seed if options.init_seed is None else options.init_seed
 
 
 def resolve_disease(options: TrainOptions) -> DiseaseConfig:
@@ -185,10 +191,10 @@ def train(options: TrainOptions) -> Path | None:
              {part: len(s) for part, s in split.parts().items()})
     decoded = decode_split(split, spec)
     if strategy is None:
-        fitted = fit_model(spec, recipe, decoded["train"], decoded["validation"], seed=options.seed,
+        fitted = fit_model(spec, recipe, decoded["train"], decoded["validation"], seed=fit_seed(options),
                            verbose=options.verbose, arch=options.arch, initial_weights=start)
     else:
-        fitted = fit_distributed(spec, recipe, decoded["train"], decoded["validation"], seed=options.seed,
+        fitted = fit_distributed(spec, recipe, decoded["train"], decoded["validation"], seed=fit_seed(options),
                                  strategy=strategy, checkpoint_dir=options.checkpoint_dir, arch=options.arch,
                                  initial_weights=start)
         if not is_chief():
@@ -199,6 +205,7 @@ def train(options: TrainOptions) -> Path | None:
     # Fit the trust layer, export, measure on the untouched test part as served, publish.
     counts = split_counts(split, decoded)
     settings = {**recipe.as_dict(), "architecture": options.arch, "initial_weights": start or "none",
+                "init_seed": fit_seed(options),
                 "pretraining": pretraining_record(start),
                 "strategy": options.strategy,
                 "replicas": strategy.num_replicas_in_sync if strategy is not None else 1,
