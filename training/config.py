@@ -102,11 +102,10 @@ DISEASES: dict[str, DiseaseConfig] = {
             name="pneumonia",
             description="Pneumonia vs normal paediatric chest X-rays",
             image_size=64, colour_mode=ColourMode.GRAYSCALE,
-            # Not used yet: a start pretrained on the other four data sets. Grouped 5-fold CV: ROC AUC 0.9966 +-
-            # 0.0009 vs 0.9948 and 94.09% vs 91.00% at 0.5, higher in all 5 rounds, but served at 0.98 97.52 +- 0.83%
-            # vs 96.99%, within the noise (3 rounds better, 1 equal, 1 worse; paired t 1.0), and the model trained
-            # with it chose epoch 5 and answered its test part at the screening threshold with 99.2% sensitivity
-            # but 89.4% specificity (v4: 98.4% / 96.5%) (reports/crossval/pneumonia-pretrained-*-25ep.json)
+            # Not used: a start pretrained on the other four data sets. Grouped 5-fold CV of a first backbone: ROC
+            # AUC 0.9966 vs 0.9948, served at 0.98 97.52 +- 0.83% vs 96.99%, within the noise (paired t 1.0); a
+            # second one, made without the other sets' test parts, lost: 95.91 +- 2.23%, AUC 0.9926
+            # (reports/crossval/pneumonia-pretrained-*-25ep.json): the gain lies within pretraining's own spread.
             medscan=replace(MEDSCAN, epochs=25, augment=True, flip_horizontal=False),
             source="Kermany et al., Cell 2018 (Guangzhou Women and Children's Medical Center), train part",
             caveats=(
