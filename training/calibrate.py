@@ -21,9 +21,9 @@ from app.model_store import REPORT_DIR
 from app.savedmodel import LoadedModel, load_model
 from training.data import DataError, card_split_spec, find_samples, split_as
 from training.architectures import make_architecture
-from training.pipeline import decode_samples
 from training.release import OUTPUT_DESCRIPTION, release, release_data
 from training.servable import features_and_log_odds, rebuild_keras_model
+from training.train import decode_split
 from training.trust import target_sensitivity_of
 from training.versions import published_version
 
@@ -59,7 +59,7 @@ def calibrate_version(
     card = exported.card
     spec = card.input.spec()
     split = split_as(find_samples(data_dir, disease), card_split_spec(card))
-    decoded = {part: decode_samples(samples, spec) for part, samples in split.parts().items()}
+    decoded = decode_split(split, spec)
     data = release_data(disease, split, decoded, data_dir, spec)
     new_card = card.model_copy(update={
         "format_version": 2, "derived_from": card.version, "output": OUTPUT_DESCRIPTION,
