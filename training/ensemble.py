@@ -25,7 +25,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from app.model_card import EnsembleMember, ModelCard, TrainingCard
+from app.model_card import EnsembleMember, ModelCard, TrainingCard, read_card
+from app.model_store import METADATA_FILE
 from training.calibrate import rebuilt_network
 from training.crossval import measured_with, write_report
 from training.data import DataError, card_split_spec, find_samples, split_as
@@ -93,10 +94,10 @@ def ensemble_versions(
     """Publish the members as one new version. None keeps the first member's target sensitivity, and the flips
     the members all answer with (none where they differ)."""
     folders = [published_version(models_dir, disease, version) for version in members]
+    check_members([read_card(folder / METADATA_FILE) for folder in folders])  # before any network is rebuilt
     rebuilt = [rebuilt_network(folder) for folder in folders]
     networks: list[keras.Model] = [network for network, _ in rebuilt]
     cards = [exported.card for _, exported in rebuilt]
-    check_members(cards)
     if test_time_flips is None:
         test_time_flips = list(cards[0].test_time_flips) if all(
             card.test_time_flips == cards[0].test_time_flips for card in cards) else []
