@@ -111,8 +111,15 @@ class Admission:
 
 class DynamicBatcher:
     def __init__(
-        self, predict: Predict, *, max_batch_size: int = 32, timeout_s: float = 0.0, gather_s: float = 0.005,
-        max_queue: int = 256, name: str = "model", observer: BatchObserver | None = None,
+        self,
+        predict: Predict,
+        *,
+        max_batch_size: int = 32,
+        timeout_s: float = 0.0,
+        gather_s: float = 0.005,
+        max_queue: int = 256,
+        name: str = "model",
+        observer: BatchObserver | None = None,
     ) -> None:
         self._predict = predict
         self._observer = observer

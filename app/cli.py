@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from app.settings import get_settings
 
@@ -22,9 +23,15 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = get_settings()
     workers = args.workers or settings.workers
-    options = dict(host=args.host or settings.host, port=args.port or settings.port, log_level=settings.log_level,
-                   loop="auto", http="auto", timeout_graceful_shutdown=GRACEFUL_TIMEOUT_S,
-                   access_log=False)  # our request middleware logs each request, with its id
+    options: dict[str, Any] = dict(
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        log_level=settings.log_level,
+        loop="auto",
+        http="auto",
+        timeout_graceful_shutdown=GRACEFUL_TIMEOUT_S,
+        access_log=False,
+    )  # our request middleware logs each request, with its id
     if workers > 1:  # uvicorn's process manager; each worker drains as uvicorn does
         uvicorn.run("app.main:app", workers=workers, **options)
         return 0
@@ -32,8 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     from app.server import DrainingServer
 
     app = create_app(settings)
-    server = DrainingServer(uvicorn.Config(app, **options), drain_s=settings.shutdown_drain_s,
-                            on_drain=app.state.shutdown.begin)
+    server = DrainingServer(
+        uvicorn.Config(app, **options), drain_s=settings.shutdown_drain_s, on_drain=app.state.shutdown.begin
+    )
     server.run()
     return 0
 

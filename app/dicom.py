@@ -24,7 +24,7 @@ PREAMBLE = 128
 
 def looks_like_dicom(data: bytes, content_type: str | None = None) -> bool:
     """A Part 10 file ('DICM' after the preamble), or anything sent as application/dicom."""
-    if data[PREAMBLE:PREAMBLE + 4] == b"DICM":
+    if data[PREAMBLE : PREAMBLE + 4] == b"DICM":
         return True
     return (content_type or "").split(";")[0].strip().lower() in DICOM_MEDIA_TYPES
 
@@ -45,8 +45,9 @@ def read_dicom(data: bytes, *, max_pixels: int) -> Image.Image:
     if rows < 1 or columns < 1:
         raise UnsupportedImage("the DICOM file's image has no rows or columns")
     if rows * columns > max_pixels:
-        raise ImageTooLarge(f"the DICOM image has {columns}x{rows} = {rows * columns:,} pixels; "
-                            f"the limit is {max_pixels:,}")
+        raise ImageTooLarge(
+            f"the DICOM image has {columns}x{rows} = {rows * columns:,} pixels; the limit is {max_pixels:,}"
+        )
     try:
         frame = pixel_array(dataset, index=0)  # only the first frame is decoded
     except Exception as error:  # noqa: BLE001 - pydicom raises many types for one meaning: can't decode

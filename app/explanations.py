@@ -38,8 +38,12 @@ def colourise(heatmap: np.ndarray) -> np.ndarray:
     return np.rint(colours).astype(np.uint8)
 
 
-def overlay(image: Image.Image, heatmap: np.ndarray, opacity: float = DEFAULT_OPACITY,
-            region: tuple[int, int, int, int] | None = None) -> Image.Image:
+def overlay(
+    image: Image.Image,
+    heatmap: np.ndarray,
+    opacity: float = DEFAULT_OPACITY,
+    region: tuple[int, int, int, int] | None = None,
+) -> Image.Image:
     """The image (at most OVERLAY_MAX_SIDE px) with the heatmap blended over the region the model saw
     (default: all of it), stretched to that region's size (the model squashes, so the map is squashed back)."""
     base = image.convert("RGB")

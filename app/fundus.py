@@ -14,10 +14,10 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 DESCRIPTION = (
-    "fundus: crop to the bounding box of the eye disc (pixels brighter than 4% of the image's 99th "
-    "percentile, rows and columns at least 2% covered) -> squash to a square of 4x the input side (at "
-    "most 512) -> image - Gaussian blur (sigma = side / 60), each channel inside 90% of the inscribed circle "
-    "standardised to mean 128 and standard deviation 32 -> outside that circle set to 128"
+    "fundus: crop to the square around the eye disc's bounding box (pixels brighter than 4% of the image's 99th "
+    "percentile, rows and columns at least 2% covered; black beyond the frame) -> resize to a square of 4x the "
+    "input side (at most 512) -> image - Gaussian blur (sigma = side / 60), each channel inside 90% of the "
+    "inscribed circle standardised to mean 128 and standard deviation 32 -> outside that circle set to 128"
 )
 DISC_THRESHOLD = 0.04  # of the 99th percentile of luma: the background of both cameras is darker
 COVERED = 0.02  # a row or column belongs to the disc when this share of it is brighter
@@ -35,7 +35,15 @@ def disc_box(image: Image.Image) -> tuple[int, int, int, int]:
     columns = np.flatnonzero(bright.mean(axis=0) >= COVERED)
     if len(rows) < 2 or len(columns) < 2:
         return (0, 0, image.width, image.height)
-    return (int(columns[0]), int(rows[0]), int(columns[-1]) + 1, int(rows[-1]) + 1)
+    return square_around(int(columns[0]), int(rows[0]), int(columns[-1]) + 1, int(rows[-1]) + 1)
+
+
+def square_around(left: int, top: int, right: int, bottom: int) -> tuple[int, int, int, int]:
+    """The square with the box's centre and its longer side: a camera's frame often cuts the disc's top and
+    bottom off, and squashing that box would make the disc an ellipse (PIL's crop pads with black)."""
+    side = max(right - left, bottom - top)
+    centre_x, centre_y = (left + right) // 2, (top + bottom) // 2
+    return (centre_x - side // 2, centre_y - side // 2, centre_x - side // 2 + side, centre_y - side // 2 + side)
 
 
 def circle_mask(side: int) -> np.ndarray:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
+from app import site_shift
 from app.errors import EmptyUpload, InvalidInput, InvalidThreshold, TooManyImages
 from app.explanations import class_heatmap, overlay, png_bytes
 from app.model_card import ModelCard
@@ -65,14 +66,37 @@ class Screening:
     image_size: tuple[int, int] | None  # (width, height) as sent; None for arrays
     explanation: Explanation | None
     intended_use: str
+    distance_percentile: float | None = None  # among the validation part's distances (app/site_shift.py)
+    grayscale_source: bool = False  # a colour model answered from an image without colour
+
+    @property
+    def unlike_training_sites(self) -> bool | None:
+        if self.distance_percentile is None or self.in_distribution is False:
+            return None
+        return site_shift.unlike_training_sites(self.distance_percentile)
 
     @property
     def warning(self) -> str | None:
+        warnings = []
         if self.in_distribution is False:
-            return (f"this image does not look like the images the {self.disease} model was trained on "
-                    f"(out-of-distribution distance {self.ood_distance:.1f} > {self.ood_threshold:.1f}); "
-                    "do not trust its label")
-        return None
+            warnings.append(
+                f"this image does not look like the images the {self.disease} model was trained on "
+                f"(out-of-distribution distance {self.ood_distance:.1f} > {self.ood_threshold:.1f}); "
+                "do not trust its label"
+            )
+        elif self.unlike_training_sites:
+            warnings.append(
+                f"this image is of the right kind but unlike most images of the sites the model was "
+                f"trained at (distance percentile {self.distance_percentile:.0f} > "
+                f"{site_shift.SITE_SHIFT_PERCENTILE:.0f}): expect the figures measured at held-out sites "
+                "(the model card's generalisation), not its test part's"
+            )
+        if self.grayscale_source:
+            warnings.append(
+                "the image has no colour, but this model was trained on colour images: the answer was "
+                "made from its gray copy and is less reliable; send the original colour image"
+            )
+        return "; ".join(warnings) or None
 
 
 Outcome = Screening | Exception  # per image: the answer, or the domain error that image raised
@@ -93,22 +117,29 @@ class InferencePipeline:
         self.metrics = metrics
 
     async def screen(
-        self, disease: str, uploads: Sequence[Upload], *, threshold: float | None = None, explain: bool = False,
+        self,
+        disease: str,
+        uploads: Sequence[Upload],
+        *,
+        threshold: float | None = None,
+        explain: bool = False,
         version: int | None = None,
     ) -> list[Outcome]:
         """Encoded images (PNG, JPEG, BMP, TIFF, GIF, DICOM) -> one outcome per image, in order."""
         check_threshold(threshold)
-        if len(uploads) > self.settings.max_images_per_request:
-            raise TooManyImages(len(uploads), self.settings.max_images_per_request)
+        self._check_count(len(uploads))
         served = self.registry.get(disease, version)
         card = served.loaded.card
         if explain and not served.loaded.can_explain:
-            raise ExplanationUnavailable(f"version {served.version} of the {disease} model has no Grad-CAM signature; "
-                                         "re-export it with `python -m training calibrate`")
+            raise ExplanationUnavailable(
+                f"version {served.version} of the {disease} model has no Grad-CAM signature; "
+                "re-export it with `python -m training calibrate`"
+            )
         with self.registry.admitted(served, len(uploads)) as predict:  # a full queue answers 503 before decoding
             # Large images decode in worker threads side by side; gather keeps the order.
             decoded: list[DecodedImage | Exception] = list(
-                await asyncio.gather(*(self._decode(u, served, card.input.spec()) for u in uploads)))
+                await asyncio.gather(*(self._decode(u, served, card.input.spec()) for u in uploads))
+            )
             usable = [d for d in decoded if isinstance(d, DecodedImage)]
             outputs = await predict([scale(d.pixels) for d in usable])
         if explain:
@@ -118,26 +149,36 @@ class InferencePipeline:
         else:
             explanations = [None] * len(usable)
         answers = iter(zip(outputs, usable, explanations, strict=True))
-        return [self._screening(served, *next(answers), threshold=threshold) if isinstance(item, DecodedImage)
-                else item for item in decoded]
+        return [
+            self._screening(served, *next(answers), threshold=threshold) if isinstance(item, DecodedImage) else item
+            for item in decoded
+        ]
 
-    async def screen_arrays(self, disease: str, images: np.ndarray, *, threshold: float | None = None,
-                            version: int | None = None) -> list[Screening]:
+    async def screen_arrays(
+        self, disease: str, images: np.ndarray, *, threshold: float | None = None, version: int | None = None
+    ) -> list[Screening]:
         """Already-preprocessed float32 N x H x W x C in [0, 1] (the protocols' tensors) -> outcomes."""
         check_threshold(threshold)
+        self._check_count(len(images))
         served = self.registry.get(disease, version)
         check_tensor(images, served.loaded.card.input.spec().shape)
         with self.registry.admitted(served, len(images)) as predict:
             outputs = await predict(list(np.asarray(images, dtype=np.float32)))
         return [self._screening(served, output, None, None, threshold=threshold) for output in outputs]
 
+    def _check_count(self, count: int) -> None:
+        """The same limit on every door: uploads, and the protocols' array instances."""
+        if count > self.settings.max_images_per_request:
+            raise TooManyImages(count, self.settings.max_images_per_request)
+
     async def _decode(self, upload: Upload, served: ServedModel, spec: InputSpec) -> DecodedImage | Exception:
         started = time.perf_counter()
         try:
             if not upload.data:
                 raise EmptyUpload("the file is empty: send the image's bytes")
-            header = read_header(upload.data, max_pixels=self.settings.max_image_pixels,
-                                 content_type=upload.content_type)
+            header = read_header(
+                upload.data, max_pixels=self.settings.max_image_pixels, content_type=upload.content_type
+            )
             # A small image decodes faster (measured: 0.1-0.5 ms) than a hop to a worker thread and back;
             # a large one would stall every other request on the event loop, so it goes to a thread.
             if header.width * header.height <= self.settings.inline_decode_max_pixels:
@@ -149,18 +190,23 @@ class InferencePipeline:
             if self.metrics is not None:
                 self.metrics.observe_preprocessing(served.disease, served.version, time.perf_counter() - started)
 
-    async def _explain(self, served: ServedModel, images: list[DecodedImage], sources: list[Upload],
-                       labels: list[int]) -> list[Explanation]:
+    async def _explain(
+        self, served: ServedModel, images: list[DecodedImage], sources: list[Upload], labels: list[int]
+    ) -> list[Explanation]:
         """Grad-CAM for each image's answered class, on the model thread; overlays drawn in threads."""
         if not images:
             return []
         batch = np.stack([scale(d.pixels) for d in images])
         maps = await self.registry.run_blocking(served.loaded.explain, batch)
         spec = served.loaded.card.input.spec()
-        return list(await asyncio.gather(*(
-            run_in_threadpool(self._explanation, signed, label, source, spec)
-            for signed, label, source in zip(maps, labels, sources, strict=True)  # type: ignore[call-overload]
-        )))
+        return list(
+            await asyncio.gather(
+                *(
+                    run_in_threadpool(self._explanation, signed, label, source, spec)
+                    for signed, label, source in zip(maps, labels, sources, strict=True)  # type: ignore[call-overload]
+                )
+            )
+        )
 
     def _explanation(self, signed_map: np.ndarray, label: int, source: Upload, spec: InputSpec) -> Explanation:
         heatmap = class_heatmap(signed_map, label)
@@ -168,30 +214,53 @@ class InferencePipeline:
         # reduced JPEG decode (a 224 px JPEG decodes at 112 px for a 64 px model).
         header = read_header(source.data, max_pixels=self.settings.max_image_pixels, content_type=source.content_type)
         image = load_first_frame(header)
-        return Explanation(heatmap=heatmap.astype(np.float32),
-                           overlay_png=png_bytes(overlay(image, heatmap, region=model_region(image, spec))))
+        return Explanation(
+            heatmap=heatmap.astype(np.float32),
+            overlay_png=png_bytes(overlay(image, heatmap, region=model_region(image, spec))),
+        )
 
-    def _screening(self, served: ServedModel, outputs: ImageOutputs, image: DecodedImage | None,
-                   explanation: Explanation | None, *, threshold: float | None) -> Screening:
+    def _screening(
+        self,
+        served: ServedModel,
+        outputs: ImageOutputs,
+        image: DecodedImage | None,
+        explanation: Explanation | None,
+        *,
+        threshold: float | None,
+    ) -> Screening:
         card = served.loaded.card
         probability, label, used = interpret(card, outputs, threshold)
         ood = card.out_of_distribution
         known = ood is not None and outputs.ood_distance is not None
+        quantiles = ood.validation_quantiles if ood else None
         return Screening(
-            disease=served.disease, model_version=served.version or card.version, label=card.classes[label], score=probability,
-            probabilities=as_percentages(probability, card.classes), threshold=used,
+            disease=served.disease,
+            model_version=served.version or card.version,
+            label=card.classes[label],
+            score=probability,
+            probabilities=as_percentages(probability, card.classes),
+            threshold=used,
             in_distribution=bool(outputs.ood_distance <= ood.threshold) if known else None,  # type: ignore[operator,union-attr]
-            ood_distance=outputs.ood_distance, ood_threshold=ood.threshold if ood else None,
-            image_size=(image.width, image.height) if image else None, explanation=explanation,
+            ood_distance=outputs.ood_distance,
+            ood_threshold=ood.threshold if ood else None,
+            image_size=(image.width, image.height) if image else None,
+            explanation=explanation,
             intended_use=card.intended_use,
+            distance_percentile=(
+                site_shift.distance_percentile(outputs.ood_distance, quantiles)  # type: ignore[arg-type]
+                if known and quantiles
+                else None
+            ),
+            grayscale_source=bool(image and image.grayscale_source),
         )
 
 
 def check_tensor(images: np.ndarray, shape: tuple[int, int, int]) -> None:
     """Preprocessed images must be N x H x W x C of the model's input, finite, in [0, 1] (pixels / 255)."""
     if images.ndim != 4 or images.shape[1:] != shape or len(images) == 0:
-        raise InvalidInput(f"arrays must have the model's input shape {list(shape)} (N x H x W x C), "
-                           f"got {list(images.shape)}")
+        raise InvalidInput(
+            f"arrays must have the model's input shape {list(shape)} (N x H x W x C), got {list(images.shape)}"
+        )
     if not np.all(np.isfinite(images)) or images.min() < 0 or images.max() > 1:
         raise InvalidInput("array values must be finite and in [0, 1] (pixels / 255)")
 

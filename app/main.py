@@ -44,8 +44,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.pipeline = InferencePipeline(registry, settings, service_metrics)
         await registry.load_all()
         memory.freeze_loaded_objects()
-        watcher = (asyncio.create_task(registry.watch(settings.model_poll_interval_s))
-                   if settings.model_poll_interval_s > 0 else None)
+        watcher = (
+            asyncio.create_task(registry.watch(settings.model_poll_interval_s))
+            if settings.model_poll_interval_s > 0
+            else None
+        )
         try:
             yield
         finally:
@@ -66,8 +69,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContextMiddleware, metrics=service_metrics)
     if settings.cors_origins:
         app.add_middleware(
-            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "X-API-Key", "X-Request-ID", "Content-Type", "Inference-Header-Content-Length"],
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=[
+                "Authorization",
+                "X-API-Key",
+                "X-Request-ID",
+                "Content-Type",
+                "Inference-Header-Content-Length",
+            ],
             expose_headers=[REQUEST_ID_HEADER.decode(), "Retry-After", "Inference-Header-Content-Length"],
         )
     install_error_handlers(app)

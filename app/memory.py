@@ -36,8 +36,11 @@ def keep_freed_memory() -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     done = all(
         mallopt(option, value) == 1
-        for option, value in ((M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES), (M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES),
-                              (M_TOP_PAD, TOP_PAD_BYTES))
+        for option, value in (
+            (M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES),
+            (M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES),
+            (M_TOP_PAD, TOP_PAD_BYTES),
+        )
     )
     log.debug("malloc thresholds raised: %s", done)
     return done

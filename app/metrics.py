@@ -26,17 +26,32 @@ class ServiceMetrics:
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         self.requests = Counter(
-            "medscan_requests", "HTTP requests answered", ["model", "version", "route", "status"],
-            registry=self.registry)
+            "medscan_requests",
+            "HTTP requests answered",
+            ["model", "version", "route", "status"],
+            registry=self.registry,
+        )
         self.request_seconds = Histogram(
-            "medscan_request_duration_seconds", "Time from request to response, per route", ["route"],
-            buckets=LATENCY_BUCKETS, registry=self.registry)
+            "medscan_request_duration_seconds",
+            "Time from request to response, per route",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.stage_seconds = Histogram(
-            "medscan_stage_duration_seconds", "Time per image spent in a stage: queue_wait, preprocessing, model",
-            ["model", "version", "stage"], buckets=LATENCY_BUCKETS, registry=self.registry)
+            "medscan_stage_duration_seconds",
+            "Time per image spent in a stage: queue_wait, preprocessing, model",
+            ["model", "version", "stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.batch_size = Histogram(
-            "medscan_batch_size", "Images per model call", ["model", "version"], buckets=BATCH_BUCKETS,
-            registry=self.registry)
+            "medscan_batch_size",
+            "Images per model call",
+            ["model", "version"],
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
 
     def watch(self, models: ModelRegistry) -> None:
         self.registry.register(_RegistryCollector(models))
@@ -65,10 +80,12 @@ class _RegistryCollector(Collector):
         self.models = models
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        depth = GaugeMetricFamily("medscan_queue_depth", "Images admitted and waiting for the model",
-                                  labels=["model", "version"])
-        states = GaugeMetricFamily("medscan_model_versions", "Model versions held, by state",
-                                   labels=["model", "version", "state"])
+        depth = GaugeMetricFamily(
+            "medscan_queue_depth", "Images admitted and waiting for the model", labels=["model", "version"]
+        )
+        states = GaugeMetricFamily(
+            "medscan_model_versions", "Model versions held, by state", labels=["model", "version", "state"]
+        )
         counts = {status: 0 for status in ModelStatus}
         for disease in self.models.models:
             for served in self.models.versions(disease).values():
@@ -79,7 +96,8 @@ class _RegistryCollector(Collector):
         totals = GaugeMetricFamily("medscan_models", "Model versions by state", labels=["state"])
         for status, count in counts.items():
             totals.add_metric([status.value], count)
-        readable = GaugeMetricFamily("medscan_models_folder_readable", "1 when the last look at the models folder "
-                                     "succeeded")
+        readable = GaugeMetricFamily(
+            "medscan_models_folder_readable", "1 when the last look at the models folder succeeded"
+        )
         readable.add_metric([], 0 if self.models.scan_error else 1)
         yield from (depth, states, totals, readable)

@@ -28,14 +28,18 @@ class InputCard(BaseModel):
     value_range: tuple[float, float] = (0.0, 1.0)
 
     def spec(self) -> InputSpec:
-        return InputSpec(height=self.height, width=self.width, colour_mode=self.colour_mode,
-                         enhancement=self.enhancement)
+        return InputSpec(
+            height=self.height, width=self.width, colour_mode=self.colour_mode, enhancement=self.enhancement
+        )
 
     @classmethod
     def from_spec(cls, spec: InputSpec) -> InputCard:
         return cls(
-            height=spec.height, width=spec.width, channels=spec.colour_mode.channels,
-            colour_mode=spec.colour_mode, enhancement=spec.enhancement,
+            height=spec.height,
+            width=spec.width,
+            channels=spec.colour_mode.channels,
+            colour_mode=spec.colour_mode,
+            enhancement=spec.enhancement,
         )
 
 
@@ -116,6 +120,64 @@ class OutOfDistribution(BaseModel):
     threshold: float
     threshold_quantile: float = Field(description="quantile of the validation part's distances")
     flagged: dict[str, FlagRate] = Field(default_factory=dict, description="measured on test sets")
+    validation_quantiles: list[float] | None = Field(
+        None,
+        description="the validation part's distances at percentiles 0, 5, ..., 100: where an answer's distance "
+        "falls among them is its site-shift signal (app/site_shift.py); absent: no site-shift signal",
+    )
+
+
+class BurnedInMarks(BaseModel):
+    """How much a version's answers rest on burned-in calipers and text (training/marks.py)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    method: str
+    images: int = Field(description="test images checked")
+    with_marks: int
+    with_marks_by_class: dict[str, int]
+    mean_abs_change: float = Field(description="mean |change of P(infected)| on images with marks when painted out")
+    flipped_at_screening_threshold: int
+    roc_auc_as_is: float | None
+    roc_auc_painted_out: float | None
+    by_site: dict[str, dict[str, object]] = Field(
+        default_factory=dict,
+        description="the same figures per site; a site without marks is the control (only speckle is painted out)",
+    )
+    report: str = ""
+
+
+class GradeFigure(BaseModel):
+    """How the screening threshold treats the test images of one grade (e.g. ICDR 0-4)."""
+
+    grade: int
+    label: str = Field(description="the class the images of this grade belong to")
+    n_images: int
+    flagged_infected: float = Field(
+        description="share answered infected at the screening threshold: the "
+        "sensitivity for an infected grade, 1 - specificity for an uninfected one"
+    )
+
+
+class SiteFigures(BaseModel):
+    """A model's figures at one site: on its unseen patients (test part, trained with every site), and with
+    the whole site held out (trained on the other sites only: the estimate for a new hospital)."""
+
+    site: str
+    n_images: int = Field(description="images of this site in the data set")
+    within: dict[str, object] | None = Field(None, description="the test part's images of this site, as served")
+    held_out: dict[str, object] | None = Field(
+        None,
+        description="leave-one-site-out: AUC with its group-bootstrap "
+        "interval, the screening threshold's operating point, ECE, flags",
+    )
+
+
+class Generalisation(BaseModel):
+    method: str = "leave one site out"
+    sites: list[SiteFigures]
+    seconds: float = Field(description="training time of all held-out rounds, 2 cores")
+    report: str
 
 
 class SplitSpec(BaseModel):
@@ -146,8 +208,11 @@ class DataCard(BaseModel):
 
 class TrainingCard(BaseModel):
     recipe: str
-    architecture: str = Field("paper_cnn", description="paper_cnn, or the Keras Applications network with a new "
-                              "head, or `ensemble of ...` (see the card's ensemble_of)")
+    architecture: str = Field(
+        "paper_cnn",
+        description="paper_cnn, or the Keras Applications network with a new "
+        "head, or `ensemble of ...` (see the card's ensemble_of)",
+    )
     settings: dict[str, object]
     seed: int
     epochs_run: int
@@ -187,10 +252,12 @@ class CrossValidation(BaseModel):
     enhancement: Enhancement = Enhancement.NONE
     architecture: str
     recipe: dict[str, object]
-    differences: list[str] = Field(default_factory=list,
-                                   description="where the cross-validated recipe differs from this model's")
-    test_time_flips: list[str] = Field(default_factory=list, description="the rounds answered over these flips, "
-                                       "as the version does")
+    differences: list[str] = Field(
+        default_factory=list, description="where the cross-validated recipe differs from this model's"
+    )
+    test_time_flips: list[str] = Field(
+        default_factory=list, description="the rounds answered over these flips, as the version does"
+    )
     summary: dict[str, dict[str, float]] = Field(description="at a threshold of 0.5")
     screening: ScreeningCrossValidation | None = Field(None, description="absent: measured at 0.5 only")
     seconds: float
@@ -226,8 +293,10 @@ class ModelCard(BaseModel):
     preprocessing: str
     output: str
     test_time_flips: list[Literal["horizontal", "vertical"]] = Field(
-        default_factory=list, description="the graph answers for the image and these flips of it together "
-        "(mean P(infected)); each flip is one more pass of the network per image")
+        default_factory=list,
+        description="the graph answers for the image and these flips of it together "
+        "(mean P(infected)); each flip is one more pass of the network per image",
+    )
     metrics: TestMetrics
     calibration: Calibration | None = Field(None, description="absent in cards before format 2: uncalibrated")
     screening: Screening | None = Field(None, description="absent in cards before format 2: threshold 0.5")
@@ -236,10 +305,15 @@ class ModelCard(BaseModel):
     )
     cross_validation: CrossValidation | None = Field(None, description="absent: the recipe was not cross-validated")
     source_confound: SourceConfound | None = Field(None, description="absent: not measured for this disease")
+    generalisation: Generalisation | None = Field(None, description="absent: the data set has one site")
+    by_grade: list[GradeFigure] = Field(default_factory=list, description="empty: the data set has no grades")
+    burned_in_marks: BurnedInMarks | None = Field(None, description="absent: not checked (no burned-in marks expected)")
     derived_from: int | None = Field(None, description="version whose weights this one re-exports, if any")
     ensemble_of: list[EnsembleMember] = Field(
-        default_factory=list, description="empty: one network. Else the networks whose mean P(infected) this "
-        "version answers, each one more pass per image")
+        default_factory=list,
+        description="empty: one network. Else the networks whose mean P(infected) this "
+        "version answers, each one more pass per image",
+    )
     data: DataCard
     training: TrainingCard
     frameworks: dict[str, str]

@@ -24,10 +24,7 @@ def disease_names(models_dir: Path, *, strict: bool = False) -> list[str]:
     (the service keeps what it serves) instead of reading as empty."""
     if not strict and not models_dir.is_dir():
         return []
-    return sorted(
-        entry.name for entry in models_dir.iterdir()
-        if entry.is_dir() and is_disease_name(entry.name)
-    )
+    return sorted(entry.name for entry in models_dir.iterdir() if entry.is_dir() and is_disease_name(entry.name))
 
 
 def versions(models_dir: Path, disease: str) -> list[int]:

@@ -84,6 +84,7 @@ class DecodedImage:
     pixels: np.ndarray  # uint8, H x W x C, already in the model's input size and colour mode
     width: int  # of the image as sent, after EXIF orientation
     height: int
+    grayscale_source: bool = False  # the model takes colour, but the image had none
 
 
 EXIF_ORIENTATION = 0x0112
@@ -108,15 +109,14 @@ def read_header(data: bytes, *, max_pixels: int, content_type: str | None = None
     if image.format not in SUPPORTED_FORMATS:
         raise UnsupportedImage(
             f"image format {image.format} is not supported; send one of "
-            + ", ".join(sorted(SUPPORTED_FORMATS - {"MPO"})) + " or DICOM"
+            + ", ".join(sorted(SUPPORTED_FORMATS - {"MPO"}))
+            + " or DICOM"
         )
     width, height = image.size
     if width < 1 or height < 1:
         raise CorruptImage("the image has no pixels")
     if width * height > max_pixels:
-        raise ImageTooLarge(
-            f"the image has {width}x{height} = {width * height:,} pixels; the limit is {max_pixels:,}"
-        )
+        raise ImageTooLarge(f"the image has {width}x{height} = {width * height:,} pixels; the limit is {max_pixels:,}")
     return image
 
 
@@ -231,7 +231,25 @@ def decode_opened(header: Image.Image, spec: InputSpec) -> DecodedImage:
     """An image from `read_header` -> pixels in the model's input size, plus the size as sent."""
     width, height = size_as_sent(header)
     image = load_first_frame(header, spec)
-    return DecodedImage(pixels=to_pixels(image, spec), width=width, height=height)
+    return DecodedImage(
+        pixels=to_pixels(image, spec),
+        width=width,
+        height=height,
+        grayscale_source=spec.colour_mode is ColourMode.RGB and has_no_colour(image),
+    )
+
+
+GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+GRAY_TOLERANCE = 6  # JPEG's chroma noise on a gray picture saved as RGB stays within a few levels
+
+
+def has_no_colour(image: Image.Image) -> bool:
+    """A gray image, or an RGB one whose channels are (nearly) equal everywhere: a colour model sees no stain."""
+    if image.mode in GRAY_MODES:
+        return True
+    small = to_colour_mode(image, ColourMode.RGB).reduce(max(1, min(image.size) // 64))
+    channels = np.asarray(small, dtype=np.int16)
+    return int(np.abs(channels - channels.mean(axis=2, keepdims=True)).max()) <= GRAY_TOLERANCE
 
 
 def file_pixels(path: str | Path, spec: InputSpec, *, max_pixels: int = 10**9) -> np.ndarray:

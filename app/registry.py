@@ -16,7 +16,7 @@ import numpy as np
 
 from app import request_context
 from app.batching import DynamicBatcher, QueueFull
-from app.errors import ModelUnavailable, Overloaded, UnknownDisease, UnknownVersion
+from app.errors import ModelUnavailable, Overloaded, TooManyImages, UnknownDisease, UnknownVersion
 from app.model_card import ModelCard
 from app.model_store import METADATA_FILE, disease_names, version_dir, versions
 from app.savedmodel import ImageOutputs, LoadedModel, ModelLoadError, load_model
@@ -121,8 +121,10 @@ class ModelRegistry:
         """Bring what is served in line with the folder and the version policy (see the class)."""
         async with self._sync_lock:
             try:
-                on_disk = {disease: versions(self.settings.models_dir, disease)
-                           for disease in disease_names(self.settings.models_dir, strict=True)}
+                on_disk = {
+                    disease: versions(self.settings.models_dir, disease)
+                    for disease in disease_names(self.settings.models_dir, strict=True)
+                }
             except OSError as error:  # keep serving what is loaded; report it
                 self.scan_error = f"cannot read {self.settings.models_dir}: {error}"
                 log.error(self.scan_error)
@@ -137,11 +139,16 @@ class ModelRegistry:
         if found == []:  # a disease folder without versions: reported, as a failed entry
             if NO_VERSION not in entries:
                 log.error("%s: no integer version folder", disease)
-            entries[NO_VERSION] = ServedModel(disease=disease, version=None, status=ModelStatus.FAILED,
-                                              error="no integer version folder")
+            entries[NO_VERSION] = ServedModel(
+                disease=disease, version=None, status=ModelStatus.FAILED, error="no integer version folder"
+            )
         found = found or []
-        wanted = chosen_versions(found, self.settings.version_policy, latest=self.settings.version_policy_latest,
-                                 specific=self.settings.version_policy_versions.get(disease))
+        wanted = chosen_versions(
+            found,
+            self.settings.version_policy,
+            latest=self.settings.version_policy_latest,
+            specific=self.settings.version_policy_versions.get(disease),
+        )
         for version in wanted:
             path = version_dir(self.settings.models_dir, disease, version)
             current = entries.get(version)
@@ -184,6 +191,7 @@ class ModelRegistry:
                 log.exception("model folder poll failed")
 
     async def _load(self, served: ServedModel) -> None:
+        assert served.version is not None  # a folder found on disk always has its version
         path = version_dir(self.settings.models_dir, served.disease, served.version)
         try:
             model = await asyncio.to_thread(load_model, path)
@@ -204,8 +212,11 @@ class ModelRegistry:
         served.model = model
         if self.settings.batching:
             served.batcher = DynamicBatcher(
-                model.analyse, max_batch_size=self.settings.max_batch_size, name=f"{served.disease}-{served.version}",
-                timeout_s=self.settings.batch_timeout_ms / 1000, gather_s=self.settings.batch_gather_ms / 1000,
+                model.analyse,
+                max_batch_size=self.settings.max_batch_size,
+                name=f"{served.disease}-{served.version}",
+                timeout_s=self.settings.batch_timeout_ms / 1000,
+                gather_s=self.settings.batch_gather_ms / 1000,
                 max_queue=self.settings.max_queue,
                 observer=partial(self.batch_observer, served.disease, served.version) if self.batch_observer else None,
             )
@@ -234,8 +245,10 @@ class ModelRegistry:
             raise UnknownVersion(disease, version, sorted(entries))
         request_context.note_model(disease, served.version)
         if served.status is not ModelStatus.READY:
-            raise ModelUnavailable(f"the {disease} model version {served.version} is {served.status.value}: "
-                                   f"{served.error or 'not ready yet'}")
+            raise ModelUnavailable(
+                f"the {disease} model version {served.version} is {served.status.value}: "
+                f"{served.error or 'not ready yet'}"
+            )
         return served
 
     @contextmanager
@@ -249,6 +262,8 @@ class ModelRegistry:
             if served.batcher is None:
                 yield partial(self._predict_unbatched, served.model)
                 return
+            if count > served.batcher.max_queue:  # no retry could ever get it in: not a 503
+                raise TooManyImages(count, served.batcher.max_queue)
             try:
                 admission = served.batcher.admit(count)
             except QueueFull as error:

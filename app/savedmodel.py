@@ -70,8 +70,10 @@ class LoadedModel:
             log_odds = log_odds_from_scores(self.predict(batch))
             return [ImageOutputs(float(value), None) for value in log_odds]
         outputs = self._analyse(batch)
-        return [ImageOutputs(float(odds), float(distance))
-                for odds, distance in zip(outputs["log_odds"], outputs["ood_distance"], strict=True)]
+        return [
+            ImageOutputs(float(odds), float(distance))
+            for odds, distance in zip(outputs["log_odds"], outputs["ood_distance"], strict=True)
+        ]
 
     def explain(self, batch: np.ndarray) -> np.ndarray:
         """float32 N x H x W x C -> N x H x W signed Grad-CAM maps at the input resolution. Blocking."""
@@ -103,8 +105,14 @@ def load_model(path: Path) -> LoadedModel:
     if SERVE not in signatures:
         raise ModelLoadError(f"{path}: the SavedModel has no {SERVE!r} signature")
     found = {name: _signature(path, name, signatures[name]) for name in (SERVE, ANALYSE, EXPLAIN) if name in signatures}
-    model = LoadedModel(card=card, path=path, _serve=found[SERVE], _analyse=found.get(ANALYSE),
-                        _explain=found.get(EXPLAIN), _graph=loaded)
+    model = LoadedModel(
+        card=card,
+        path=path,
+        _serve=found[SERVE],
+        _analyse=found.get(ANALYSE),
+        _explain=found.get(EXPLAIN),
+        _graph=loaded,
+    )
     _check_shapes(model)
     return model
 

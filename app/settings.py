@@ -19,7 +19,9 @@ class Settings(BaseSettings):
 
     models_dir: Path = Field(DEFAULT_MODELS_DIR, description="folder of <disease>/<version>/ SavedModels")
     max_upload_bytes: int = Field(20 * 1024 * 1024, gt=0, description="largest request body, checked while streaming")
-    max_image_pixels: int = Field(50_000_000, gt=0, description="largest image (width x height), checked before decoding")
+    max_image_pixels: int = Field(
+        50_000_000, gt=0, description="largest image (width x height), checked before decoding"
+    )
     inline_decode_max_pixels: int = Field(
         65_536, ge=0, description="images up to this size decode on the event loop, larger ones in a thread"
     )
@@ -33,8 +35,10 @@ class Settings(BaseSettings):
         default_factory=dict, description='the `specific` policy, per disease, as JSON: {"malaria": [3, 4]}'
     )
     model_poll_interval_s: float = Field(
-        10.0, ge=0, description="look for new, changed or removed version folders this often; 0 = only at start-up "
-        "and on POST /admin/reload"
+        10.0,
+        ge=0,
+        description="look for new, changed or removed version folders this often; 0 = only at start-up "
+        "and on POST /admin/reload",
     )
     drain_timeout_s: float = Field(30.0, gt=0, description="longest wait for a retired version's in-flight requests")
     # Access control.
@@ -43,11 +47,15 @@ class Settings(BaseSettings):
     )
     api_keys_file: Path | None = Field(None, description="a file of API keys, one per line (# comments)")
     protect_probes: bool = Field(False, description="require a key for /health, /v2/health and /metrics too")
-    cors_origins: list[str] = Field(default_factory=list, description='origins allowed by CORS, as JSON; none by default')
+    cors_origins: list[str] = Field(
+        default_factory=list, description="origins allowed by CORS, as JSON; none by default"
+    )
     metrics: bool = Field(True, description="serve Prometheus metrics at /metrics")
     shutdown_drain_s: float = Field(
-        2.0, ge=0, description="after SIGTERM, answer new requests 503 (and readiness 503) this long before closing, "
-        "so load balancers move away; in-flight requests always finish"
+        2.0,
+        ge=0,
+        description="after SIGTERM, answer new requests 503 (and readiness 503) this long before closing, "
+        "so load balancers move away; in-flight requests always finish",
     )
     host: str = "0.0.0.0"
     port: int = Field(8000, ge=1, le=65535)
@@ -60,7 +68,9 @@ class Settings(BaseSettings):
     )
     max_queue: int = Field(256, ge=1, description="requests waiting per model before 503 + Retry-After")
     tf_intra_op_threads: int = Field(
-        0, ge=0, description="TensorFlow threads per op; 0 = one per core. 1 on 2 cores suits small models "
+        0,
+        ge=0,
+        description="TensorFlow threads per op; 0 = one per core. 1 on 2 cores suits small models "
         "(<= 64 px), whose requests cost the event loop more than the model: it leaves a core to the loop",
     )
     tf_inter_op_threads: int = Field(1, ge=0, description="TensorFlow ops run at once; 0 = TensorFlow's choice")

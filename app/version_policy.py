@@ -12,8 +12,9 @@ class VersionPolicy(StrEnum):
     SPECIFIC = "specific"
 
 
-def chosen_versions(found: list[int], policy: VersionPolicy, *, latest: int = 1,
-                    specific: list[int] | None = None) -> list[int]:
+def chosen_versions(
+    found: list[int], policy: VersionPolicy, *, latest: int = 1, specific: list[int] | None = None
+) -> list[int]:
     """The versions on disk (`found`) that the policy wants served, oldest first."""
     found = sorted(found)
     if policy is VersionPolicy.ALL:

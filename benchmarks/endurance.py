@@ -68,12 +68,30 @@ def request_for(case: Case, data: bytes) -> tuple[str, str, dict[str, object]]:
     if case.protocol == "v2_json":
         tensor = {"name": "image_bytes", "shape": [1], "datatype": "BYTES", "data": [base64.b64encode(data).decode()]}
         return "POST", f"/v2/models/{case.model}/infer", {"json": {"inputs": [tensor], "outputs": [{"name": "score"}]}}
-    header = json.dumps({"inputs": [{"name": "image_bytes", "shape": [1], "datatype": "BYTES",
-                                     "parameters": {"binary_data_size": 4 + len(data)}}],
-                         "outputs": [{"name": "score"}]}).encode()
-    return "POST", f"/v2/models/{case.model}/infer", {
-        "content": header + struct.pack("<I", len(data)) + data,
-        "headers": {"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"}}
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "image_bytes",
+                    "shape": [1],
+                    "datatype": "BYTES",
+                    "parameters": {"binary_data_size": 4 + len(data)},
+                }
+            ],
+            "outputs": [{"name": "score"}],
+        }
+    ).encode()
+    return (
+        "POST",
+        f"/v2/models/{case.model}/infer",
+        {
+            "content": header + struct.pack("<I", len(data)) + data,
+            "headers": {
+                "Inference-Header-Content-Length": str(len(header)),
+                "Content-Type": "application/octet-stream",
+            },
+        },
+    )
 
 
 def score_of(case: Case, response: httpx.Response) -> float:
@@ -94,8 +112,9 @@ def resident_mib(pid: int) -> float:
 
 async def run(args: argparse.Namespace, base_url: str, pid: int) -> dict[str, object]:
     images = synthetic_images(args.images)
-    async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=httpx.Limits(
-            max_connections=args.concurrency)) as client:
+    async with httpx.AsyncClient(
+        base_url=base_url, timeout=60, limits=httpx.Limits(max_connections=args.concurrency)
+    ) as client:
         # Sequential reference answers, which also warm every model and path.
         reference: dict[tuple[str, int], float] = {}
         for model in MODELS:
@@ -106,9 +125,12 @@ async def run(args: argparse.Namespace, base_url: str, pid: int) -> dict[str, ob
         rss_warm = resident_mib(pid)
         rng = random.Random(1)
         protocols = ("predict", "tf_serving", "v2_json", "v2_binary")
-        cases = [Case(rng.choice(MODELS), rng.choice(protocols), -1, rng.choice(INVALID)) if rng.random() < args.invalid
-                 else Case(rng.choice(MODELS), rng.choice(protocols), rng.randrange(len(images)))
-                 for _ in range(args.requests)]
+        cases = [
+            Case(rng.choice(MODELS), rng.choice(protocols), -1, rng.choice(INVALID))
+            if rng.random() < args.invalid
+            else Case(rng.choice(MODELS), rng.choice(protocols), rng.randrange(len(images)))
+            for _ in range(args.requests)
+        ]
         statuses: Counter[str] = Counter()
         mismatches: list[dict[str, object]] = []
         transport_errors: list[dict[str, object]] = []
@@ -128,8 +150,9 @@ async def run(args: argparse.Namespace, base_url: str, pid: int) -> dict[str, ob
                     response = await client.request(method, path, **options)
                 except httpx.TransportError as error:
                     statuses[f"transport:{type(error).__name__}"] += 1
-                    transport_errors.append({"case": case.__dict__ | {"invalid": repr(case.invalid[:12])},
-                                             "error": repr(error)})
+                    transport_errors.append(
+                        {"case": case.__dict__ | {"invalid": repr(case.invalid[:12])}, "error": repr(error)}
+                    )
                     continue
                 latencies.append(time.perf_counter() - started)
                 statuses[str(response.status_code)] += 1
@@ -145,13 +168,22 @@ async def run(args: argparse.Namespace, base_url: str, pid: int) -> dict[str, ob
     rss_after = resident_mib(pid)
     server_errors = sum(n for status, n in statuses.items() if status.startswith("5") or status.startswith("transport"))
     return {
-        "requests": sent, "concurrency": args.concurrency, "seconds": round(seconds, 1),
-        "requests_per_second": round(sent / seconds, 1), "statuses": dict(sorted(statuses.items())),
-        "server_errors": server_errors, "transport_error_examples": transport_errors[:5],
-        "mismatches": len(mismatches), "mismatch_examples": mismatches[:5],
-        "latency_ms": {q: round(float(np.percentile(latencies, p)) * 1000, 1) for q, p in
-                       (("p50", 50), ("p99", 99), ("max", 100))} if latencies else {},
-        "rss_mib_after_warm_up": round(rss_warm, 1), "rss_mib_after_run": round(rss_after, 1),
+        "requests": sent,
+        "concurrency": args.concurrency,
+        "seconds": round(seconds, 1),
+        "requests_per_second": round(sent / seconds, 1),
+        "statuses": dict(sorted(statuses.items())),
+        "server_errors": server_errors,
+        "transport_error_examples": transport_errors[:5],
+        "mismatches": len(mismatches),
+        "mismatch_examples": mismatches[:5],
+        "latency_ms": {
+            q: round(float(np.percentile(latencies, p)) * 1000, 1) for q, p in (("p50", 50), ("p99", 99), ("max", 100))
+        }
+        if latencies
+        else {},
+        "rss_mib_after_warm_up": round(rss_warm, 1),
+        "rss_mib_after_run": round(rss_after, 1),
         "rss_change": round(rss_after / rss_warm - 1, 4),
         "passed": server_errors == 0 and not mismatches and rss_after <= 1.10 * rss_warm and sent == args.requests,
     }
@@ -168,10 +200,16 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=8799)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "endurance.json")
     args = parser.parse_args()
-    env = {**os.environ, "MEDSCAN_MODELS_DIR": str(args.models), "MEDSCAN_LOG_LEVEL": "warning",
-           "MEDSCAN_MODEL_POLL_INTERVAL_S": "0", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port",
-                               str(args.port)], env=env, cwd=ROOT)
+    env = {
+        **os.environ,
+        "MEDSCAN_MODELS_DIR": str(args.models),
+        "MEDSCAN_LOG_LEVEL": "warning",
+        "MEDSCAN_MODEL_POLL_INTERVAL_S": "0",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(args.port)], env=env, cwd=ROOT
+    )
     base_url = f"http://127.0.0.1:{args.port}"
     try:
         deadline = time.monotonic() + 120

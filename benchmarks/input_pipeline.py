@@ -64,17 +64,28 @@ def main() -> None:
     compile_model(model, learning_rate=1e-3)
     rates: dict[str, list[float]] = {"tf_data": [], "in_memory": []}
     for _ in range(args.rounds):
-        rates["in_memory"].append(time_epochs(
-            lambda: model.fit(x, y, sample_weight=w, batch_size=args.batch_size, shuffle=True, epochs=1, verbose=0),
-            args.epochs, n))
-        rates["tf_data"].append(time_epochs(lambda: model.fit(pipeline, epochs=1, verbose=0, shuffle=False), args.epochs, n))
+        rates["in_memory"].append(
+            time_epochs(
+                lambda: model.fit(x, y, sample_weight=w, batch_size=args.batch_size, shuffle=True, epochs=1, verbose=0),
+                args.epochs,
+                n,
+            )
+        )
+        rates["tf_data"].append(
+            time_epochs(lambda: model.fit(pipeline, epochs=1, verbose=0, shuffle=False), args.epochs, n)
+        )
     result = {
-        "disease": args.disease, "input": list(spec.shape), "images": n, "batch_size": args.batch_size,
-        "epochs_timed_per_round": args.epochs, "rounds": args.rounds,
+        "disease": args.disease,
+        "input": list(spec.shape),
+        "images": n,
+        "batch_size": args.batch_size,
+        "epochs_timed_per_round": args.epochs,
+        "rounds": args.rounds,
         "images_per_second": {k: [round(v, 1) for v in vs] for k, vs in rates.items()},
         "median_images_per_second": {k: round(float(np.median(vs)), 1) for k, vs in rates.items()},
         "ratio_tf_data_to_in_memory": round(float(np.median(rates["tf_data"]) / np.median(rates["in_memory"])), 3),
-        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores", "tensorflow": tf.__version__,
+        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores",
+        "tensorflow": tf.__version__,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"input_pipeline-{args.disease}.json").write_text(json.dumps(result, indent=2) + "\n")

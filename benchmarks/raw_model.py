@@ -25,8 +25,7 @@ from app.settings import Settings
 ALL_CORES = 0  # TensorFlow's own choice: one intra-op thread per core
 
 
-def measure(disease: str, models_dir: Path, batch_sizes: list[int], seconds: float, signature: str = "analyse"
-            ) -> dict:
+def measure(disease: str, models_dir: Path, batch_sizes: list[int], seconds: float, signature: str = "analyse") -> dict:
     """`analyse` is what the service calls (scores, log-odds, out-of-distribution distance);
     `serving_default` is the bare network, as TF Serving would run it."""
     loaded = load_model(version_dir(models_dir, disease, latest_version(models_dir, disease)))
@@ -60,11 +59,18 @@ def measure(disease: str, models_dir: Path, batch_sizes: list[int], seconds: flo
         throughput[size] = round(calls * size / (time.perf_counter() - started), 1)
     best = max(throughput, key=throughput.get)
     return {
-        "disease": disease, "version": loaded.card.version, "signature": signature, "input": list(shape),
-        "single_call_ms": {"p50": round(statistics.median(latencies), 3),
-                           "p99": round(float(np.percentile(latencies, 99)), 3)},
+        "disease": disease,
+        "version": loaded.card.version,
+        "signature": signature,
+        "input": list(shape),
+        "single_call_ms": {
+            "p50": round(statistics.median(latencies), 3),
+            "p99": round(float(np.percentile(latencies, 99)), 3),
+        },
         "single_call_after_10ms_idle_ms": {"p50": round(statistics.median(after_idle), 3)},
-        "images_per_second_by_batch": throughput, "R_images_per_second": throughput[best], "R_batch_size": best,
+        "images_per_second_by_batch": throughput,
+        "R_images_per_second": throughput[best],
+        "R_batch_size": best,
     }
 
 
@@ -74,13 +80,17 @@ def main() -> None:
     parser.add_argument("--diseases", nargs="+", default=["malaria", "pneumonia"])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 16, 32, 64, 128])
     parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--signatures", nargs="+", default=["analyse", "serving_default"],
-                        choices=["analyse", "serving_default"])
+    parser.add_argument(
+        "--signatures", nargs="+", default=["analyse", "serving_default"], choices=["analyse", "serving_default"]
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/raw_model.json"))
     args = parser.parse_args()
     tf_runtime.configure(ALL_CORES, Settings().tf_inter_op_threads)
-    results = [measure(d, args.models, args.batch_sizes, args.seconds, signature)
-               for d in args.diseases for signature in args.signatures]
+    results = [
+        measure(d, args.models, args.batch_sizes, args.seconds, signature)
+        for d in args.diseases
+        for signature in args.signatures
+    ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

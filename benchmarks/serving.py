@@ -41,14 +41,38 @@ def systems(port: int, models: Path) -> dict[str, System]:
     base = {"MEDSCAN_MODELS_DIR": str(models), "MEDSCAN_PORT": str(port), "MEDSCAN_LOG_LEVEL": "warning"}
     return {
         "medscan": System("medscan", [py, "-m", "app.cli", "serve"], base),
-        "medscan-1thread": System("medscan-1thread", [py, "-m", "app.cli", "serve"],
-                                  {**base, "MEDSCAN_TF_INTRA_OP_THREADS": "1"}),
-        "medscan-nobatch": System("medscan-nobatch", [py, "-m", "app.cli", "serve"], {**base, "MEDSCAN_BATCHING": "false"}),
-        "tutorial": System("tutorial", [py, "-m", "uvicorn", "benchmarks.peers.tutorial_service:app", "--port",
-                                        str(port), "--log-level", "warning"], {"MODELS": str(models)}),
-        "bentoml": System("bentoml", [str(ROOT / ".venv-bench" / "bin" / "bentoml"), "serve",
-                                      "benchmarks.peers.bentoml_service:Screening", "--port", str(port)],
-                          {"MODELS": str(models), "BENTOML_DO_NOT_TRACK": "true"}, ready_path="/readyz"),
+        "medscan-1thread": System(
+            "medscan-1thread", [py, "-m", "app.cli", "serve"], {**base, "MEDSCAN_TF_INTRA_OP_THREADS": "1"}
+        ),
+        "medscan-nobatch": System(
+            "medscan-nobatch", [py, "-m", "app.cli", "serve"], {**base, "MEDSCAN_BATCHING": "false"}
+        ),
+        "tutorial": System(
+            "tutorial",
+            [
+                py,
+                "-m",
+                "uvicorn",
+                "benchmarks.peers.tutorial_service:app",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            {"MODELS": str(models)},
+        ),
+        "bentoml": System(
+            "bentoml",
+            [
+                str(ROOT / ".venv-bench" / "bin" / "bentoml"),
+                "serve",
+                "benchmarks.peers.bentoml_service:Screening",
+                "--port",
+                str(port),
+            ],
+            {"MODELS": str(models), "BENTOML_DO_NOT_TRACK": "true"},
+            ready_path="/readyz",
+        ),
     }
 
 
@@ -87,7 +111,10 @@ def wrk(url: str, image: Path, concurrency: int, seconds: int, timeout_s: int = 
     env = {**os.environ, "IMAGE": str(image), "TARGET_PATH": "/" + url.split("/", 3)[3]}
     out = subprocess.run(
         ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", f"--timeout={timeout_s}s", "-s", str(LUA), url],
-        env=env, capture_output=True, text=True, check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     line = next(line for line in out.splitlines() if line.startswith("{"))
     return json.loads(line)
@@ -102,9 +129,23 @@ def test_image(data: Path, disease: str) -> Path:
 
 
 def raw_ceiling(models: Path, diseases: list[str]) -> list[dict]:
-    out = subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-m", "benchmarks.raw_model", "--models",
-                          str(models), "--diseases", *diseases, "--out", "/dev/null"],
-                         capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    out = subprocess.run(
+        [
+            str(ROOT / ".venv" / "bin" / "python"),
+            "-m",
+            "benchmarks.raw_model",
+            "--models",
+            str(models),
+            "--diseases",
+            *diseases,
+            "--out",
+            "/dev/null",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    ).stdout
     return json.loads(out)
 
 
@@ -115,16 +156,37 @@ def with_synthetic_model(models: Path, size: int) -> tuple[Path, str]:
         if disease.is_dir() and not disease.name.startswith("."):
             (folder / disease.name).symlink_to(disease.resolve())
     # In a child process, so that this driver never starts TensorFlow beside the servers it measures.
-    subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-m", "benchmarks.synthetic_model", "--size", str(size),
-                    "--models", str(folder), "--card-from", str(models)], check=True, cwd=ROOT, capture_output=True)
+    subprocess.run(
+        [
+            str(ROOT / ".venv" / "bin" / "python"),
+            "-m",
+            "benchmarks.synthetic_model",
+            "--size",
+            str(size),
+            "--models",
+            str(folder),
+            "--card-from",
+            str(models),
+        ],
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+    )
     return folder, f"paper{size}"
 
 
-def run_system(system: System, port: int, images: dict[str, Path], levels: list[int], seconds: int,
-               extra: list[tuple[str, int]] = ()) -> dict:
+def run_system(
+    system: System,
+    port: int,
+    images: dict[str, Path],
+    levels: list[int],
+    seconds: int,
+    extra: list[tuple[str, int]] = (),
+) -> dict:
     env = {**os.environ, **system.env}
-    process = subprocess.Popen(system.command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        system.command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         ready_s = wait_ready(f"http://127.0.0.1:{port}{system.ready_path}", process)
         result = {"ready_seconds": round(ready_s, 2), "rss_mb_after_start": rss_mb(process.pid), "load": {}}
@@ -150,14 +212,19 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--models", type=Path, default=ROOT / "models")
     parser.add_argument("--diseases", nargs="+", default=["malaria", "pneumonia"])
-    parser.add_argument("--systems", nargs="+",
-                        default=["medscan", "medscan-1thread", "medscan-nobatch", "tutorial", "bentoml"])
+    parser.add_argument(
+        "--systems", nargs="+", default=["medscan", "medscan-1thread", "medscan-nobatch", "tutorial", "bentoml"]
+    )
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128])
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--synthetic-size", type=int, default=None,
-                        help="also serve benchmarks/synthetic_model.py's paper CNN at this size (e.g. 128), "
-                             "posting the last disease's image")
+    parser.add_argument(
+        "--synthetic-size",
+        type=int,
+        default=None,
+        help="also serve benchmarks/synthetic_model.py's paper CNN at this size (e.g. 128), "
+        "posting the last disease's image",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--name", default="serving", help="results file name, without extension")
     args = parser.parse_args()
@@ -168,17 +235,23 @@ def main() -> None:
         models, synthetic = with_synthetic_model(args.models, args.synthetic_size)
         images[synthetic] = images[args.diseases[-1]]
     diseases = list(images)
-    report: dict = {"images": {d: p.name for d, p in images.items()}, "seconds_per_level": args.seconds,
-                    "raw": raw_ceiling(models, diseases), "systems": {}}
+    report: dict = {
+        "images": {d: p.name for d, p in images.items()},
+        "seconds_per_level": args.seconds,
+        "raw": raw_ceiling(models, diseases),
+        "systems": {},
+    }
     print("raw", report["raw"], flush=True)
     all_systems = systems(args.port, models)
     for name in args.systems:
         report["systems"][name] = run_system(all_systems[name], args.port, images, args.concurrency, args.seconds)
     # Overload: a small queue bound at concurrency 128: every request must answer 200 or 503 in time.
-    small_queue = System("medscan-queue8", all_systems["medscan"].command,
-                         {**all_systems["medscan"].env, "MEDSCAN_MAX_QUEUE": "8"})
-    report["overload"] = run_system(small_queue, args.port, {args.diseases[-1]: images[args.diseases[-1]]}, [128],
-                                    args.seconds)
+    small_queue = System(
+        "medscan-queue8", all_systems["medscan"].command, {**all_systems["medscan"].env, "MEDSCAN_MAX_QUEUE": "8"}
+    )
+    report["overload"] = run_system(
+        small_queue, args.port, {args.diseases[-1]: images[args.diseases[-1]]}, [128], args.seconds
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out / f"{args.name}.md").write_text(markdown(report))
@@ -188,27 +261,38 @@ def main() -> None:
 def markdown(report: dict) -> str:
     lines = []
     for raw in report["raw"]:
-        lines.append(f"- **{raw['disease']}** ({'x'.join(map(str, raw['input']))}, {raw['signature']}): raw R = "
-                     f"{raw['R_images_per_second']} img/s (batch {raw['R_batch_size']}), single call "
-                     f"p50 {raw['single_call_ms']['p50']} ms back to back, "
-                     f"{raw['single_call_after_10ms_idle_ms']['p50']} ms after 10 ms idle")
-    lines += ["", "| model | system | concurrency | req/s | p50 ms | p95 ms | p99 ms | 200 | 503 | errors |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"- **{raw['disease']}** ({'x'.join(map(str, raw['input']))}, {raw['signature']}): raw R = "
+            f"{raw['R_images_per_second']} img/s (batch {raw['R_batch_size']}), single call "
+            f"p50 {raw['single_call_ms']['p50']} ms back to back, "
+            f"{raw['single_call_after_10ms_idle_ms']['p50']} ms after 10 ms idle"
+        )
+    lines += [
+        "",
+        "| model | system | concurrency | req/s | p50 ms | p95 ms | p99 ms | 200 | 503 | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, result in report["systems"].items():
         for disease, levels in result["load"].items():
             for level, r in levels.items():
                 errors = r["status_other"] + r["socket_errors"] + r["timeouts"]
-                lines.append(f"| {disease} | {name} | {level} | {r['requests_per_second']:.0f} | "
-                             f"{r['latency_ms']['p50']:.1f} | {r['latency_ms']['p95']:.1f} | "
-                             f"{r['latency_ms']['p99']:.1f} | {r['status_200']} | {r['status_503']} | {errors} |")
+                lines.append(
+                    f"| {disease} | {name} | {level} | {r['requests_per_second']:.0f} | "
+                    f"{r['latency_ms']['p50']:.1f} | {r['latency_ms']['p95']:.1f} | "
+                    f"{r['latency_ms']['p99']:.1f} | {r['status_200']} | {r['status_503']} | {errors} |"
+                )
     lines += ["", "| system | start to ready (s) | RSS after start (MB) | RSS after load (MB) |", "|---|---|---|---|"]
     for name, result in {**report["systems"], "medscan, queue bound 8": report["overload"]}.items():
-        lines.append(f"| {name} | {result['ready_seconds']} | {result['rss_mb_after_start']} | "
-                     f"{result['rss_mb_after_load']} |")
+        lines.append(
+            f"| {name} | {result['ready_seconds']} | {result['rss_mb_after_start']} | {result['rss_mb_after_load']} |"
+        )
     overload = next(iter(report["overload"]["load"].values()))["128"]
-    lines += ["", f"Overload (queue bound 8, concurrency 128): {overload['status_200']} x 200, "
-                  f"{overload['status_503']} x 503, {overload['status_other']} other, "
-                  f"{overload['timeouts']} timeouts, p99 {overload['latency_ms']['p99']:.1f} ms"]
+    lines += [
+        "",
+        f"Overload (queue bound 8, concurrency 128): {overload['status_200']} x 200, "
+        f"{overload['status_503']} x 503, {overload['status_other']} other, "
+        f"{overload['timeouts']} timeouts, p99 {overload['latency_ms']['p99']:.1f} ms",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -32,13 +32,17 @@ def export_synthetic(models_dir: Path, size: int, card_source: Path, seed: int =
     keras.utils.set_random_seed(seed)
     spec = InputSpec(height=size, width=size, colour_mode=ColourMode.GRAYSCALE)
     name = f"paper{size}"
-    template = read_card(version_dir(card_source, TEMPLATE_DISEASE, latest_version(card_source, TEMPLATE_DISEASE))
-                         / METADATA_FILE)
+    template = read_card(
+        version_dir(card_source, TEMPLATE_DISEASE, latest_version(card_source, TEMPLATE_DISEASE)) / METADATA_FILE
+    )
 
-    card = template.model_copy(update={
-        "disease": name, "input": InputCard.from_spec(spec),
-        "description": f"benchmark stand-in: the paper's CNN at {size}x{size}x1 with random weights",
-    })
+    card = template.model_copy(
+        update={
+            "disease": name,
+            "input": InputCard.from_spec(spec),
+            "description": f"benchmark stand-in: the paper's CNN at {size}x{size}x1 with random weights",
+        }
+    )
     model = make_model(spec)
     with stage_version(models_dir, name) as staged:
         write_savedmodel(model, spec, random_image_statistics(model, spec, seed), staged.folder)

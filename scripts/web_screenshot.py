@@ -72,11 +72,14 @@ def main() -> int:
             page.goto(url + "/")
             page.wait_for_selector("#disease option[value='malaria']", state="attached")
             page.select_option("#disease", "malaria")
-            page.set_input_files("#files", [
-                {"name": "drawn-cell-with-spot.png", "mimeType": "image/png", "buffer": drawn_cell(True, 1)},
-                {"name": "drawn-cell.png", "mimeType": "image/png", "buffer": drawn_cell(False, 2)},
-                {"name": "astronaut.png", "mimeType": "image/png", "buffer": photograph()},
-            ])
+            page.set_input_files(
+                "#files",
+                [
+                    {"name": "drawn-cell-with-spot.png", "mimeType": "image/png", "buffer": drawn_cell(True, 1)},
+                    {"name": "drawn-cell.png", "mimeType": "image/png", "buffer": drawn_cell(False, 2)},
+                    {"name": "astronaut.png", "mimeType": "image/png", "buffer": photograph()},
+                ],
+            )
             page.click("#screen")
             page.wait_for_function("document.querySelectorAll('#results [aria-busy]').length === 0")
             args.out.parent.mkdir(parents=True, exist_ok=True)

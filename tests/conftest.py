@@ -16,7 +16,12 @@ REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
 
 
 def write_synthetic_dataset(
-    root: Path, disease: str = "malaria", *, per_class: int = 24, size: int = 32, per_group: int = 3,
+    root: Path,
+    disease: str = "malaria",
+    *,
+    per_class: int = 24,
+    size: int = 32,
+    per_group: int = 3,
     manifest: bool = True,
 ) -> Path:
     """<root>/<disease>/{infected,uninfected}/*.png plus a MANIFEST.csv grouping files per 'patient'."""
@@ -30,12 +35,14 @@ def write_synthetic_dataset(
             rows.append({"path": f"{disease}/{class_name}/{name}", "group": f"patient-{label}-{index // per_group}"})
     if manifest:
         with (root / "MANIFEST.csv").open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=["path", "sha1", "group", "note", "source_repo",
-                                                        "source_commit", "source_path"])
+            writer = csv.DictWriter(
+                handle, fieldnames=["path", "sha1", "group", "note", "source_repo", "source_commit", "source_path"]
+            )
             writer.writeheader()
             for row in rows:
-                writer.writerow({**row, "sha1": "", "note": "", "source_repo": "", "source_commit": "",
-                                 "source_path": ""})
+                writer.writerow(
+                    {**row, "sha1": "", "note": "", "source_repo": "", "source_commit": "", "source_path": ""}
+                )
     return root
 
 
@@ -74,8 +81,9 @@ def served_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def service_settings(served_models_dir: Path):
     from app.settings import Settings
 
-    return Settings(models_dir=served_models_dir, max_upload_bytes=2 * 1024 * 1024, max_image_pixels=4_000_000,
-                    max_batch_size=8)
+    return Settings(
+        models_dir=served_models_dir, max_upload_bytes=2 * 1024 * 1024, max_image_pixels=4_000_000, max_batch_size=8
+    )
 
 
 @pytest.fixture(scope="session")
@@ -92,21 +100,46 @@ TEMPERATURE, THRESHOLD = 2.0, 0.3
 
 
 FIXTURE_CROSS_VALIDATION = CrossValidation(
-    folds=5, seed=42, images=2000, groups=140, input=[50, 50, 1], architecture="paper_cnn", recipe={},
-    differences=["epochs: 12 vs 20"], seconds=1.0, report="reports/crossval/fixture.json",
+    folds=5,
+    seed=42,
+    images=2000,
+    groups=140,
+    input=[50, 50, 1],
+    architecture="paper_cnn",
+    recipe={},
+    differences=["epochs: 12 vs 20"],
+    seconds=1.0,
+    report="reports/crossval/fixture.json",
     summary={"accuracy": {"mean": 0.9258, "std": 0.0124}, "roc_auc": {"mean": 0.9834, "std": 0.005}},
-    screening=ScreeningCrossValidation(target_sensitivity=0.95, summary={
-        "accuracy": {"mean": 0.9512, "std": 0.008}, "sensitivity": {"mean": 0.9433, "std": 0.02}}))
+    screening=ScreeningCrossValidation(
+        target_sensitivity=0.95,
+        summary={"accuracy": {"mean": 0.9512, "std": 0.008}, "sensitivity": {"mean": 0.9433, "std": 0.02}},
+    ),
+)
 
 
-FIXTURE_CONFOUND = SourceConfound(features=["mean_r", "std_r"], input=[48, 48, 1], images=200, groups=100,
-                                  roc_auc=0.81, fold_mean=0.807, fold_std=0.028, report="reports/x/confound.json")
+FIXTURE_CONFOUND = SourceConfound(
+    features=["mean_r", "std_r"],
+    input=[48, 48, 1],
+    images=200,
+    groups=100,
+    roc_auc=0.81,
+    fold_mean=0.807,
+    fold_std=0.028,
+    report="reports/x/confound.json",
+)
 
 
 FIXTURE_ENSEMBLE = [
     EnsembleMember(version=4, architecture="paper_cnn", recipe="medscan", best_epoch=20, seconds=400.0),
-    EnsembleMember(version=5, architecture="paper_cnn", recipe="medscan", initial_weights="backbones/x.keras",
-                   best_epoch=9, seconds=300.0),
+    EnsembleMember(
+        version=5,
+        architecture="paper_cnn",
+        recipe="medscan",
+        initial_weights="backbones/x.keras",
+        best_epoch=9,
+        seconds=300.0,
+    ),
 ]
 
 
@@ -117,12 +150,25 @@ def trust_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.model_fixtures import export_legacy, export_untrained
 
     models = tmp_path_factory.mktemp("trust-models")
-    export_untrained(models, "malaria", size=50, temperature=TEMPERATURE, threshold=THRESHOLD, ood_threshold=1e6,
-                     cross_validation=FIXTURE_CROSS_VALIDATION)
-    export_untrained(models, "brain_tumor", size=48, ood_threshold=0.0,  # every image is out of distribution
-                     flips=("horizontal",), source_confound=FIXTURE_CONFOUND,
-                     training_settings={"pretraining": {"pretrained_on": {"malaria": 5000, "pneumonia": 4458}}},
-                     ensemble_of=FIXTURE_ENSEMBLE)
+    export_untrained(
+        models,
+        "malaria",
+        size=50,
+        temperature=TEMPERATURE,
+        threshold=THRESHOLD,
+        ood_threshold=1e6,
+        cross_validation=FIXTURE_CROSS_VALIDATION,
+    )
+    export_untrained(
+        models,
+        "brain_tumor",
+        size=48,
+        ood_threshold=0.0,  # every image is out of distribution
+        flips=("horizontal",),
+        source_confound=FIXTURE_CONFOUND,
+        training_settings={"pretraining": {"pretrained_on": {"malaria": 5000, "pneumonia": 4458}}},
+        ensemble_of=FIXTURE_ENSEMBLE,
+    )
     export_legacy(models, "breast_cancer", size=50)
     return models
 

@@ -28,35 +28,89 @@ from training.servable import write_savedmodel
 from training.trust import random_image_statistics
 
 
-def fixture_card(disease: str, version: int, spec: InputSpec, *, temperature: float = 1.0,
-                 threshold: float = 0.5, ood_threshold: float | None = 1e6,
-                 cross_validation: CrossValidation | None = None,
-                 source_confound: SourceConfound | None = None,
-                 training_settings: dict[str, object] | None = None,
-                 ensemble_of: list[EnsembleMember] | None = None) -> ModelCard:
+def fixture_card(
+    disease: str,
+    version: int,
+    spec: InputSpec,
+    *,
+    temperature: float = 1.0,
+    threshold: float = 0.5,
+    ood_threshold: float | None = 1e6,
+    cross_validation: CrossValidation | None = None,
+    source_confound: SourceConfound | None = None,
+    training_settings: dict[str, object] | None = None,
+    ensemble_of: list[EnsembleMember] | None = None,
+    validation_quantiles: list[float] | None = None,
+) -> ModelCard:
     counts = {"infected": 1, "uninfected": 1}
     return ModelCard(
-        disease=disease, version=version, description="test fixture, untrained",
-        input=InputCard.from_spec(spec), preprocessing="test", output="test",
-        metrics=TestMetrics(n_images=2, accuracy=0.5, sensitivity=0.5, specificity=0.5, precision=0.5,
-                            recall=0.5, f1=0.5, roc_auc=0.5, confusion_matrix=[[1, 0], [1, 0]]),
+        disease=disease,
+        version=version,
+        description="test fixture, untrained",
+        input=InputCard.from_spec(spec),
+        preprocessing="test",
+        output="test",
+        metrics=TestMetrics(
+            n_images=2,
+            accuracy=0.5,
+            sensitivity=0.5,
+            specificity=0.5,
+            precision=0.5,
+            recall=0.5,
+            f1=0.5,
+            roc_auc=0.5,
+            confusion_matrix=[[1, 0], [1, 0]],
+        ),
         calibration=Calibration(temperature=temperature, fitted_on="test"),
-        screening=Screening(target_sensitivity=0.95, threshold=threshold,
-                            validation=OperatingPoint(threshold=threshold, sensitivity=1, specificity=0)),
-        out_of_distribution=(OutOfDistribution(method="test", fitted_on="test", threshold=ood_threshold,
-                                               threshold_quantile=0.975) if ood_threshold is not None else None),
-        data=DataCard(source="synthetic", split="none",
-                      counts=SplitCounts(train=counts, validation=counts, test=counts, groups={})),
-        training=TrainingCard(recipe="none", settings=training_settings or {}, seed=0, epochs_run=0, best_epoch=0,
-                              seconds=0, machine="test"),
-        frameworks={}, created="2026-01-01T00:00:00+00:00", cross_validation=cross_validation,
-        source_confound=source_confound, ensemble_of=ensemble_of or [],
+        screening=Screening(
+            target_sensitivity=0.95,
+            threshold=threshold,
+            validation=OperatingPoint(threshold=threshold, sensitivity=1, specificity=0),
+        ),
+        out_of_distribution=(
+            OutOfDistribution(
+                method="test",
+                fitted_on="test",
+                threshold=ood_threshold,
+                threshold_quantile=0.975,
+                validation_quantiles=validation_quantiles,
+            )
+            if ood_threshold is not None
+            else None
+        ),
+        data=DataCard(
+            source="synthetic",
+            split="none",
+            counts=SplitCounts(train=counts, validation=counts, test=counts, groups={}),
+        ),
+        training=TrainingCard(
+            recipe="none",
+            settings=training_settings or {},
+            seed=0,
+            epochs_run=0,
+            best_epoch=0,
+            seconds=0,
+            machine="test",
+        ),
+        frameworks={},
+        created="2026-01-01T00:00:00+00:00",
+        cross_validation=cross_validation,
+        source_confound=source_confound,
+        ensemble_of=ensemble_of or [],
     )
 
 
-def export_untrained(models_dir: Path, disease: str, *, colour_mode: str = "grayscale", size: int = 50,
-                     seed: int = 1, model: keras.Model | None = None, flips: tuple[str, ...] = (),
-                     **card_options) -> Path:
+def export_untrained(
+    models_dir: Path,
+    disease: str,
+    *,
+    colour_mode: str = "grayscale",
+    size: int = 50,
+    seed: int = 1,
+    model: keras.Model | None = None,
+    flips: tuple[str, ...] = (),
+    **card_options,
+) -> Path:
     """An exported version with all three signatures (with test-time `flips` if given); OOD statistics
     from random images."""
     keras.utils.set_random_seed(seed)
@@ -78,5 +132,6 @@ def export_legacy(models_dir: Path, disease: str, *, size: int = 50, seed: int =
             item.rename(staged.folder / item.name)
         (staged.folder / "savedmodel").rmdir()
         card = fixture_card(disease, 0, spec, ood_threshold=None).model_copy(
-            update={"calibration": None, "screening": None, "format_version": 1})
+            update={"calibration": None, "screening": None, "format_version": 1}
+        )
         return staged.publish(card)

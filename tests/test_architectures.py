@@ -80,6 +80,7 @@ def test_imagenet_weights_load_through_keras_download_path_offline(tmp_path: Pat
 
     monkeypatch.setattr(file_utils, "get_file", offline_get_file)
     import keras.src.applications.densenet as densenet
+
     monkeypatch.setattr(densenet.file_utils, "get_file", offline_get_file)
     model = make_architecture("densenet121", spec, weights="imagenet")
     assert asked and "densenet121" in asked[0]

@@ -19,8 +19,13 @@ def keyed_client(trust_models: Path, tmp_path_factory):
 
     key_file = tmp_path_factory.mktemp("keys") / "keys.txt"
     key_file.write_text("# operators\nfile-key\n\n")
-    settings = Settings(models_dir=trust_models, api_keys=["env-key"], api_keys_file=key_file,
-                        cors_origins=["https://lab.example"], model_poll_interval_s=0)
+    settings = Settings(
+        models_dir=trust_models,
+        api_keys=["env-key"],
+        api_keys_file=key_file,
+        cors_origins=["https://lab.example"],
+        model_poll_interval_s=0,
+    )
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         yield client
 
@@ -63,14 +68,20 @@ def test_probes_can_be_protected(trust_models: Path) -> None:
 
 
 def test_cors_allows_only_configured_origins(keyed_client, trust_client) -> None:
-    preflight = {"Origin": "https://lab.example", "Access-Control-Request-Method": "POST",
-                 "Access-Control-Request-Headers": "authorization"}
+    preflight = {
+        "Origin": "https://lab.example",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization",
+    }
     allowed = keyed_client.options("/predict/malaria", headers=preflight)
     assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == "https://lab.example"
     other = keyed_client.options("/predict/malaria", headers={**preflight, "Origin": "https://evil.example"})
     assert "access-control-allow-origin" not in other.headers
     # none by default
-    assert "access-control-allow-origin" not in trust_client.get("/models", headers={"Origin": "https://lab.example"}).headers
+    assert (
+        "access-control-allow-origin"
+        not in trust_client.get("/models", headers={"Origin": "https://lab.example"}).headers
+    )
 
 
 def test_an_unreadable_key_file_stops_start_up(tmp_path: Path) -> None:

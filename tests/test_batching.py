@@ -93,8 +93,9 @@ async def test_a_model_failure_reaches_every_waiting_request() -> None:
 
     batcher = DynamicBatcher(broken, max_batch_size=4)
     batcher.start()
-    results = await asyncio.gather(*(submit(batcher, np.zeros((2, 2, 1), np.float32)) for _ in range(3)),
-                                   return_exceptions=True)
+    results = await asyncio.gather(
+        *(submit(batcher, np.zeros((2, 2, 1), np.float32)) for _ in range(3)), return_exceptions=True
+    )
     await batcher.stop()
     assert all(isinstance(r, RuntimeError) for r in results)
 
@@ -150,8 +151,9 @@ async def test_admitted_requests_count_towards_the_bound_until_queued_or_dropped
         batcher.admit()
     second.close()  # its image turned out corrupt: the slot is free again
     third = batcher.admit()
-    results = await asyncio.gather(answer(first, np.zeros((2, 2, 1), np.float32)),
-                                   answer(third, np.ones((2, 2, 1), np.float32)))
+    results = await asyncio.gather(
+        answer(first, np.zeros((2, 2, 1), np.float32)), answer(third, np.ones((2, 2, 1), np.float32))
+    )
     assert [float(r[0]) for r in results] == [0.0, 1.0]
     batcher.admit().close()  # answered requests no longer count
     await batcher.stop()

@@ -20,23 +20,63 @@ def test_raw_model_measures_latency_and_throughput(model_factory, tmp_path: Path
 
 def test_input_pipeline_benchmark_writes_its_result(synthetic_data: Path, tmp_path: Path, monkeypatch) -> None:
     out = tmp_path / "results"
-    monkeypatch.setattr(sys, "argv", ["input_pipeline", "--data", str(synthetic_data), "--images", "20",
-                                      "--epochs", "1", "--rounds", "1", "--batch-size", "8", "--out", str(out)])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "input_pipeline",
+            "--data",
+            str(synthetic_data),
+            "--images",
+            "20",
+            "--epochs",
+            "1",
+            "--rounds",
+            "1",
+            "--batch-size",
+            "8",
+            "--out",
+            str(out),
+        ],
+    )
     input_pipeline.main()
     result = json.loads((out / "input_pipeline-malaria.json").read_text())
     assert result["images"] > 0 and result["ratio_tf_data_to_in_memory"] > 0
 
 
 def test_serving_report_renders_every_measurement() -> None:
-    load = {"requests": 10, "seconds": 1.0, "requests_per_second": 10.0, "status_200": 9, "status_503": 1,
-            "status_other": 0, "socket_errors": 0, "timeouts": 0,
-            "latency_ms": {"p50": 1.0, "p95": 2.0, "p99": 3.0, "max": 4.0}}
-    system = {"ready_seconds": 3.2, "rss_mb_after_start": 400.0, "rss_mb_after_load": 410.0,
-              "load": {"malaria": {"1": load, "32": load}}}
-    report = {"raw": [{"disease": "malaria", "input": [50, 50, 1], "signature": "analyse", "R_images_per_second": 900.0, "R_batch_size": 64,
-                       "single_call_ms": {"p50": 1.1}, "single_call_after_10ms_idle_ms": {"p50": 2.2}}],
-              "systems": {"medscan": system, "tutorial": system},
-              "overload": {**system, "load": {"malaria": {"128": load}}}}
+    load = {
+        "requests": 10,
+        "seconds": 1.0,
+        "requests_per_second": 10.0,
+        "status_200": 9,
+        "status_503": 1,
+        "status_other": 0,
+        "socket_errors": 0,
+        "timeouts": 0,
+        "latency_ms": {"p50": 1.0, "p95": 2.0, "p99": 3.0, "max": 4.0},
+    }
+    system = {
+        "ready_seconds": 3.2,
+        "rss_mb_after_start": 400.0,
+        "rss_mb_after_load": 410.0,
+        "load": {"malaria": {"1": load, "32": load}},
+    }
+    report = {
+        "raw": [
+            {
+                "disease": "malaria",
+                "input": [50, 50, 1],
+                "signature": "analyse",
+                "R_images_per_second": 900.0,
+                "R_batch_size": 64,
+                "single_call_ms": {"p50": 1.1},
+                "single_call_after_10ms_idle_ms": {"p50": 2.2},
+            }
+        ],
+        "systems": {"medscan": system, "tutorial": system},
+        "overload": {**system, "load": {"malaria": {"128": load}}},
+    }
     text = serving.markdown(report)
     assert text.count("| malaria |") == 4
     assert "raw R = 900.0 img/s" in text and "9 x 200, 1 x 503" in text
@@ -55,8 +95,9 @@ def test_synthetic_model_is_served_like_a_shipped_one(model_factory, tmp_path: P
     assert model.card.disease == "paper48" and model.card.input.spec().shape == (48, 48, 1)
 
 
-def test_synthetic_models_folder_links_the_shipped_models_beside_the_stand_in(model_factory, tmp_path: Path,
-                                                                               monkeypatch) -> None:
+def test_synthetic_models_folder_links_the_shipped_models_beside_the_stand_in(
+    model_factory, tmp_path: Path, monkeypatch
+) -> None:
     shipped = tmp_path / "shipped"
     model_factory(shipped, "pneumonia")
     model_factory(shipped, "malaria")

@@ -20,17 +20,41 @@ def a_version(models: Path, disease: str = "malaria") -> Path:
     folder = models / disease / "3"
     folder.mkdir(parents=True)
     card = fixture_card(disease, 3, InputSpec(50, 50, ColourMode.GRAYSCALE))
-    card = card.model_copy(update={"training": card.training.model_copy(update={
-        "recipe": "medscan", "settings": {"epochs": 20, "batch_size": 128, "selection": "lowest validation loss",
-                                          "strategy": "default", "replicas": 1}})})
+    card = card.model_copy(
+        update={
+            "training": card.training.model_copy(
+                update={
+                    "recipe": "medscan",
+                    "settings": {
+                        "epochs": 20,
+                        "batch_size": 128,
+                        "selection": "lowest validation loss",
+                        "strategy": "default",
+                        "replicas": 1,
+                    },
+                }
+            )
+        }
+    )
     write_card(card, folder / "metadata.json")
     return folder
 
 
 def a_result(tmp_path: Path, **changes) -> Path:
-    result = {"disease": "malaria", "folds": 5, "seed": 42, "arch": "paper_cnn", "input": [50, 50, 1],
-              "enhancement": "none", "recipe": {"epochs": 12, "batch_size": 128}, "images": 2000, "groups": 140,
-              "summary": SUMMARY, "rounds": [], "seconds": 1700.0} | changes
+    result = {
+        "disease": "malaria",
+        "folds": 5,
+        "seed": 42,
+        "arch": "paper_cnn",
+        "input": [50, 50, 1],
+        "enhancement": "none",
+        "recipe": {"epochs": 12, "batch_size": 128},
+        "images": 2000,
+        "groups": 140,
+        "summary": SUMMARY,
+        "rounds": [],
+        "seconds": 1700.0,
+    } | changes
     path = tmp_path / "malaria-medscan-50px-12ep.json"
     path.write_text(json.dumps(result))
     return path
@@ -63,16 +87,21 @@ def test_input_architecture_and_enhancement_differences_are_named(tmp_path: Path
     from training.card_crossval import record_in_card
 
     a_version(tmp_path / "models")
-    report = a_result(tmp_path, input=[96, 96, 1], arch="resnet50", enhancement="fundus",
-                      recipe={"epochs": 20, "batch_size": 128})
+    report = a_result(
+        tmp_path, input=[96, 96, 1], arch="resnet50", enhancement="fundus", recipe={"epochs": 20, "batch_size": 128}
+    )
     recorded = record_in_card(tmp_path / "models", "malaria", report).cross_validation
-    assert recorded.differences == ["input: [96, 96, 1] vs [50, 50, 1]", "enhancement: fundus vs none",
-                                    "architecture: resnet50 vs paper_cnn"]
+    assert recorded.differences == [
+        "input: [96, 96, 1] vs [50, 50, 1]",
+        "enhancement: fundus vs none",
+        "architecture: resnet50 vs paper_cnn",
+    ]
 
 
 @pytest.mark.parametrize("disease, message", [("pneumonia", "not 'pneumonia'"), ("malaria", "no version 7")])
-def test_a_wrong_disease_or_version_is_refused_and_the_card_is_untouched(tmp_path: Path, capsys, disease,
-                                                                         message) -> None:
+def test_a_wrong_disease_or_version_is_refused_and_the_card_is_untouched(
+    tmp_path: Path, capsys, disease, message
+) -> None:
     folder = a_version(tmp_path / "models")
     before = (folder / "metadata.json").read_bytes()
     version = ["--version", "7"] if disease == "malaria" else []
@@ -88,15 +117,17 @@ def kept_scores(rounds: int = 3, seed: int = 0) -> list[dict]:
     def part(count: int) -> dict:
         labels = rng.integers(0, 2, count)
         infected = np.clip(np.where(labels == 0, 0.7, 0.3) + rng.normal(0, 0.2, count), 0, 1)
-        return {"labels": labels.tolist(), "infected": infected.round(5).tolist(),
-                "infected_with_flips": np.clip(infected + np.where(labels == 0, 0.05, -0.05), 0, 1).round(5).tolist()}
+        return {
+            "labels": labels.tolist(),
+            "infected": infected.round(5).tolist(),
+            "infected_with_flips": np.clip(infected + np.where(labels == 0, 0.05, -0.05), 0, 1).round(5).tolist(),
+        }
 
     return [{"held_out": part(200), "validation": part(200)} for _ in range(rounds)]
 
 
 def with_kept_scores(tmp_path: Path, flips: list[str] | None = None) -> Path:
-    report = a_result(tmp_path, scores_file="m.scores.json",
-                      **({"with_flips": {"flips": flips}} if flips else {}))
+    report = a_result(tmp_path, scores_file="m.scores.json", **({"with_flips": {"flips": flips}} if flips else {}))
     (tmp_path / "m.scores.json").write_text(json.dumps(kept_scores()))
     return report
 
@@ -128,8 +159,9 @@ def test_figures_are_recomputed_as_the_version_answers_at_its_own_target_and_fli
     assert flipped.summary["accuracy"]["mean"] > plain.summary["accuracy"]["mean"]
 
 
-@pytest.mark.parametrize("report_flips, message", [(None, r"the flips \[\]"),
-                                                    (["horizontal", "vertical"], "answers over")])
+@pytest.mark.parametrize(
+    "report_flips, message", [(None, r"the flips \[\]"), (["horizontal", "vertical"], "answers over")]
+)
 def test_a_report_that_did_not_measure_the_versions_flips_is_refused(tmp_path: Path, report_flips, message) -> None:
     from training.card_crossval import record_in_card
     from training.data import DataError

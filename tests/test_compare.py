@@ -13,13 +13,32 @@ from training.compare import report_markdown, write_report
 
 
 def fake_comparison() -> dict:
-    summary = {m: {"mean": 0.9, "std": 0.01} for m in ("accuracy", "sensitivity", "specificity", "precision", "f1",
-                                                      "roc_auc")}
-    arch = {"summary": summary, "rounds": [], "parameters": 1234, "train_ms_per_image_epoch": 1.5,
-            "inference_ms_per_image": 0.2, "roc": {"fpr": [0, 0.1, 1], "tpr": [0, 0.8, 1]}}
-    return {"disease": "malaria", "folds": 3, "seed": 42, "input": [72, 72, 1], "images": 900, "groups": 60,
-            "subset": 1000, "per_group": None, "recipe": {"name": "medscan", "epochs": 5, "batch_size": 64}, "weights": "none",
-            "architectures": {"paper_cnn": arch, "resnet50": arch}, "seconds": 600, "machine": "x86_64, 2 cores"}
+    summary = {
+        m: {"mean": 0.9, "std": 0.01} for m in ("accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc")
+    }
+    arch = {
+        "summary": summary,
+        "rounds": [],
+        "parameters": 1234,
+        "train_ms_per_image_epoch": 1.5,
+        "inference_ms_per_image": 0.2,
+        "roc": {"fpr": [0, 0.1, 1], "tpr": [0, 0.8, 1]},
+    }
+    return {
+        "disease": "malaria",
+        "folds": 3,
+        "seed": 42,
+        "input": [72, 72, 1],
+        "images": 900,
+        "groups": 60,
+        "subset": 1000,
+        "per_group": None,
+        "recipe": {"name": "medscan", "epochs": 5, "batch_size": 64},
+        "weights": "none",
+        "architectures": {"paper_cnn": arch, "resnet50": arch},
+        "seconds": 600,
+        "machine": "x86_64, 2 cores",
+    }
 
 
 def test_report_writer_makes_its_files_from_a_small_result(tmp_path: Path) -> None:
@@ -45,12 +64,31 @@ def test_compare_runs_every_architecture_on_the_same_folds(tmp_path: Path) -> No
     from training.cli import main
 
     data = write_synthetic_dataset(tmp_path / "data", per_class=18, size=40)
-    code = main(["compare", "malaria", "--data", str(data), "--archs", "paper_cnn", "vgg16", "--folds", "3",
-                 "--epochs", "1", "--batch-size", "8", "--report-dir", str(tmp_path / "reports")])
+    code = main(
+        [
+            "compare",
+            "malaria",
+            "--data",
+            str(data),
+            "--archs",
+            "paper_cnn",
+            "vgg16",
+            "--folds",
+            "3",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--report-dir",
+            str(tmp_path / "reports"),
+        ]
+    )
     assert code == 0
     result = json.loads((tmp_path / "reports" / "malaria" / "compare.json").read_text())
     assert set(result["architectures"]) == {"paper_cnn", "vgg16"}
-    folds = {arch: [(r["fold"], r["n_evaluated"]) for r in res["rounds"]] for arch, res in result["architectures"].items()}
+    folds = {
+        arch: [(r["fold"], r["n_evaluated"]) for r in res["rounds"]] for arch, res in result["architectures"].items()
+    }
     assert folds["paper_cnn"] == folds["vgg16"] and len(folds["vgg16"]) == 3  # the same folds for each
     assert result["input"][0] >= 50
     assert (tmp_path / "reports" / "malaria" / "README.md").exists()

@@ -14,11 +14,13 @@ def test_paper_recipe_is_the_papers() -> None:
 
 
 def test_every_disease_has_an_input_within_the_papers_range_and_a_colour_mode() -> None:
-    assert set(DISEASES) == {"malaria", "pneumonia", "brain_tumor", "breast_cancer", "retinopathy"}
+    assert set(DISEASES) == {
+        "malaria", "pneumonia", "brain_tumor", "breast_cancer", "retinopathy", "referable_retinopathy"
+    }  # fmt: skip
     for config in DISEASES.values():
         assert 46 <= config.image_size <= 224
         assert config.medscan.name == "medscan" and config.medscan.keep_best
-    assert get_disease("malaria").colour_mode is ColourMode.GRAYSCALE  # the shipped cells are grayscale
+    assert get_disease("malaria").colour_mode is ColourMode.RGB  # the stain's colour is the parasite
     assert get_disease("retinopathy").colour_mode is ColourMode.RGB
 
 
@@ -39,8 +41,9 @@ def test_a_disease_without_defaults_is_described_by_its_file_then_flags(tmp_path
     generic = describe_disease("tuberculosis", data)
     assert generic.described_by == "generic defaults" and generic.medscan.augment
     assert generic.colour_mode is ColourMode.GRAYSCALE  # the synthetic blobs are grey, saved as RGB
-    (data / "tuberculosis" / "disease.json").write_text(json.dumps({"image_size": 72, "colour_mode": "rgb",
-                                                                     "epochs": 7}))
+    (data / "tuberculosis" / "disease.json").write_text(
+        json.dumps({"image_size": 72, "colour_mode": "rgb", "epochs": 7})
+    )
     described = describe_disease("tuberculosis", data, DiseaseFlags(image_size=96, caveats=("flagged",)))
     assert (described.image_size, described.colour_mode, described.medscan.epochs) == (96, ColourMode.RGB, 7)
     assert described.caveats[-1] == "flagged" and "disease.json" in described.described_by
@@ -71,3 +74,10 @@ def test_the_card_records_the_enhancement_and_older_cards_read_as_none() -> None
     assert InputCard.model_validate_json(card.model_dump_json()).spec() == spec
     older = {"height": 96, "width": 96, "channels": 3, "colour_mode": "rgb"}
     assert InputCard.model_validate(older).spec().enhancement is Enhancement.NONE
+
+
+def test_referable_retinopathy_reads_the_retinopathy_images_labelled_by_grade() -> None:
+    referable = get_disease("referable_retinopathy")
+    assert referable.images_folder == "retinopathy" and referable.labels.infected_from == 2
+    assert referable.spec() == get_disease("retinopathy").spec()  # one input, one preparation
+    assert [site.name for site in referable.sites] == [site.name for site in get_disease("retinopathy").sites]

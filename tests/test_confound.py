@@ -46,8 +46,20 @@ def test_the_command_measures_a_data_set_whose_classes_differ_in_border(tmp_path
             pixels = np.full((40, 40, 3), border, np.uint8)
             pixels[6:34, 6:34] = rng.integers(90, 200, size=(28, 28, 3))
             Image.fromarray(pixels).save(folder / f"{class_name}{index}.png")
-    code = main(["confound", "eyes", "--data", str(tmp_path / "data"), "--report-dir", str(tmp_path / "reports"),
-                 "--image-size", "32", "--colour-mode", "rgb"])
+    code = main(
+        [
+            "confound",
+            "eyes",
+            "--data",
+            str(tmp_path / "data"),
+            "--report-dir",
+            str(tmp_path / "reports"),
+            "--image-size",
+            "32",
+            "--colour-mode",
+            "rgb",
+        ]
+    )
     assert code == 0
     answer = json.loads(capsys.readouterr().out)
     assert answer["roc_auc"] > 0.95 and answer["images"] == 60 and answer["enhancement"] == "none"

@@ -55,8 +55,22 @@ def test_the_command_reports_every_metric_over_folds_and_never_uses_the_test_par
 
     data = write_synthetic_dataset(tmp_path / "data", per_class=30)
     reports = tmp_path / "reports"
-    code = main(["cross-validate", "malaria", "--data", str(data), "--folds", "3", "--epochs", "1",
-                 "--batch-size", "16", "--report-dir", str(reports)])
+    code = main(
+        [
+            "cross-validate",
+            "malaria",
+            "--data",
+            str(data),
+            "--folds",
+            "3",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "--report-dir",
+            str(reports),
+        ]
+    )
     assert code == 0
     (report,) = reports.glob("malaria-*[0-9]ep.json")
     result = json.loads(report.read_text())
@@ -76,8 +90,25 @@ def a_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     root = tmp_path_factory.mktemp("crossval")
     data = write_synthetic_dataset(root / "data", per_class=30)
     reports = root / "reports"
-    assert main(["cross-validate", "malaria", "--data", str(data), "--folds", "3", "--epochs", "1",
-                 "--batch-size", "16", "--report-dir", str(reports)]) == 0
+    assert (
+        main(
+            [
+                "cross-validate",
+                "malaria",
+                "--data",
+                str(data),
+                "--folds",
+                "3",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "16",
+                "--report-dir",
+                str(reports),
+            ]
+        )
+        == 0
+    )
     (report,) = reports.glob("malaria-*[0-9]ep.json")
     return json.loads(report.read_text()), reports
 
@@ -165,8 +196,13 @@ def test_operating_points_come_from_the_kept_scores_at_each_target_with_and_with
     (report,) = reports.glob("malaria-*[0-9]ep.json")
     rows = operating_points(report, targets=(0.5, 0.95, 1.0))
     assert [(r["target_sensitivity"], r["test_time_flips"]) for r in rows] == [
-        (0.5, []), (0.95, []), (1.0, []),
-        (0.5, ["horizontal", "vertical"]), (0.95, ["horizontal", "vertical"]), (1.0, ["horizontal", "vertical"])]
+        (0.5, []),
+        (0.95, []),
+        (1.0, []),
+        (0.5, ["horizontal", "vertical"]),
+        (0.95, ["horizontal", "vertical"]),
+        (1.0, ["horizontal", "vertical"]),
+    ]
     # the report's own served figures (kept scores are rounded to 5 decimals: a tie may fall the other way)
     served = result["screening"]["summary"]["accuracy"]["mean"]
     assert rows[1]["accuracy"]["mean"] == pytest.approx(served, abs=0.02)
@@ -194,23 +230,47 @@ def test_a_recipe_that_differs_gets_its_own_report_name() -> None:
 
     config = DISEASES["pneumonia"]
     recipe = replace(config.medscan, pretrained_start=False)
-    tags = {report_tag("pneumonia", "paper_cnn", config.spec(), variant) for variant in (
-        recipe, replace(recipe, learning_rate=3e-4), replace(recipe, pretrained_start=True),
-        replace(recipe, epochs=recipe.epochs + 1))}
+    tags = {
+        report_tag("pneumonia", "paper_cnn", config.spec(), variant)
+        for variant in (
+            recipe,
+            replace(recipe, learning_rate=3e-4),
+            replace(recipe, pretrained_start=True),
+            replace(recipe, epochs=recipe.epochs + 1),
+        )
+    }
     assert len(tags) == 4  # none overwrites another's report
     slower = replace(recipe, learning_rate=3e-4)
     assert report_tag("pneumonia", "paper_cnn", config.spec(), slower).endswith("-lr0.0003")
     assert report_tag("pneumonia", "paper_cnn", config.spec(), recipe, init_seed=7).endswith("-25ep-init7")
 
 
-def test_another_init_seed_trains_other_models_on_the_same_folds_into_its_own_report(a_run, tmp_path: Path
-                                                                                     ) -> None:
+def test_another_init_seed_trains_other_models_on_the_same_folds_into_its_own_report(a_run, tmp_path: Path) -> None:
     from training.cli import main
 
     first, reports = a_run
     data = write_synthetic_dataset(tmp_path / "data", per_class=30)  # the same images as a_run's
-    assert main(["cross-validate", "malaria", "--data", str(data), "--folds", "3", "--epochs", "1",
-                 "--batch-size", "16", "--report-dir", str(reports), "--init-seed", "5"]) == 0
+    assert (
+        main(
+            [
+                "cross-validate",
+                "malaria",
+                "--data",
+                str(data),
+                "--folds",
+                "3",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "16",
+                "--report-dir",
+                str(reports),
+                "--init-seed",
+                "5",
+            ]
+        )
+        == 0
+    )
     (report,) = reports.glob("malaria-*-init5.json")
     second = json.loads(report.read_text())
     assert second["seed"] == first["seed"] == 42 and second["init_seed"] == 5 and first["init_seed"] == 42
@@ -218,5 +278,13 @@ def test_another_init_seed_trains_other_models_on_the_same_folds_into_its_own_re
     for ours, theirs in zip(*kept, strict=True):
         assert ours["held_out"]["labels"] == theirs["held_out"]["labels"]  # the same patients in each round
         assert ours["held_out"]["infected"] != theirs["held_out"]["infected"]  # other networks
-    assert main(["ensemble-crossval", str(reports / f"{Path(first['scores_file']).name.removesuffix('.scores.json')}"
-                                                    ".json"), str(report)]) == 0  # a seed ensemble
+    assert (
+        main(
+            [
+                "ensemble-crossval",
+                str(reports / f"{Path(first['scores_file']).name.removesuffix('.scores.json')}.json"),
+                str(report),
+            ]
+        )
+        == 0
+    )  # a seed ensemble

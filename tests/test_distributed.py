@@ -26,11 +26,29 @@ def run_workers(data: Path, outputs: list[Path], strategy: str, checkpoints: Pat
     for index, out in enumerate(outputs):
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
         if strategy == "multiworker":
-            env["TF_CONFIG"] = json.dumps({"cluster": {"worker": [f"localhost:{p}" for p in ports]},
-                                           "task": {"type": "worker", "index": index}})
-        processes.append(subprocess.Popen(
-            [sys.executable, *TRAIN, "--data", str(data), "--out", str(out), "--strategy", strategy,
-             "--checkpoint-dir", str(checkpoints)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            env["TF_CONFIG"] = json.dumps(
+                {"cluster": {"worker": [f"localhost:{p}" for p in ports]}, "task": {"type": "worker", "index": index}}
+            )
+        processes.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    *TRAIN,
+                    "--data",
+                    str(data),
+                    "--out",
+                    str(out),
+                    "--strategy",
+                    strategy,
+                    "--checkpoint-dir",
+                    str(checkpoints),
+                ],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     results = []
     for process in processes:
         stdout, stderr = process.communicate(timeout=600)

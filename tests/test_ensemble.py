@@ -73,12 +73,15 @@ def test_members_with_another_input_or_split_are_refused_and_nothing_is_written(
 
     data, models = published
     other = export_untrained(tmp_path / "models", "malaria", size=64)
-    cards = [read_card(models / "malaria" / "1" / METADATA_FILE),
-             read_card(other / METADATA_FILE).model_copy(update={"version": 8})]
+    cards = [
+        read_card(models / "malaria" / "1" / METADATA_FILE),
+        read_card(other / METADATA_FILE).model_copy(update={"version": 8}),
+    ]
     with pytest.raises(DataError, match="members must take the same input"):
         check_members(cards)
-    resplit = cards[0].model_copy(update={"version": 9, "data": cards[0].data.model_copy(
-        update={"split_spec": SplitSpec(seed=7)})})
+    resplit = cards[0].model_copy(
+        update={"version": 9, "data": cards[0].data.model_copy(update={"split_spec": SplitSpec(seed=7)})}
+    )
     with pytest.raises(DataError, match="trained on different splits"):
         check_members([cards[0], resplit])
     with pytest.raises(DataError, match="listed twice"):
@@ -100,19 +103,30 @@ def test_an_ensemble_is_neither_a_member_nor_recalibrated(published, capsys) -> 
 
 def write_crossval(folder: Path, name: str, held_out: list[list[float]], labels: list[list[int]]) -> Path:
     """A cross-validation report with kept scores, as `cross-validate` writes it (validation = held-out here)."""
-    rounds = [{"held_out": {"labels": y, "infected": p}, "validation": {"labels": y, "infected": p}}
-              for p, y in zip(held_out, labels)]
+    rounds = [
+        {"held_out": {"labels": y, "infected": p}, "validation": {"labels": y, "infected": p}}
+        for p, y in zip(held_out, labels)
+    ]
     (folder / f"{name}.scores.json").write_text(json.dumps(rounds))
-    report = {"disease": "malaria", "folds": len(rounds), "seed": 42, "arch": "paper_cnn", "input": [50, 50, 1],
-              "enhancement": "none", "recipe": {"name": name}, "images": 8, "groups": 8, "seconds": 10.0,
-              "scores_file": f"{name}.scores.json"}
+    report = {
+        "disease": "malaria",
+        "folds": len(rounds),
+        "seed": 42,
+        "arch": "paper_cnn",
+        "input": [50, 50, 1],
+        "enhancement": "none",
+        "recipe": {"name": name},
+        "images": 8,
+        "groups": 8,
+        "seconds": 10.0,
+        "scores_file": f"{name}.scores.json",
+    }
     path = folder / f"{name}.json"
     path.write_text(json.dumps(report))
     return path
 
 
-def test_cross_validation_of_an_ensemble_averages_the_kept_scores_round_by_round(published, tmp_path: Path
-                                                                                  ) -> None:
+def test_cross_validation_of_an_ensemble_averages_the_kept_scores_round_by_round(published, tmp_path: Path) -> None:
     from training.card_crossval import record_in_card
     from training.ensemble import combine_crossvalidations
 

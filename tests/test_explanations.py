@@ -38,7 +38,7 @@ def test_the_heatmap_covers_only_the_region_the_model_saw() -> None:
     drawn = np.asarray(overlay(image, heatmap, region=(1000, 0, 2000, 1000))).astype(int)  # the right half
     assert drawn.shape == (OVERLAY_MAX_SIDE // 2, OVERLAY_MAX_SIDE, 3)
     assert np.all(drawn[:, : OVERLAY_MAX_SIDE // 2 - 1] == 128)  # left half untouched
-    assert np.all(drawn[:, OVERLAY_MAX_SIDE // 2 + 1:, 1] < 100)  # right half coloured by the map
+    assert np.all(drawn[:, OVERLAY_MAX_SIDE // 2 + 1 :, 1] < 100)  # right half coloured by the map
 
 
 def test_a_fundus_model_sees_the_disc_and_its_heatmap_lands_there() -> None:

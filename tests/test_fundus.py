@@ -10,8 +10,15 @@ from app.preprocessing import ColourMode, Enhancement, InputSpec, decode
 from tests.images import image_bytes
 
 
-def fundus_photo(width: int = 300, height: int = 240, *, box: tuple[int, int, int, int] = (60, 20, 260, 220),
-                 tint: tuple[int, int, int] = (200, 110, 60), gain: float = 1.0, seed: int = 0) -> Image.Image:
+def fundus_photo(
+    width: int = 300,
+    height: int = 240,
+    *,
+    box: tuple[int, int, int, int] = (60, 20, 260, 220),
+    tint: tuple[int, int, int] = (200, 110, 60),
+    gain: float = 1.0,
+    seed: int = 0,
+) -> Image.Image:
     """A disc of one tint on black, with 'vessels' (dark lines) and 'lesions' (bright dots) at fixed places."""
     image = Image.new("RGB", (width, height), (0, 0, 0))
     draw = ImageDraw.Draw(image)
@@ -49,8 +56,10 @@ def test_the_result_is_square_with_a_uniform_surround_whatever_the_photograph() 
 def test_tint_and_exposure_of_the_camera_are_taken_away_but_vessels_and_lesions_stay() -> None:
     warm = np.asarray(normalise_fundus(fundus_photo(tint=(200, 110, 60)), 64), dtype=np.float32)
     dim_cool = np.asarray(normalise_fundus(fundus_photo(tint=(150, 120, 90), gain=0.6), 64), dtype=np.float32)
-    raw_difference = np.abs(np.asarray(fundus_photo(tint=(200, 110, 60)), np.float32)
-                            - np.asarray(fundus_photo(tint=(150, 120, 90), gain=0.6), np.float32)).mean()
+    raw_difference = np.abs(
+        np.asarray(fundus_photo(tint=(200, 110, 60)), np.float32)
+        - np.asarray(fundus_photo(tint=(150, 120, 90), gain=0.6), np.float32)
+    ).mean()
     assert np.abs(warm - dim_cool).mean() < raw_difference / 4
     plain = np.asarray(normalise_fundus(fundus_photo(seed=1), 64), dtype=np.float32)
     other_lesions = np.asarray(normalise_fundus(fundus_photo(seed=2), 64), dtype=np.float32)
@@ -76,6 +85,33 @@ def test_a_large_jpeg_is_decoded_no_smaller_than_the_fundus_work_size() -> None:
     from app.preprocessing import load_first_frame, read_header
 
     data = image_bytes(fundus_photo(1600, 1200, box=(300, 100, 1300, 1100)), "JPEG")
-    fundus = load_first_frame(read_header(data, max_pixels=10**7), InputSpec(96, 96, ColourMode.RGB, Enhancement.FUNDUS))
+    fundus = load_first_frame(
+        read_header(data, max_pixels=10**7), InputSpec(96, 96, ColourMode.RGB, Enhancement.FUNDUS)
+    )
     plain = load_first_frame(read_header(data, max_pixels=10**7), InputSpec(96, 96, ColourMode.RGB))
     assert min(fundus.size) >= work_side(96) > min(plain.size)  # the disc keeps its detail for the normalisation
+
+
+def test_a_disc_cut_off_by_the_frame_is_boxed_as_a_square_not_squashed() -> None:
+    photo = fundus_photo(400, 200, box=(100, -40, 300, 240))  # the frame cuts 40 px off the top and bottom
+    left, top, right, bottom = disc_box(photo)
+    assert right - left == bottom - top  # a square around the visible part, padded with black beyond the frame
+    assert abs((left + right) / 2 - 200) <= 2 and abs(right - left - 201) <= 3
+
+
+def test_a_camera_photograph_is_answered_like_the_cropped_training_image_of_the_same_eye() -> None:
+    """A 3000x2000 camera frame (3:2), the disc off-centre on a wide black surround, vs the same eye cropped to
+    its disc at 288 px as the training images are: the model input is the same within JPEG and resampling noise."""
+    spec = InputSpec(128, 128, ColourMode.RGB, Enhancement.FUNDUS)
+    box = (1400, 300, 2900, 1800)  # 1500 px disc, right of centre
+    camera = fundus_photo(3000, 2000, box=box, seed=3)
+    cropped = camera.crop((box[0], box[1], box[2] + 1, box[3] + 1)).resize((288, 288), Image.Resampling.BILINEAR)
+    from_camera = decode(image_bytes(camera, "JPEG", quality=92), spec, max_pixels=10**7).pixels.astype(np.float32)
+    from_crop = decode(image_bytes(cropped, "JPEG", quality=90), spec, max_pixels=10**7).pixels.astype(np.float32)
+    uncropped = decode(
+        image_bytes(camera.resize((288, 192)), "JPEG", quality=90),
+        InputSpec(128, 128, ColourMode.RGB),
+        max_pixels=10**7,
+    ).pixels.astype(np.float32)
+    assert np.abs(from_camera - from_crop).mean() < 6
+    assert np.abs(uncropped - from_crop).mean() > 4 * np.abs(from_camera - from_crop).mean()

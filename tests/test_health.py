@@ -12,8 +12,10 @@ def test_live_and_ready_once_every_model_has_loaded_or_failed(client) -> None:
     assert client.get("/health/live").json() == {"status": "alive"}
     response = client.get("/health/ready")
     assert response.status_code == 200
-    assert response.json() == {"status": "ready",
-                               "models": {"malaria": "ready", "retinopathy": "ready", "pneumonia": "failed"}}
+    assert response.json() == {
+        "status": "ready",
+        "models": {"malaria": "ready", "retinopathy": "ready", "pneumonia": "failed"},
+    }
 
 
 def test_not_ready_before_startup_has_run(tmp_path: Path) -> None:

@@ -84,7 +84,10 @@ def test_the_image_size_is_the_size_as_sent_even_when_jpeg_decodes_smaller(trust
     exif = Image.Exif()
     exif[0x0112] = 6  # rotated: width and height swap
     rotated = image_bytes(gradient(300, 200), "JPEG", exif=exif)
-    assert post(trust_client, "malaria", ("r.jpg", rotated, "image/jpeg")).json()["image"] == {"width": 200, "height": 300}
+    assert post(trust_client, "malaria", ("r.jpg", rotated, "image/jpeg")).json()["image"] == {
+        "width": 200,
+        "height": 300,
+    }
 
 
 def test_several_images_give_results_in_order_with_an_error_in_place_of_a_bad_one(trust_client, trust_models) -> None:
@@ -96,8 +99,14 @@ def test_several_images_give_results_in_order_with_an_error_in_place_of_a_bad_on
     results = response.json()["results"]
     assert [r["filename"] for r in results] == ["a.png", "b.txt", "c.png"]
     assert results[0]["image"] == {"width": 30, "height": 20} and results[2]["image"] == {"width": 90, "height": 70}
-    assert results[1] == {"error": {"status": 415, "code": "unsupported_media_type",
-                                    "message": "the file is not an image in a supported format"}, "filename": "b.txt"}
+    assert results[1] == {
+        "error": {
+            "status": 415,
+            "code": "unsupported_media_type",
+            "message": "the file is not an image in a supported format",
+        },
+        "filename": "b.txt",
+    }
     assert results[2]["score"] == pytest.approx(expected_score(trust_models, "malaria", third[1]), abs=1e-9)
     # the two usable images went through the model together
     assert (batcher.batches_run - batches_before, batcher.images_run - images_before) == (1, 2)
@@ -116,7 +125,9 @@ def test_explain_adds_a_heatmap_at_input_resolution_and_a_png_overlay(trust_clie
     assert explanation["target_class"] == body["label"]
     overlay = Image.open(io.BytesIO(base64.b64decode(explanation["overlay_png"])))
     assert overlay.format == "PNG" and overlay.size == (120, 80)
-    jpeg = post(trust_client, "malaria", ("big.jpg", image_bytes(gradient(400, 300), "JPEG"), "image/jpeg"), explain="true")
+    jpeg = post(
+        trust_client, "malaria", ("big.jpg", image_bytes(gradient(400, 300), "JPEG"), "image/jpeg"), explain="true"
+    )
     big = Image.open(io.BytesIO(base64.b64decode(jpeg.json()["explanation"]["overlay_png"])))
     assert big.size == (400, 300)  # drawn on the image as sent, not on a reduced JPEG decode
     plain = post(trust_client, "malaria", png(120, 80)).json()
@@ -142,8 +153,9 @@ def test_dicom_is_screened_and_no_patient_data_is_returned_or_logged(trust_clien
     assert response.status_code == 200, response.text
     assert response.json()["image"] == {"width": 128, "height": 128}
     assert patient not in response.text and patient not in caplog.text
-    no_pixels = post(trust_client, "malaria", ("plan.dcm", Path(get_testdata_file("rtplan.dcm")).read_bytes(),
-                                               "application/dicom"))
+    no_pixels = post(
+        trust_client, "malaria", ("plan.dcm", Path(get_testdata_file("rtplan.dcm")).read_bytes(), "application/dicom")
+    )
     assert no_pixels.status_code == 415 and "no pixel data" in no_pixels.json()["error"]["message"]
 
 

@@ -55,15 +55,18 @@ def test_tritonclient_bytes_input_matches_predict(triton, trust_client, binary: 
     else:  # JSON: binary content as base64 strings
         encoded = base64.b64encode(IMAGE).decode("ascii")
         image.set_data_from_numpy(np.array([encoded, encoded], dtype=np.object_), binary_data=False)
-    outputs = [httpclient.InferRequestedOutput(name, binary_data=binary)
-               for name in ("probabilities", "label", "in_distribution")]
+    outputs = [
+        httpclient.InferRequestedOutput(name, binary_data=binary)
+        for name in ("probabilities", "label", "in_distribution")
+    ]
     result = triton.infer("malaria", [image], outputs=outputs)
     expected = ours(trust_client)
     probabilities = result.as_numpy("probabilities")
     assert probabilities.shape == (2, 2)
     np.testing.assert_allclose(probabilities[:, 0], expected["score"], atol=1e-6)
-    assert [label.decode() if isinstance(label, bytes) else label for label in result.as_numpy("label")] \
-        == [expected["label"]] * 2
+    assert [label.decode() if isinstance(label, bytes) else label for label in result.as_numpy("label")] == [
+        expected["label"]
+    ] * 2
     assert result.as_numpy("in_distribution").tolist() == [1, 1]
     assert result.get_response()["model_version"] == "1"
 
@@ -71,8 +74,9 @@ def test_tritonclient_bytes_input_matches_predict(triton, trust_client, binary: 
 def test_tritonclient_fp32_input_and_version_pin(triton, trust_client) -> None:
     import tritonclient.http as httpclient
 
-    pixels = model_input(IMAGE, trust_client.app.state.registry.models["malaria"].loaded.card.input.spec(),
-                         max_pixels=10**7)[np.newaxis]
+    pixels = model_input(
+        IMAGE, trust_client.app.state.registry.models["malaria"].loaded.card.input.spec(), max_pixels=10**7
+    )[np.newaxis]
     image = httpclient.InferInput("image", list(pixels.shape), "FP32")
     image.set_data_from_numpy(pixels.astype(np.float32), binary_data=True)
     result = triton.infer("malaria", [image], model_version="1")  # no outputs named: all, in binary
@@ -98,8 +102,11 @@ def test_tritonclient_errors(triton) -> None:
 
 def test_json_infer_by_hand_and_its_errors(trust_client) -> None:
     encoded = base64.b64encode(IMAGE).decode("ascii")
-    request = {"id": "r1", "parameters": {"threshold": 0.99},
-               "inputs": [{"name": "image_bytes", "shape": [1], "datatype": "BYTES", "data": [encoded]}]}
+    request = {
+        "id": "r1",
+        "parameters": {"threshold": 0.99},
+        "inputs": [{"name": "image_bytes", "shape": [1], "datatype": "BYTES", "data": [encoded]}],
+    }
     body = trust_client.post("/v2/models/malaria/versions/1/infer", json=request).json()
     assert body["id"] == "r1" and body["model_name"] == "malaria" and body["model_version"] == "1"
     outputs = {o["name"]: o for o in body["outputs"]}
@@ -113,8 +120,9 @@ def test_json_infer_by_hand_and_its_errors(trust_client) -> None:
         (b'{"inputs": [{"name": "other", "shape": [1], "datatype": "FP32", "data": [1]}]}', 400, "exactly one input"),
     ]
     for raw, status, words in cases:
-        response = trust_client.post("/v2/models/malaria/infer", content=raw,
-                                     headers={"content-type": "application/json"})
+        response = trust_client.post(
+            "/v2/models/malaria/infer", content=raw, headers={"content-type": "application/json"}
+        )
         assert response.status_code == status, raw
         assert set(response.json()) == {"error"} and words in response.json()["error"], raw
     assert trust_client.post("/v2/models/malaria/versions/7/infer", json=request).status_code == 404
@@ -124,6 +132,7 @@ def test_json_infer_by_hand_and_its_errors(trust_client) -> None:
 
 
 def test_binary_extension_with_a_bad_length_is_a_400(trust_client) -> None:
-    response = trust_client.post("/v2/models/malaria/infer", content=b"{}",
-                                 headers={"Inference-Header-Content-Length": "99"})
+    response = trust_client.post(
+        "/v2/models/malaria/infer", content=b"{}", headers={"Inference-Header-Content-Length": "99"}
+    )
     assert response.status_code == 400 and "does not fit" in response.json()["error"]

@@ -10,7 +10,8 @@ IMPORT_CHECK = """
 import sys
 import app.main
 assert isinstance(app.main.app, __import__("fastapi").FastAPI)
-loaded = [name for name in sys.modules if name.split(".")[0] in {"tensorflow", "keras", "training", "sklearn", "matplotlib"}]
+heavy = {"tensorflow", "keras", "training", "sklearn", "matplotlib"}
+loaded = [name for name in sys.modules if name.split(".")[0] in heavy]
 print(",".join(loaded))
 """
 

@@ -10,8 +10,15 @@ def test_models_lists_loaded_and_failed_models_with_their_cards(client) -> None:
     assert malaria["status"] == "ready" and malaria["version"] == 1 and malaria["error"] is None
     card = malaria["card"]
     assert card["classes"] == ["infected", "uninfected"]
-    assert card["input"] == {"height": 50, "width": 50, "channels": 1, "colour_mode": "grayscale", "enhancement": "none",
-                             "dtype": "float32", "value_range": [0.0, 1.0]}
+    assert card["input"] == {
+        "height": 50,
+        "width": 50,
+        "channels": 1,
+        "colour_mode": "grayscale",
+        "enhancement": "none",
+        "dtype": "float32",
+        "value_range": [0.0, 1.0],
+    }
     assert {"accuracy", "sensitivity", "specificity", "roc_auc"} <= set(card["metrics"])
     assert card["intended_use"] == "research use only; not for diagnosis"
     assert models["retinopathy"]["card"]["input"]["colour_mode"] == "rgb"

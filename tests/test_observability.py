@@ -27,10 +27,11 @@ def test_request_id_is_echoed_or_made(trust_client) -> None:
     assert given.headers["x-request-id"] == "abc-123"
     made = trust_client.get("/models").headers["x-request-id"]
     assert re.fullmatch(r"[0-9a-f]{32}", made)
-    hostile = trust_client.get("/models", headers={"X-Request-ID": "x y\"" + "y" * 300})  # replaced, not echoed
+    hostile = trust_client.get("/models", headers={"X-Request-ID": 'x y"' + "y" * 300})  # replaced, not echoed
     assert re.fullmatch(r"[0-9a-f]{32}", hostile.headers["x-request-id"])
-    error = trust_client.post("/predict/cholera", files={"file": ("x.png", PNG, "image/png")},
-                              headers={"X-Request-ID": "err-1"})
+    error = trust_client.post(
+        "/predict/cholera", files={"file": ("x.png", PNG, "image/png")}, headers={"X-Request-ID": "err-1"}
+    )
     assert error.status_code == 404 and error.headers["x-request-id"] == "err-1"
 
 
@@ -41,12 +42,16 @@ def test_metrics_count_requests_stages_batches_and_models(trust_client) -> None:
     trust_client.post("/predict/malaria", files={"file": ("x.txt", b"text", "text/plain")})
     text = trust_client.get("/metrics").text
     labels = {"model": "malaria", "version": "1", "route": "/predict/{disease}"}
-    assert metric(text, "medscan_requests_total", **labels, status="200") - \
-        metric(before, "medscan_requests_total", **labels, status="200") == 3
+    assert (
+        metric(text, "medscan_requests_total", **labels, status="200")
+        - metric(before, "medscan_requests_total", **labels, status="200")
+        == 3
+    )
     assert metric(text, "medscan_requests_total", **labels, status="415") >= 1
     for stage in ("queue_wait", "preprocessing", "model"):
-        assert metric(text, "medscan_stage_duration_seconds_count", model="malaria", stage=stage) > \
-            metric(before, "medscan_stage_duration_seconds_count", model="malaria", stage=stage), stage
+        assert metric(text, "medscan_stage_duration_seconds_count", model="malaria", stage=stage) > metric(
+            before, "medscan_stage_duration_seconds_count", model="malaria", stage=stage
+        ), stage
     assert metric(text, "medscan_batch_size_count", model="malaria") >= 3
     assert metric(text, "medscan_request_duration_seconds_count", route="/predict/{disease}") >= 4
     assert metric(text, "medscan_models", state="ready") == 3
@@ -63,8 +68,11 @@ def test_json_logs_carry_the_request_id_and_no_image_content(trust_models, capfd
 
     settings = Settings(models_dir=trust_models, log_format="json", model_poll_interval_s=0)
     with TestClient(create_app(settings)) as client:
-        client.post("/predict/malaria", files={"file": ("secret-name.png", PNG, "image/png")},
-                    headers={"X-Request-ID": "log-42"})
+        client.post(
+            "/predict/malaria",
+            files={"file": ("secret-name.png", PNG, "image/png")},
+            headers={"X-Request-ID": "log-42"},
+        )
     logging.getLogger().handlers.clear()
     lines = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line.startswith("{")]
     access = [entry for entry in lines if entry["logger"] == "medscan.access" and entry["request_id"] == "log-42"]

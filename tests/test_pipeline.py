@@ -13,8 +13,9 @@ from training.pipeline import decode_samples, evaluation_batches, training_batch
 SPEC = InputSpec(height=50, width=50, colour_mode=ColourMode.GRAYSCALE)
 
 
-@pytest.mark.parametrize("spec", [SPEC, InputSpec(50, 50, ColourMode.GRAYSCALE, Enhancement.CONTRAST)],
-                         ids=["plain", "contrast"])
+@pytest.mark.parametrize(
+    "spec", [SPEC, InputSpec(50, 50, ColourMode.GRAYSCALE, Enhancement.CONTRAST)], ids=["plain", "contrast"]
+)
 def test_pipeline_feeds_the_model_exactly_what_the_service_feeds_it(synthetic_data: Path, spec: InputSpec) -> None:
     samples = find_samples(synthetic_data, "malaria")[:10]
     # A JPEG too, so that reduced-size decoding goes through both paths.
@@ -22,7 +23,7 @@ def test_pipeline_feeds_the_model_exactly_what_the_service_feeds_it(synthetic_da
     jpeg.write_bytes(image_bytes(gradient(300, 200), "JPEG", quality=90))
     samples[0] = type(samples[0])(path=jpeg, label=samples[0].label, group=samples[0].group)
     decoded = decode_samples(samples, spec)
-    (images, labels), = evaluation_batches(decoded, batch_size=len(samples)).take(1)
+    ((images, labels),) = evaluation_batches(decoded, batch_size=len(samples)).take(1)
     for index, sample in enumerate(samples):
         served = model_input(sample.path.read_bytes(), spec, max_pixels=50_000_000)
         np.testing.assert_array_equal(images[index].numpy(), served)

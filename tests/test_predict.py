@@ -78,19 +78,31 @@ def test_empty_file_is_422(client) -> None:
 
 
 def test_not_an_image_is_415(client) -> None:
-    assert_error(post(client, "malaria", b"hello, I am text", "x.txt", "text/plain"), 415,
-                 "unsupported_media_type", "not an image")
+    assert_error(
+        post(client, "malaria", b"hello, I am text", "x.txt", "text/plain"),
+        415,
+        "unsupported_media_type",
+        "not an image",
+    )
 
 
 def test_unsupported_image_format_is_415(client) -> None:
-    assert_error(post(client, "malaria", image_bytes(gradient(), "WEBP"), "x.webp", "image/webp"), 415,
-                 "unsupported_media_type", "WEBP")
+    assert_error(
+        post(client, "malaria", image_bytes(gradient(), "WEBP"), "x.webp", "image/webp"),
+        415,
+        "unsupported_media_type",
+        "WEBP",
+    )
 
 
 def test_truncated_image_is_422(client) -> None:
     data = image_bytes(gradient(300, 300), "JPEG")
-    assert_error(post(client, "malaria", data[: len(data) // 3], "x.jpg", "image/jpeg"), 422, "corrupt_image",
-                 "truncated or corrupt")
+    assert_error(
+        post(client, "malaria", data[: len(data) // 3], "x.jpg", "image/jpeg"),
+        422,
+        "corrupt_image",
+        "truncated or corrupt",
+    )
 
 
 def test_image_over_the_pixel_limit_is_413_before_decoding(client) -> None:
@@ -115,6 +127,7 @@ async def test_50_concurrent_requests_answer_as_sequential_ones(service_settings
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+
             async def one(data: bytes) -> dict:
                 response = await client.post("/predict/malaria", files={"file": ("x.png", data, "image/png")})
                 assert response.status_code == 200, response.text

@@ -130,3 +130,25 @@ def test_reduced_jpeg_decoding_keeps_the_target_resolution() -> None:
     reference = to_pixels(big, GRAY)
     assert decoded.pixels.shape == reference.shape
     assert np.abs(decoded.pixels.astype(int) - reference.astype(int)).mean() < 3
+
+
+def test_ultrasound_exported_as_rgb_or_rgba_png_gives_the_grayscale_models_input_of_the_gray_original() -> None:
+    spec = InputSpec(64, 64, ColourMode.GRAYSCALE)
+    gray = gradient(300, 220, "L")
+    reference = decode(image_bytes(gray), spec, max_pixels=10**7).pixels
+    for mode in ("RGB", "RGBA"):
+        sent = decode(image_bytes(gray.convert(mode)), spec, max_pixels=10**7)
+        assert np.array_equal(sent.pixels, reference), mode
+        assert not sent.grayscale_source  # the warning is for colour models only
+
+
+def test_colour_cells_of_any_size_keep_their_colour_and_are_not_called_gray() -> None:
+    spec = InputSpec(64, 64, ColourMode.RGB)
+    for side in (40, 400):
+        cell = gradient(side, side)  # red and green ramps: colour everywhere
+        decoded = decode(image_bytes(cell, "JPEG", quality=94), spec, max_pixels=10**7)
+        assert decoded.pixels.shape == (64, 64, 3)
+        assert np.abs(decoded.pixels[..., 0].astype(int) - decoded.pixels[..., 1]).max() > 100
+        assert not decoded.grayscale_source
+    gray_cell = decode(image_bytes(gradient(120, 120, "L").convert("RGB"), "JPEG"), spec, max_pixels=10**7)
+    assert gray_cell.grayscale_source and gray_cell.pixels.shape == (64, 64, 3)

@@ -10,11 +10,10 @@ import keras
 import numpy as np
 import pytest
 
+from app.model_card import SplitSpec
 from tests.conftest import write_synthetic_dataset
 from training.config import DISEASES
-from app.model_card import SplitSpec
 from training.data import DataError, Sample, find_samples, split_as
-
 
 OTHERS = ("malaria", "pneumonia")
 
@@ -49,14 +48,30 @@ def backbone(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from training.cli import main
 
     out = tmp_path_factory.mktemp("backbones")
-    assert main(["pretrain", "breast_cancer", "--data", str(data), "--out", str(out), "--epochs", "1",
-                 "--per-disease", "30"]) == 0
+    assert (
+        main(
+            [
+                "pretrain",
+                "breast_cancer",
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                "--epochs",
+                "1",
+                "--per-disease",
+                "30",
+            ]
+        )
+        == 0
+    )
     (path,) = out.glob("*.keras")
     return path
 
 
-def test_pretraining_reads_the_other_data_sets_but_neither_the_target_nor_their_test_parts(backbone: Path,
-                                                                                          data: Path) -> None:
+def test_pretraining_reads_the_other_data_sets_but_neither_the_target_nor_their_test_parts(
+    backbone: Path, data: Path
+) -> None:
     record = json.loads(backbone.with_suffix(".json").read_text())
     available = {disease: len(non_test_part(data, disease)) for disease in OTHERS}
     assert available["malaria"] > 30  # so the cap below is what limits it
@@ -72,8 +87,10 @@ def test_pretraining_reads_the_other_data_sets_but_neither_the_target_nor_their_
 def test_each_data_set_has_its_own_two_classes() -> None:
     from training.pretrain import task_labels
 
-    drawn = {"a": [Sample(Path("a0"), 0, "p"), Sample(Path("a1"), 1, "q")],
-             "b": [Sample(Path("b0"), 0, "p"), Sample(Path("b1"), 1, "p")]}
+    drawn = {
+        "a": [Sample(Path("a0"), 0, "p"), Sample(Path("a1"), 1, "q")],
+        "b": [Sample(Path("b0"), 0, "p"), Sample(Path("b1"), 1, "p")],
+    }
     labelled = task_labels(drawn)
     assert [s.label for s in labelled] == [0, 1, 2, 3]
     assert {s.group for s in labelled} == {"a:p", "a:q", "b:p"}  # groups of different data sets never merge
@@ -104,8 +121,20 @@ def test_a_backbone_for_another_input_is_refused_with_what_to_do(backbone: Path,
     from training.cli import main
 
     malaria = write_synthetic_dataset(tmp_path / "data", "malaria", per_class=12)  # readable test part this time
-    code = main(["train", "malaria", "--data", str(malaria), "--out", str(tmp_path / "models"), "--epochs", "1",
-                 "--weights", str(backbone)])
+    code = main(
+        [
+            "train",
+            "malaria",
+            "--data",
+            str(malaria),
+            "--out",
+            str(tmp_path / "models"),
+            "--epochs",
+            "1",
+            "--weights",
+            str(backbone),
+        ]
+    )
     assert code == 2
     assert "pretrained for inputs (64, 64, 1), this model takes (50, 50, 1)" in capsys.readouterr().err
     assert not (tmp_path / "models").exists()  # nothing half-written
@@ -120,20 +149,41 @@ def test_a_file_that_is_not_a_backbone_is_refused(tmp_path: Path) -> None:
         make_architecture("paper_cnn", DISEASES["breast_cancer"].spec(), weights=weights)
 
 
-def test_cross_validation_from_a_backbone_says_what_it_was_pretrained_on(backbone: Path, data: Path,
-                                                                         tmp_path: Path) -> None:
+def test_cross_validation_from_a_backbone_says_what_it_was_pretrained_on(
+    backbone: Path, data: Path, tmp_path: Path
+) -> None:
     from training.cli import main
 
     target = tmp_path / "data"
     write_synthetic_dataset(target, "breast_cancer", per_class=30)  # real images for the target this time
     reports = tmp_path / "reports"
-    assert main(["cross-validate", "breast_cancer", "--data", str(target), "--folds", "3", "--epochs", "1",
-                 "--batch-size", "16", "--weights", str(backbone), "--report-dir", str(reports)]) == 0
+    assert (
+        main(
+            [
+                "cross-validate",
+                "breast_cancer",
+                "--data",
+                str(target),
+                "--folds",
+                "3",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "16",
+                "--weights",
+                str(backbone),
+                "--report-dir",
+                str(reports),
+            ]
+        )
+        == 0
+    )
     (report,) = reports.glob("breast_cancer-pretrained-*[0-9]ep.json")
     result = json.loads(report.read_text())
     assert result["initial_weights"] == str(backbone)
-    assert result["pretraining"]["pretrained_on"] == json.loads(backbone.with_suffix(".json").read_text())[
-        "pretrained_on"]
+    assert (
+        result["pretraining"]["pretrained_on"] == json.loads(backbone.with_suffix(".json").read_text())["pretrained_on"]
+    )
 
 
 def test_breast_cancer_starts_from_a_backbone_made_on_first_use_and_kept(data: Path, tmp_path: Path) -> None:
@@ -145,8 +195,20 @@ def test_breast_cancer_starts_from_a_backbone_made_on_first_use_and_kept(data: P
     shutil.rmtree(target / "breast_cancer")
     write_synthetic_dataset(target, "breast_cancer", per_class=30, manifest=False)
     models, backbones = tmp_path / "models", tmp_path / "backbones"
-    train = ["train", "breast_cancer", "--data", str(target), "--out", str(models), "--epochs", "1",
-             "--batch-size", "16", "--backbones", str(backbones)]
+    train = [
+        "train",
+        "breast_cancer",
+        "--data",
+        str(target),
+        "--out",
+        str(models),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--backbones",
+        str(backbones),
+    ]
     assert main(train) == 0
     (backbone,) = backbones.glob("*.keras")
     made = backbone.stat().st_mtime_ns
@@ -161,7 +223,8 @@ def test_breast_cancer_starts_from_a_backbone_made_on_first_use_and_kept(data: P
     assert main(train) == 0  # the second run starts from the same backbone, not a new one
     assert backbone.stat().st_mtime_ns == made
     assert read_card(models / "breast_cancer" / "2" / "metadata.json").training.settings["initial_weights"] == str(
-        backbone)
+        backbone
+    )
 
     assert main([*train, "--weights", "none"]) == 0  # asked for: from scratch
     scratch = read_card(models / "breast_cancer" / "3" / "metadata.json").training.settings
@@ -169,20 +232,30 @@ def test_breast_cancer_starts_from_a_backbone_made_on_first_use_and_kept(data: P
     assert scratch["pretraining"] is None
 
 
-def test_a_recipe_that_needs_a_backbone_says_how_to_train_without_the_other_data_sets(tmp_path: Path,
-                                                                                       capsys) -> None:
+def test_a_recipe_that_needs_a_backbone_says_how_to_train_without_the_other_data_sets(tmp_path: Path, capsys) -> None:
     from training.cli import main
 
     data = write_synthetic_dataset(tmp_path / "data", "breast_cancer", per_class=12)
-    code = main(["train", "breast_cancer", "--data", str(data), "--out", str(tmp_path / "models"),
-                 "--backbones", str(tmp_path / "backbones")])
+    code = main(
+        [
+            "train",
+            "breast_cancer",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "models"),
+            "--backbones",
+            str(tmp_path / "backbones"),
+        ]
+    )
     assert code == 2
     assert "or train from scratch with --weights none" in capsys.readouterr().err
     assert not (tmp_path / "models").exists() and not (tmp_path / "backbones").exists()  # nothing half-written
 
 
-def test_a_backbone_pretrained_on_the_other_test_parts_too_is_made_again(backbone: Path, data: Path,
-                                                                        tmp_path: Path) -> None:
+def test_a_backbone_pretrained_on_the_other_test_parts_too_is_made_again(
+    backbone: Path, data: Path, tmp_path: Path
+) -> None:
     from training.pretrain import backbone_for
 
     spec = DISEASES["breast_cancer"].spec()

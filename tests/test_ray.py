@@ -27,25 +27,41 @@ def ray_cluster(tmp_path: Path):
     port = free_port()  # outside Ray's worker-port range (10002-19999), which refuses a GCS port
     common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats"]
     try:
-        subprocess.run([str(RAY), "start", "--head", "--port", str(port), "--include-dashboard=false", *common],
-                       env=env, check=True, capture_output=True, timeout=120)
-        subprocess.run([str(RAY), "start", "--address", f"127.0.0.1:{port}", *common],
-                       env=env, check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [str(RAY), "start", "--head", "--port", str(port), "--include-dashboard=false", *common],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        subprocess.run(
+            [str(RAY), "start", "--address", f"127.0.0.1:{port}", *common],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         yield f"127.0.0.1:{port}"
     finally:
         subprocess.run([str(RAY), "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
-def test_two_replicas_on_a_two_node_cluster_answer_like_the_plain_service(ray_cluster: str, trust_models: Path,
-                                                                          trust_client, monkeypatch) -> None:
+def test_two_replicas_on_a_two_node_cluster_answer_like_the_plain_service(
+    ray_cluster: str, trust_models: Path, trust_client, monkeypatch
+) -> None:
     import ray
     from ray import serve
 
-    settings = {"MEDSCAN_MODELS_DIR": str(trust_models), "MEDSCAN_MODEL_POLL_INTERVAL_S": "0",
-                "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
+    settings = {
+        "MEDSCAN_MODELS_DIR": str(trust_models),
+        "MEDSCAN_MODEL_POLL_INTERVAL_S": "0",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "PYTHONPATH": str(ROOT),
+    }
     for name, value in settings.items():
         monkeypatch.setenv(name, value)
     from app.settings import get_settings
+
     get_settings.cache_clear()
     http_port = free_port()
     png = image_bytes(gradient(60, 50))
@@ -59,8 +75,12 @@ def test_two_replicas_on_a_two_node_cluster_answer_like_the_plain_service(ray_cl
         assert len([node for node in ray.nodes() if node["Alive"]]) == 2
         replicas = serve.status().applications["medscan"].deployments["MedScan"].replica_states
         assert replicas.get("RUNNING") == 2  # 1 CPU each, 1 CPU per node: one replica on each node
-        answers = [httpx.post(f"http://127.0.0.1:{http_port}/predict/malaria",
-                              files={"file": ("x.png", png, "image/png")}, timeout=60) for _ in range(6)]
+        answers = [
+            httpx.post(
+                f"http://127.0.0.1:{http_port}/predict/malaria", files={"file": ("x.png", png, "image/png")}, timeout=60
+            )
+            for _ in range(6)
+        ]
         plain = trust_client.post("/predict/malaria", files={"file": ("x.png", png, "image/png")}).json()
         for answer in answers:
             assert answer.status_code == 200
@@ -75,6 +95,11 @@ def test_two_replicas_on_a_two_node_cluster_answer_like_the_plain_service(ray_cl
 
 
 def test_the_plain_service_does_not_need_ray() -> None:
-    result = subprocess.run([sys.executable, "-c", "import sys, app.main; sys.exit('ray' in sys.modules)"],
-                            cwd=ROOT, capture_output=True, timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys, app.main; sys.exit('ray' in sys.modules)"],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=120,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     assert result.returncode == 0, "app/ must not import ray"

@@ -12,8 +12,9 @@ from app.registry import ModelRegistry, ModelStatus
 from app.settings import Settings
 
 
-async def test_latest_version_is_loaded_and_bad_folders_are_reported(served_models_dir: Path, tmp_path: Path,
-                                                                      model_factory) -> None:
+async def test_latest_version_is_loaded_and_bad_folders_are_reported(
+    served_models_dir: Path, tmp_path: Path, model_factory
+) -> None:
     models = tmp_path / "models"
     shutil.copytree(served_models_dir / "malaria", models / "malaria")
     second = model_factory(models, "malaria", size=48)  # version 2, a different input size
@@ -32,14 +33,21 @@ async def test_latest_version_is_loaded_and_bad_folders_are_reported(served_mode
         statuses = {name: (m.status, m.version, m.error) for name, m in registry.models.items()}
         assert statuses["malaria"][:2] == (ModelStatus.READY, 2)
         assert second.name == "2" and registry.models["malaria"].card.input.height == 48
-        assert statuses["brain_tumor"][0] is ModelStatus.FAILED and "metadata.json is missing" in statuses["brain_tumor"][2]
-        assert statuses["breast_cancer"][0] is ModelStatus.FAILED and "no integer version" in statuses["breast_cancer"][2]
+        assert (
+            statuses["brain_tumor"][0] is ModelStatus.FAILED
+            and "metadata.json is missing" in statuses["brain_tumor"][2]
+        )
+        assert (
+            statuses["breast_cancer"][0] is ModelStatus.FAILED and "no integer version" in statuses["breast_cancer"][2]
+        )
         assert statuses["pneumonia"][0] is ModelStatus.FAILED and "'retinopathy'" in statuses["pneumonia"][2]
     finally:
         await registry.close()
 
 
-async def test_an_unexpected_failure_in_one_model_leaves_the_others_served(served_models_dir: Path, monkeypatch) -> None:
+async def test_an_unexpected_failure_in_one_model_leaves_the_others_served(
+    served_models_dir: Path, monkeypatch
+) -> None:
     import app.registry as registry_module
 
     real_load = registry_module.load_model
@@ -62,6 +70,7 @@ async def test_an_unexpected_failure_in_one_model_leaves_the_others_served(serve
 
 
 # --- versions, policy and hot reload ---------------------------------------------------------
+
 
 def _broken_version(models: Path, disease: str, version: int) -> Path:
     folder = models / disease / str(version)
@@ -91,8 +100,9 @@ async def test_specific_policy_per_disease(tmp_path: Path, model_factory) -> Non
     models = tmp_path / "models"
     for seed in (1, 2):
         model_factory(models, "malaria", seed=seed)
-    registry = ModelRegistry(Settings(models_dir=models, version_policy="specific",
-                                      version_policy_versions={"malaria": [1]}))
+    registry = ModelRegistry(
+        Settings(models_dir=models, version_policy="specific", version_policy_versions={"malaria": [1]})
+    )
     await registry.load_all()
     try:
         assert list(registry.versions("malaria")) == [1]
@@ -180,8 +190,9 @@ def _copy_with_fault(good: Path, target: Path, fault: str) -> None:
 
 
 @pytest.mark.parametrize("fault", ["missing variables", "corrupt saved_model.pb", "broken metadata.json"])
-async def test_a_faulty_new_version_is_reported_and_the_old_one_keeps_serving(tmp_path: Path, model_factory,
-                                                                               fault: str) -> None:
+async def test_a_faulty_new_version_is_reported_and_the_old_one_keeps_serving(
+    tmp_path: Path, model_factory, fault: str
+) -> None:
     models = tmp_path / "models"
     good = model_factory(models, "malaria", seed=1)
     registry = ModelRegistry(Settings(models_dir=models))
@@ -203,8 +214,9 @@ async def test_a_faulty_new_version_is_reported_and_the_old_one_keeps_serving(tm
 
 
 @pytest.mark.parametrize("fault", ["missing variables", "corrupt saved_model.pb", "broken metadata.json"])
-async def test_a_faulty_version_at_start_up_is_reported_and_the_others_serve(tmp_path: Path, model_factory,
-                                                                              fault: str) -> None:
+async def test_a_faulty_version_at_start_up_is_reported_and_the_others_serve(
+    tmp_path: Path, model_factory, fault: str
+) -> None:
     models = tmp_path / "models"
     good = model_factory(models, "malaria", seed=1)
     _copy_with_fault(good, models / "pneumonia" / "1", fault)

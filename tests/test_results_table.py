@@ -10,27 +10,67 @@ from tests.model_fixtures import fixture_card
 from training.results_table import crossval_table, table
 
 
-def write_version(models: Path, disease: str, cross_validation: CrossValidation | None = None,
-                  source_confound: SourceConfound | None = None, ensemble_of: list[EnsembleMember] | None = None,
-                  ) -> None:
+def write_version(
+    models: Path,
+    disease: str,
+    cross_validation: CrossValidation | None = None,
+    source_confound: SourceConfound | None = None,
+    ensemble_of: list[EnsembleMember] | None = None,
+) -> None:
     folder = models / disease / "2"
     folder.mkdir(parents=True)
-    card = fixture_card(disease, 2, InputSpec(50, 50, ColourMode.GRAYSCALE), cross_validation=cross_validation,
-                        source_confound=source_confound, ensemble_of=ensemble_of)
+    card = fixture_card(
+        disease,
+        2,
+        InputSpec(50, 50, ColourMode.GRAYSCALE),
+        cross_validation=cross_validation,
+        source_confound=source_confound,
+        ensemble_of=ensemble_of,
+    )
     write_card(card, folder / "metadata.json")
 
 
 def test_the_crossval_table_shows_each_cards_figures_goal_and_the_papers(tmp_path: Path) -> None:
     summary = {"accuracy": {"mean": 0.9258, "std": 0.0124}, "roc_auc": {"mean": 0.9834, "std": 0.005}}
-    write_version(tmp_path, "malaria", CrossValidation(
-        folds=5, seed=42, images=20518, groups=147, input=[50, 50, 1], architecture="paper_cnn", recipe={},
-        differences=["epochs: 12 vs 20"], summary=summary, seconds=1700, report="reports/crossval/m.json",
-        screening=ScreeningCrossValidation(target_sensitivity=0.95, summary={
-            "accuracy": {"mean": 0.951, "std": 0.008}, "sensitivity": {"mean": 0.9433, "std": 0.02},
-            "specificity": {"mean": 0.955, "std": 0.01}})))
-    write_version(tmp_path, "pneumonia", source_confound=SourceConfound(
-        features=["mean_r"], input=[50, 50, 1], images=10, groups=5, roc_auc=0.8, fold_mean=0.807, fold_std=0.028,
-        report="reports/pneumonia/confound.json"))
+    write_version(
+        tmp_path,
+        "malaria",
+        CrossValidation(
+            folds=5,
+            seed=42,
+            images=20518,
+            groups=147,
+            input=[50, 50, 1],
+            architecture="paper_cnn",
+            recipe={},
+            differences=["epochs: 12 vs 20"],
+            summary=summary,
+            seconds=1700,
+            report="reports/crossval/m.json",
+            screening=ScreeningCrossValidation(
+                target_sensitivity=0.95,
+                summary={
+                    "accuracy": {"mean": 0.951, "std": 0.008},
+                    "sensitivity": {"mean": 0.9433, "std": 0.02},
+                    "specificity": {"mean": 0.955, "std": 0.01},
+                },
+            ),
+        ),
+    )
+    write_version(
+        tmp_path,
+        "pneumonia",
+        source_confound=SourceConfound(
+            features=["mean_r"],
+            input=[50, 50, 1],
+            images=10,
+            groups=5,
+            roc_auc=0.8,
+            fold_mean=0.807,
+            fold_std=0.028,
+            report="reports/pneumonia/confound.json",
+        ),
+    )
     header, _, *lines = crossval_table(tmp_path).splitlines()
     rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in lines}
     column = {name: index for index, name in enumerate(header.split(" | "))}
@@ -49,8 +89,10 @@ def test_the_crossval_table_shows_each_cards_figures_goal_and_the_papers(tmp_pat
 
 
 def test_the_results_table_says_how_many_networks_an_ensemble_trained(tmp_path: Path) -> None:
-    members = [EnsembleMember(version=version, architecture="paper_cnn", recipe="medscan", best_epoch=3, seconds=60)
-               for version in (4, 5)]
+    members = [
+        EnsembleMember(version=version, architecture="paper_cnn", recipe="medscan", best_epoch=3, seconds=60)
+        for version in (4, 5)
+    ]
     write_version(tmp_path, "pneumonia", ensemble_of=members)
     write_version(tmp_path, "malaria")
     rows = {line.split(" | ")[0].strip("| "): line for line in table(tmp_path).splitlines()[2:]}

@@ -33,7 +33,7 @@ def quadrant_images(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         quadrant = 0 if label == 0 else rng.integers(1, 4)
         top, left = (quadrant // 2) * half, (quadrant % 2) * half
         y, x = top + rng.integers(2, half - side - 2), left + rng.integers(2, half - side - 2)
-        image[y:y + side, x:x + side] = 0.95
+        image[y : y + side, x : x + side] = 0.95
     return images, labels
 
 
@@ -86,8 +86,9 @@ def plain_and_flipped(quadrant_model: Path, tmp_path_factory: pytest.TempPathFac
 
     model = rebuild_keras_model(quadrant_model, make_model(SPEC))
     with stage_version(tmp_path_factory.mktemp("flipped"), "malaria") as staged:
-        write_savedmodel(model, SPEC, random_image_statistics(model, SPEC, seed=1), staged.folder,
-                         flips=("horizontal", "vertical"))
+        write_savedmodel(
+            model, SPEC, random_image_statistics(model, SPEC, seed=1), staged.folder, flips=("horizontal", "vertical")
+        )
         flipped = staged.publish(fixture_card("malaria", 0, SPEC))
     return load_model(quadrant_model), load_model(flipped)
 
@@ -104,19 +105,20 @@ def test_flipped_export_answers_the_mean_probability_over_the_image_and_its_flip
     np.testing.assert_allclose(answered, expected, atol=1e-5)
     assert not np.allclose(answered, calibrated_probability(per_view[0]), atol=1e-3)  # the flips changed it
     # serving_default agrees, as scores that normalise to the same probability
-    np.testing.assert_allclose(flipped.predict(images)[:, 0] / flipped.predict(images).sum(axis=1), expected,
-                               atol=1e-5)
+    np.testing.assert_allclose(flipped.predict(images)[:, 0] / flipped.predict(images).sum(axis=1), expected, atol=1e-5)
     # the distance is the image's as sent, unchanged by the flips
-    np.testing.assert_allclose([o.ood_distance for o in flipped.analyse(images)],
-                               [o.ood_distance for o in plain.analyse(images)], rtol=1e-4)
+    np.testing.assert_allclose(
+        [o.ood_distance for o in flipped.analyse(images)], [o.ood_distance for o in plain.analyse(images)], rtol=1e-4
+    )
 
 
 def test_flipped_export_answers_a_flipped_image_alike_and_flips_its_heatmap(plain_and_flipped) -> None:
     _, flipped = plain_and_flipped
     images, _ = quadrant_images(4, seed=12)
     mirrored = np.ascontiguousarray(images[:, :, ::-1])
-    np.testing.assert_allclose([o.log_odds for o in flipped.analyse(mirrored)],
-                               [o.log_odds for o in flipped.analyse(images)], atol=1e-4)
+    np.testing.assert_allclose(
+        [o.log_odds for o in flipped.analyse(mirrored)], [o.log_odds for o in flipped.analyse(images)], atol=1e-4
+    )
     np.testing.assert_allclose(flipped.explain(mirrored), flipped.explain(images)[:, :, ::-1], atol=1e-4)
 
 
@@ -124,9 +126,11 @@ def test_mean_over_views_does_not_saturate() -> None:
     from training.servable import mean_over_views
 
     z = tf.constant([[60.0, -60.0, 0.0], [60.0, -60.0, 2.0]])  # 2 views x 3 images
-    np.testing.assert_allclose(mean_over_views(z, 2).numpy(), [60.0, -60.0, np.log((0.5 + 1 / (1 + np.exp(-2))) /
-                                                                                  (0.5 + 1 / (1 + np.exp(2))))],
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        mean_over_views(z, 2).numpy(),
+        [60.0, -60.0, np.log((0.5 + 1 / (1 + np.exp(-2))) / (0.5 + 1 / (1 + np.exp(2))))],
+        rtol=1e-5,
+    )
     np.testing.assert_allclose(mean_over_views(z[:1], 1).numpy(), z[0].numpy(), atol=1e-5)
 
 

@@ -20,10 +20,19 @@ from tests.live_server import free_port
 def test_sigterm_under_load_drains_and_exits_0(trust_models: Path, tmp_path: Path) -> None:
     port = free_port()
     log_file = (tmp_path / "server.log").open("wb")  # a pipe nobody reads would fill and block the server
-    env = {**os.environ, "MEDSCAN_MODELS_DIR": str(trust_models), "MEDSCAN_SHUTDOWN_DRAIN_S": "1.5",
-           "MEDSCAN_MODEL_POLL_INTERVAL_S": "0", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, stdout=subprocess.DEVNULL, stderr=log_file)
+    env = {
+        **os.environ,
+        "MEDSCAN_MODELS_DIR": str(trust_models),
+        "MEDSCAN_SHUTDOWN_DRAIN_S": "1.5",
+        "MEDSCAN_MODEL_POLL_INTERVAL_S": "0",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=log_file,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -46,7 +55,8 @@ def test_sigterm_under_load_drains_and_exits_0(trust_models: Path, tmp_path: Pat
                     sent = time.monotonic()
                     try:
                         status: int | str = session.post(
-                            "/predict/malaria", files={"file": ("c.png", png, "image/png")}).status_code
+                            "/predict/malaria", files={"file": ("c.png", png, "image/png")}
+                        ).status_code
                     except httpx.TransportError as error:  # after the drain the socket is closed
                         status = type(error).__name__
                     outcomes.append((sent, status))

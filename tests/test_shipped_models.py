@@ -40,8 +40,7 @@ def test_all_shipped_models_fit_the_total_budget() -> None:
 @needs_data
 @pytest.mark.parametrize("disease", SHIPPED)
 def test_shipped_model_scores_its_card_accuracy_on_its_test_part(disease: str) -> None:
-    labels, probabilities = predict_test_part(disease, data_dir=SHARED_DATASETS, models_dir=REPO_MODELS,
-                                                  limit=SAMPLE)
+    labels, probabilities = predict_test_part(disease, data_dir=SHARED_DATASETS, models_dir=REPO_MODELS, limit=SAMPLE)
     card = load_model(version_dir(REPO_MODELS, disease, latest_version(REPO_MODELS, disease))).card
     measured = compute_metrics(labels, probabilities)
     assert abs(measured.accuracy - card.metrics.accuracy) <= 0.02, (

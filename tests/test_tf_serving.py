@@ -16,8 +16,11 @@ def b64(data: bytes) -> dict[str, str]:
 
 def test_status_reports_the_served_version_as_available(trust_client) -> None:
     body = trust_client.get("/v1/models/malaria").json()
-    assert body == {"model_version_status": [{"version": "1", "state": "AVAILABLE",
-                                              "status": {"error_code": "OK", "error_message": ""}}]}
+    assert body == {
+        "model_version_status": [
+            {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+        ]
+    }
     assert trust_client.get("/v1/models/malaria/versions/1").status_code == 200
     missing = trust_client.get("/v1/models/malaria/versions/7")
     assert missing.status_code == 404 and "Specific(malaria, 7)" in missing.json()["error"]
@@ -38,8 +41,9 @@ def test_predict_gives_the_same_probabilities_as_predict_for_images_and_arrays(t
     data = image_bytes(gradient(70, 60))
     ours = trust_client.post("/predict/malaria", files={"file": ("x.png", data, "image/png")}).json()
     array = model_input(data, _spec(trust_client), max_pixels=10**8)
-    response = trust_client.post("/v1/models/malaria:predict",
-                                 json={"instances": [b64(data), array.tolist(), {"image": b64(data)}]})
+    response = trust_client.post(
+        "/v1/models/malaria:predict", json={"instances": [b64(data), array.tolist(), {"image": b64(data)}]}
+    )
     assert response.status_code == 200, response.text
     predictions = response.json()["predictions"]
     assert len(predictions) == 3
@@ -49,8 +53,9 @@ def test_predict_gives_the_same_probabilities_as_predict_for_images_and_arrays(t
 
 def test_columnar_inputs_and_the_screening_signature(trust_client) -> None:
     data = image_bytes(gradient(40, 40))
-    response = trust_client.post("/v1/models/malaria/versions/1:predict",
-                                 json={"signature_name": "screening", "inputs": {"image": [b64(data)]}})
+    response = trust_client.post(
+        "/v1/models/malaria/versions/1:predict", json={"signature_name": "screening", "inputs": {"image": [b64(data)]}}
+    )
     assert response.status_code == 200, response.text
     (answer,) = response.json()["outputs"]
     assert answer["label"] in {"infected", "uninfected"} and answer["in_distribution"] is True
@@ -77,7 +82,9 @@ def test_bad_requests_are_400_in_tf_serving_shape(trust_client, body, phrase) ->
 
 
 def test_not_json_and_unknown_verbs(trust_client) -> None:
-    response = trust_client.post("/v1/models/malaria:predict", content=b"{oops", headers={"content-type": "application/json"})
+    response = trust_client.post(
+        "/v1/models/malaria:predict", content=b"{oops", headers={"content-type": "application/json"}
+    )
     assert response.status_code == 400 and "JSON" in response.json()["error"]
     assert trust_client.post("/v1/models/malaria:classify", json={}).status_code == 404
     assert trust_client.post("/v1/models/cholera:predict", json={"instances": [[0]]}).status_code == 404
@@ -107,13 +114,22 @@ def test_every_version_is_listed_and_can_be_pinned(two_versions_client) -> None:
     statuses = client.get("/v1/models/malaria").json()["model_version_status"]
     assert [(s["version"], s["state"]) for s in statuses] == [("2", "AVAILABLE"), ("1", "AVAILABLE")]
     data = b64(image_bytes(gradient(70, 60)))
-    for path, version in (("/v1/models/malaria:predict", 2), ("/v1/models/malaria/versions/1:predict", 1),
-                          ("/v1/models/malaria/versions/2:predict", 2)):
+    for path, version in (
+        ("/v1/models/malaria:predict", 2),
+        ("/v1/models/malaria/versions/1:predict", 1),
+        ("/v1/models/malaria/versions/2:predict", 2),
+    ):
         body = client.post(path, json={"signature_name": "screening", "instances": [data]}).json()
         assert body["predictions"][0]["model_version"] == version, path
     meta = client.get("/v1/models/malaria/versions/1/metadata").json()
-    dims = [int(d["size"]) for d in meta["metadata"]["signature_def"]["signature_def"]["serving_default"]["inputs"]
-            ["image"]["tensor_shape"]["dim"]]
+    dims = [
+        int(d["size"])
+        for d in meta["metadata"]["signature_def"]["signature_def"]["serving_default"]["inputs"]["image"][
+            "tensor_shape"
+        ]["dim"]
+    ]
     assert meta["model_spec"]["version"] == "1" and dims == [-1, 50, 50, 1]
-    ours = client.post("/predict/malaria?version=1", files={"file": ("x.png", image_bytes(gradient(70, 60)), "image/png")})
+    ours = client.post(
+        "/predict/malaria?version=1", files={"file": ("x.png", image_bytes(gradient(70, 60)), "image/png")}
+    )
     assert ours.json()["model_version"] == 1

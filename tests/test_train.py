@@ -37,7 +37,7 @@ def test_export_is_a_complete_version_with_card_and_report(trained) -> None:
     card = read_card(target / "metadata.json")
     assert card.disease == "malaria" and card.version == 1
     assert card.classes == ["infected", "uninfected"]
-    assert (card.input.height, card.input.width, card.input.channels) == (50, 50, 1)
+    assert (card.input.height, card.input.width, card.input.channels) == (50, 50, 3)  # malaria is in colour
     assert card.intended_use == "research use only; not for diagnosis"
     assert card.training.seed == 42 and card.training.recipe == "medscan" and card.training.epochs_run == 2
     assert sum(card.data.counts.test.values()) == card.metrics.n_images > 0
@@ -47,13 +47,22 @@ def test_export_is_a_complete_version_with_card_and_report(trained) -> None:
     assert card.calibration.temperature > 0 and card.calibration.test.n_images == card.metrics.n_images
     assert 0 <= card.screening.threshold <= 1 and card.screening.validation.sensitivity >= 0.95
     assert card.screening.test is not None and card.screening.test_at_0_5.threshold == 0.5
-    assert card.screening.test.intervals is not None and set(card.screening.test.intervals) <= {"sensitivity", "specificity"}
+    assert card.screening.test.intervals is not None and set(card.screening.test.intervals) <= {
+        "sensitivity",
+        "specificity",
+    }
     assert card.out_of_distribution.threshold > 0
     flagged = card.out_of_distribution.flagged
     assert {"own test part", "natural photographs (skimage.data)", "noise and blank images"} <= set(flagged)
     assert set(card.metrics.intervals) >= {"accuracy", "sensitivity", "specificity"}
-    for name in ("evaluation.json", "classification_report.txt", "roc_curve.png", "confusion_matrix.png",
-                 "learning_curves.png", "reliability_diagram.png"):
+    for name in (
+        "evaluation.json",
+        "classification_report.txt",
+        "roc_curve.png",
+        "confusion_matrix.png",
+        "learning_curves.png",
+        "reliability_diagram.png",
+    ):
         assert (target / "report" / name).stat().st_size > 0
     report = json.loads((target / "report" / "evaluation.json").read_text())
     assert report["metrics"]["accuracy"] == card.metrics.accuracy
@@ -140,7 +149,8 @@ def test_cli_unreadable_only_folder_is_refused(tmp_path: Path, capsys) -> None:
 
 
 def test_calibrate_gives_an_old_version_the_trust_layer_as_a_new_version_with_the_same_answers(
-    trained, tmp_path: Path,
+    trained,
+    tmp_path: Path,
 ) -> None:
     from tests.model_fixtures import export_legacy
 
@@ -165,13 +175,17 @@ def test_evaluate_write_replaces_the_figures_in_place(trained, tmp_path: Path, c
     copy = tmp_path / "models"
     shutil.copytree(models, copy)
     card_path = copy / "malaria" / "1" / "metadata.json"
-    stale = read_card(card_path).model_copy(update={"metrics": read_card(card_path).metrics.model_copy(
-        update={"accuracy": 0.0})})
+    stale = read_card(card_path).model_copy(
+        update={"metrics": read_card(card_path).metrics.model_copy(update={"accuracy": 0.0})}
+    )
     card_path.write_text(stale.model_dump_json())
     assert main(["evaluate", "malaria", "--version", "1", "--write", "--data", str(data), "--out", str(copy)]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert read_card(card_path).metrics.accuracy == printed["metrics"]["accuracy"] == read_card(
-        target / "metadata.json").metrics.accuracy
+    assert (
+        read_card(card_path).metrics.accuracy
+        == printed["metrics"]["accuracy"]
+        == read_card(target / "metadata.json").metrics.accuracy
+    )
 
 
 def test_a_lab_trains_and_serves_a_disease_of_its_own_without_code(tmp_path: Path) -> None:
@@ -183,13 +197,38 @@ def test_a_lab_trains_and_serves_a_disease_of_its_own_without_code(tmp_path: Pat
     from tests.images import blob, image_bytes
 
     data = write_synthetic_dataset(tmp_path / "data", "tuberculosis", per_class=30)
-    (data / "tuberculosis" / "disease.json").write_text(json.dumps({
-        "description": "TB vs normal chest X-rays", "image_size": 48, "colour_mode": "rgb", "augment": False,
-        "caveats": ["A toy set."], "screening_sensitivity": 0.9, "test_time_flips": ["horizontal"],
-    }))
+    (data / "tuberculosis" / "disease.json").write_text(
+        json.dumps(
+            {
+                "description": "TB vs normal chest X-rays",
+                "image_size": 48,
+                "colour_mode": "rgb",
+                "augment": False,
+                "caveats": ["A toy set."],
+                "screening_sensitivity": 0.9,
+                "test_time_flips": ["horizontal"],
+            }
+        )
+    )
     models = tmp_path / "models"
-    code = main(["train", "tuberculosis", "--data", str(data), "--out", str(models), "--epochs", "2",
-                 "--batch-size", "16", "--caveat", "Made by a test.", "--enhancement", "fundus"])
+    code = main(
+        [
+            "train",
+            "tuberculosis",
+            "--data",
+            str(data),
+            "--out",
+            str(models),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "16",
+            "--caveat",
+            "Made by a test.",
+            "--enhancement",
+            "fundus",
+        ]
+    )
     assert code == 0
     card = read_card(models / "tuberculosis" / "1" / "metadata.json")
     assert card.input.enhancement == "fundus" and "crop to the bounding box of the eye disc" in card.preprocessing
@@ -204,7 +243,8 @@ def test_a_lab_trains_and_serves_a_disease_of_its_own_without_code(tmp_path: Pat
 
 
 def test_calibrate_with_test_time_flips_makes_a_version_that_answers_for_the_image_and_its_flips(
-    trained, tmp_path: Path,
+    trained,
+    tmp_path: Path,
 ) -> None:
     import shutil
 
@@ -212,8 +252,10 @@ def test_calibrate_with_test_time_flips_makes_a_version_that_answers_for_the_ima
     copied = tmp_path / "models"
     shutil.copytree(models, copied)
     latest = max(versions(copied, "malaria"))  # other tests of this module may have added versions
-    assert main(["calibrate", "malaria", "--data", str(data), "--out", str(copied),
-                 "--test-time-flips", "horizontal"]) == 0
+    assert (
+        main(["calibrate", "malaria", "--data", str(data), "--out", str(copied), "--test-time-flips", "horizontal"])
+        == 0
+    )
     new = copied / "malaria" / str(latest + 1)
     card = read_card(new / "metadata.json")
     assert card.test_time_flips == ["horizontal"] and card.derived_from == latest
@@ -221,8 +263,11 @@ def test_calibrate_with_test_time_flips_makes_a_version_that_answers_for_the_ima
     assert read_card(copied / "malaria" / str(latest) / "metadata.json").test_time_flips == ["horizontal", "vertical"]
     probe = np.random.default_rng(2).random((3, 50, 50, 1), dtype=np.float32)
     flipped = load_model(new)
-    np.testing.assert_allclose([o.log_odds for o in flipped.analyse(probe[:, :, ::-1])],
-                               [o.log_odds for o in flipped.analyse(probe)], atol=1e-4)
+    np.testing.assert_allclose(
+        [o.log_odds for o in flipped.analyse(probe[:, :, ::-1])],
+        [o.log_odds for o in flipped.analyse(probe)],
+        atol=1e-4,
+    )
     # calibrating that version again keeps its flips and target; an empty flag takes the flips away
     assert main(["calibrate", "malaria", "--data", str(data), "--out", str(copied), "--target-sensitivity", "0.9"]) == 0
     assert main(["calibrate", "malaria", "--data", str(data), "--out", str(copied)]) == 0
@@ -248,8 +293,9 @@ def test_fitting_runs_every_epoch_and_keeps_the_one_with_the_lowest_validation_l
     decoded = decode_samples(split.validation, spec)
     # Validation with its labels swapped: the better the model learns, the worse it validates, so an early epoch
     # is the best one, and a model left at its last epoch shows.
-    validation = replace(decoded, dataset=decoded.dataset.map(lambda pixels, label: (pixels, 1 - label)),
-                         labels=1 - decoded.labels)
+    validation = replace(
+        decoded, dataset=decoded.dataset.map(lambda pixels, label: (pixels, 1 - label)), labels=1 - decoded.labels
+    )
     recipe = replace(config.medscan, epochs=4, batch_size=16, augment=False)
     fitted = fit_model(spec, recipe, decode_samples(split.train, spec), validation, seed=0)
     losses = fitted.history["val_loss"]

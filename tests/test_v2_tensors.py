@@ -15,10 +15,14 @@ def bytes_element(data: bytes) -> bytes:
 
 def test_binary_inputs_are_read_in_order_after_the_json_header() -> None:
     pixels = np.arange(6, dtype=np.float32).reshape(1, 2, 3)
-    header = json.dumps({"inputs": [
-        {"name": "a", "shape": [2], "datatype": "BYTES", "parameters": {"binary_data_size": 4 + 3 + 4 + 1}},
-        {"name": "b", "shape": [1, 2, 3], "datatype": "FP32", "parameters": {"binary_data_size": 24}},
-    ]}).encode()
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": "a", "shape": [2], "datatype": "BYTES", "parameters": {"binary_data_size": 4 + 3 + 4 + 1}},
+                {"name": "b", "shape": [1, 2, 3], "datatype": "FP32", "parameters": {"binary_data_size": 24}},
+            ]
+        }
+    ).encode()
     body = header + bytes_element(b"abc") + bytes_element(b"d") + pixels.tobytes()
     request, binary = split_body(body, str(len(header)))
     first, second = read_inputs(request, binary)
@@ -26,14 +30,24 @@ def test_binary_inputs_are_read_in_order_after_the_json_header() -> None:
     np.testing.assert_array_equal(second.value, pixels)
 
 
-@pytest.mark.parametrize("inputs, binary, words", [
-    ([{"name": "a", "shape": [1], "datatype": "FP32", "parameters": {"binary_data_size": 8}}], b"\0" * 8, "do not hold"),
-    ([{"name": "a", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": 6}}],
-     struct.pack("<I", 9) + b"ab", "runs past"),
-    ([{"name": "a", "shape": [1], "datatype": "FP32", "data": [1]}], b"xx", "belong to no input"),
-    ([{"name": "a", "shape": [1], "datatype": "COMPLEX", "data": [1]}], b"", "unknown datatype"),
-    ([{"name": "a", "shape": [-1], "datatype": "FP32", "data": [1]}], b"", "non-negative"),
-])
+@pytest.mark.parametrize(
+    "inputs, binary, words",
+    [
+        (
+            [{"name": "a", "shape": [1], "datatype": "FP32", "parameters": {"binary_data_size": 8}}],
+            b"\0" * 8,
+            "do not hold",
+        ),
+        (
+            [{"name": "a", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": 6}}],
+            struct.pack("<I", 9) + b"ab",
+            "runs past",
+        ),
+        ([{"name": "a", "shape": [1], "datatype": "FP32", "data": [1]}], b"xx", "belong to no input"),
+        ([{"name": "a", "shape": [1], "datatype": "COMPLEX", "data": [1]}], b"", "unknown datatype"),
+        ([{"name": "a", "shape": [-1], "datatype": "FP32", "data": [1]}], b"", "non-negative"),
+    ],
+)
 def test_malformed_tensors_are_refused_with_a_reason(inputs, binary: bytes, words: str) -> None:
     with pytest.raises(TensorError, match=words):
         read_inputs({"inputs": inputs}, binary)

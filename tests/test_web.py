@@ -29,6 +29,7 @@ def file_payload(name: str, data: bytes, mime: str = "image/png") -> dict[str, o
 
 # --- the route, without a browser ---------------------------------------------------------------
 
+
 def test_page_is_served_with_its_assets(trust_client) -> None:
     page = trust_client.get("/")
     assert page.status_code == 200
@@ -54,6 +55,7 @@ def test_missing_static_file_is_a_404_in_the_error_shape(trust_client) -> None:
 
 # --- in a real browser --------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def base_url(trust_models: Path) -> Iterator[str]:
     from app.main import create_app
@@ -68,7 +70,9 @@ def base_url(trust_models: Path) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def browser():
     if CHROMIUM is None:
-        message = "no Chromium: install Debian's chromium package (scripts/test.sh does, as root) or set MEDSCAN_CHROMIUM"
+        message = (
+            "no Chromium: install Debian's chromium package (scripts/test.sh does, as root) or set MEDSCAN_CHROMIUM"
+        )
         if REQUIRE_BROWSER:
             pytest.fail(message)
         pytest.skip(message)
@@ -99,8 +103,10 @@ def screen(page, files: list[dict[str, object]], disease: str = "malaria") -> No
     page.select_option("#disease", disease)
     page.set_input_files("#files", files)
     page.click("#screen")
-    page.wait_for_function("document.querySelectorAll('#results [aria-busy]').length === 0 "
-                           "&& document.querySelectorAll('#results .result').length > 0")
+    page.wait_for_function(
+        "document.querySelectorAll('#results [aria-busy]').length === 0 "
+        "&& document.querySelectorAll('#results .result').length > 0"
+    )
 
 
 def test_one_image_shows_label_percentages_threshold_and_overlay(page) -> None:
@@ -164,9 +170,15 @@ def test_model_without_grad_cam_answers_without_overlay(page) -> None:
 
 
 def test_whole_request_errors_are_shown_in_words_beside_each_image(page) -> None:
-    page.route("**/predict/**", lambda route: route.fulfill(
-        status=503, content_type="application/json", headers={"Retry-After": "1"},
-        body='{"error": {"status": 503, "code": "overloaded", "message": "the malaria queue is full"}}'))
+    page.route(
+        "**/predict/**",
+        lambda route: route.fulfill(
+            status=503,
+            content_type="application/json",
+            headers={"Retry-After": "1"},
+            body='{"error": {"status": 503, "code": "overloaded", "message": "the malaria queue is full"}}',
+        ),
+    )
     screen(page, [file_payload("a.png", png(5)), file_payload("b.png", png(6))])
     errors = page.locator("#results .result .error")
     assert errors.count() == 2
@@ -179,13 +191,22 @@ def test_model_card_is_one_click_away(page) -> None:
     card = page.locator("#model-card-body")
     assert card.is_visible()
     text = card.inner_text()
-    for expected in ("Accuracy", "Sensitivity", "Specificity", "ROC AUC", "Data source", "Intended use",
-                     "Screening threshold"):
+    for expected in (
+        "Accuracy",
+        "Sensitivity",
+        "Specificity",
+        "ROC AUC",
+        "Data source",
+        "Intended use",
+        "Screening threshold",
+    ):
         assert expected in text, expected
     # how the recipe did on patients it never saw, with the spread over folds and what differed
     assert "5-fold grouped cross-validation of this recipe (2000 images of 140 patients)" in text
-    assert "at the screening threshold (chosen for 95.0% sensitivity on each round's validation patients): " \
-           "accuracy 95.1% \u00b1 0.8, sensitivity 94.3% \u00b1 2.0; at 0.5: accuracy 92.6% \u00b1 1.2" in text
+    assert (
+        "at the screening threshold (chosen for 95.0% sensitivity on each round's validation patients): "
+        "accuracy 95.1% \u00b1 0.8, sensitivity 94.3% \u00b1 2.0; at 0.5: accuracy 92.6% \u00b1 1.2" in text
+    )
     assert "ROC AUC 0.983 \u00b1 0.005" in text
     assert "differed in epochs: 12 vs 20" in text
     page.click("#model-card summary")
@@ -193,12 +214,18 @@ def test_model_card_is_one_click_away(page) -> None:
     page.click("#model-card summary")
     assert "not cross-validated yet" in card.inner_text()
     assert "answers for the image as sent and flipped (horizontal)" in card.inner_text()
-    assert "started from the paper's CNN pretrained on malaria (5000), pneumonia (4458) images of the other data " \
-           "sets, none of this one's" in card.inner_text()
-    assert "a linear model on 2 global colour and border statistics of the pixels this model is fed separates the " \
-           "classes with ROC AUC 0.807 \u00b1 0.028 on held-out patients" in card.inner_text()
-    assert "the mean probability of 2 networks, each one more pass per image: version 4 (paper_cnn, medscan " \
-           "recipe, from scratch); version 5 (paper_cnn, medscan recipe, from a pretrained backbone)" in card.inner_text()
+    assert (
+        "started from the paper's CNN pretrained on malaria (5000), pneumonia (4458) images of the other data "
+        "sets, none of this one's" in card.inner_text()
+    )
+    assert (
+        "a linear model on 2 global colour and border statistics of the pixels this model is fed separates the "
+        "classes with ROC AUC 0.807 \u00b1 0.028 on held-out patients" in card.inner_text()
+    )
+    assert (
+        "the mean probability of 2 networks, each one more pass per image: version 4 (paper_cnn, medscan "
+        "recipe, from scratch); version 5 (paper_cnn, medscan recipe, from a pretrained backbone)" in card.inner_text()
+    )
     page.click("#model-card summary")
     page.select_option("#disease", "malaria")
     page.click("#model-card summary")

@@ -46,8 +46,9 @@ def _known(arch: str) -> str:
     return arch
 
 
-def make_architecture(arch: str, spec: InputSpec, *, weights: str | Path | None = None,
-                      bn_momentum: float = 0.99, dropout: float = 0.3) -> keras.Model:
+def make_architecture(
+    arch: str, spec: InputSpec, *, weights: str | Path | None = None, bn_momentum: float = 0.99, dropout: float = 0.3
+) -> keras.Model:
     """[0, 1] pixels of `spec` -> Dense(2, sigmoid) scores, like the paper's CNN."""
     if _known(arch) == PAPER_CNN:
         model = make_model(spec, bn_momentum=bn_momentum)
@@ -56,12 +57,13 @@ def make_architecture(arch: str, spec: InputSpec, *, weights: str | Path | None 
         return model
     constructor, smallest, mode = APPLICATIONS[arch]
     if min(spec.height, spec.width) < smallest:
-        raise ValueError(f"{arch} needs inputs of at least {smallest}x{smallest} pixels, got {spec.height}x{spec.width}")
+        raise ValueError(
+            f"{arch} needs inputs of at least {smallest}x{smallest} pixels, got {spec.height}x{spec.width}"
+        )
     inputs = keras.Input(shape=spec.shape, name="image")
     x = inputs if spec.shape[-1] == 3 else layers.Concatenate(name="gray_to_rgb")([inputs] * 3)
     x = _imagenet_scaling(x, mode)
-    base = constructor(include_top=False, weights=None if weights in (None, "none") else str(weights),
-                       input_tensor=x)
+    base = constructor(include_top=False, weights=None if weights in (None, "none") else str(weights), input_tensor=x)
     features = layers.GlobalAveragePooling2D(name="pool")(base.output)
     features = layers.Dropout(dropout, name="dropout_head")(features)
     outputs = layers.Dense(2, activation="sigmoid", name="scores")(features)
@@ -73,8 +75,9 @@ def _imagenet_scaling(x, mode: str):
     if mode == "tf":
         return layers.Rescaling(2.0, offset=-1.0, name="to_minus1_1")(x)
     if mode == "torch":
-        return layers.Normalization(mean=IMAGENET_MEAN_RGB, variance=[s * s for s in IMAGENET_STD_RGB],
-                                    name="imagenet_normalise")(x)
+        return layers.Normalization(
+            mean=IMAGENET_MEAN_RGB, variance=[s * s for s in IMAGENET_STD_RGB], name="imagenet_normalise"
+        )(x)
     # caffe: 0-255, BGR, mean subtracted. A fixed 1x1 convolution reverses the channels and scales.
     reverse = layers.Conv2D(3, 1, use_bias=True, trainable=False, name="to_bgr_255")
     out = reverse(x)

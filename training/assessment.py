@@ -23,8 +23,23 @@ from training.pipeline import decode_samples, pixels_of
 ECE_BINS = 15
 BATCH = 128
 # Natural photographs that scikit-image ships (no download): people, animals, objects, text, textures.
-PHOTOGRAPHS = ("astronaut", "camera", "cat", "coffee", "rocket", "hubble_deep_field", "moon", "coins", "clock",
-               "grass", "gravel", "brick", "page", "text", "stereo_motorcycle")
+PHOTOGRAPHS = (
+    "astronaut",
+    "camera",
+    "cat",
+    "coffee",
+    "rocket",
+    "hubble_deep_field",
+    "moon",
+    "coins",
+    "clock",
+    "grass",
+    "gravel",
+    "brick",
+    "page",
+    "text",
+    "stereo_motorcycle",
+)
 OWN_TEST = "own test part"
 PHOTOGRAPHS_KEY = "natural photographs (skimage.data)"
 NOISE_KEY = "noise and blank images"
@@ -40,10 +55,12 @@ def run_model(model: LoadedModel, pixels: np.ndarray) -> Outputs:
     """uint8 N x H x W x C -> the served model's outputs, in batches."""
     rows: list[ImageOutputs] = []
     for start in range(0, len(pixels), BATCH):
-        rows += model.analyse(scale(pixels[start:start + BATCH]))
+        rows += model.analyse(scale(pixels[start : start + BATCH]))
     distances = [row.ood_distance for row in rows]
-    return Outputs(log_odds=np.array([row.log_odds for row in rows]),
-                   ood_distance=None if None in distances else np.array(distances, dtype=np.float64))
+    return Outputs(
+        log_odds=np.array([row.log_odds for row in rows]),
+        ood_distance=None if None in distances else np.array(distances, dtype=np.float64),
+    )
 
 
 def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
@@ -69,15 +86,22 @@ def calibration_figures(log_odds: np.ndarray, labels: np.ndarray, temperature: f
     before = calibrated_probability(log_odds, 1.0)
     after = calibrated_probability(log_odds, temperature)
     return CalibrationFigures(
-        n_images=len(labels), bins=ECE_BINS,
-        ece_before=expected_calibration_error(before, labels), ece_after=expected_calibration_error(after, labels),
-        brier_before=brier_score(before, labels), brier_after=brier_score(after, labels),
+        n_images=len(labels),
+        bins=ECE_BINS,
+        ece_before=expected_calibration_error(before, labels),
+        ece_after=expected_calibration_error(after, labels),
+        brier_before=brier_score(before, labels),
+        brier_after=brier_score(after, labels),
     )
 
 
 def group_intervals(
-    labels: np.ndarray, probabilities: np.ndarray, groups: list[str], threshold: float = 0.5,
-    resamples: int = 1000, seed: int = 0,
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    groups: list[str],
+    threshold: float = 0.5,
+    resamples: int = 1000,
+    seed: int = 0,
 ) -> dict[str, tuple[float, float]]:
     """95% percentile-bootstrap intervals of each metric, resampling patient groups (not images),
     since images of one patient are not independent."""
@@ -93,12 +117,21 @@ def group_intervals(
         metrics = compute_metrics(labels[images], probabilities[images], threshold=threshold)
         return np.array([getattr(metrics, name) if getattr(metrics, name) is not None else np.nan for name in names])
 
-    result = bootstrap((np.arange(len(members)),), statistic, vectorized=False, n_resamples=resamples,
-                       method="percentile", random_state=np.random.default_rng(seed))
+    result = bootstrap(
+        (np.arange(len(members)),),
+        statistic,
+        vectorized=False,
+        n_resamples=resamples,
+        method="percentile",
+        random_state=np.random.default_rng(seed),
+    )
     low, high = result.confidence_interval
     # A metric some resample could not compute (no image of one class: tiny test parts) gets no interval.
-    return {name: (float(lo), float(hi)) for name, lo, hi in zip(names, low, high, strict=True)
-            if np.isfinite(lo) and np.isfinite(hi)}
+    return {
+        name: (float(lo), float(hi))
+        for name, lo, hi in zip(names, low, high, strict=True)
+        if np.isfinite(lo) and np.isfinite(hi)
+    }
 
 
 def flag_rate(distances: np.ndarray, threshold: float, target: str) -> FlagRate:
@@ -143,13 +176,17 @@ def ood_flags(model: LoadedModel, own_test: Outputs, probes: dict[str, np.ndarra
     return flags
 
 
-def _point_with_intervals(probabilities: np.ndarray, labels: np.ndarray, groups: list[str], threshold: float
-                          ) -> OperatingPoint:
+def _point_with_intervals(
+    probabilities: np.ndarray, labels: np.ndarray, groups: list[str], threshold: float
+) -> OperatingPoint:
     from training.trust import operating_point
 
     intervals = group_intervals(labels, probabilities_of(probabilities), groups, threshold=threshold)
-    return operating_point(probabilities, labels, threshold).model_copy(update={"intervals": {
-        name: bounds for name, bounds in intervals.items() if name in ("sensitivity", "specificity")}})
+    return operating_point(probabilities, labels, threshold).model_copy(
+        update={
+            "intervals": {name: bounds for name, bounds in intervals.items() if name in ("sensitivity", "specificity")}
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -165,25 +202,38 @@ class Assessment:
     calibrated: np.ndarray
 
 
-def assess(model: LoadedModel, test_pixels: np.ndarray, test_labels: np.ndarray, test_groups: list[str],
-           probes: dict[str, np.ndarray]) -> Assessment:
+def assess(
+    model: LoadedModel,
+    test_pixels: np.ndarray,
+    test_labels: np.ndarray,
+    test_groups: list[str],
+    probes: dict[str, np.ndarray],
+) -> Assessment:
     card = model.card
     outputs = run_model(model, test_pixels)
     temperature = card.calibration.temperature if card.calibration else 1.0
     uncalibrated = calibrated_probability(outputs.log_odds, 1.0)
     calibrated = calibrated_probability(outputs.log_odds, temperature)
     metrics = compute_metrics(test_labels, probabilities_of(uncalibrated))
-    metrics = metrics.model_copy(update={"intervals": group_intervals(test_labels, probabilities_of(uncalibrated),
-                                                                      test_groups)})
+    metrics = metrics.model_copy(
+        update={"intervals": group_intervals(test_labels, probabilities_of(uncalibrated), test_groups)}
+    )
     return Assessment(
         metrics=metrics,
         calibration=calibration_figures(outputs.log_odds, test_labels, temperature) if card.calibration else None,
-        screening_test=(_point_with_intervals(calibrated, test_labels, test_groups, card.screening.threshold)
-                        if card.screening else None),
-        screening_test_at_0_5=(_point_with_intervals(calibrated, test_labels, test_groups, 0.5)
-                               if card.screening else None),
+        screening_test=(
+            _point_with_intervals(calibrated, test_labels, test_groups, card.screening.threshold)
+            if card.screening
+            else None
+        ),
+        screening_test_at_0_5=(
+            _point_with_intervals(calibrated, test_labels, test_groups, 0.5) if card.screening else None
+        ),
         ood_flagged=ood_flags(model, outputs, probes),
-        labels=test_labels, log_odds=outputs.log_odds, uncalibrated=uncalibrated, calibrated=calibrated,
+        labels=test_labels,
+        log_odds=outputs.log_odds,
+        uncalibrated=uncalibrated,
+        calibrated=calibrated,
     )
 
 
@@ -191,7 +241,9 @@ def other_disease_key(disease: str) -> str:
     return f"{disease} test part"
 
 
-def probe_sets(data_dir: Path, disease: str, spec: InputSpec, known: list[str], limit: int = 1000) -> dict[str, np.ndarray]:
+def probe_sets(
+    data_dir: Path, disease: str, spec: InputSpec, known: list[str], limit: int = 1000
+) -> dict[str, np.ndarray]:
     """What the out-of-distribution check must flag, prepared at this model's input: the test part of
     every other disease found in `data_dir` (a fixed sample of at most `limit`), photographs, noise."""
     probes: dict[str, np.ndarray] = {}

@@ -68,9 +68,9 @@ def recalibrate_batch_norm(model: keras.Model, images: tf.data.Dataset, max_batc
             features = probe(batch, training=False).numpy().astype(np.float64)
             flat = features.reshape(-1, features.shape[-1])
             total = flat.sum(axis=0) if total is None else total + flat.sum(axis=0)
-            total_sq = (flat ** 2).sum(axis=0) if total_sq is None else total_sq + (flat ** 2).sum(axis=0)
+            total_sq = (flat**2).sum(axis=0) if total_sq is None else total_sq + (flat**2).sum(axis=0)
             count += flat.shape[0]
         mean = total / count
-        variance = np.maximum(total_sq / count - mean ** 2, 0.0)
+        variance = np.maximum(total_sq / count - mean**2, 0.0)
         layer.moving_mean.assign(mean.astype(np.float32))
         layer.moving_variance.assign(variance.astype(np.float32))

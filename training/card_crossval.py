@@ -17,6 +17,7 @@ from training.data import DataError
 from training.trust import target_sensitivity_of
 from training.versions import published_version
 
+
 def differences(card: ModelCard, result: dict) -> list[str]:
     """Where the cross-validated recipe, input and architecture differ from the card's model."""
     found = []
@@ -46,8 +47,10 @@ def as_served(card: ModelCard, result: dict, report: Path) -> tuple[dict, dict |
             raise DataError(f"{report} kept no scores, so it cannot measure the version's test-time flips")
         return result["summary"], result.get("screening")
     if flips and result.get("with_flips", {}).get("flips") != flips:
-        raise DataError(f"{report} measured the flips {result.get('with_flips', {}).get('flips', [])}, "
-                        f"the version answers over {flips}")
+        raise DataError(
+            f"{report} measured the flips {result.get('with_flips', {}).get('flips', [])}, "
+            f"the version answers over {flips}"
+        )
     target = target_sensitivity_of(card)
     measured = measured_with(kept_rounds(report, result), "infected_with_flips" if flips else "infected", target)
     return measured["at_0_5"], {"target_sensitivity": target, "summary": measured["at_screening"]}
@@ -61,10 +64,19 @@ def record_in_card(models_dir: Path, disease: str, report: Path, version: int | 
     card = read_card(folder / METADATA_FILE)
     summary, screening = as_served(card, result, report)
     recorded = CrossValidation(
-        folds=result["folds"], seed=result["seed"], images=result["images"], groups=result["groups"],
-        input=result["input"], enhancement=result.get("enhancement", "none"),
-        architecture=result.get("arch", "paper_cnn"), recipe=result["recipe"], differences=differences(card, result),
-        test_time_flips=card.test_time_flips, summary=summary, screening=screening, seconds=result["seconds"],
+        folds=result["folds"],
+        seed=result["seed"],
+        images=result["images"],
+        groups=result["groups"],
+        input=result["input"],
+        enhancement=result.get("enhancement", "none"),
+        architecture=result.get("arch", "paper_cnn"),
+        recipe=result["recipe"],
+        differences=differences(card, result),
+        test_time_flips=card.test_time_flips,
+        summary=summary,
+        screening=screening,
+        seconds=result["seconds"],
         report=report.as_posix(),
     )
     card = card.model_copy(update={"cross_validation": recorded})

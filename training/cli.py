@@ -31,94 +31,178 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training(train_all)
 
     cross_validate = commands.add_parser(
-        "cross-validate", help="stratified, grouped k-fold cross-validation of a recipe on everything but the test part")
+        "cross-validate", help="stratified, grouped k-fold cross-validation of a recipe on everything but the test part"
+    )
     cross_validate.add_argument("disease")
     _add_common(cross_validate)
     _add_training(cross_validate)
     cross_validate.add_argument("--folds", type=_positive, default=5)
-    cross_validate.add_argument("--report-dir", type=Path, default=Path("reports/crossval"),
-                                help="where the JSON result is written (default: reports/crossval/)")
+    cross_validate.add_argument(
+        "--report-dir",
+        type=Path,
+        default=Path("reports/crossval"),
+        help="where the JSON result is written (default: reports/crossval/)",
+    )
 
     pretrain = commands.add_parser(
-        "pretrain", help="pretrain the paper's CNN on every other data set in --data, at this disease's input, "
-        "to start its training from (--weights <backbone>.keras); this disease's own images are never read")
+        "pretrain",
+        help="pretrain the paper's CNN on every other data set in --data, at this disease's input, "
+        "to start its training from (--weights <backbone>.keras); this disease's own images are never read",
+    )
     pretrain.add_argument("disease")
     pretrain.add_argument("--data", type=Path, required=True, help="folder holding <disease>/{infected,uninfected}/")
     pretrain.add_argument("--out", type=Path, default=Path("backbones"), help="default: backbones/")
     pretrain.add_argument("--epochs", type=_positive, default=None, help="default: 10")
-    pretrain.add_argument("--per-disease", type=_positive, default=None,
-                          help="at most this many images of each other data set, drawn at random (default: 5000)")
+    pretrain.add_argument(
+        "--per-disease",
+        type=_positive,
+        default=None,
+        help="at most this many images of each other data set, drawn at random (default: 5000)",
+    )
     pretrain.add_argument("--image-size", type=_positive, default=None, help="default: the disease's")
     pretrain.add_argument("--enhancement", choices=[mode.value for mode in Enhancement], default=None)
     pretrain.add_argument("--seed", type=int, default=42)
 
     record = commands.add_parser(
-        "record-crossval", help="put a cross-validation result (reports/crossval/*.json) into a version's card, "
-        "with where its recipe differs from the version's")
+        "record-crossval",
+        help="put a cross-validation result (reports/crossval/*.json) into a version's card, "
+        "with where its recipe differs from the version's",
+    )
     record.add_argument("disease")
     record.add_argument("report", type=Path)
     record.add_argument("--out", type=Path, default=Path("models"), help="models folder (default: models/)")
     record.add_argument("--version", type=_positive, default=None, help="model version (default: the latest)")
 
     points = commands.add_parser(
-        "operating-points", help="a cross-validation's served accuracy, sensitivity and specificity at each target "
-        "sensitivity, with and without test-time flips, from its kept scores (no training)")
+        "operating-points",
+        help="a cross-validation's served accuracy, sensitivity and specificity at each target "
+        "sensitivity, with and without test-time flips, from its kept scores (no training)",
+    )
     points.add_argument("report", type=Path)
 
     confound = commands.add_parser(
-        "confound", help="how well a linear model on global colour and border statistics (blind to lesions) "
-        "separates the classes, on the pixels the model is fed")
+        "confound",
+        help="how well a linear model on global colour and border statistics (blind to lesions) "
+        "separates the classes, on the pixels the model is fed",
+    )
     confound.add_argument("disease")
     _add_common(confound)
     _add_training(confound)
-    confound.add_argument("--report-dir", type=Path, default=Path("reports"),
-                          help="adds an entry to <report-dir>/<disease>/confound.json (default: reports/)")
+    confound.add_argument(
+        "--report-dir",
+        type=Path,
+        default=Path("reports"),
+        help="adds an entry to <report-dir>/<disease>/confound.json (default: reports/)",
+    )
+
+    cross_site = commands.add_parser(
+        "cross-site",
+        help="leave one site out: train the recipe on every other site (hospital, collection) and "
+        "measure on the held-out one, for each site the disease names",
+    )
+    cross_site.add_argument("disease")
+    _add_common(cross_site)
+    _add_training(cross_site)
+    cross_site.add_argument("--sites", nargs="+", default=None, help="hold out only these sites (default: each)")
+    cross_site.add_argument(
+        "--report-dir",
+        type=Path,
+        default=Path("reports/cross_site"),
+        help="where the JSON result is written (default: reports/cross_site/)",
+    )
+
+    record_site = commands.add_parser(
+        "record-cross-site", help="put a cross-site result (reports/cross_site/*.json) into a version's card"
+    )
+    record_site.add_argument("disease")
+    record_site.add_argument("report", type=Path)
+    record_site.add_argument("--out", type=Path, default=Path("models"), help="models folder (default: models/)")
+    record_site.add_argument("--version", type=_positive, default=None, help="model version (default: the latest)")
+
+    marks = _version_command(
+        commands,
+        "marks",
+        "how much a version's answers on its test part change when burned-in calipers and text "
+        "are painted out (a shortcut check for ultrasound)",
+    )
+    marks.add_argument(
+        "--report-dir",
+        type=Path,
+        default=Path("reports"),
+        help="writes <report-dir>/<disease>/marks.json (default: reports/)",
+    )
+    marks.add_argument("--write", action="store_true", help="put the result into the version's card")
 
     record_confound = commands.add_parser(
-        "record-confound", help="put the confound check of the pixels a version is fed (from "
-        "<report-dir>/<disease>/confound.json) into its card")
+        "record-confound",
+        help="put the confound check of the pixels a version is fed (from "
+        "<report-dir>/<disease>/confound.json) into its card",
+    )
     record_confound.add_argument("disease")
     record_confound.add_argument("--report-dir", type=Path, default=Path("reports"), help="default: reports/")
     record_confound.add_argument("--out", type=Path, default=Path("models"), help="models folder (default: models/)")
     record_confound.add_argument("--version", type=_positive, default=None, help="model version (default: the latest)")
 
     compare = commands.add_parser(
-        "compare", help="the paper's comparison: several architectures on the same grouped folds, with a report")
+        "compare", help="the paper's comparison: several architectures on the same grouped folds, with a report"
+    )
     compare.add_argument("disease")
     _add_common(compare)
     _add_training(compare)
     compare.add_argument("--archs", nargs="+", default=list(ARCHITECTURES), choices=ARCHITECTURES)
     compare.add_argument("--folds", type=_positive, default=3)
-    compare.add_argument("--subset", type=_positive, default=None,
-                         help="about this many images of the non-test part, whole patient groups (compute budget)")
-    compare.add_argument("--per-group", type=_positive, default=None,
-                         help="at most this many images of each patient group, drawn within it, before --subset "
-                         "(spreads a small budget over many patients, e.g. malaria's ~140 cells a patient)")
-    compare.add_argument("--report-dir", type=Path, default=Path("reports"),
-                         help="the report goes to <report-dir>/<disease>/ (default: reports/)")
+    compare.add_argument(
+        "--subset",
+        type=_positive,
+        default=None,
+        help="about this many images of the non-test part, whole patient groups (compute budget)",
+    )
+    compare.add_argument(
+        "--per-group",
+        type=_positive,
+        default=None,
+        help="at most this many images of each patient group, drawn within it, before --subset "
+        "(spreads a small budget over many patients, e.g. malaria's ~140 cells a patient)",
+    )
+    compare.add_argument(
+        "--report-dir",
+        type=Path,
+        default=Path("reports"),
+        help="the report goes to <report-dir>/<disease>/ (default: reports/)",
+    )
 
     calibrate = _version_command(
-        commands, "calibrate", "re-export an existing version as a new one with calibration, screening threshold, "
+        commands,
+        "calibrate",
+        "re-export an existing version as a new one with calibration, screening threshold, "
         "out-of-distribution statistics and Grad-CAM fitted on its own split (answers unchanged, unless "
-        "--test-time-flips changes them)")
+        "--test-time-flips changes them)",
+    )
     _add_export_choices(calibrate, "as the version does")
 
     ensemble = commands.add_parser(
-        "ensemble", help="publish several versions of a disease (same input, same split) as one new version that "
-        "answers the mean of their P(infected), with its own calibration, thresholds and test figures")
+        "ensemble",
+        help="publish several versions of a disease (same input, same split) as one new version that "
+        "answers the mean of their P(infected), with its own calibration, thresholds and test figures",
+    )
     ensemble.add_argument("disease")
     _add_common(ensemble)
     ensemble.add_argument("--members", type=_positive, nargs="+", required=True, help="the versions to combine")
     _add_export_choices(ensemble, "the flips every member answers with")
 
     ensemble_crossval = commands.add_parser(
-        "ensemble-crossval", help="the cross-validation of an ensemble of recipes, from their reports' kept scores "
-        "on the same folds (no training); written beside them")
+        "ensemble-crossval",
+        help="the cross-validation of an ensemble of recipes, from their reports' kept scores "
+        "on the same folds (no training); written beside them",
+    )
     ensemble_crossval.add_argument("reports", type=Path, nargs="+")
 
     evaluate = _version_command(
-        commands, "evaluate", "measure an exported version on its test part as served: metrics with group-bootstrap "
-        "intervals, calibration, screening threshold, out-of-distribution flags")
+        commands,
+        "evaluate",
+        "measure an exported version on its test part as served: metrics with group-bootstrap "
+        "intervals, calibration, screening threshold, out-of-distribution flags",
+    )
     evaluate.add_argument("--write", action="store_true", help="replace the figures in the version's card and report")
     return parser
 
@@ -135,16 +219,25 @@ def _version_command(commands, name: str, help_text: str) -> argparse.ArgumentPa
 def _add_export_choices(parser: argparse.ArgumentParser, default_flips: str) -> None:
     """The operating point and test-time flips of a version made from published ones."""
     _add_target_sensitivity(parser)
-    parser.add_argument("--test-time-flips", nargs="*", choices=("horizontal", "vertical"), default=None,
-                        help=f"answer for the image and these flips of it together (default: {default_flips}; "
-                        "give it with no value to export without flips)")
+    parser.add_argument(
+        "--test-time-flips",
+        nargs="*",
+        choices=("horizontal", "vertical"),
+        default=None,
+        help=f"answer for the image and these flips of it together (default: {default_flips}; "
+        "give it with no value to export without flips)",
+    )
 
 
 def _add_target_sensitivity(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--target-sensitivity", type=_fraction, default=None,
-                        help="sensitivity the screening threshold must reach on the validation part (default: the "
-                        "disease's, chosen by cross-validation, 0.95 where none was; calibrate: the version's; "
-                        "ensemble: the first member's)")
+    parser.add_argument(
+        "--target-sensitivity",
+        type=_fraction,
+        default=None,
+        help="sensitivity the screening threshold must reach on the validation part (default: the "
+        "disease's, chosen by cross-validation, 0.95 where none was; calibrate: the version's; "
+        "ensemble: the first member's)",
+    )
 
 
 def _fraction(text: str) -> float:
@@ -165,33 +258,69 @@ def _add_training(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=_positive, default=None)
     parser.add_argument("--learning-rate", type=_fraction, default=None, help="Adam's initial rate (default: 0.001)")
     parser.add_argument("--image-size", type=_positive, default=None, help="square input side in pixels")
-    parser.add_argument("--seed", type=int, default=42, help="the split and the folds (and the training, without "
-                        "--init-seed)")
-    parser.add_argument("--init-seed", type=int, default=None,
-                        help="initial weights, shuffling and augmentation only: models of several init seeds share "
-                        "their test part and folds, to form a seed ensemble (`ensemble`, `ensemble-crossval`)")
-    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                        help="augment the training images (default: the recipe's choice for the disease)")
-    parser.add_argument("--colour-mode", choices=("grayscale", "rgb"), default=None,
-                        help="for a disease without tuned defaults (default: from <data>/<disease>/disease.json, "
-                        "else detected from the images)")
-    parser.add_argument("--enhancement", choices=[mode.value for mode in Enhancement], default=None,
-                        help="a modality's standard preparation, in training and serving alike (fundus: crop to "
-                        "the disc, normalise colour; contrast: CLAHE, for X-rays and ultrasound; default: the "
-                        "disease's own)")
+    parser.add_argument(
+        "--seed", type=int, default=42, help="the split and the folds (and the training, without --init-seed)"
+    )
+    parser.add_argument(
+        "--init-seed",
+        type=int,
+        default=None,
+        help="initial weights, shuffling and augmentation only: models of several init seeds share "
+        "their test part and folds, to form a seed ensemble (`ensemble`, `ensemble-crossval`)",
+    )
+    parser.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="augment the training images (default: the recipe's choice for the disease)",
+    )
+    parser.add_argument(
+        "--colour-mode",
+        choices=("grayscale", "rgb"),
+        default=None,
+        help="for a disease without tuned defaults (default: from <data>/<disease>/disease.json, "
+        "else detected from the images)",
+    )
+    parser.add_argument(
+        "--enhancement",
+        choices=[mode.value for mode in Enhancement],
+        default=None,
+        help="a modality's standard preparation, in training and serving alike (fundus: crop to "
+        "the disc, normalise colour; contrast: CLAHE, for X-rays and ultrasound; default: the "
+        "disease's own)",
+    )
     parser.add_argument("--description", default=None, help="what the model tells apart, for its card")
     parser.add_argument("--caveat", action="append", default=[], help="a caveat for the card (repeatable)")
-    parser.add_argument("--arch", choices=ARCHITECTURES, default="paper_cnn",
-                        help="the paper's CNN, or a Keras Applications network with a new two-unit head")
-    parser.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default",
-                        help="tf.distribute: this process (default), every local device, or the workers of TF_CONFIG")
-    parser.add_argument("--checkpoint-dir", type=Path, default=None,
-                        help="per-epoch checkpoints (mirrored, multiworker); a restarted worker resumes from them")
-    parser.add_argument("--weights", default=None,
-                        help="none (from scratch), imagenet (downloads Keras' weights), a local no-top weights file, "
-                        "or a backbone from `pretrain` (default: the recipe's start; breast_cancer: pretrained)")
-    parser.add_argument("--backbones", type=Path, default=Path("backbones"),
-                        help="where a recipe's pretrained start is kept, made on first use (default: backbones/)")
+    parser.add_argument(
+        "--arch",
+        choices=ARCHITECTURES,
+        default="paper_cnn",
+        help="the paper's CNN, or a Keras Applications network with a new two-unit head",
+    )
+    parser.add_argument(
+        "--strategy",
+        choices=("default", "mirrored", "multiworker"),
+        default="default",
+        help="tf.distribute: this process (default), every local device, or the workers of TF_CONFIG",
+    )
+    parser.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        default=None,
+        help="per-epoch checkpoints (mirrored, multiworker); a restarted worker resumes from them",
+    )
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help="none (from scratch), imagenet (downloads Keras' weights), a local no-top weights file, "
+        "or a backbone from `pretrain` (default: the recipe's start; breast_cancer: pretrained)",
+    )
+    parser.add_argument(
+        "--backbones",
+        type=Path,
+        default=Path("backbones"),
+        help="where a recipe's pretrained start is kept, made on first use (default: backbones/)",
+    )
     _add_target_sensitivity(parser)
 
 
@@ -210,11 +339,24 @@ def main(argv: list[str] | None = None) -> int:
     from app.savedmodel import ModelLoadError
     from training.data import DataError
 
-    commands = {"evaluate": _evaluate, "calibrate": _calibrate, "cross-validate": _cross_validate, "compare": _compare,
-                "confound": _confound, "record-crossval": _record_crossval,
-                "record-confound": _record_confound, "pretrain": _pretrain, "operating-points": _operating_points,
-                "train": _train, "train-all": _train_all, "ensemble": _ensemble,
-                "ensemble-crossval": _ensemble_crossval}
+    commands = {
+        "evaluate": _evaluate,
+        "calibrate": _calibrate,
+        "cross-validate": _cross_validate,
+        "compare": _compare,
+        "confound": _confound,
+        "record-crossval": _record_crossval,
+        "record-confound": _record_confound,
+        "pretrain": _pretrain,
+        "operating-points": _operating_points,
+        "train": _train,
+        "train-all": _train_all,
+        "ensemble": _ensemble,
+        "ensemble-crossval": _ensemble_crossval,
+        "cross-site": _cross_site,
+        "record-cross-site": _record_cross_site,
+        "marks": _marks,
+    }
     try:
         # Progress (Keras prints it) goes to stderr; stdout carries only the answer, e.g. JSON to pipe on.
         with contextlib.redirect_stdout(sys.stderr):
@@ -230,14 +372,28 @@ def _options(args: argparse.Namespace, disease: str):
     from training.train import TrainOptions
 
     return TrainOptions(
-        disease=disease, data_dir=args.data, models_dir=args.out, recipe=args.recipe, epochs=args.epochs,
-        batch_size=args.batch_size, learning_rate=args.learning_rate, image_size=args.image_size, augment=args.augment,
-        seed=args.seed, init_seed=args.init_seed,
-        colour_mode=args.colour_mode, enhancement=args.enhancement, description=args.description,
+        disease=disease,
+        data_dir=args.data,
+        models_dir=args.out,
+        recipe=args.recipe,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        image_size=args.image_size,
+        augment=args.augment,
+        seed=args.seed,
+        init_seed=args.init_seed,
+        colour_mode=args.colour_mode,
+        enhancement=args.enhancement,
+        description=args.description,
         caveats=tuple(args.caveat),
-        target_sensitivity=args.target_sensitivity, arch=args.arch, strategy=args.strategy,
+        target_sensitivity=args.target_sensitivity,
+        arch=args.arch,
+        strategy=args.strategy,
         checkpoint_dir=args.checkpoint_dir,
-        weights=args.weights, backbones_dir=args.backbones, verbose=1 if sys.stderr.isatty() else 2,
+        weights=args.weights,
+        backbones_dir=args.backbones,
+        verbose=1 if sys.stderr.isatty() else 2,
     )
 
 
@@ -251,8 +407,9 @@ def _train(args: argparse.Namespace) -> str:
 def _train_all(args: argparse.Namespace) -> str:
     from training.data import diseases_in
 
-    return "\n".join(_train(argparse.Namespace(**{**vars(args), "disease": disease}))
-                     for disease in diseases_in(args.data))
+    return "\n".join(
+        _train(argparse.Namespace(**{**vars(args), "disease": disease})) for disease in diseases_in(args.data)
+    )
 
 
 def _cross_validate(args: argparse.Namespace) -> str:
@@ -263,16 +420,62 @@ def _cross_validate(args: argparse.Namespace) -> str:
     return json.dumps({key: result[key] for key in shown}, indent=2)
 
 
+def _cross_site(args: argparse.Namespace) -> str:
+    from training.cross_site import cross_site
+
+    result = cross_site(_options(args, args.disease), report_dir=args.report_dir, only=args.sites)
+    return json.dumps(
+        {
+            "report": result.get("report"),
+            "sites": result["sites"],
+            "held_out": {r["site"]: r["figures"] for r in result["held_out"]},
+        },
+        indent=2,
+    )
+
+
+def _record_cross_site(args: argparse.Namespace) -> str:
+    from training.generalisation import record_cross_site
+
+    card = record_cross_site(args.out, args.disease, args.report, args.version)
+    return json.dumps(card.model_dump(include={"disease", "version", "generalisation"}), indent=2)
+
+
+def _marks(args: argparse.Namespace) -> str:
+    from training.marks import marks_check
+
+    return json.dumps(
+        marks_check(
+            args.disease,
+            data_dir=args.data,
+            models_dir=args.out,
+            version=args.version,
+            report_dir=args.report_dir,
+            write=args.write,
+        ),
+        indent=2,
+    )
+
+
 def _pretrain(args: argparse.Namespace) -> str:
     from training.config import DiseaseFlags, describe_disease
     from training.pretrain import PretrainOptions, pretrain
 
-    config = describe_disease(args.disease, args.data, DiseaseFlags(image_size=args.image_size,
-                                                                    enhancement=args.enhancement))
-    said = {name: value for name, value in (("epochs", args.epochs), ("per_disease", args.per_disease))
-            if value is not None}  # the rest: PretrainOptions' defaults, the ones a recipe's start is made with
-    options = PretrainOptions(target=args.disease, data_dir=args.data, spec=config.spec(), out_dir=args.out,
-                              seed=args.seed, verbose=1 if sys.stderr.isatty() else 2, **said)
+    config = describe_disease(
+        args.disease, args.data, DiseaseFlags(image_size=args.image_size, enhancement=args.enhancement)
+    )
+    said = {
+        name: value for name, value in (("epochs", args.epochs), ("per_disease", args.per_disease)) if value is not None
+    }  # the rest: PretrainOptions' defaults, the ones a recipe's start is made with
+    options = PretrainOptions(
+        target=args.disease,
+        data_dir=args.data,
+        spec=config.spec(),
+        out_dir=args.out,
+        seed=args.seed,
+        verbose=1 if sys.stderr.isatty() else 2,
+        **said,
+    )
     return f"{args.disease}: pretrained {pretrain(options)}"
 
 
@@ -281,8 +484,10 @@ def _operating_points(args: argparse.Namespace) -> str:
 
     lines = ["target  flips                  accuracy          sensitivity       specificity       AUC"]
     for row in operating_points(args.report):
-        figures = "  ".join(f"{row[name]['mean']:.4f} +- {row[name]['std']:.4f}"
-                            for name in ("accuracy", "sensitivity", "specificity", "roc_auc"))
+        figures = "  ".join(
+            f"{row[name]['mean']:.4f} +- {row[name]['std']:.4f}"
+            for name in ("accuracy", "sensitivity", "specificity", "roc_auc")
+        )
         lines.append(f"{row['target_sensitivity']:.2f}    {', '.join(row['test_time_flips']) or 'none':<22} {figures}")
     return "\n".join(lines)
 
@@ -310,24 +515,43 @@ def _record_confound(args: argparse.Namespace) -> str:
 def _compare(args: argparse.Namespace) -> str:
     from training.compare import compare
 
-    result = compare(_options(args, args.disease), args.archs, folds=args.folds, subset=args.subset,
-                     image_size=args.image_size, report_dir=args.report_dir, per_group=args.per_group)
+    result = compare(
+        _options(args, args.disease),
+        args.archs,
+        folds=args.folds,
+        subset=args.subset,
+        image_size=args.image_size,
+        report_dir=args.report_dir,
+        per_group=args.per_group,
+    )
     return json.dumps({arch: r["summary"] for arch, r in result["architectures"].items()}, indent=2)
 
 
 def _calibrate(args: argparse.Namespace) -> str:
     from training.calibrate import calibrate_version
 
-    target = calibrate_version(args.disease, data_dir=args.data, models_dir=args.out, version=args.version,
-                               target_sensitivity=args.target_sensitivity, test_time_flips=args.test_time_flips)
+    target = calibrate_version(
+        args.disease,
+        data_dir=args.data,
+        models_dir=args.out,
+        version=args.version,
+        target_sensitivity=args.target_sensitivity,
+        test_time_flips=args.test_time_flips,
+    )
     return f"{args.disease}: exported {target}"
 
 
 def _ensemble(args: argparse.Namespace) -> str:
     from training.ensemble import ensemble_versions
 
-    target = ensemble_versions(args.disease, args.members, data_dir=args.data, models_dir=args.out,
-                               target_sensitivity=args.target_sensitivity, test_time_flips=args.test_time_flips)
+    target = ensemble_versions(
+        args.disease,
+        args.members,
+        data_dir=args.data,
+        models_dir=args.out,
+        target_sensitivity=args.target_sensitivity,
+        test_time_flips=args.test_time_flips,
+    )
     return f"{args.disease}: exported {target}"
 
 
@@ -335,15 +559,18 @@ def _ensemble_crossval(args: argparse.Namespace) -> str:
     from training.ensemble import combine_crossvalidations
 
     result, written = combine_crossvalidations(args.reports, args.reports[0].parent)
-    return json.dumps({"report": str(written), "at_0_5": result["summary"],
-                       "at_screening": result["screening"]}, indent=2)
+    return json.dumps(
+        {"report": str(written), "at_0_5": result["summary"], "at_screening": result["screening"]}, indent=2
+    )
 
 
 def _evaluate(args: argparse.Namespace) -> str:
     from training.evaluation_run import evaluate_version
 
-    card = evaluate_version(args.disease, data_dir=args.data, models_dir=args.out, version=args.version,
-                            write=args.write)
-    figures = card.model_dump(include={"disease", "version", "metrics", "calibration", "screening",
-                                       "out_of_distribution"})
+    card = evaluate_version(
+        args.disease, data_dir=args.data, models_dir=args.out, version=args.version, write=args.write
+    )
+    figures = card.model_dump(
+        include={"disease", "version", "metrics", "calibration", "screening", "out_of_distribution"}
+    )
     return json.dumps(figures, indent=2)

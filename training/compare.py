@@ -26,13 +26,24 @@ from training.train import TrainOptions, resolve_disease, resolve_recipe, resolv
 log = logging.getLogger("training")
 
 # What the paper states (Eur. J. Mol. Clin. Med. 9(3), 2022); '-' where it gives no figure.
-PAPER_TABLE_2 = {"the paper's architecture": 98.43, "xception": 98.40, "resnet50": 97.13, "CNN": 96.80,
-                 "densenet121": 94.26}
+PAPER_TABLE_2 = {
+    "the paper's architecture": 98.43,
+    "xception": 98.40,
+    "resnet50": 97.13,
+    "CNN": 96.80,
+    "densenet121": 94.26,
+}
 
 
-def compare(options: TrainOptions, archs: list[str], folds: int = 3, subset: int | None = None,
-            image_size: int | None = None, report_dir: Path = Path("reports"), per_group: int | None = None,
-            ) -> dict[str, object]:
+def compare(
+    options: TrainOptions,
+    archs: list[str],
+    folds: int = 3,
+    subset: int | None = None,
+    image_size: int | None = None,
+    report_dir: Path = Path("reports"),
+    per_group: int | None = None,
+) -> dict[str, object]:
     config = resolve_disease(options)
     recipe = resolve_recipe(config, options)
     if options.weights is None:  # every architecture starts as --weights says (none: scratch), alike
@@ -43,11 +54,19 @@ def compare(options: TrainOptions, archs: list[str], folds: int = 3, subset: int
     pool = cross_validation_pool(options, spec, folds, subset, per_group)
     results: dict[str, dict] = {}
     comparison = {
-        "disease": options.disease, "folds": folds, "seed": options.seed, "input": list(spec.shape),
-        "images": len(pool.samples), "groups": len({s.group for s in pool.samples}), "subset": subset,
+        "disease": options.disease,
+        "folds": folds,
+        "seed": options.seed,
+        "input": list(spec.shape),
+        "images": len(pool.samples),
+        "groups": len({s.group for s in pool.samples}),
+        "subset": subset,
         "per_group": per_group,
-        "recipe": recipe.as_dict(), "weights": options.weights or "none", "architectures": results,
-        "seconds": 0.0, "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU",
+        "recipe": recipe.as_dict(),
+        "weights": options.weights or "none",
+        "architectures": results,
+        "seconds": 0.0,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU",
     }
     earlier = _earlier_results(report_dir / options.disease / "compare.json", comparison)
     for arch in archs:
@@ -58,19 +77,22 @@ def compare(options: TrainOptions, archs: list[str], folds: int = 3, subset: int
         arch_started = time.perf_counter()
         rounds, labels, scores, parameters = [], [], [], 0
         for fold in range(folds):
-            result, held_labels, held_scores, fitted = evaluate_round(arch_options, spec, recipe, pool, fold, folds,
-                                                                        start)
+            result, held_labels, held_scores, fitted = evaluate_round(
+                arch_options, spec, recipe, pool, fold, folds, start
+            )
             rounds.append(result)
             labels.append(held_labels)
             scores.append(held_scores[:, 0])
             parameters = fitted.model.count_params()
         train_images = sum(r.n_train * max(r.epochs_run, 1) for r in rounds)
         results[arch] = {
-            "summary": summarise(rounds), "rounds": [asdict(replace(r, scores=None)) for r in rounds],
+            "summary": summarise(rounds),
+            "rounds": [asdict(replace(r, scores=None)) for r in rounds],
             "parameters": int(parameters),
             "train_ms_per_image_epoch": round(1000 * sum(r.seconds for r in rounds) / train_images, 3),
-            "inference_ms_per_image": round(1000 * sum(r.predict_seconds for r in rounds)
-                                            / sum(r.n_evaluated for r in rounds), 3),
+            "inference_ms_per_image": round(
+                1000 * sum(r.predict_seconds for r in rounds) / sum(r.n_evaluated for r in rounds), 3
+            ),
             "roc": roc_points(np.concatenate(labels), np.concatenate(scores)),
             "seconds": round(time.perf_counter() - arch_started, 1),
         }
@@ -123,8 +145,11 @@ def write_report(comparison: dict, folder: Path) -> None:
         auc = result["summary"].get("roc_auc", {}).get("mean", float("nan"))
         axes.plot(result["roc"]["fpr"], result["roc"]["tpr"], label=f"{arch} (AUC {auc:.3f})")
     axes.plot([0, 1], [0, 1], color="grey", linestyle=":")
-    axes.set(xlabel="1 - specificity", ylabel="sensitivity",
-             title=f"{comparison['disease']}: out-of-fold ROC, {comparison['folds']} grouped folds")
+    axes.set(
+        xlabel="1 - specificity",
+        ylabel="sensitivity",
+        title=f"{comparison['disease']}: out-of-fold ROC, {comparison['folds']} grouped folds",
+    )
     axes.legend(loc="lower right")
     figure.tight_layout()
     figure.savefig(folder / "roc.png", dpi=100)
@@ -174,9 +199,12 @@ def report_markdown(comparison: dict) -> str:
         "|---|" + "---|" * (len(METRICS) + 3),
     ]
     for arch, result in archs.items():
-        lines.append(f"| {arch} | " + " | ".join(_cell(result["summary"], m) for m in METRICS)
-                     + f" | {result['parameters']:,} | {result['train_ms_per_image_epoch']:.2f}"
-                     f" | {result['inference_ms_per_image']:.3f} |")
+        lines.append(
+            f"| {arch} | "
+            + " | ".join(_cell(result["summary"], m) for m in METRICS)
+            + f" | {result['parameters']:,} | {result['train_ms_per_image_epoch']:.2f}"
+            f" | {result['inference_ms_per_image']:.3f} |"
+        )
     test, text = DISEASES[disease].paper if disease in DISEASES else ("-", "-")
     lines += [
         "",
@@ -186,7 +214,8 @@ def report_markdown(comparison: dict) -> str:
         "",
         f"Paper, Table 1 ({disease}): test accuracy {test}; best figure in its text {text}.",
         "Paper, Table 2 (accuracy; data set not separated): "
-        + ", ".join(f"{name} {value:.2f}%" for name, value in PAPER_TABLE_2.items()) + ".",
+        + ", ".join(f"{name} {value:.2f}%" for name, value in PAPER_TABLE_2.items())
+        + ".",
         "",
         "What differs: the paper splits by file (images of one patient can be on both sides, which flatters "
         "every figure) and reports one split; here no patient is on two sides and every figure is a mean over "

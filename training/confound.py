@@ -21,7 +21,8 @@ import numpy as np
 from app.model_card import ModelCard, SourceConfound, read_card, replace_card
 from app.model_store import METADATA_FILE
 from app.preprocessing import InputSpec
-from training.data import DataError, Sample, find_samples
+from training.config import disease_samples
+from training.data import DataError, Sample
 from training.pipeline import decode_samples, kept_samples, pixels_of
 from training.train import TrainOptions, resolve_disease
 from training.versions import published_version
@@ -40,17 +41,23 @@ def global_statistics(pixels: np.ndarray) -> np.ndarray:
     height, width = luma.shape[1:]
     top, left = max(1, int(FRAME * height)), max(1, int(FRAME * width))
     frame = np.ones((height, width), bool)
-    frame[top:height - top, left:width - left] = False
+    frame[top : height - top, left : width - left] = False
     centre = np.zeros((height, width), bool)
-    centre[height // 4: height - height // 4, width // 4: width - width // 4] = True
-    return np.column_stack([
-        images.mean(axis=(1, 2)), images.std(axis=(1, 2)), (luma < DARK).mean(axis=(1, 2)),
-        luma[:, frame].mean(axis=1), luma[:, centre].mean(axis=1),
-    ])
+    centre[height // 4 : height - height // 4, width // 4 : width - width // 4] = True
+    return np.column_stack(
+        [
+            images.mean(axis=(1, 2)),
+            images.std(axis=(1, 2)),
+            (luma < DARK).mean(axis=(1, 2)),
+            luma[:, frame].mean(axis=1),
+            luma[:, centre].mean(axis=1),
+        ]
+    )
 
 
-def out_of_fold_auc(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, folds: int = 5,
-                    seed: int = 42) -> dict[str, float]:
+def out_of_fold_auc(
+    features: np.ndarray, labels: np.ndarray, groups: np.ndarray, folds: int = 5, seed: int = 42
+) -> dict[str, float]:
     """ROC AUC of a standardised logistic regression on held-out patient groups (positive: infected)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
@@ -67,21 +74,32 @@ def out_of_fold_auc(features: np.ndarray, labels: np.ndarray, groups: np.ndarray
         model.fit(features[train], infected[train])
         scores[held_out] = model.predict_proba(features[held_out])[:, 1]
         per_fold.append(roc_auc_score(infected[held_out], scores[held_out]))
-    return {"roc_auc": float(roc_auc_score(infected, scores)), "fold_mean": float(np.mean(per_fold)),
-            "fold_std": float(np.std(per_fold, ddof=1))}
+    return {
+        "roc_auc": float(roc_auc_score(infected, scores)),
+        "fold_mean": float(np.mean(per_fold)),
+        "fold_std": float(np.std(per_fold, ddof=1)),
+    }
 
 
 def confound_check(options: TrainOptions, report_dir: Path | None = None) -> dict[str, object]:
     """Measure the blind classifier on every image of the disease, prepared as `options` prepares them."""
     spec: InputSpec = resolve_disease(options).spec()
-    samples: list[Sample] = find_samples(options.data_dir, options.disease)
+    samples: list[Sample] = disease_samples(options.data_dir, options.disease)
     decoded = decode_samples(samples, spec)
     samples = kept_samples(samples, decoded)
     result = {
-        "disease": options.disease, "input": list(spec.shape), "enhancement": spec.enhancement.value,
-        "images": len(samples), "groups": len({s.group for s in samples}), "features": list(FEATURES),
-        **out_of_fold_auc(global_statistics(pixels_of(decoded)), decoded.labels,
-                          np.array([s.group for s in samples]), seed=options.seed),
+        "disease": options.disease,
+        "input": list(spec.shape),
+        "enhancement": spec.enhancement.value,
+        "images": len(samples),
+        "groups": len({s.group for s in samples}),
+        "features": list(FEATURES),
+        **out_of_fold_auc(
+            global_statistics(pixels_of(decoded)),
+            decoded.labels,
+            np.array([s.group for s in samples]),
+            seed=options.seed,
+        ),
     }
     if report_dir is not None:
         path = report_dir / options.disease / "confound.json"
@@ -96,8 +114,7 @@ def entry_key(spec: InputSpec) -> str:
     return f"{spec.enhancement.value}-{spec.height}px"
 
 
-def record_confound_in_card(models_dir: Path, disease: str, report_dir: Path, version: int | None = None
-                            ) -> ModelCard:
+def record_confound_in_card(models_dir: Path, disease: str, report_dir: Path, version: int | None = None) -> ModelCard:
     """Copy the check of exactly the pixels the version is fed from <report_dir>/<disease>/confound.json into
     its card (answers unchanged; the card is replaced atomically)."""
     folder = published_version(models_dir, disease, version)
@@ -109,9 +126,11 @@ def record_confound_in_card(models_dir: Path, disease: str, report_dir: Path, ve
         raise DataError(
             f"{path} has no check of the pixels version {card.version} is fed ({list(spec.shape)}, "
             f"{spec.enhancement.value}); run: python -m training confound {disease} --data DIR "
-            f"--image-size {spec.height} --colour-mode {spec.colour_mode.value} --enhancement {spec.enhancement.value}")
-    measured = SourceConfound(**{key: entry[key] for key in SourceConfound.model_fields if key != "report"},
-                              report=path.as_posix())
+            f"--image-size {spec.height} --colour-mode {spec.colour_mode.value} --enhancement {spec.enhancement.value}"
+        )
+    measured = SourceConfound(
+        **{key: entry[key] for key in SourceConfound.model_fields if key != "report"}, report=path.as_posix()
+    )
     card = card.model_copy(update={"source_confound": measured})
     replace_card(card, folder / METADATA_FILE)
     return card

@@ -27,11 +27,12 @@ from sklearn.model_selection import StratifiedGroupKFold
 from app.model_card import SplitSpec
 from app.preprocessing import Enhancement, InputSpec
 from app.scoring import normalise
-from training.data import DataError, Sample, check_trainable, find_samples, split_as
+from training.config import DEFAULT_LEARNING_RATE, Recipe, disease_samples
+from training.data import DataError, Sample, check_trainable, split_as
 from training.evaluate import compute_metrics, probabilities_of
 from training.pipeline import decode_samples, decoded_from_arrays, images_only, kept_samples, pixels_of
 from training.pretrain import pretraining_record
-from training.config import DEFAULT_LEARNING_RATE, Recipe
+from training.servable import flip_views
 from training.train import (
     FittedModel,
     TrainOptions,
@@ -41,7 +42,6 @@ from training.train import (
     resolve_recipe,
     resolve_start,
 )
-from training.servable import flip_views
 from training.trust import DEFAULT_TARGET_SENSITIVITY, screening_threshold
 
 log = logging.getLogger("training")
@@ -85,8 +85,10 @@ def _over_rounds(measured: list[dict[str, float | None] | None]) -> dict[str, di
     for name in METRICS:
         values = [m[name] for m in measured if m is not None and m[name] is not None]
         if values:
-            summary[name] = {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1
-                             else 0.0}
+            summary[name] = {
+                "mean": float(np.mean(values)),
+                "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+            }
     return summary
 
 
@@ -105,11 +107,12 @@ class Pool:
         return ~(evaluated | validation), validation, evaluated
 
 
-def cross_validation_pool(options: TrainOptions, spec: InputSpec, folds: int, subset: int | None = None,
-                          per_group: int | None = None) -> Pool:
+def cross_validation_pool(
+    options: TrainOptions, spec: InputSpec, folds: int, subset: int | None = None, per_group: int | None = None
+) -> Pool:
     """The non-test part (optionally a grouped subset of about `subset` images, at most `per_group` of each
     patient) in folds."""
-    split = split_as(find_samples(options.data_dir, options.disease), SplitSpec(seed=options.seed))
+    split = split_as(disease_samples(options.data_dir, options.disease), SplitSpec(seed=options.seed))
     check_trainable(split)
     pool = split.train + split.validation  # everything but the test part
     if per_group is not None:
@@ -159,14 +162,21 @@ def capped_per_group(samples: list[Sample], cap: int, seed: int) -> list[Sample]
     return kept
 
 
-def evaluate_round(options: TrainOptions, spec: InputSpec, recipe: Recipe, pool: Pool, fold: int, folds: int,
-                   start: str | None = None) -> tuple[RoundResult, np.ndarray, np.ndarray, FittedModel]:
+def evaluate_round(
+    options: TrainOptions, spec: InputSpec, recipe: Recipe, pool: Pool, fold: int, folds: int, start: str | None = None
+) -> tuple[RoundResult, np.ndarray, np.ndarray, FittedModel]:
     """Train round `fold` -> (its result, held-out labels, held-out scores, the fitted model)."""
     training, validation, evaluated = pool.round(fold, folds)
-    fitted = fit_model(spec, recipe, decoded_from_arrays(pool.pixels[training], pool.labels[training]),
-                       decoded_from_arrays(pool.pixels[validation], pool.labels[validation]),
-                       seed=fit_seed(options) + fold, verbose=options.verbose, arch=options.arch,
-                       initial_weights=start)
+    fitted = fit_model(
+        spec,
+        recipe,
+        decoded_from_arrays(pool.pixels[training], pool.labels[training]),
+        decoded_from_arrays(pool.pixels[validation], pool.labels[validation]),
+        seed=fit_seed(options) + fold,
+        verbose=options.verbose,
+        arch=options.arch,
+        initial_weights=start,
+    )
     predict_started = time.perf_counter()
     scores = _scores(fitted, pool.pixels[evaluated], recipe.batch_size)
     predict_seconds = time.perf_counter() - predict_started
@@ -175,20 +185,37 @@ def evaluate_round(options: TrainOptions, spec: InputSpec, recipe: Recipe, pool:
     metrics = compute_metrics(pool.labels[evaluated], scores)
     at_screening = compute_metrics(pool.labels[evaluated], scores, threshold)
     result = RoundResult(
-        fold=fold, n_train=int(training.sum()), n_validation=int(validation.sum()), n_evaluated=int(evaluated.sum()),
-        best_epoch=fitted.best_epoch, seconds=round(fitted.seconds, 1),
+        fold=fold,
+        n_train=int(training.sum()),
+        n_validation=int(validation.sum()),
+        n_evaluated=int(evaluated.sum()),
+        best_epoch=fitted.best_epoch,
+        seconds=round(fitted.seconds, 1),
         metrics={name: getattr(metrics, name) for name in METRICS},
-        epochs_run=len(fitted.history.get("loss", [])), predict_seconds=round(predict_seconds, 3),
+        epochs_run=len(fitted.history.get("loss", [])),
+        predict_seconds=round(predict_seconds, 3),
         screening_threshold=round(threshold, 6),
         metrics_at_screening={name: getattr(at_screening, name) for name in METRICS},
-        scores={"held_out": _kept(pool.labels[evaluated], scores, _flipped_scores(fitted, pool.pixels[evaluated],
-                                                                                   recipe)),
-                "validation": _kept(pool.labels[validation], validation_scores,
-                                    _flipped_scores(fitted, pool.pixels[validation], recipe))},
+        scores={
+            "held_out": _kept(pool.labels[evaluated], scores, _flipped_scores(fitted, pool.pixels[evaluated], recipe)),
+            "validation": _kept(
+                pool.labels[validation], validation_scores, _flipped_scores(fitted, pool.pixels[validation], recipe)
+            ),
+        },
     )
-    log.info("%s %s fold %d/%d: accuracy %.4f at 0.5, %.4f at the screening threshold %.4f, AUC %s "
-             "(best epoch %d, %.0f s)", options.disease, options.arch, fold + 1, folds, metrics.accuracy,
-             at_screening.accuracy, threshold, metrics.roc_auc, fitted.best_epoch, fitted.seconds)
+    log.info(
+        "%s %s fold %d/%d: accuracy %.4f at 0.5, %.4f at the screening threshold %.4f, AUC %s (best epoch %d, %.0f s)",
+        options.disease,
+        options.arch,
+        fold + 1,
+        folds,
+        metrics.accuracy,
+        at_screening.accuracy,
+        threshold,
+        metrics.roc_auc,
+        fitted.best_epoch,
+        fitted.seconds,
+    )
     return result, pool.labels[evaluated], scores, fitted
 
 
@@ -199,14 +226,16 @@ def _scores(fitted: FittedModel, pixels: np.ndarray, batch_size: int) -> np.ndar
 
 def recipe_flips(recipe: Recipe) -> list[str]:
     """The flips the recipe says leave an image's meaning unchanged."""
-    return [name for name, allowed in (("horizontal", recipe.flip_horizontal), ("vertical", recipe.flip_vertical))
-            if allowed]
+    return [
+        name
+        for name, allowed in (("horizontal", recipe.flip_horizontal), ("vertical", recipe.flip_vertical))
+        if allowed
+    ]
 
 
 def _flipped_scores(fitted: FittedModel, pixels: np.ndarray, recipe: Recipe) -> list[np.ndarray]:
     """Scores of every flipped view, the same views an export with these flips answers from."""
-    return [_scores(fitted, np.flip(pixels, axis=axes), recipe.batch_size)
-            for axes in flip_views(recipe_flips(recipe))]
+    return [_scores(fitted, np.flip(pixels, axis=axes), recipe.batch_size) for axes in flip_views(recipe_flips(recipe))]
 
 
 def _kept(labels: np.ndarray, scores: np.ndarray, flipped: list[np.ndarray]) -> dict[str, list]:
@@ -219,8 +248,9 @@ def _kept(labels: np.ndarray, scores: np.ndarray, flipped: list[np.ndarray]) -> 
     return kept
 
 
-def measured_with(rounds: list[dict], key: str, target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY
-                  ) -> dict[str, dict[str, dict[str, float]]]:
+def measured_with(
+    rounds: list[dict], key: str, target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY
+) -> dict[str, dict[str, dict[str, float]]]:
     """Every metric over rounds from kept scores (`infected` or `infected_with_flips`), at 0.5 and at each
     round's screening threshold for `target_sensitivity`, chosen on its validation fold."""
     at_half, at_screening = [], []
@@ -255,8 +285,13 @@ def operating_points(report: Path, targets: tuple[float, ...] = TARGETS) -> list
     for key, views in [("infected", [])] + ([("infected_with_flips", flips)] if flips else []):
         for target in targets:
             served = measured_with(rounds, key, target)["at_screening"]
-            rows.append({"target_sensitivity": target, "test_time_flips": views,
-                         **{name: served[name] for name in ("accuracy", "sensitivity", "specificity", "roc_auc")}})
+            rows.append(
+                {
+                    "target_sensitivity": target,
+                    "test_time_flips": views,
+                    **{name: served[name] for name in ("accuracy", "sensitivity", "specificity", "roc_auc")},
+                }
+            )
     return rows
 
 
@@ -269,19 +304,28 @@ def cross_validate(options: TrainOptions, folds: int = 5, report_dir: Path | Non
     started = time.perf_counter()
     rounds = [evaluate_round(options, spec, recipe, pool, fold, folds, start)[0] for fold in range(folds)]
     result = {
-        "disease": options.disease, "folds": folds, "seed": options.seed, "init_seed": fit_seed(options),
+        "disease": options.disease,
+        "folds": folds,
+        "seed": options.seed,
+        "init_seed": fit_seed(options),
         "arch": options.arch,
-        "input": list(spec.shape), "enhancement": spec.enhancement.value, "recipe": recipe.as_dict(),
-        "initial_weights": start or "none", "pretraining": pretraining_record(start),
+        "input": list(spec.shape),
+        "enhancement": spec.enhancement.value,
+        "recipe": recipe.as_dict(),
+        "initial_weights": start or "none",
+        "pretraining": pretraining_record(start),
         "images": len(pool.samples),
-        "groups": len({s.group for s in pool.samples}), "summary": summarise(rounds),
-        "screening": {"target_sensitivity": DEFAULT_TARGET_SENSITIVITY,
-                      "summary": summarise(rounds, at_screening=True)},
-        "rounds": [asdict(r) for r in rounds], "seconds": round(time.perf_counter() - started, 1),
+        "groups": len({s.group for s in pool.samples}),
+        "summary": summarise(rounds),
+        "screening": {
+            "target_sensitivity": DEFAULT_TARGET_SENSITIVITY,
+            "summary": summarise(rounds, at_screening=True),
+        },
+        "rounds": [asdict(r) for r in rounds],
+        "seconds": round(time.perf_counter() - started, 1),
     }
     if recipe_flips(recipe):
-        result["with_flips"] = {"flips": recipe_flips(recipe),
-                                **measured_with(result["rounds"], "infected_with_flips")}
+        result["with_flips"] = {"flips": recipe_flips(recipe), **measured_with(result["rounds"], "infected_with_flips")}
     if report_dir is not None:
         write_report(result, report_dir, report_tag(options.disease, options.arch, spec, recipe, options.init_seed))
     return result
@@ -291,8 +335,10 @@ def report_tag(disease: str, arch: str, spec: InputSpec, recipe: Recipe, init_se
     arch_part = ("" if arch == "paper_cnn" else f"-{arch}") + ("-pretrained" if recipe.pretrained_start else "")
     enhancement = "" if spec.enhancement is Enhancement.NONE else f"-{spec.enhancement}"
     learning_rate = "" if recipe.learning_rate == DEFAULT_LEARNING_RATE else f"-lr{recipe.learning_rate:g}"
-    return (f"{disease}{arch_part}{enhancement}-{recipe.name}{'-augment' if recipe.augment else ''}-{spec.height}px-"
-            f"{recipe.epochs}ep{learning_rate}{'' if init_seed is None else f'-init{init_seed}'}")
+    return (
+        f"{disease}{arch_part}{enhancement}-{recipe.name}{'-augment' if recipe.augment else ''}-{spec.height}px-"
+        f"{recipe.epochs}ep{learning_rate}{'' if init_seed is None else f'-init{init_seed}'}"
+    )
 
 
 def write_report(result: dict, report_dir: Path, tag: str) -> None:

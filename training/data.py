@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import random
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,32 @@ class Sample:
 
 
 @dataclass(frozen=True)
+class LabelRule:
+    """Labels read from the manifest instead of the class folders: the images of `images_from`'s folders (both
+    of them), labelled infected where the number that `pattern` finds in `column` is at least `infected_from`.
+    For example referable retinopathy: grade >= 2 of the any-grade retinopathy images."""
+
+    images_from: str
+    pattern: str  # a regular expression whose first group is the number, e.g. "ICDR grade (\\d)"
+    infected_from: float
+    column: str = "note"
+
+    def label_of(self, row: dict[str, str] | None, key: str) -> int:
+        """The class index of one manifest row."""
+        found = re.search(self.pattern, (row or {}).get(self.column) or "")
+        if found is None:
+            raise DataError(
+                f"{key}: no {self.pattern!r} in the {self.column!r} column of {MANIFEST_FILE}, so its "
+                "label cannot be read"
+            )
+        return (
+            CLASS_NAMES.index("infected")
+            if float(found.group(1)) >= self.infected_from
+            else CLASS_NAMES.index("uninfected")
+        )
+
+
+@dataclass(frozen=True)
 class Split:
     train: list[Sample]
     validation: list[Sample]
@@ -41,12 +68,16 @@ class Split:
         return {"train": self.train, "validation": self.validation, "test": self.test}
 
 
-def find_samples(data_dir: Path, disease: str) -> list[Sample]:
-    """All images under <data>/<disease>/{infected,uninfected}/, with their groups."""
-    disease_dir = data_dir / disease
+def find_samples(data_dir: Path, disease: str, labels: LabelRule | None = None) -> list[Sample]:
+    """All images under <data>/<disease>/{infected,uninfected}/, with their groups; with a label rule, the
+    images of its folders labelled from the manifest instead."""
+    folder = labels.images_from if labels else disease
+    disease_dir = data_dir / folder
     if not disease_dir.is_dir():
         raise DataError(f"no folder {disease_dir}: expected {disease_dir}/{{infected,uninfected}}/")
-    groups = read_manifest_groups(data_dir)
+    manifest = read_manifest(data_dir)
+    if labels and not manifest:
+        raise DataError(f"{disease}'s labels come from {data_dir / MANIFEST_FILE}, which is missing")
     samples: list[Sample] = []
     for label, class_name in enumerate(CLASS_NAMES):
         class_dir = disease_dir / class_name
@@ -54,35 +85,53 @@ def find_samples(data_dir: Path, disease: str) -> list[Sample]:
             raise DataError(f"missing class folder {class_dir}")
         files = sorted(p for p in class_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
-            raise DataError(
-                f"class folder {class_dir} has no images (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
-            )
+            raise DataError(f"class folder {class_dir} has no images (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
         for path in files:
-            key = f"{disease}/{class_name}/{path.name}"
+            key = f"{folder}/{class_name}/{path.name}"
+            row = manifest.get(key)
             # Without a manifest entry a file is its own group.
-            samples.append(Sample(path=path, label=label, group=groups.get(key, f"file:{key}")))
+            group = (row or {}).get("group") or f"file:{key}"
+            samples.append(Sample(path=path, label=labels.label_of(row, key) if labels else label, group=group))
     return samples
+
+
+def manifest_notes(data_dir: Path, samples: list[Sample]) -> list[str]:
+    """Each sample's manifest note ("" where it has none), e.g. to report figures per grade."""
+    manifest = read_manifest(data_dir)
+    return [(manifest.get("/".join(s.path.parts[-3:])) or {}).get("note", "") for s in samples]
 
 
 def diseases_in(data_dir: Path) -> list[str]:
     """The data sets a folder holds: every <disease>/ with infected/ and uninfected/ inside."""
-    found = sorted(entry.name for entry in data_dir.iterdir()
-                   if (entry / "infected").is_dir() and (entry / "uninfected").is_dir()) if data_dir.is_dir() else []
+    found = (
+        sorted(
+            entry.name
+            for entry in data_dir.iterdir()
+            if (entry / "infected").is_dir() and (entry / "uninfected").is_dir()
+        )
+        if data_dir.is_dir()
+        else []
+    )
     if not found:
         raise DataError(f"{data_dir} holds no <disease>/infected/ and <disease>/uninfected/ folders")
     return found
 
 
-def read_manifest_groups(data_dir: Path) -> dict[str, str]:
+def read_manifest(data_dir: Path) -> dict[str, dict[str, str]]:
+    """MANIFEST.csv's rows by path (<disease>/<class>/<file>); empty where there is no manifest."""
     manifest = data_dir / MANIFEST_FILE
     if not manifest.is_file():
         return {}
     with manifest.open(newline="", encoding="utf-8") as handle:
-        return {row["path"]: row["group"] for row in csv.DictReader(handle) if row.get("group")}
+        return {row["path"]: row for row in csv.DictReader(handle) if row.get("path")}
 
 
 def split_by_group(
-    samples: list[Sample], *, test_fraction: float = 0.15, validation_fraction: float = 0.3, seed: int = 42,
+    samples: list[Sample],
+    *,
+    test_fraction: float = 0.15,
+    validation_fraction: float = 0.3,
+    seed: int = 42,
 ) -> Split:
     """Deterministic group split: test first, then validation as a fraction of the rest.
 
@@ -105,8 +154,9 @@ def split_by_group(
 
 def split_as(samples: list[Sample], spec: SplitSpec) -> Split:
     """The split a card describes."""
-    return split_by_group(samples, test_fraction=spec.test_fraction, validation_fraction=spec.validation_fraction,
-                          seed=spec.seed)
+    return split_by_group(
+        samples, test_fraction=spec.test_fraction, validation_fraction=spec.validation_fraction, seed=spec.seed
+    )
 
 
 def card_split_spec(card: ModelCard) -> SplitSpec:
@@ -128,7 +178,9 @@ def _stratified_group_order(by_group: dict[str, list[Sample]], seed: int) -> dic
 
 
 def _take(
-    strata: dict[int, list[str]], by_group: dict[str, list[Sample]], fraction: float,
+    strata: dict[int, list[str]],
+    by_group: dict[str, list[Sample]],
+    fraction: float,
 ) -> tuple[list[str], dict[int, list[str]]]:
     """Take groups from the front of each stratum until `fraction` of its images are taken."""
     taken: list[str] = []

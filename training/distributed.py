@@ -70,9 +70,18 @@ def is_chief() -> bool:
     return kind == "chief" or (kind == "worker" and index == 0 and not has_chief)
 
 
-def fit_distributed(spec: InputSpec, recipe: Recipe, train_part: DecodedSet, validation_part: DecodedSet, *,
-                    seed: int, strategy: tf.distribute.Strategy, checkpoint_dir: Path | None = None,
-                    arch: str = "paper_cnn", initial_weights: str | None = None):
+def fit_distributed(
+    spec: InputSpec,
+    recipe: Recipe,
+    train_part: DecodedSet,
+    validation_part: DecodedSet,
+    *,
+    seed: int,
+    strategy: tf.distribute.Strategy,
+    checkpoint_dir: Path | None = None,
+    arch: str = "paper_cnn",
+    initial_weights: str | None = None,
+):
     """The custom-loop counterpart of `training.train.fit_model`; returns its `FittedModel`."""
     from training.train import FittedModel, balanced_class_weights
 
@@ -80,18 +89,23 @@ def fit_distributed(spec: InputSpec, recipe: Recipe, train_part: DecodedSet, val
     replicas = strategy.num_replicas_in_sync
     global_batch = recipe.batch_size * replicas
     class_weights = balanced_class_weights(train_part.labels) if recipe.class_weights else None
-    augmenter = (make_augmenter(spec, flip_horizontal=recipe.flip_horizontal, flip_vertical=recipe.flip_vertical,
-                                seed=seed) if recipe.augment else None)
+    augmenter = (
+        make_augmenter(spec, flip_horizontal=recipe.flip_horizontal, flip_vertical=recipe.flip_vertical, seed=seed)
+        if recipe.augment
+        else None
+    )
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    batches = training_batches(train_part, batch_size=global_batch, seed=seed, class_weights=class_weights,
-                               augmenter=augmenter).with_options(options)
+    batches = training_batches(
+        train_part, batch_size=global_batch, seed=seed, class_weights=class_weights, augmenter=augmenter
+    ).with_options(options)
     distributed = strategy.experimental_distribute_dataset(batches)
     steps_per_epoch = -(-train_part.size // global_batch)
     with strategy.scope():
         model = make_architecture(arch, spec, weights=initial_weights, bn_momentum=recipe.bn_momentum)
-        schedule = learning_rate_schedule(recipe.learning_rate * replicas, recipe.lr_schedule,
-                                          recipe.epochs * steps_per_epoch)
+        schedule = learning_rate_schedule(
+            recipe.learning_rate * replicas, recipe.lr_schedule, recipe.epochs * steps_per_epoch
+        )
         optimizer = keras.optimizers.Adam(schedule)
         optimizer.build(model.trainable_variables)
         epoch_done = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -126,8 +140,15 @@ def fit_distributed(spec: InputSpec, recipe: Recipe, train_part: DecodedSet, val
         history["loss"].append(total / steps_per_epoch)
         history["val_loss"].append(float(results["loss"]))
         history["val_accuracy"].append(float(results["accuracy"]))
-        log.info("epoch %d/%d (%d replicas): loss %.4f val_loss %.4f val_accuracy %.4f", epoch + 1, recipe.epochs,
-                 replicas, history["loss"][-1], history["val_loss"][-1], history["val_accuracy"][-1])
+        log.info(
+            "epoch %d/%d (%d replicas): loss %.4f val_loss %.4f val_accuracy %.4f",
+            epoch + 1,
+            recipe.epochs,
+            replicas,
+            history["loss"][-1],
+            history["val_loss"][-1],
+            history["val_accuracy"][-1],
+        )
         if not recipe.keep_best or results["loss"] < best_loss:
             best_loss, best_epoch, best_weights = float(results["loss"]), epoch + 1, local.get_weights()
         epoch_done.assign(epoch + 1)
@@ -135,8 +156,13 @@ def fit_distributed(spec: InputSpec, recipe: Recipe, train_part: DecodedSet, val
             manager.save()
     # Best validated epoch; after a resume with no epoch left, the checkpoint's weights.
     local.set_weights(best_weights if best_weights is not None else model.get_weights())
-    return FittedModel(model=local, history=history, best_epoch=best_epoch, seconds=time.perf_counter() - started,
-                       class_weights=class_weights)
+    return FittedModel(
+        model=local,
+        history=history,
+        best_epoch=best_epoch,
+        seconds=time.perf_counter() - started,
+        class_weights=class_weights,
+    )
 
 
 def _checkpoints(checkpoint: tf.train.Checkpoint, checkpoint_dir: Path | None) -> tf.train.CheckpointManager | None:

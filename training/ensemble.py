@@ -19,7 +19,7 @@ of the test part the ensemble is measured on.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import keras
@@ -28,8 +28,9 @@ import numpy as np
 from app.model_card import EnsembleMember, ModelCard, TrainingCard, read_card
 from app.model_store import METADATA_FILE
 from training.calibrate import rebuilt_network
+from training.config import disease_samples
 from training.crossval import measured_with, write_report
-from training.data import DataError, card_split_spec, find_samples, split_as
+from training.data import DataError, card_split_spec, split_as
 from training.release import OUTPUT_DESCRIPTION, release, release_data, split_counts
 from training.train import decode_split
 from training.trust import DEFAULT_TARGET_SENSITIVITY, target_sensitivity_of
@@ -47,9 +48,14 @@ def ensemble_architecture(architectures: list[str]) -> str:
 
 
 def member_of(card: ModelCard) -> EnsembleMember:
-    return EnsembleMember(version=card.version, architecture=card.training.architecture, recipe=card.training.recipe,
-                          initial_weights=str(card.training.settings.get("initial_weights", "none")),
-                          best_epoch=card.training.best_epoch, seconds=card.training.seconds)
+    return EnsembleMember(
+        version=card.version,
+        architecture=card.training.architecture,
+        recipe=card.training.recipe,
+        initial_weights=str(card.training.settings.get("initial_weights", "none")),
+        best_epoch=card.training.best_epoch,
+        seconds=card.training.seconds,
+    )
 
 
 def check_members(cards: list[ModelCard]) -> None:
@@ -61,12 +67,16 @@ def check_members(cards: list[ModelCard]) -> None:
     first = cards[0]
     for card in cards[1:]:
         if card.input != first.input:
-            raise DataError(f"version {card.version} takes {card.input.spec().shape} {card.input.enhancement}, "
-                            f"version {first.version} {first.input.spec().shape} {first.input.enhancement}: "
-                            f"members must take the same input")
+            raise DataError(
+                f"version {card.version} takes {card.input.spec().shape} {card.input.enhancement}, "
+                f"version {first.version} {first.input.spec().shape} {first.input.enhancement}: "
+                f"members must take the same input"
+            )
         if card_split_spec(card) != card_split_spec(first):
-            raise DataError(f"versions {first.version} and {card.version} were trained on different splits, so "
-                            f"one may have trained on the other's test part: members must share their split")
+            raise DataError(
+                f"versions {first.version} and {card.version} were trained on different splits, so "
+                f"one may have trained on the other's test part: members must share their split"
+            )
 
 
 def ensemble_card(cards: list[ModelCard], flips: list[str]) -> ModelCard:
@@ -74,21 +84,37 @@ def ensemble_card(cards: list[ModelCard], flips: list[str]) -> ModelCard:
     first = cards[0]
     members = [member_of(card) for card in cards]
     training = TrainingCard(
-        recipe="ensemble", architecture=ensemble_architecture([m.architecture for m in members]),
+        recipe="ensemble",
+        architecture=ensemble_architecture([m.architecture for m in members]),
         settings={"combination": COMBINATION, "member_versions": [m.version for m in members]},
-        seed=first.training.seed, epochs_run=sum(card.training.epochs_run for card in cards), best_epoch=0,
-        seconds=round(sum(m.seconds for m in members), 1), machine=first.training.machine,
+        seed=first.training.seed,
+        epochs_run=sum(card.training.epochs_run for card in cards),
+        best_epoch=0,
+        seconds=round(sum(m.seconds for m in members), 1),
+        machine=first.training.machine,
     )
-    return first.model_copy(update={
-        "format_version": 2, "derived_from": None, "ensemble_of": members, "output": OUTPUT_DESCRIPTION,
-        "training": training, "test_time_flips": flips, "cross_validation": None,
-        "data": first.data.model_copy(update={"split_spec": card_split_spec(first)}),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    })
+    return first.model_copy(
+        update={
+            "format_version": 2,
+            "derived_from": None,
+            "ensemble_of": members,
+            "output": OUTPUT_DESCRIPTION,
+            "training": training,
+            "test_time_flips": flips,
+            "cross_validation": None,
+            "data": first.data.model_copy(update={"split_spec": card_split_spec(first)}),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+    )
 
 
 def ensemble_versions(
-    disease: str, members: list[int], *, data_dir: Path, models_dir: Path, target_sensitivity: float | None = None,
+    disease: str,
+    members: list[int],
+    *,
+    data_dir: Path,
+    models_dir: Path,
+    target_sensitivity: float | None = None,
     test_time_flips: list[str] | None = None,
 ) -> Path:
     """Publish the members as one new version. None keeps the first member's target sensitivity, and the flips
@@ -99,16 +125,20 @@ def ensemble_versions(
     networks: list[keras.Model] = [network for network, _ in rebuilt]
     cards = [exported.card for _, exported in rebuilt]
     if test_time_flips is None:
-        test_time_flips = list(cards[0].test_time_flips) if all(
-            card.test_time_flips == cards[0].test_time_flips for card in cards) else []
+        test_time_flips = (
+            list(cards[0].test_time_flips)
+            if all(card.test_time_flips == cards[0].test_time_flips for card in cards)
+            else []
+        )
     card = ensemble_card(cards, test_time_flips)
     spec = card.input.spec()
-    split = split_as(find_samples(data_dir, disease), card_split_spec(card))
+    split = split_as(disease_samples(data_dir, disease), card_split_spec(card))
     decoded = decode_split(split, spec)
     card = card.model_copy(update={"data": card.data.model_copy(update={"counts": split_counts(split, decoded)})})
     data = release_data(disease, split, decoded, data_dir, spec)
-    return release(networks, spec, data, card, models_dir,
-                   target_sensitivity=target_sensitivity or target_sensitivity_of(cards[0]))
+    return release(
+        networks, spec, data, card, models_dir, target_sensitivity=target_sensitivity or target_sensitivity_of(cards[0])
+    )
 
 
 def _read_report(report: Path) -> tuple[dict, list[dict]]:
@@ -128,8 +158,10 @@ def averaged_rounds(kept: list[list[dict]], names: list[str]) -> list[dict]:
         for part in ("held_out", "validation"):
             labels = members[0][part]["labels"]
             if any(member[part]["labels"] != labels for member in members):
-                raise DataError(f"round {index}'s {part} fold differs between the reports ({', '.join(names)}): "
-                                f"cross-validate every member with the same folds and seed")
+                raise DataError(
+                    f"round {index}'s {part} fold differs between the reports ({', '.join(names)}): "
+                    f"cross-validate every member with the same folds and seed"
+                )
             round_[part] = {"labels": labels}
             for key in SCORE_KEYS:
                 if all(key in member[part] for member in members):
@@ -151,18 +183,26 @@ def combine_crossvalidations(reports: list[Path], report_dir: Path) -> tuple[dic
         if any(value != values[0] for value in values):
             raise DataError(f"the reports differ in {key} ({values}): members must be cross-validated alike")
     flips = [result.get("with_flips", {}).get("flips") for result in results]
-    rounds = [{"fold": fold, "scores": scores}
-              for fold, scores in enumerate(averaged_rounds([kept for _, kept in read], [r.name for r in reports]))]
+    rounds = [
+        {"fold": fold, "scores": scores}
+        for fold, scores in enumerate(averaged_rounds([kept for _, kept in read], [r.name for r in reports]))
+    ]
     measured = measured_with(rounds, "infected", DEFAULT_TARGET_SENSITIVITY)
     names = [report.name.removesuffix(".json") for report in reports]
     result = {
-        "disease": first["disease"], "folds": first["folds"], "seed": first["seed"],
+        "disease": first["disease"],
+        "folds": first["folds"],
+        "seed": first["seed"],
         "arch": ensemble_architecture([r.get("arch", "paper_cnn") for r in results]),
-        "input": first["input"], "enhancement": first.get("enhancement", "none"),
+        "input": first["input"],
+        "enhancement": first.get("enhancement", "none"),
         "recipe": {"combination": COMBINATION, "member_reports": names},
-        "images": first["images"], "groups": first["groups"], "summary": measured["at_0_5"],
+        "images": first["images"],
+        "groups": first["groups"],
+        "summary": measured["at_0_5"],
         "screening": {"target_sensitivity": DEFAULT_TARGET_SENSITIVITY, "summary": measured["at_screening"]},
-        "rounds": rounds, "seconds": round(sum(r["seconds"] for r in results), 1),
+        "rounds": rounds,
+        "seconds": round(sum(r["seconds"] for r in results), 1),
     }
     if flips[0] and all(f == flips[0] for f in flips):
         result["with_flips"] = {"flips": flips[0], **measured_with(rounds, "infected_with_flips")}

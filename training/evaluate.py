@@ -58,8 +58,14 @@ def report_text(labels: np.ndarray, probabilities: np.ndarray) -> str:
 
 
 def write_report(
-    folder: Path, *, disease: str, labels: np.ndarray, probabilities: np.ndarray, metrics: TestMetrics,
-    history: dict[str, list[float]] | None, calibrated: np.ndarray | None = None,
+    folder: Path,
+    *,
+    disease: str,
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    metrics: TestMetrics,
+    history: dict[str, list[float]] | None,
+    calibrated: np.ndarray | None = None,
     extra: dict[str, object] | None = None,
 ) -> None:
     """evaluation.json, classification_report.txt and PNG plots in `folder`. Without a training
@@ -68,8 +74,17 @@ def write_report(
     text = report_text(labels, probabilities)
     (folder / "classification_report.txt").write_text(text, encoding="utf-8")
     (folder / "evaluation.json").write_text(
-        json.dumps({"disease": disease, "metrics": metrics.model_dump(), "classification_report": text,
-                    **(extra or {}), "history": history}, indent=2) + "\n",
+        json.dumps(
+            {
+                "disease": disease,
+                "metrics": metrics.model_dump(),
+                "classification_report": text,
+                **(extra or {}),
+                "history": history,
+            },
+            indent=2,
+        )
+        + "\n",
         encoding="utf-8",
     )
     _plot_roc(folder / "roc_curve.png", disease, labels, probabilities, metrics.roc_auc)
@@ -86,8 +101,11 @@ def _plot_reliability(path: Path, disease: str, labels, uncalibrated, calibrated
     for name, values, style in (("uncalibrated", uncalibrated, "o-"), ("calibrated", calibrated, "s-")):
         observed, predicted = calibration_curve(labels == INFECTED, values, n_bins=bins, strategy="uniform")
         axis.plot(predicted, observed, style, markersize=4, label=name)
-    axis.set(xlabel="predicted P(infected)", ylabel="observed share infected",
-             title=f"{disease}: reliability ({bins} bins, test)")
+    axis.set(
+        xlabel="predicted P(infected)",
+        ylabel="observed share infected",
+        title=f"{disease}: reliability ({bins} bins, test)",
+    )
     axis.legend(loc="upper left")
     _save(figure, path)
 
@@ -98,8 +116,11 @@ def _plot_roc(path: Path, disease: str, labels, probabilities, auc: float | None
         fpr, tpr, _ = roc_curve(labels == INFECTED, probabilities[:, INFECTED])
         axis.plot(fpr, tpr, label=f"AUC = {auc:.3f}")
     axis.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1)
-    axis.set(xlabel="1 - specificity (false positive rate)", ylabel="sensitivity (true positive rate)",
-             title=f"{disease}: ROC on the test part")
+    axis.set(
+        xlabel="1 - specificity (false positive rate)",
+        ylabel="sensitivity (true positive rate)",
+        title=f"{disease}: ROC on the test part",
+    )
     axis.legend(loc="lower right")
     _save(figure, path)
 

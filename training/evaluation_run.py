@@ -10,9 +10,10 @@ from app.model_card import ModelCard, replace_card
 from app.model_store import METADATA_FILE
 from app.savedmodel import LoadedModel, load_model
 from app.scoring import normalise
-from training.assessment import assess, probe_sets
-from training.config import DISEASES
-from training.data import DataError, Sample, card_split_spec, find_samples, split_as
+from training.assessment import assess, probe_sets, run_model
+from training.config import disease_samples, other_diseases
+from training.data import DataError, Sample, card_split_spec, split_as
+from training.generalisation import breakdowns
 from training.pipeline import decode_samples, images_only, kept_samples, pixels_of
 from training.release import with_assessment, write_assessment_report
 from training.versions import published_version
@@ -25,11 +26,16 @@ def load_version(disease: str, models_dir: Path, version: int | None) -> LoadedM
 
 
 def test_part(model: LoadedModel, data_dir: Path) -> list[Sample]:
-    return split_as(find_samples(data_dir, model.card.disease), card_split_spec(model.card)).test
+    return split_as(disease_samples(data_dir, model.card.disease), card_split_spec(model.card)).test
 
 
 def predict_test_part(
-    disease: str, *, data_dir: Path, models_dir: Path, version: int | None = None, limit: int | None = None,
+    disease: str,
+    *,
+    data_dir: Path,
+    models_dir: Path,
+    version: int | None = None,
+    limit: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(labels, normalised probabilities) of the exported model on its test part, or a fixed sample of it."""
     model = load_version(disease, models_dir, version)
@@ -44,18 +50,36 @@ def predict_test_part(
 
 
 def evaluate_version(
-    disease: str, *, data_dir: Path, models_dir: Path, version: int | None = None, write: bool = False,
+    disease: str,
+    *,
+    data_dir: Path,
+    models_dir: Path,
+    version: int | None = None,
+    write: bool = False,
 ) -> ModelCard:
     """Re-measure a version on its test part (metrics with intervals, calibration, screening threshold,
-    out-of-distribution flags); with `write`, replace its card's figures and report in place."""
+    out-of-distribution flags, per-site and per-grade figures) and keep its validation part's distances for
+    the site-shift signal; with `write`, replace its card's figures and report in place."""
     model = load_version(disease, models_dir, version)
     spec = model.card.input.spec()
-    test = test_part(model, data_dir)
-    decoded = decode_samples(test, spec)
-    groups = [s.group for s in kept_samples(test, decoded)]
-    probes = probe_sets(data_dir, disease, spec, known=sorted(set(DISEASES) | {disease}))
-    assessment = assess(model, pixels_of(decoded), decoded.labels, groups, probes)
+    split = split_as(disease_samples(data_dir, model.card.disease), card_split_spec(model.card))
+    decoded = decode_samples(split.test, spec)
+    test = kept_samples(split.test, decoded)
+    probes = probe_sets(data_dir, disease, spec, known=other_diseases(data_dir, disease))
+    assessment = assess(model, pixels_of(decoded), decoded.labels, [s.group for s in test], probes)
+    validation = run_model(model, pixels_of(decode_samples(split.validation, spec)))
     card = with_assessment(model.card, assessment)
+    card = card.model_copy(
+        update=breakdowns(
+            card,
+            data_dir,
+            test,
+            assessment.labels,
+            assessment.uncalibrated,
+            assessment.calibrated,
+            validation.ood_distance,
+        )
+    )
     if write:
         write_assessment_report(model.path, card, assessment, history=None)
         replace_card(card, model.path / METADATA_FILE)

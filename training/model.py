@@ -16,7 +16,9 @@ def make_model(spec: InputSpec, *, bn_momentum: float = 0.99, dropout: float = 0
     """Four Conv(3x3, relu) + MaxPool(2) blocks, the first three with BatchNorm and Dropout;
     Flatten; Dense 256-128-64 (relu); Dropout; Dense(2, sigmoid)."""
     if min(spec.height, spec.width) < MIN_SIDE:
-        raise ValueError(f"the paper's CNN needs inputs of at least {MIN_SIDE}x{MIN_SIDE} pixels, got {spec.height}x{spec.width}")
+        raise ValueError(
+            f"the paper's CNN needs inputs of at least {MIN_SIDE}x{MIN_SIDE} pixels, got {spec.height}x{spec.width}"
+        )
     inputs = keras.Input(shape=spec.shape, name="image")
     x = inputs
     for block, filters in enumerate(CONV_FILTERS):
@@ -33,7 +35,9 @@ def make_model(spec: InputSpec, *, bn_momentum: float = 0.99, dropout: float = 0
     return keras.Model(inputs, outputs, name="paper_cnn")
 
 
-def learning_rate_schedule(learning_rate: float, schedule: str, total_steps: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
+def learning_rate_schedule(
+    learning_rate: float, schedule: str, total_steps: int
+) -> float | keras.optimizers.schedules.LearningRateSchedule:
     if schedule == "constant":
         return learning_rate
     if schedule == "cosine":
@@ -41,7 +45,9 @@ def learning_rate_schedule(learning_rate: float, schedule: str, total_steps: int
     raise ValueError(f"unknown learning-rate schedule {schedule!r}")
 
 
-def compile_model(model: keras.Model, *, learning_rate: float | keras.optimizers.schedules.LearningRateSchedule) -> None:
+def compile_model(
+    model: keras.Model, *, learning_rate: float | keras.optimizers.schedules.LearningRateSchedule
+) -> None:
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.BinaryCrossentropy(),

@@ -79,8 +79,9 @@ def scale_batch(pixels: tf.Tensor) -> tf.Tensor:
     return tf.cast(pixels, tf.float32) / tf.constant(255.0, tf.float32)
 
 
-def make_augmenter(spec: InputSpec, *, flip_horizontal: bool, seed: int, flip_vertical: bool = False
-                   ) -> keras.Sequential:
+def make_augmenter(
+    spec: InputSpec, *, flip_horizontal: bool, seed: int, flip_vertical: bool = False
+) -> keras.Sequential:
     # Fill what rotation, shift and zoom uncover with the image's own surround: a fundus normalised to
     # mean grey with black wedges in training only would be another data set than the one served
     # (measured: 5-fold CV of retinopathy fell to 63.4% with black fill, two rounds never learned).
@@ -91,15 +92,23 @@ def make_augmenter(spec: InputSpec, *, flip_horizontal: bool, seed: int, flip_ve
         keras.layers.RandomZoom(0.1, fill_mode="constant", fill_value=fill, seed=seed + 2),
     ]
     if flip_horizontal or flip_vertical:
-        mode = "horizontal_and_vertical" if flip_horizontal and flip_vertical else (
-            "horizontal" if flip_horizontal else "vertical")
+        mode = (
+            "horizontal_and_vertical"
+            if flip_horizontal and flip_vertical
+            else ("horizontal" if flip_horizontal else "vertical")
+        )
         steps.insert(0, keras.layers.RandomFlip(mode, seed=seed + 3))
     return keras.Sequential(steps, name="augment")
 
 
 def training_batches(
-    decoded: DecodedSet, *, batch_size: int, seed: int, class_weights: dict[int, float] | None = None,
-    augmenter: keras.Sequential | None = None, classes: int = len(CLASS_NAMES),
+    decoded: DecodedSet,
+    *,
+    batch_size: int,
+    seed: int,
+    class_weights: dict[int, float] | None = None,
+    augmenter: keras.Sequential | None = None,
+    classes: int = len(CLASS_NAMES),
 ) -> tf.data.Dataset:
     """Shuffled, one-hot, optionally weighted and augmented batches for fit() (`classes`: more for pretraining)."""
     weights = tf.constant([class_weights.get(i, 1.0) if class_weights else 1.0 for i in range(classes)], tf.float32)
@@ -122,8 +131,10 @@ def evaluation_batches(decoded: DecodedSet, *, batch_size: int) -> tf.data.Datas
     """In file order, unaugmented, one-hot labels."""
     return (
         decoded.dataset.batch(batch_size)
-        .map(lambda pixels, labels: (scale_batch(pixels), tf.one_hot(labels, len(CLASS_NAMES))),
-             num_parallel_calls=AUTOTUNE)
+        .map(
+            lambda pixels, labels: (scale_batch(pixels), tf.one_hot(labels, len(CLASS_NAMES))),
+            num_parallel_calls=AUTOTUNE,
+        )
         .prefetch(AUTOTUNE)
     )
 

@@ -72,8 +72,11 @@ def pretraining_samples(data_dir: Path, target: str, per_disease: int, seed: int
 
 def task_labels(drawn: dict[str, list[Sample]]) -> list[Sample]:
     """One label per (disease, class): disease i's classes become 2i and 2i + 1."""
-    return [Sample(path=s.path, label=2 * index + s.label, group=f"{disease}:{s.group}")
-            for index, (disease, samples) in enumerate(drawn.items()) for s in samples]
+    return [
+        Sample(path=s.path, label=2 * index + s.label, group=f"{disease}:{s.group}")
+        for index, (disease, samples) in enumerate(drawn.items())
+        for s in samples
+    ]
 
 
 def make_pretraining_model(spec: InputSpec, tasks: int, *, bn_momentum: float = 0.9) -> keras.Model:
@@ -89,27 +92,39 @@ def pretrain(options: PretrainOptions) -> Path:
     samples = task_labels(drawn)
     started = time.perf_counter()
     decoded = decode_samples(samples, options.spec)
-    log.info("pretraining on %s: %d images decoded in %.0f s", ", ".join(drawn), decoded.size,
-             time.perf_counter() - started)
+    log.info(
+        "pretraining on %s: %d images decoded in %.0f s", ", ".join(drawn), decoded.size, time.perf_counter() - started
+    )
     keras.utils.set_random_seed(options.seed)
     # Flips and small shifts, as for any target: they cost nothing and keep the features orientation-free.
     augmenter = make_augmenter(options.spec, flip_horizontal=True, flip_vertical=True, seed=options.seed)
-    batches = training_batches(decoded, batch_size=options.batch_size, seed=options.seed, augmenter=augmenter,
-                               classes=2 * len(drawn))
+    batches = training_batches(
+        decoded, batch_size=options.batch_size, seed=options.seed, augmenter=augmenter, classes=2 * len(drawn)
+    )
     model = make_pretraining_model(options.spec, len(drawn))
     steps = options.epochs * -(-decoded.size // options.batch_size)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate_schedule(options.learning_rate, "cosine", steps)),
-                  loss=keras.losses.CategoricalCrossentropy(),
-                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate_schedule(options.learning_rate, "cosine", steps)),
+        loss=keras.losses.CategoricalCrossentropy(),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
     started = time.perf_counter()
     history = model.fit(batches, epochs=options.epochs, verbose=options.verbose, shuffle=False)
     seconds = time.perf_counter() - started
     record = {
-        "target": options.target, "input": list(options.spec.shape), "enhancement": options.spec.enhancement.value,
-        "pretrained_on": {disease: len(s) for disease, s in drawn.items()}, "held_out": HELD_OUT,
-        "images": decoded.size, "unreadable_skipped": len(decoded.unreadable), "epochs": options.epochs,
-        "batch_size": options.batch_size, "learning_rate": options.learning_rate, "lr_schedule": "cosine",
-        "seed": options.seed, "seconds": round(seconds, 1),
+        "target": options.target,
+        "input": list(options.spec.shape),
+        "enhancement": options.spec.enhancement.value,
+        "pretrained_on": {disease: len(s) for disease, s in drawn.items()},
+        "held_out": HELD_OUT,
+        "images": decoded.size,
+        "unreadable_skipped": len(decoded.unreadable),
+        "epochs": options.epochs,
+        "batch_size": options.batch_size,
+        "learning_rate": options.learning_rate,
+        "lr_schedule": "cosine",
+        "seed": options.seed,
+        "seconds": round(seconds, 1),
         "final_accuracy": round(float(history.history["accuracy"][-1]), 4),
     }
     path = options.out_dir / f"{backbone_name(options.target, options.spec)}.keras"
@@ -138,11 +153,12 @@ def backbone_for(target: str, data_dir: Path, spec: InputSpec, backbones_dir: Pa
         log.info("%s was pretrained on the other data sets' test parts too: pretraining it again without", path)
     log.info("no backbone %s yet: pretraining it on the other data sets in %s", path, data_dir)
     try:
-        return pretrain(PretrainOptions(target=target, data_dir=data_dir, spec=spec, out_dir=backbones_dir,
-                                        seed=seed))
+        return pretrain(PretrainOptions(target=target, data_dir=data_dir, spec=spec, out_dir=backbones_dir, seed=seed))
     except DataError as error:
-        raise DataError(f"{error}: {target}'s recipe starts from a backbone pretrained on the other data sets; put "
-                        f"them beside it in --data, or train from scratch with --weights none") from None
+        raise DataError(
+            f"{error}: {target}'s recipe starts from a backbone pretrained on the other data sets; put "
+            f"them beside it in --data, or train from scratch with --weights none"
+        ) from None
 
 
 def backbone_name(target: str, spec: InputSpec) -> str:
@@ -166,12 +182,16 @@ def start_from_backbone(model: keras.Model, backbone_path: str | Path) -> None:
     """Copy every layer but the head from a pretrained backbone (same input) into `model`."""
     path = Path(backbone_path)
     if path.suffix != ".keras" or not path.is_file():
-        raise ValueError(f"{path}: the paper's CNN starts from a backbone written by `python -m training pretrain` "
-                         f"(a .keras file), or from scratch with --weights none")
+        raise ValueError(
+            f"{path}: the paper's CNN starts from a backbone written by `python -m training pretrain` "
+            f"(a .keras file), or from scratch with --weights none"
+        )
     backbone = keras.saving.load_model(path, compile=False)
     if tuple(backbone.input_shape[1:]) != tuple(model.input_shape[1:]):
-        raise ValueError(f"{path} was pretrained for inputs {backbone.input_shape[1:]}, this model takes "
-                         f"{model.input_shape[1:]}: pretrain again for this input size and colour mode")
+        raise ValueError(
+            f"{path} was pretrained for inputs {backbone.input_shape[1:]}, this model takes "
+            f"{model.input_shape[1:]}: pretrain again for this input size and colour mode"
+        )
     for layer in model.layers:
         if layer.name != HEAD and layer.weights:
             layer.set_weights(backbone.get_layer(layer.name).get_weights())

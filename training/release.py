@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +21,11 @@ from app.preprocessing import InputSpec
 from app.savedmodel import load_model
 from app.scoring import calibrated_probability
 from training.assessment import Assessment, assess, probe_sets
-from training.config import DISEASES
-from training.data import Split
+from training.config import other_diseases
+from training.data import Sample, Split
 from training.evaluate import compute_metrics, probabilities_of, write_report
 from training.export import stage_version
+from training.generalisation import breakdowns
 from training.pipeline import DecodedSet, images_only, kept_samples, pixels_of
 from training.servable import Networks, features_and_log_odds, write_savedmodel
 from training.trust import DEFAULT_TARGET_SENSITIVITY, OOD_QUANTILE, FittedTrust, fit_trust
@@ -52,27 +53,37 @@ class ReleaseData:
     validation_groups: list[str]
     test_groups: list[str]
     probes: dict[str, np.ndarray]  # images the out-of-distribution check must flag
+    test_samples: list[Sample] = field(default_factory=list)  # the readable test files, for per-site/grade figures
+    data_dir: Path | None = None
 
 
-def release_data(disease: str, split: Split, decoded: dict[str, DecodedSet], data_dir: Path, spec: InputSpec
-                 ) -> ReleaseData:
+def release_data(
+    disease: str, split: Split, decoded: dict[str, DecodedSet], data_dir: Path, spec: InputSpec
+) -> ReleaseData:
     """The decoded parts of a split, their patient groups, and the images the OOD check must refuse."""
     return ReleaseData(
-        train=decoded["train"], validation=decoded["validation"], test=decoded["test"],
+        train=decoded["train"],
+        validation=decoded["validation"],
+        test=decoded["test"],
         validation_groups=[s.group for s in kept_samples(split.validation, decoded["validation"])],
         test_groups=[s.group for s in kept_samples(split.test, decoded["test"])],
-        probes=probe_sets(data_dir, disease, spec, known=sorted(set(DISEASES) | {disease})),
+        test_samples=kept_samples(split.test, decoded["test"]),
+        data_dir=data_dir,
+        probes=probe_sets(data_dir, disease, spec, known=other_diseases(data_dir, disease)),
     )
 
 
 def split_counts(split: Split, decoded: dict[str, DecodedSet]) -> SplitCounts:
     """Images of each class and patient groups in each part, as read (unreadable files skipped)."""
+
     def per_class(part: DecodedSet) -> dict[str, int]:
         counts = np.bincount(part.labels, minlength=len(CLASS_NAMES))
         return {name: int(counts[index]) for index, name in enumerate(CLASS_NAMES)}
 
     return SplitCounts(
-        train=per_class(decoded["train"]), validation=per_class(decoded["validation"]), test=per_class(decoded["test"]),
+        train=per_class(decoded["train"]),
+        validation=per_class(decoded["validation"]),
+        test=per_class(decoded["test"]),
         groups={part: len({s.group for s in samples}) for part, samples in split.parts().items()},
         unreadable_skipped=sum(len(item.unreadable) for item in decoded.values()),
     )
@@ -80,16 +91,22 @@ def split_counts(split: Split, decoded: dict[str, DecodedSet]) -> SplitCounts:
 
 def with_trust(card: ModelCard, trust: FittedTrust, target_sensitivity: float, validation_images: int) -> ModelCard:
     fitted_on = f"validation part ({validation_images} images)"
-    return card.model_copy(update={
-        "calibration": Calibration(temperature=trust.temperature, fitted_on=fitted_on,
-                                   selection=trust.temperature_selection),
-        "screening": Screening(target_sensitivity=target_sensitivity, threshold=trust.threshold,
-                               validation=trust.validation_point),
-        "out_of_distribution": OutOfDistribution(
-            method=OOD_METHOD, fitted_on="training part (Gaussian); validation part (threshold)",
-            threshold=trust.ood_threshold, threshold_quantile=OOD_QUANTILE,
-        ),
-    })
+    return card.model_copy(
+        update={
+            "calibration": Calibration(
+                temperature=trust.temperature, fitted_on=fitted_on, selection=trust.temperature_selection
+            ),
+            "screening": Screening(
+                target_sensitivity=target_sensitivity, threshold=trust.threshold, validation=trust.validation_point
+            ),
+            "out_of_distribution": OutOfDistribution(
+                method=OOD_METHOD,
+                fitted_on="training part (Gaussian); validation part (threshold)",
+                threshold=trust.ood_threshold,
+                threshold_quantile=OOD_QUANTILE,
+            ),
+        }
+    )
 
 
 def with_assessment(card: ModelCard, assessment: Assessment) -> ModelCard:
@@ -98,28 +115,43 @@ def with_assessment(card: ModelCard, assessment: Assessment) -> ModelCard:
         update["calibration"] = card.calibration.model_copy(update={"test": assessment.calibration})
     if card.screening:
         update["screening"] = card.screening.model_copy(
-            update={"test": assessment.screening_test, "test_at_0_5": assessment.screening_test_at_0_5})
+            update={"test": assessment.screening_test, "test_at_0_5": assessment.screening_test_at_0_5}
+        )
     if card.out_of_distribution:
         update["out_of_distribution"] = card.out_of_distribution.model_copy(update={"flagged": assessment.ood_flagged})
     return card.model_copy(update=update)
 
 
-def write_assessment_report(folder: Path, card: ModelCard, assessment: Assessment,
-                            history: dict[str, list[float]] | None) -> None:
+def write_assessment_report(
+    folder: Path, card: ModelCard, assessment: Assessment, history: dict[str, list[float]] | None
+) -> None:
     write_report(
-        folder / REPORT_DIR, disease=card.disease, labels=assessment.labels,
-        probabilities=probabilities_of(assessment.uncalibrated), metrics=assessment.metrics, history=history,
+        folder / REPORT_DIR,
+        disease=card.disease,
+        labels=assessment.labels,
+        probabilities=probabilities_of(assessment.uncalibrated),
+        metrics=assessment.metrics,
+        history=history,
         calibrated=assessment.calibrated,
-        extra={"calibration": card.calibration.model_dump() if card.calibration else None,
-               "screening": card.screening.model_dump() if card.screening else None,
-               "out_of_distribution": card.out_of_distribution.model_dump() if card.out_of_distribution else None},
+        extra={
+            "calibration": card.calibration.model_dump() if card.calibration else None,
+            "screening": card.screening.model_dump() if card.screening else None,
+            "out_of_distribution": card.out_of_distribution.model_dump() if card.out_of_distribution else None,
+        },
     )
 
 
 def release(
-    networks: Networks, spec: InputSpec, data: ReleaseData, card: ModelCard, models_dir: Path, *,
-    history: dict[str, list[float]] | None = None, previous_report: Path | None = None,
-    target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY, batch_size: int = 128,
+    networks: Networks,
+    spec: InputSpec,
+    data: ReleaseData,
+    card: ModelCard,
+    models_dir: Path,
+    *,
+    history: dict[str, list[float]] | None = None,
+    previous_report: Path | None = None,
+    target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY,
+    batch_size: int = 128,
 ) -> Path:
     """Fit, export, check, measure and publish one network or an ensemble's; returns the new version folder.
     The card's test-time flips are exported into the graph, and the temperature and thresholds are fitted on
@@ -127,14 +159,28 @@ def release(
     flips = card.test_time_flips
     train_features, _ = features_and_log_odds(networks, images_only(data.train, batch_size=batch_size))
     validation_features, validation_odds = features_and_log_odds(
-        networks, images_only(data.validation, batch_size=batch_size), flips)
+        networks, images_only(data.validation, batch_size=batch_size), flips
+    )
     _, test_odds = features_and_log_odds(networks, images_only(data.test, batch_size=batch_size), flips)
-    trust = fit_trust(train_features, data.train.labels, validation_features, validation_odds,
-                      data.validation.labels, data.validation_groups, target_sensitivity=target_sensitivity)
-    log.info("%s: temperature %.3f, screening threshold %.4f, ood threshold %.2f", card.disease,
-             trust.temperature, trust.threshold, trust.ood_threshold)
-    provisional = with_trust(card, trust, target_sensitivity, data.validation.size).model_copy(update={
-        "metrics": compute_metrics(data.test.labels, probabilities_of(calibrated_probability(test_odds)))})
+    trust = fit_trust(
+        train_features,
+        data.train.labels,
+        validation_features,
+        validation_odds,
+        data.validation.labels,
+        data.validation_groups,
+        target_sensitivity=target_sensitivity,
+    )
+    log.info(
+        "%s: temperature %.3f, screening threshold %.4f, ood threshold %.2f",
+        card.disease,
+        trust.temperature,
+        trust.threshold,
+        trust.ood_threshold,
+    )
+    provisional = with_trust(card, trust, target_sensitivity, data.validation.size).model_copy(
+        update={"metrics": compute_metrics(data.test.labels, probabilities_of(calibrated_probability(test_odds)))}
+    )
 
     with stage_version(models_dir, card.disease) as staged:
         write_savedmodel(networks, spec, trust.ood, staged.folder, flips)
@@ -147,5 +193,17 @@ def release(
         if drift > PARITY_TOLERANCE:
             raise RuntimeError(f"the exported model answers differently from the trained one (log-odds {drift:.2e})")
         final = with_assessment(provisional, assessment)
+        if data.data_dir is not None:
+            final = final.model_copy(
+                update=breakdowns(
+                    final,
+                    data.data_dir,
+                    data.test_samples,
+                    assessment.labels,
+                    assessment.uncalibrated,
+                    assessment.calibrated,
+                    trust.ood.distances(validation_features),
+                )
+            )
         write_assessment_report(staged.folder, final, assessment, history)
         return staged.publish(final)

@@ -63,8 +63,13 @@ class MahalanobisDistance(keras.layers.Layer):
         self.built = True  # the weights are fixed above; there is nothing left to build
 
     def _constant(self, name: str, value: np.ndarray) -> keras.Variable:
-        return self.add_weight(name=name, shape=value.shape, initializer=keras.initializers.Constant(value),
-                               trainable=False, dtype="float32")
+        return self.add_weight(
+            name=name,
+            shape=value.shape,
+            initializer=keras.initializers.Constant(value),
+            trainable=False,
+            dtype="float32",
+        )
 
     def call(self, features):
         z = tf.matmul((features - self.center) / self.scale, self.whitening)
@@ -160,13 +165,18 @@ def analysis_model(model: keras.Model) -> keras.Model:
     Features are the spatial mean of every convolution's output (low-level statistics tell modalities
     apart), the input of the head (what the decision is made from) and the input's intensity histogram."""
     convs = conv_layers(model)
-    pooled = [keras.layers.GlobalAveragePooling2D(name=f"ood_pool_{layer.name}")(layer.output)
-              for layer in ood_conv_layers(model)]
+    pooled = [
+        keras.layers.GlobalAveragePooling2D(name=f"ood_pool_{layer.name}")(layer.output)
+        for layer in ood_conv_layers(model)
+    ]
     penultimate = head(model).input
     histogram = IntensityHistogram(name="ood_histogram")(model.inputs[0])
     features = keras.layers.Concatenate(name="ood_features")([*pooled, penultimate, histogram])
-    return keras.Model(model.inputs, {"features": features, "penultimate": penultimate, "last_conv": convs[-1].output},
-                       name=f"{model.name}_analysis")
+    return keras.Model(
+        model.inputs,
+        {"features": features, "penultimate": penultimate, "last_conv": convs[-1].output},
+        name=f"{model.name}_analysis",
+    )
 
 
 def logits_of(model: keras.Model, penultimate):
@@ -212,13 +222,17 @@ def analysed(members: list[keras.Model], analyses: list[keras.Model], image, fli
     per_view = tf.concat([log_odds_from_logits(member_logits) for member_logits in logits], axis=0)
     views = len(members) * (1 + len(flip_views(flips)))
     count = tf.shape(image)[0]
-    return {"features": tf.concat([output["features"][:count] for output in outputs], axis=1),
-            "last_convs": [output["last_conv"] for output in outputs], "logits": logits,
-            "log_odds": mean_over_views(per_view, views) if views > 1 else per_view}
+    return {
+        "features": tf.concat([output["features"][:count] for output in outputs], axis=1),
+        "last_convs": [output["last_conv"] for output in outputs],
+        "logits": logits,
+        "log_odds": mean_over_views(per_view, views) if views > 1 else per_view,
+    }
 
 
-def features_and_log_odds(networks: Networks, images: tf.data.Dataset, flips: Sequence[str] = ()
-                          ) -> tuple[np.ndarray, np.ndarray]:
+def features_and_log_odds(
+    networks: Networks, images: tf.data.Dataset, flips: Sequence[str] = ()
+) -> tuple[np.ndarray, np.ndarray]:
     """Run the analysis graph over batches of images -> (N x F features, N log-odds, over flips if any)."""
     members = members_of(networks)
     analyses = [analysis_model(member) for member in members]
@@ -236,8 +250,9 @@ def features_and_log_odds(networks: Networks, images: tf.data.Dataset, flips: Se
     return np.concatenate(features).astype(np.float64), np.concatenate(log_odds).astype(np.float64)
 
 
-def write_savedmodel(networks: Networks, spec: InputSpec, statistics: OodStatistics, folder: Path,
-                     flips: Sequence[str] = ()) -> None:
+def write_savedmodel(
+    networks: Networks, spec: InputSpec, statistics: OodStatistics, folder: Path, flips: Sequence[str] = ()
+) -> None:
     """Write the SavedModel with its three signatures into `folder` (which must not exist yet); with
     `flips`, every signature answers for the image and those flips of it together, and with several
     networks, for all of them together."""
@@ -261,8 +276,11 @@ def write_savedmodel(networks: Networks, spec: InputSpec, statistics: OodStatist
 
     def analyse(image):
         outputs = analysed(members, analyses, image, flips)
-        return {"scores": as_scores(outputs), "log_odds": outputs["log_odds"],
-                "ood_distance": distance(outputs["features"])}
+        return {
+            "scores": as_scores(outputs),
+            "log_odds": outputs["log_odds"],
+            "ood_distance": distance(outputs["features"]),
+        }
 
     def explain(image):
         with tf.GradientTape() as tape:
@@ -277,14 +295,18 @@ def write_savedmodel(networks: Networks, spec: InputSpec, statistics: OodStatist
         # Grad-CAM's spatially averaged gradients suit heads that pool globally; the paper's head is
         # Flatten + Dense, whose weights differ per position, and the averages cancel there (measured
         # on a toy task: 42% of the heatmap on the deciding quadrant, some maps all negative).
-        maps = tf.add_n([resample_to_input(tf.reduce_sum(gradient * last_conv, axis=-1), *grid, spec.height,
-                                           spec.width)
-                         for gradient, last_conv, grid in zip(gradients, last_convs, grids)]) / len(members)
+        maps = tf.add_n(
+            [
+                resample_to_input(tf.reduce_sum(gradient * last_conv, axis=-1), *grid, spec.height, spec.width)
+                for gradient, last_conv, grid in zip(gradients, last_convs, grids)
+            ]
+        ) / len(members)
         if flips:  # each view's map flipped back onto the image as sent, then averaged
             views = flip_views(flips)
             per_view = tf.split(maps, 1 + len(views), axis=0)
-            maps = tf.add_n([per_view[0]] + [tf.reverse(view, axis=axes)
-                                             for view, axes in zip(per_view[1:], views)]) / (1 + len(views))
+            maps = tf.add_n(
+                [per_view[0]] + [tf.reverse(view, axis=axes) for view, axes in zip(per_view[1:], views)]
+            ) / (1 + len(views))
         return {"gradcam": maps}
 
     archive = keras.export.ExportArchive()

@@ -7,7 +7,7 @@ import os
 import platform
 import time
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import keras
@@ -26,8 +26,8 @@ from app.model_card import (
 from app.preprocessing import InputSpec
 from training.architectures import PAPER_CNN, make_architecture
 from training.batchnorm import RecalibratedValidation, keep_best_epoch, worth_recalibrating
-from training.config import DiseaseConfig, DiseaseFlags, Recipe, describe_disease
-from training.data import DataError, Split, check_trainable, find_samples, split_as
+from training.config import DiseaseConfig, DiseaseFlags, Recipe, describe_disease, disease_samples
+from training.data import DataError, Split, check_trainable, split_as
 from training.distributed import StrategyName, fit_distributed, is_chief, make_strategy, task
 from training.model import compile_model, learning_rate_schedule
 from training.pipeline import (
@@ -43,8 +43,17 @@ from training.release import OUTPUT_DESCRIPTION, release, release_data, split_co
 
 log = logging.getLogger("training")
 # Replaced by the measured figures before a card is published (training/release.py).
-PENDING_METRICS = TestMetrics(n_images=0, accuracy=0, sensitivity=0, specificity=0, precision=0, recall=0, f1=0,
-                              roc_auc=None, confusion_matrix=[[0, 0], [0, 0]])
+PENDING_METRICS = TestMetrics(
+    n_images=0,
+    accuracy=0,
+    sensitivity=0,
+    specificity=0,
+    precision=0,
+    recall=0,
+    f1=0,
+    roc_auc=None,
+    confusion_matrix=[[0, 0], [0, 0]],
+)
 
 
 @dataclass(frozen=True)
@@ -79,8 +88,13 @@ def fit_seed(options: TrainOptions) -> int:
 
 
 def resolve_disease(options: TrainOptions) -> DiseaseConfig:
-    flags = DiseaseFlags(image_size=options.image_size, colour_mode=options.colour_mode,
-                         enhancement=options.enhancement, description=options.description, caveats=options.caveats)
+    flags = DiseaseFlags(
+        image_size=options.image_size,
+        colour_mode=options.colour_mode,
+        enhancement=options.enhancement,
+        description=options.description,
+        caveats=options.caveats,
+    )
     return describe_disease(options.disease, options.data_dir, flags)
 
 
@@ -105,8 +119,9 @@ def resolve_start(config: DiseaseConfig, recipe: Recipe, options: TrainOptions) 
     if options.weights is not None:
         return None if options.weights == "none" else options.weights
     if recipe.pretrained_start and options.arch == PAPER_CNN:
-        return str(backbone_for(options.disease, options.data_dir, config.spec(), options.backbones_dir,
-                                seed=options.seed))
+        return str(
+            backbone_for(options.disease, options.data_dir, config.spec(), options.backbones_dir, seed=options.seed)
+        )
     return None
 
 
@@ -115,8 +130,13 @@ def decode_split(split: Split, spec: InputSpec) -> dict[str, DecodedSet]:
     for part, samples in split.parts().items():
         started = time.perf_counter()
         decoded[part] = decode_samples(samples, spec)
-        log.info("decoded %s: %d images (%d unreadable) in %.1fs", part, decoded[part].size,
-                 len(decoded[part].unreadable), time.perf_counter() - started)
+        log.info(
+            "decoded %s: %d images (%d unreadable) in %.1fs",
+            part,
+            decoded[part].size,
+            len(decoded[part].unreadable),
+            time.perf_counter() - started,
+        )
     for part, item in decoded.items():
         if item.size == 0 or len(set(item.labels.tolist())) < 2:
             raise DataError(f"no readable images of both classes in the {part} part")
@@ -137,21 +157,36 @@ class FittedModel:
     class_weights: dict[int, float] | None
 
 
-def fit_model(spec: InputSpec, recipe: Recipe, train_part: DecodedSet, validation_part: DecodedSet, *, seed: int,
-              verbose: int = 0, arch: str = PAPER_CNN, initial_weights: str | None = None) -> FittedModel:
+def fit_model(
+    spec: InputSpec,
+    recipe: Recipe,
+    train_part: DecodedSet,
+    validation_part: DecodedSet,
+    *,
+    seed: int,
+    verbose: int = 0,
+    arch: str = PAPER_CNN,
+    initial_weights: str | None = None,
+) -> FittedModel:
     """An architecture (the paper's CNN by default) fitted with a recipe; validation picks the epoch
     (and re-estimates BatchNorm)."""
     keras.utils.set_random_seed(seed)
     weights = balanced_class_weights(train_part.labels) if recipe.class_weights else None
-    augmenter = (make_augmenter(spec, flip_horizontal=recipe.flip_horizontal, flip_vertical=recipe.flip_vertical,
-                                seed=seed) if recipe.augment else None)
-    train_batches = training_batches(train_part, batch_size=recipe.batch_size, seed=seed, class_weights=weights,
-                                     augmenter=augmenter)
+    augmenter = (
+        make_augmenter(spec, flip_horizontal=recipe.flip_horizontal, flip_vertical=recipe.flip_vertical, seed=seed)
+        if recipe.augment
+        else None
+    )
+    train_batches = training_batches(
+        train_part, batch_size=recipe.batch_size, seed=seed, class_weights=weights, augmenter=augmenter
+    )
     validation_batches = evaluation_batches(validation_part, batch_size=recipe.batch_size)
     model = make_architecture(arch, spec, weights=initial_weights, bn_momentum=recipe.bn_momentum)
     steps_per_epoch = -(-train_part.size // recipe.batch_size)
-    compile_model(model, learning_rate=learning_rate_schedule(recipe.learning_rate, recipe.lr_schedule,
-                                                              recipe.epochs * steps_per_epoch))
+    compile_model(
+        model,
+        learning_rate=learning_rate_schedule(recipe.learning_rate, recipe.lr_schedule, recipe.epochs * steps_per_epoch),
+    )
     keep_best = keep_best_epoch(recipe.epochs)
     callbacks: list[keras.callbacks.Callback] = []
     validation_data = validation_batches
@@ -163,12 +198,22 @@ def fit_model(spec: InputSpec, recipe: Recipe, train_part: DecodedSet, validatio
     if recipe.keep_best:
         callbacks.append(keep_best)
     started = time.perf_counter()
-    history = model.fit(train_batches, validation_data=validation_data, epochs=recipe.epochs, callbacks=callbacks,
-                        verbose=verbose, shuffle=False)  # the pipeline shuffles
+    history = model.fit(
+        train_batches,
+        validation_data=validation_data,
+        epochs=recipe.epochs,
+        callbacks=callbacks,
+        verbose=verbose,
+        shuffle=False,
+    )  # the pipeline shuffles
     epochs_run = len(history.history.get("loss", []))
-    return FittedModel(model=model, history=history.history,
-                       best_epoch=keep_best.best_epoch + 1 if recipe.keep_best else epochs_run,
-                       seconds=time.perf_counter() - started, class_weights=weights)
+    return FittedModel(
+        model=model,
+        history=history.history,
+        best_epoch=keep_best.best_epoch + 1 if recipe.keep_best else epochs_run,
+        seconds=time.perf_counter() - started,
+        class_weights=weights,
+    )
 
 
 def train(options: TrainOptions) -> Path | None:
@@ -183,20 +228,37 @@ def train(options: TrainOptions) -> Path | None:
     keras.utils.set_random_seed(options.seed)
 
     # Data: group split, decode once into the cache.
-    samples = find_samples(options.data_dir, options.disease)
+    samples = disease_samples(options.data_dir, options.disease)
     split_spec = SplitSpec(seed=options.seed)
     split = split_as(samples, split_spec)
     check_trainable(split)
-    log.info("%s: %d images, split %s", options.disease, len(samples),
-             {part: len(s) for part, s in split.parts().items()})
+    log.info(
+        "%s: %d images, split %s", options.disease, len(samples), {part: len(s) for part, s in split.parts().items()}
+    )
     decoded = decode_split(split, spec)
     if strategy is None:
-        fitted = fit_model(spec, recipe, decoded["train"], decoded["validation"], seed=fit_seed(options),
-                           verbose=options.verbose, arch=options.arch, initial_weights=start)
+        fitted = fit_model(
+            spec,
+            recipe,
+            decoded["train"],
+            decoded["validation"],
+            seed=fit_seed(options),
+            verbose=options.verbose,
+            arch=options.arch,
+            initial_weights=start,
+        )
     else:
-        fitted = fit_distributed(spec, recipe, decoded["train"], decoded["validation"], seed=fit_seed(options),
-                                 strategy=strategy, checkpoint_dir=options.checkpoint_dir, arch=options.arch,
-                                 initial_weights=start)
+        fitted = fit_distributed(
+            spec,
+            recipe,
+            decoded["train"],
+            decoded["validation"],
+            seed=fit_seed(options),
+            strategy=strategy,
+            checkpoint_dir=options.checkpoint_dir,
+            arch=options.arch,
+            initial_weights=start,
+        )
         if not is_chief():
             log.info("trained as %s %d; the chief exports", *task())
             return None
@@ -204,36 +266,63 @@ def train(options: TrainOptions) -> Path | None:
 
     # Fit the trust layer, export, measure on the untouched test part as served, publish.
     counts = split_counts(split, decoded)
-    settings = {**recipe.as_dict(), "architecture": options.arch, "initial_weights": start or "none",
-                "init_seed": fit_seed(options),
-                "pretraining": pretraining_record(start),
-                "strategy": options.strategy,
-                "replicas": strategy.num_replicas_in_sync if strategy is not None else 1,
-                "class_weights_used": weights, "disease_config": config.described_by,
-                "selection": "lowest validation loss" if recipe.keep_best else "last epoch"}
+    settings = {
+        **recipe.as_dict(),
+        "architecture": options.arch,
+        "initial_weights": start or "none",
+        "init_seed": fit_seed(options),
+        "pretraining": pretraining_record(start),
+        "strategy": options.strategy,
+        "replicas": strategy.num_replicas_in_sync if strategy is not None else 1,
+        "class_weights_used": weights,
+        "disease_config": config.described_by,
+        "selection": "lowest validation loss" if recipe.keep_best else "last epoch",
+    }
     epochs_run = len(history.get("loss", []))
     card = ModelCard(
-        disease=options.disease, version=0, description=config.description,
-        input=InputCard.from_spec(spec), preprocessing=preprocessing.describe(spec),
-        output=OUTPUT_DESCRIPTION, test_time_flips=list(config.test_time_flips), metrics=PENDING_METRICS,
+        disease=options.disease,
+        version=0,
+        description=config.description,
+        input=InputCard.from_spec(spec),
+        preprocessing=preprocessing.describe(spec),
+        output=OUTPUT_DESCRIPTION,
+        test_time_flips=list(config.test_time_flips),
+        metrics=PENDING_METRICS,
         data=DataCard(
             source=config.source,
-            split=(f"by patient/slide group (MANIFEST.csv; one group per file where unknown), seed "
-                   f"{split_spec.seed}: test {split_spec.test_fraction:.0%} of images, validation "
-                   f"{split_spec.validation_fraction:.0%} of the rest, stratified by class"),
-            split_spec=split_spec, counts=counts, caveats=list(config.caveats),
+            split=(
+                f"by patient/slide group (MANIFEST.csv; one group per file where unknown), seed "
+                f"{split_spec.seed}: test {split_spec.test_fraction:.0%} of images, validation "
+                f"{split_spec.validation_fraction:.0%} of the rest, stratified by class"
+            ),
+            split_spec=split_spec,
+            counts=counts,
+            caveats=list(config.caveats),
         ),
         training=TrainingCard(
-            recipe=recipe.name, architecture=options.arch, settings=settings, seed=options.seed, epochs_run=epochs_run,
+            recipe=recipe.name,
+            architecture=options.arch,
+            settings=settings,
+            seed=options.seed,
+            epochs_run=epochs_run,
             best_epoch=fitted.best_epoch,
-            seconds=round(seconds, 1), machine=machine_description(),
+            seconds=round(seconds, 1),
+            machine=machine_description(),
         ),
-        frameworks=framework_versions(), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        frameworks=framework_versions(),
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     data = release_data(options.disease, split, decoded, options.data_dir, spec)
-    target = release(model, spec, data, card, options.models_dir, history=history,
-                     target_sensitivity=options.target_sensitivity or config.screening_sensitivity,
-                     batch_size=recipe.batch_size)
+    target = release(
+        model,
+        spec,
+        data,
+        card,
+        options.models_dir,
+        history=history,
+        target_sensitivity=options.target_sensitivity or config.screening_sensitivity,
+        batch_size=recipe.batch_size,
+    )
     log.info("exported %s", target)
     return target
 
@@ -244,8 +333,14 @@ def machine_description() -> str:
 
 def framework_versions() -> dict[str, str]:
     import PIL
-    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
-            "numpy": np.__version__, "pillow": PIL.__version__}
+
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "pillow": PIL.__version__,
+    }
 
 
 __all__ = ["TrainOptions", "train"]

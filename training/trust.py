@@ -43,8 +43,9 @@ def fit_temperature(log_odds: np.ndarray, labels: np.ndarray) -> float:
     return float(np.exp(result.x))
 
 
-def choose_temperature(log_odds: np.ndarray, labels: np.ndarray, groups: list[str], folds: int = 5
-                       ) -> tuple[float, str]:
+def choose_temperature(
+    log_odds: np.ndarray, labels: np.ndarray, groups: list[str], folds: int = 5
+) -> tuple[float, str]:
     """Temperature scaling, kept only where it lowers the calibration error on held-out patients.
 
     Grouped, stratified k-fold inside the validation part: fit on k-1 folds, measure ECE on the
@@ -58,12 +59,18 @@ def choose_temperature(log_odds: np.ndarray, labels: np.ndarray, groups: list[st
     if n_folds < 2:
         return fitted, "fitted on the whole validation part (too few groups to check it)"
     scaled, unscaled = np.zeros(len(labels)), calibrated_probability(log_odds, 1.0)
-    for fit_part, held_out in StratifiedGroupKFold(n_folds, shuffle=True, random_state=0).split(log_odds, labels, groups):
-        scaled[held_out] = calibrated_probability(log_odds[held_out], fit_temperature(log_odds[fit_part], labels[fit_part]))
+    for fit_part, held_out in StratifiedGroupKFold(n_folds, shuffle=True, random_state=0).split(
+        log_odds, labels, groups
+    ):
+        scaled[held_out] = calibrated_probability(
+            log_odds[held_out], fit_temperature(log_odds[fit_part], labels[fit_part])
+        )
     with_scaling = expected_calibration_error(scaled, labels)
     without = expected_calibration_error(unscaled, labels)
-    verdict = (f"grouped {n_folds}-fold cross-validation inside the validation part: held-out ECE "
-               f"{with_scaling:.4f} with temperature scaling, {without:.4f} without")
+    verdict = (
+        f"grouped {n_folds}-fold cross-validation inside the validation part: held-out ECE "
+        f"{with_scaling:.4f} with temperature scaling, {without:.4f} without"
+    )
     if with_scaling < without:
         return fitted, verdict + "; scaling kept"
     return 1.0, verdict + "; scaling not used (temperature 1)"
@@ -103,13 +110,22 @@ def fit_ood(features: np.ndarray, labels: np.ndarray) -> OodStatistics:
     eigenvalues, eigenvectors = np.linalg.eigh(covariance)
     eigenvalues = np.maximum(eigenvalues, eigenvalues.max() * 1e-8)
     whitening = eigenvectors / np.sqrt(eigenvalues)
-    return OodStatistics(center=center.astype(np.float32), scale=scale.astype(np.float32),
-                         whitening=whitening.astype(np.float32), class_means=(means @ whitening).astype(np.float32))
+    return OodStatistics(
+        center=center.astype(np.float32),
+        scale=scale.astype(np.float32),
+        whitening=whitening.astype(np.float32),
+        class_means=(means @ whitening).astype(np.float32),
+    )
 
 
 def fit_trust(
-    train_features: np.ndarray, train_labels: np.ndarray, validation_features: np.ndarray,
-    validation_log_odds: np.ndarray, validation_labels: np.ndarray, validation_groups: list[str], *,
+    train_features: np.ndarray,
+    train_labels: np.ndarray,
+    validation_features: np.ndarray,
+    validation_log_odds: np.ndarray,
+    validation_labels: np.ndarray,
+    validation_groups: list[str],
+    *,
     target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY,
 ) -> FittedTrust:
     temperature, selection = choose_temperature(validation_log_odds, validation_labels, validation_groups)
@@ -118,9 +134,12 @@ def fit_trust(
     ood = fit_ood(train_features, train_labels)
     ood_threshold = float(np.quantile(ood.distances(validation_features), OOD_QUANTILE))
     return FittedTrust(
-        temperature=temperature, temperature_selection=selection, threshold=threshold,
+        temperature=temperature,
+        temperature_selection=selection,
+        threshold=threshold,
         validation_point=operating_point(probabilities, validation_labels, threshold),
-        ood=ood, ood_threshold=ood_threshold,
+        ood=ood,
+        ood_threshold=ood_threshold,
     )
 
 

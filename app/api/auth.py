@@ -64,8 +64,11 @@ class ApiKeyMiddleware:
         # compare with every key, so the time taken does not tell which one nearly matched
         matches = [hmac.compare_digest(key, known) for known in self.keys] if key else []
         if not any(matches):
-            message = "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'" \
-                if key is None else "the API key is not valid"
+            message = (
+                "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
+                if key is None
+                else "the API key is not valid"
+            )
             response = error_response(401, "unauthorized", message, {"WWW-Authenticate": "Bearer"})
             await response(scope, receive, send)
             return

@@ -63,10 +63,24 @@ class RequestContextMiddleware:
             route = route_of(scope)
             version = "" if info.version is None else str(info.version)
             if self.metrics is not None:
-                self.metrics.observe_request(model=info.model or "", version=version, route=route, status=status,
-                                             seconds=seconds)
+                self.metrics.observe_request(
+                    model=info.model or "", version=version, route=route, status=status, seconds=seconds
+                )
             level = logging.DEBUG if route.startswith(QUIET_ROUTES) and status < 400 else logging.INFO
-            log.log(level, "%s %s %d %.1f ms", scope["method"], scope["path"], status, seconds * 1000, extra={
-                "method": scope["method"], "path": scope["path"], "route": route, "status": status,
-                "duration_ms": round(seconds * 1000, 2), "model": info.model, "version": info.version,
-            })
+            log.log(
+                level,
+                "%s %s %d %.1f ms",
+                scope["method"],
+                scope["path"],
+                status,
+                seconds * 1000,
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(seconds * 1000, 2),
+                    "model": info.model,
+                    "version": info.version,
+                },
+            )

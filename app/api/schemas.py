@@ -16,6 +16,15 @@ class ImageSize(BaseModel):
 class OutOfDistribution(BaseModel):
     distance: float = Field(description="Mahalanobis distance of the image's features from the training part")
     threshold: float = Field(description="distances above it are flagged (the 97.5th percentile on validation)")
+    distance_percentile: float | None = Field(
+        None, description="where the distance falls among the validation part's (0-100); null: not kept in the card"
+    )
+    unlike_training_sites: bool | None = Field(
+        None,
+        description="true: the right kind of image, but beyond the 90th percentile of the training sites' own "
+        "images: the figures measured at held-out sites apply (the card's generalisation); null: not measured or "
+        "already out of distribution",
+    )
 
 
 class Explanation(BaseModel):
@@ -67,8 +76,9 @@ class ModelInfo(BaseModel):
 
 class ModelList(BaseModel):
     models: list[ModelInfo]
-    scan_error: str | None = Field(None, description="set when the models folder could not be read at the last "
-                                   "look; what was loaded keeps serving")
+    scan_error: str | None = Field(
+        None, description="set when the models folder could not be read at the last look; what was loaded keeps serving"
+    )
 
 
 class Liveness(BaseModel):

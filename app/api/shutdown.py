@@ -18,8 +18,12 @@ class ShutdownMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.gate.draining and scope["path"] not in LIVENESS_PATHS:
-            response = error_response(503, "shutting_down", "the service is shutting down; retry on another instance",
-                                      {"Connection": "close", "Retry-After": "1"})
+            response = error_response(
+                503,
+                "shutting_down",
+                "the service is shutting down; retry on another instance",
+                {"Connection": "close", "Retry-After": "1"},
+            )
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)

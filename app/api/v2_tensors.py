@@ -18,9 +18,18 @@ import numpy as np
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 NUMERIC = {
-    "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
-    "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
-    "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
+    "BOOL": np.bool_,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+    "UINT32": np.uint32,
+    "UINT64": np.uint64,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "FP64": np.float64,
 }
 
 
@@ -101,7 +110,7 @@ def _from_binary(name: str, datatype: str, shape: list[int], count: int, raw: by
             offset += 4
             if offset + length > len(raw):
                 raise TensorError(f"input {name!r}: a BYTES element runs past the data sent")
-            elements.append(raw[offset:offset + length])
+            elements.append(raw[offset : offset + length])
             offset += length
         return _check_count(name, elements, count)
     dtype = _numeric(name, datatype)
@@ -116,12 +125,14 @@ def _from_json(name: str, datatype: str, shape: list[int], count: int, data: Any
         try:
             elements = [base64.b64decode(item, validate=True) for item in flat]
         except (binascii.Error, ValueError, TypeError):
-            raise TensorError(f"input {name!r}: BYTES data in JSON must be base64 strings "
-                              "(or send it with the binary tensor data extension)") from None
+            raise TensorError(
+                f"input {name!r}: BYTES data in JSON must be base64 strings "
+                "(or send it with the binary tensor data extension)"
+            ) from None
         return _check_count(name, elements, count)
     dtype = _numeric(name, datatype)
     try:
-        array = np.asarray(data, dtype=dtype)
+        array: np.ndarray = np.asarray(data, dtype=dtype)
     except (TypeError, ValueError):
         raise TensorError(f"input {name!r}: data is not a list of {datatype} numbers") from None
     if array.size != count:
@@ -153,8 +164,9 @@ def encode_outputs(outputs: list[Tensor], binary_names: set[str]) -> tuple[dict[
         elif tensor.datatype == "BYTES":
             entry["data"] = [item.decode("utf-8") for item in tensor.value]
         else:  # JSON has no NaN: an unknown value is null
-            entry["data"] = [None if isinstance(v, float) and v != v else v
-                             for v in np.asarray(tensor.value).reshape(-1).tolist()]
+            entry["data"] = [
+                None if isinstance(v, float) and v != v else v for v in np.asarray(tensor.value).reshape(-1).tolist()
+            ]
         entries.append(entry)
     return {"outputs": entries}, chunks
 

@@ -167,6 +167,10 @@ function cardContents(card) {
       (test ? `; on the test part: sensitivity ${percent(test.sensitivity)}, specificity ${percent(test.specificity)}` : ""));
   }
   fact("On patients not seen in training", crossValidation(card.cross_validation));
+  if (card.by_grade && card.by_grade.length) {
+    fact("By grade (test part, at the screening threshold)", card.by_grade.map((g) =>
+      `grade ${g.grade} (${g.label}, ${g.n_images} images): ${percent(g.flagged_infected)} answered infected`).join("; "));
+  }
   const confound = card.source_confound;
   if (confound) {
     // a shortcut through source or camera inflates every figure above; the card says how big it is
@@ -193,6 +197,7 @@ function cardContents(card) {
     pretrainedStart(card.training.settings.pretraining));
   fact("Intended use", card.intended_use);
   parts.push(facts);
+  if (card.generalisation) parts.push(...generalisationTable(card.generalisation));
   if (card.data.caveats.length) {
     parts.push(element("h3", "Caveats"));
     const list = element("ul");
@@ -204,6 +209,35 @@ function cardContents(card) {
   linkParagraph.append(link);
   parts.push(linkParagraph);
   return parts;
+}
+
+// Per site: unseen patients of a site the model trained at, beside the whole site held out of training
+// (the estimate for a hospital it has never seen).
+function generalisationTable(generalisation) {
+  const table = element("table", null, { class: "generalisation" });
+  table.append(element("caption", "At each site: new patients of a known site, and the site never seen in training"));
+  const head = element("tr");
+  for (const title of ["Site", "Images", "Unseen patients: AUC", "Site held out: AUC (95% interval)",
+                       "Held out: sensitivity / specificity at the screening threshold", "Held out: ECE",
+                       "Held out: flagged unlike the training sites"]) {
+    head.append(element("th", title, { scope: "col" }));
+  }
+  table.append(head);
+  const number = (value) => (value == null ? "–" : value.toFixed(3));
+  for (const site of generalisation.sites) {
+    const within = site.within || {};
+    const out = site.held_out;
+    const auc = out ? number(out.roc_auc) + (out.intervals && out.intervals.roc_auc ?
+      ` (${out.intervals.roc_auc[0].toFixed(3)}–${out.intervals.roc_auc[1].toFixed(3)})` : "") : "not measured";
+    const row = element("tr");
+    row.append(element("th", site.site, { scope: "row" }), element("td", String(site.n_images)),
+               element("td", number(within.roc_auc)), element("td", auc),
+               element("td", out ? `${percent(out.screening.sensitivity)} / ${percent(out.screening.specificity)}` : "–"),
+               element("td", out ? number(out.ece.after) : "–"),
+               element("td", out ? percent(out.site_shift.flagged) : "–"));
+    table.append(row);
+  }
+  return [element("h3", "Other hospitals"), table];
 }
 
 function chooseFiles(fileList) {
@@ -266,6 +300,11 @@ function showPrediction(row, prediction) {
     warning.textContent = `This does not look like ${MODALITY[prediction.disease] || "the model's training images"}; ` +
       "do not trust the label. (" + prediction.warning + ")";
     node.classList.add("is-out-of-distribution");
+  } else if (prediction.warning) {
+    // answered, but from another site's kind of image or without colour: the label stands, with a caveat
+    const notice = node.querySelector(".notice");
+    notice.hidden = false;
+    notice.textContent = prediction.warning;
   }
   if (prediction.explanation) {
     const overlay = node.querySelector(".overlay");

@@ -35,11 +35,15 @@ def _run(model, images: list[Image]) -> list[dict[str, float]]:
 
     signature, input_name, spec = model
     mode = "L" if spec["channels"] == 1 else "RGB"
-    x = np.stack([
-        np.asarray(image.convert(mode).resize((spec["width"], spec["height"])), dtype=np.float32)
-        .reshape(spec["height"], spec["width"], spec["channels"]) / 255.0
-        for image in images
-    ])
+    x = np.stack(
+        [
+            np.asarray(image.convert(mode).resize((spec["width"], spec["height"])), dtype=np.float32).reshape(
+                spec["height"], spec["width"], spec["channels"]
+            )
+            / 255.0
+            for image in images
+        ]
+    )
     (scores,) = signature(**{input_name: tf.constant(x)}).values()
     out = []
     for infected, uninfected in scores.numpy().tolist():

@@ -23,8 +23,12 @@ CPUS_PER_REPLICA = float(os.environ.get("MEDSCAN_RAY_CPUS_PER_REPLICA", "1"))
 fastapi_app = create_app()
 
 
-@serve.deployment(num_replicas=REPLICAS, ray_actor_options={"num_cpus": CPUS_PER_REPLICA},
-                  health_check_period_s=10, graceful_shutdown_timeout_s=20)
+@serve.deployment(
+    num_replicas=REPLICAS,
+    ray_actor_options={"num_cpus": CPUS_PER_REPLICA},
+    health_check_period_s=10,
+    graceful_shutdown_timeout_s=20,
+)
 @serve.ingress(fastapi_app)
 class MedScan:
     """The FastAPI app is the deployment; Ray runs its lifespan in each replica."""

@@ -11,8 +11,11 @@ from app.api.schemas import ModelList
 router = APIRouter(prefix="/admin", tags=["admin"])
 
 
-@router.post("/reload", response_model=ModelList,
-             summary="Load new or changed versions, retire removed ones; answers when done, with every model's state")
+@router.post(
+    "/reload",
+    response_model=ModelList,
+    summary="Load new or changed versions, retire removed ones; answers when done, with every model's state",
+)
 async def reload_models(registry: RegistryDep) -> ModelList:
     await registry.sync()
     return model_list(registry)

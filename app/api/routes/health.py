@@ -16,9 +16,15 @@ async def live() -> Liveness:
     return Liveness()
 
 
-@router.get("/ready", response_model=Readiness, responses={503: {"model": Readiness}},
-            summary="Every model found has loaded and warmed up, or failed and been reported")
+@router.get(
+    "/ready",
+    response_model=Readiness,
+    responses={503: {"model": Readiness}},
+    summary="Every model found has loaded and warmed up, or failed and been reported",
+)
 async def ready(registry: RegistryDep) -> JSONResponse:
-    body = Readiness(status="ready" if registry.ready else "starting",
-                     models={name: served.status for name, served in registry.models.items()})
+    body = Readiness(
+        status="ready" if registry.ready else "starting",
+        models={name: served.status for name, served in registry.models.items()},
+    )
     return JSONResponse(body.model_dump(mode="json"), status_code=200 if registry.ready else 503)

@@ -34,8 +34,14 @@ router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (KServe V2)"])
 SERVER_NAME = "medscan"
 EXTENSIONS = ["binary_tensor_data"]
 ARRAY_INPUT, BYTES_INPUT = "image", "image_bytes"
-OUTPUTS = {"probabilities": "FP32", "label": "BYTES", "score": "FP64", "threshold": "FP32",
-           "in_distribution": "INT8", "ood_distance": "FP32"}
+OUTPUTS = {
+    "probabilities": "FP32",
+    "label": "BYTES",
+    "score": "FP64",
+    "threshold": "FP32",
+    "in_distribution": "INT8",
+    "ood_distance": "FP32",
+}
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -106,15 +112,21 @@ def _metadata(registry: ModelRegistry, name: str, version: str | None) -> JSONRe
     if served.model is None:
         return _error(503, f"model '{name}' version {served.version} is {served.status.value}: {served.error or ''}")
     shape = list(served.model.card.input.spec().shape)
-    return JSONResponse({
-        "name": name,
-        "versions": [str(v) for v, s in registry.versions(name).items() if s.status is ModelStatus.READY],
-        "platform": "tensorflow_savedmodel",
-        "inputs": [{"name": BYTES_INPUT, "datatype": "BYTES", "shape": [-1]},
-                   {"name": ARRAY_INPUT, "datatype": "FP32", "shape": [-1, *shape]}],
-        "outputs": [{"name": output, "datatype": datatype, "shape": [-1, 2] if output == "probabilities" else [-1]}
-                    for output, datatype in OUTPUTS.items()],
-    })
+    return JSONResponse(
+        {
+            "name": name,
+            "versions": [str(v) for v, s in registry.versions(name).items() if s.status is ModelStatus.READY],
+            "platform": "tensorflow_savedmodel",
+            "inputs": [
+                {"name": BYTES_INPUT, "datatype": "BYTES", "shape": [-1]},
+                {"name": ARRAY_INPUT, "datatype": "FP32", "shape": [-1, *shape]},
+            ],
+            "outputs": [
+                {"name": output, "datatype": datatype, "shape": [-1, 2] if output == "probabilities" else [-1]}
+                for output, datatype in OUTPUTS.items()
+            ],
+        }
+    )
 
 
 def _ready(registry: ModelRegistry, name: str, version: str | None) -> JSONResponse:
@@ -145,19 +157,26 @@ async def _infer(pipeline: InferencePipeline, request: Request, name: str, versi
     outputs = [tensor for tensor in _output_tensors(answers) if tensor.name in requested]
     binary_names = {n for n, as_binary in requested.items() if as_binary or parameters.get("binary_data_output")}
     header, chunks = encode_outputs(outputs, binary_names)
-    header = {"model_name": name, "model_version": str(answers[0].model_version), **(
-        {"id": body["id"]} if "id" in body else {}), **header}
+    header = {
+        "model_name": name,
+        "model_version": str(answers[0].model_version),
+        **({"id": body["id"]} if "id" in body else {}),
+        **header,
+    }
     encoded = json.dumps(header).encode("utf-8")
     if not chunks:
         return Response(encoded, media_type="application/json")
-    return Response(encoded + b"".join(chunks), media_type="application/octet-stream",
-                    headers={HEADER_LENGTH: str(len(encoded))})
+    return Response(
+        encoded + b"".join(chunks), media_type="application/octet-stream", headers={HEADER_LENGTH: str(len(encoded))}
+    )
 
 
 def _one_input(tensors: list[Tensor]) -> list[Tensor]:
     if len(tensors) != 1 or tensors[0].name not in (ARRAY_INPUT, BYTES_INPUT):
-        raise TensorError(f"send exactly one input: '{BYTES_INPUT}' (BYTES, encoded images) or "
-                          f"'{ARRAY_INPUT}' (FP32, N x H x W x C in [0, 1]); got {[t.name for t in tensors]}")
+        raise TensorError(
+            f"send exactly one input: '{BYTES_INPUT}' (BYTES, encoded images) or "
+            f"'{ARRAY_INPUT}' (FP32, N x H x W x C in [0, 1]); got {[t.name for t in tensors]}"
+        )
     tensor = tensors[0]
     expected = "BYTES" if tensor.name == BYTES_INPUT else "FP32"
     if tensor.datatype != expected:
@@ -183,17 +202,20 @@ def _requested_outputs(body: dict[str, Any]) -> dict[str, bool]:
     return requested
 
 
-async def _screen(pipeline: InferencePipeline, name: str, version: int | None, image: Tensor,
-                  threshold: float | None) -> list[Screening]:
+async def _screen(
+    pipeline: InferencePipeline, name: str, version: int | None, image: Tensor, threshold: float | None
+) -> list[Screening]:
     if image.datatype == "BYTES":
-        outcomes = await pipeline.screen(name, [Upload(data) for data in image.value], threshold=threshold,
-                                         version=version)
+        outcomes = await pipeline.screen(
+            name, [Upload(data) for data in image.value], threshold=threshold, version=version
+        )
         for outcome in outcomes:
             if isinstance(outcome, Exception):
                 raise outcome  # one bad image fails the request, as in Triton
         return outcomes  # type: ignore[return-value]
-    return await pipeline.screen_arrays(name, np.asarray(image.value, dtype=np.float32), threshold=threshold,
-                                        version=version)
+    return await pipeline.screen_arrays(
+        name, np.asarray(image.value, dtype=np.float32), threshold=threshold, version=version
+    )
 
 
 def _output_tensors(answers: list[Screening]) -> list[Tensor]:
@@ -203,8 +225,16 @@ def _output_tensors(answers: list[Screening]) -> list[Tensor]:
         Tensor("label", "BYTES", [n], [a.label.encode("utf-8") for a in answers]),
         Tensor("score", "FP64", [n], np.array([a.score for a in answers], np.float64)),
         Tensor("threshold", "FP32", [n], np.array([a.threshold for a in answers], np.float32)),
-        Tensor("in_distribution", "INT8", [n], np.array(
-            [-1 if a.in_distribution is None else int(a.in_distribution) for a in answers], np.int8)),
-        Tensor("ood_distance", "FP32", [n], np.array(
-            [np.nan if a.ood_distance is None else a.ood_distance for a in answers], np.float32)),
+        Tensor(
+            "in_distribution",
+            "INT8",
+            [n],
+            np.array([-1 if a.in_distribution is None else int(a.in_distribution) for a in answers], np.int8),
+        ),
+        Tensor(
+            "ood_distance",
+            "FP32",
+            [n],
+            np.array([np.nan if a.ood_distance is None else a.ood_distance for a in answers], np.float32),
+        ),
     ]

@@ -15,15 +15,21 @@ router = APIRouter(tags=["models"])
 
 def _info(registry: ModelRegistry, served: ServedModel) -> ModelInfo:
     held = reversed(registry.versions(served.disease).values())
-    return ModelInfo(disease=served.disease, version=served.version, status=served.status,
-                     error=served.error, explainable=served.model is not None and served.model.can_explain,
-                     card=served.card,
-                     versions=[VersionInfo(version=v.version, status=v.status, error=v.error) for v in held])
+    return ModelInfo(
+        disease=served.disease,
+        version=served.version,
+        status=served.status,
+        error=served.error,
+        explainable=served.model is not None and served.model.can_explain,
+        card=served.card,
+        versions=[VersionInfo(version=v.version, status=v.status, error=v.error) for v in held],
+    )
 
 
 def model_list(registry: ModelRegistry) -> ModelList:
-    return ModelList(models=[_info(registry, served) for served in registry.models.values()],
-                     scan_error=registry.scan_error)
+    return ModelList(
+        models=[_info(registry, served) for served in registry.models.values()], scan_error=registry.scan_error
+    )
 
 
 @router.get("/models", response_model=ModelList, summary="Every model found, loaded or failed")

@@ -28,8 +28,11 @@ FileParts = Annotated[
 ]
 ThresholdQuery = Annotated[
     float | None,
-    Query(ge=0, le=1, description="decision threshold on the calibrated P(infected); default: the model's "
-          "screening threshold"),
+    Query(
+        ge=0,
+        le=1,
+        description="decision threshold on the calibrated P(infected); default: the model's screening threshold",
+    ),
 ]
 ExplainQuery = Annotated[bool, Query(description="add a Grad-CAM heatmap and overlay to each answer")]
 VersionQuery = Annotated[int | None, Query(ge=1, description="pin a model version (default: the newest ready one)")]
@@ -42,17 +45,34 @@ async def read_uploads(parts: list[UploadFile]) -> list[Upload]:
 def present(screening: Screening) -> Prediction:
     explanation = screening.explanation
     return Prediction(
-        disease=screening.disease, model_version=screening.model_version, label=screening.label,
-        score=screening.score, probabilities=screening.probabilities, threshold=screening.threshold,
+        disease=screening.disease,
+        model_version=screening.model_version,
+        label=screening.label,
+        score=screening.score,
+        probabilities=screening.probabilities,
+        threshold=screening.threshold,
         in_distribution=screening.in_distribution,
-        out_of_distribution=(OutOfDistribution(distance=screening.ood_distance, threshold=screening.ood_threshold)
-                             if screening.ood_distance is not None and screening.ood_threshold is not None else None),
+        out_of_distribution=(
+            OutOfDistribution(
+                distance=screening.ood_distance,
+                threshold=screening.ood_threshold,
+                distance_percentile=screening.distance_percentile,
+                unlike_training_sites=screening.unlike_training_sites,
+            )
+            if screening.ood_distance is not None and screening.ood_threshold is not None
+            else None
+        ),
         warning=screening.warning,
-        image=ImageSize(width=screening.image_size[0], height=screening.image_size[1]) if screening.image_size else None,
+        image=ImageSize(width=screening.image_size[0], height=screening.image_size[1])
+        if screening.image_size
+        else None,
         explanation=Explanation(
-            target_class=screening.label, heatmap=explanation.heatmap.round(3).tolist(),
+            target_class=screening.label,
+            heatmap=explanation.heatmap.round(3).tolist(),
             overlay_png=base64.b64encode(explanation.overlay_png).decode("ascii"),
-        ) if explanation else None,
+        )
+        if explanation
+        else None,
         intended_use=screening.intended_use,
     )
 
@@ -64,8 +84,12 @@ def present(screening: Screening) -> Prediction:
     summary="Screen one image (answer: a prediction) or several (answer: a list, one entry per image)",
 )
 async def predict(
-    disease: str, file: FileParts, pipeline: PipelineDep, threshold: ThresholdQuery = None,
-    explain: ExplainQuery = False, version: VersionQuery = None,
+    disease: str,
+    file: FileParts,
+    pipeline: PipelineDep,
+    threshold: ThresholdQuery = None,
+    explain: ExplainQuery = False,
+    version: VersionQuery = None,
 ) -> Prediction | Predictions:
     uploads = await read_uploads(file)
     outcomes = await pipeline.screen(disease, uploads, threshold=threshold, explain=explain, version=version)
@@ -74,8 +98,11 @@ async def predict(
         if isinstance(outcome, Exception):
             raise outcome
         return present(outcome)
-    return Predictions(results=[
-        ImageError(error=error_detail(outcome), filename=upload.filename) if isinstance(outcome, Exception)
-        else PredictionItem(**present(outcome).model_dump(), filename=upload.filename)
-        for upload, outcome in zip(uploads, outcomes, strict=True)
-    ])
+    return Predictions(
+        results=[
+            ImageError(error=error_detail(outcome), filename=upload.filename)
+            if isinstance(outcome, Exception)
+            else PredictionItem(**present(outcome).model_dump(), filename=upload.filename)
+            for upload, outcome in zip(uploads, outcomes, strict=True)
+        ]
+    )

@@ -103,8 +103,9 @@ async def predict(target: str, request: Request, pipeline: PipelineDep) -> JSONR
             served = _served(pipeline.registry, match["name"], match["version"])
             signature = body.get("signature_name") or "serving_default"
             if signature not in SIGNATURES:
-                raise BadRequest(f"Serving signature name: \"{signature}\" not found in signature def; "
-                                 f"served: {', '.join(SIGNATURES)}")
+                raise BadRequest(
+                    f'Serving signature name: "{signature}" not found in signature def; served: {", ".join(SIGNATURES)}'
+                )
             row_format = "instances" in body
             instances = _instances(body)
             answers = await _screen(pipeline, served, instances)
@@ -181,9 +182,15 @@ def _array(value: Any, shape: tuple[int, int, int]) -> np.ndarray:
 
 def _value(answer: Screening, signature: str) -> Any:
     if signature == "screening":
-        return {"label": answer.label, "score": answer.score, "probabilities": answer.probabilities,
-                "threshold": answer.threshold, "in_distribution": answer.in_distribution,
-                "ood_distance": answer.ood_distance, "model_version": answer.model_version}
+        return {
+            "label": answer.label,
+            "score": answer.score,
+            "probabilities": answer.probabilities,
+            "threshold": answer.threshold,
+            "in_distribution": answer.in_distribution,
+            "ood_distance": answer.ood_distance,
+            "model_version": answer.model_version,
+        }
     return [answer.score, 1.0 - answer.score]
 
 
@@ -201,12 +208,19 @@ def _status(registry: ModelRegistry, name: str, version: str | None) -> dict[str
 def _version_status(served: ServedModel) -> dict[str, Any]:
     state = {ModelStatus.READY: "AVAILABLE", ModelStatus.LOADING: "LOADING", ModelStatus.FAILED: "END"}[served.status]
     code, message = ("OK", "") if served.status is not ModelStatus.FAILED else ("UNKNOWN", served.error or "")
-    return {"version": str(served.version or 0), "state": state, "status": {"error_code": code, "error_message": message}}
+    return {
+        "version": str(served.version or 0),
+        "state": state,
+        "status": {"error_code": code, "error_message": message},
+    }
 
 
 def _tensor(dtype: str, dims: list[int], name: str) -> dict[str, Any]:
-    return {"dtype": dtype, "tensor_shape": {"dim": [{"size": str(d), "name": ""} for d in dims],
-                                            "unknown_rank": False}, "name": name}
+    return {
+        "dtype": dtype,
+        "tensor_shape": {"dim": [{"size": str(d), "name": ""} for d in dims], "unknown_rank": False},
+        "name": name,
+    }
 
 
 def _metadata(served: ServedModel) -> dict[str, Any]:
@@ -216,14 +230,29 @@ def _metadata(served: ServedModel) -> dict[str, Any]:
     image = {INPUT_NAME: _tensor("DT_FLOAT", [-1, *shape], f"{INPUT_NAME}:0")}
     return {
         "model_spec": {"name": served.disease, "signature_name": "", "version": str(served.version)},
-        "metadata": {"signature_def": {"signature_def": {
-            "serving_default": {"inputs": image, "outputs": {
-                "probabilities": _tensor("DT_FLOAT", [-1, 2], "probabilities:0")},
-                "method_name": "tensorflow/serving/predict"},
-            "screening": {"inputs": image, "outputs": {
-                name: _tensor(dtype, [-1], f"{name}:0") for name, dtype in (
-                    ("label", "DT_STRING"), ("score", "DT_DOUBLE"), ("threshold", "DT_DOUBLE"),
-                    ("in_distribution", "DT_BOOL"), ("ood_distance", "DT_DOUBLE"))},
-                "method_name": "tensorflow/serving/predict"},
-        }}},
+        "metadata": {
+            "signature_def": {
+                "signature_def": {
+                    "serving_default": {
+                        "inputs": image,
+                        "outputs": {"probabilities": _tensor("DT_FLOAT", [-1, 2], "probabilities:0")},
+                        "method_name": "tensorflow/serving/predict",
+                    },
+                    "screening": {
+                        "inputs": image,
+                        "outputs": {
+                            name: _tensor(dtype, [-1], f"{name}:0")
+                            for name, dtype in (
+                                ("label", "DT_STRING"),
+                                ("score", "DT_DOUBLE"),
+                                ("threshold", "DT_DOUBLE"),
+                                ("in_distribution", "DT_BOOL"),
+                                ("ood_distance", "DT_DOUBLE"),
+                            )
+                        },
+                        "method_name": "tensorflow/serving/predict",
+                    },
+                }
+            }
+        },
     }

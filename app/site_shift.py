@@ -1,0 +1,33 @@
+"""The second out-of-distribution signal: "the same kind of image, but unlike the training sites'".
+
+The out-of-distribution check flags an image whose feature distance lies beyond the 97.5th percentile of
+the validation part's: another organ, a photograph, noise. An image from another hospital is often closer
+than that, yet further than most of the training sites' own images. So each answer also carries where its
+distance falls among the validation part's distances (a percentile, from quantiles kept in the card), and
+beyond SITE_SHIFT_PERCENTILE it is marked as unlike the training sites: its label stands, but the figures
+that apply are those measured at held-out sites (the card's `generalisation`), not the test part's.
+How well it separates a new site's images is measured by leave-one-site-out (training/cross_site.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+SITE_SHIFT_PERCENTILE = 90.0  # a known site's own images pass it 9 times in 10
+PERCENTILES = tuple(float(p) for p in range(0, 101, 5))  # the validation distances kept in the card
+
+
+def distance_quantiles(validation_distances: np.ndarray) -> list[float]:
+    """The validation part's distances at PERCENTILES, as the card keeps them."""
+    return [float(q) for q in np.percentile(validation_distances, PERCENTILES)]
+
+
+def distance_percentile(distance: float, quantiles: Sequence[float]) -> float:
+    """Where a distance falls among the validation part's (0-100, interpolated between kept quantiles)."""
+    return float(np.interp(distance, quantiles, PERCENTILES))
+
+
+def unlike_training_sites(percentile: float) -> bool:
+    return percentile > SITE_SHIFT_PERCENTILE

@@ -1,0 +1,82 @@
+"""The site-shift signal and the colour warning in answers: where an image's out-of-distribution distance falls
+among the validation part's, and a gray image sent to a colour model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from app.main import create_app
+from app.settings import Settings
+from app.site_shift import PERCENTILES, distance_percentile, distance_quantiles, unlike_training_sites
+from tests.images import blob, gradient, image_bytes
+
+NEAR = [i * 1e-6 for i in range(len(PERCENTILES))]  # every real distance lies beyond these: percentile 100
+FAR = [1e5 + i for i in range(len(PERCENTILES))]  # and below these: percentile 0
+
+
+@pytest.fixture(scope="module")
+def site_client(tmp_path_factory: pytest.TempPathFactory):
+    from tests.model_fixtures import export_untrained
+
+    models = tmp_path_factory.mktemp("site-models")
+    export_untrained(models, "malaria", colour_mode="rgb", size=50, validation_quantiles=NEAR)
+    export_untrained(models, "retinopathy", colour_mode="rgb", size=50, validation_quantiles=FAR)
+    export_untrained(models, "pneumonia", colour_mode="grayscale", size=50)  # a card without quantiles
+    with TestClient(create_app(Settings(models_dir=models)), raise_server_exceptions=False) as client:
+        yield client
+
+
+def predict(client: TestClient, disease: str, image: Image.Image) -> dict:
+    response = client.post(f"/predict/{disease}", files={"file": ("x.png", image_bytes(image), "image/png")})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_percentiles_interpolate_between_the_kept_quantiles() -> None:
+    quantiles = distance_quantiles(np.arange(101, dtype=np.float64))  # distances 0..100: percentile = distance
+    assert quantiles[0] == 0 and quantiles[-1] == 100 and len(quantiles) == 21
+    assert distance_percentile(42.5, quantiles) == pytest.approx(42.5)
+    assert distance_percentile(-1, quantiles) == 0 and distance_percentile(1e9, quantiles) == 100
+    assert unlike_training_sites(90.5) and not unlike_training_sites(90.0)
+
+
+def test_an_image_further_than_the_training_sites_images_is_marked_but_still_answered(site_client) -> None:
+    body = predict(site_client, "malaria", gradient(60, 60))
+    assert body["in_distribution"] is True and body["label"] in {"infected", "uninfected"}
+    assert body["out_of_distribution"]["distance_percentile"] == 100
+    assert body["out_of_distribution"]["unlike_training_sites"] is True
+    assert "unlike most images of the sites" in body["warning"] and "do not trust" not in body["warning"]
+
+
+def test_an_image_like_the_training_sites_images_has_no_site_warning(site_client) -> None:
+    body = predict(site_client, "retinopathy", gradient(60, 60))
+    assert body["out_of_distribution"]["distance_percentile"] == 0
+    assert body["out_of_distribution"]["unlike_training_sites"] is False and body["warning"] is None
+
+
+def test_a_card_without_quantiles_gives_no_site_signal(site_client) -> None:
+    body = predict(site_client, "pneumonia", gradient(60, 60, "L"))
+    assert body["out_of_distribution"]["distance_percentile"] is None
+    assert body["out_of_distribution"]["unlike_training_sites"] is None and body["warning"] is None
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        blob(60, infected=True, seed=1).convert("L"),  # a gray PNG
+        blob(60, infected=True, seed=1),
+    ],  # gray pixels saved as RGB
+    ids=["L", "gray-RGB"],
+)
+def test_a_gray_image_sent_to_a_colour_model_is_answered_with_a_warning(site_client, image: Image.Image) -> None:
+    body = predict(site_client, "retinopathy", image)
+    assert body["label"] in {"infected", "uninfected"}
+    assert "made from its gray copy" in body["warning"]
+
+
+def test_a_colour_image_gets_no_colour_warning_and_a_gray_model_never_does(site_client) -> None:
+    assert predict(site_client, "retinopathy", gradient(60, 60))["warning"] is None
+    assert predict(site_client, "pneumonia", blob(60, infected=True, seed=1).convert("L"))["warning"] is None
