@@ -166,3 +166,37 @@ def test_models_list_shows_the_trust_layer_from_the_cards(trust_client) -> None:
     assert card["screening"]["threshold"] == THRESHOLD
     assert card["out_of_distribution"]["threshold"] == 1e6
     assert models["breast_cancer"]["card"]["out_of_distribution"] is None
+
+
+@pytest.mark.parametrize("threshold", [1.5, -0.1, float("nan"), float("inf")])
+def test_the_pipeline_itself_refuses_a_threshold_outside_0_to_1(threshold: float) -> None:
+    """Whatever door a threshold comes through, the pipeline checks it before any work (InvalidThreshold)."""
+    from app.errors import InvalidThreshold
+    from app.inference import check_threshold
+
+    with pytest.raises(InvalidThreshold, match="threshold must be a number from 0 to 1"):
+        check_threshold(threshold)
+    check_threshold(0.0)
+    check_threshold(1.0)
+
+
+@pytest.mark.parametrize(
+    ("threshold", "words"),
+    [
+        (1.5, "threshold must be a number from 0 to 1"),
+        (-0.2, "threshold must be a number from 0 to 1"),
+        ("high", "must be a number from 0 to 1"),
+    ],
+)
+def test_kserve_thresholds_outside_0_to_1_or_not_numbers_are_400(trust_client, threshold, words: str) -> None:
+    import base64
+
+    request = {
+        "parameters": {"threshold": threshold},
+        "inputs": [
+            {"name": "image_bytes", "shape": [1], "datatype": "BYTES", "data": [base64.b64encode(png()[1]).decode()]}
+        ],
+    }
+    response = trust_client.post("/v2/models/malaria/infer", json=request)
+    assert response.status_code == 400, response.text
+    assert words in response.json()["error"]

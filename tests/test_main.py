@@ -21,12 +21,59 @@ def test_importing_the_app_loads_no_model_framework_and_no_training_code() -> No
     assert out.stdout.strip() == ""
 
 
-def test_app_factory_wires_every_route(service_settings) -> None:
+def test_app_factory_wires_every_route(client) -> None:
+    """Every router answers at its path (a 404 here means a router was not included)."""
+    answered = {
+        ("GET", "/models"): 200, ("GET", "/models/malaria"): 200, ("GET", "/health/live"): 200,
+        ("GET", "/health/ready"): 200,  # the broken model failed and was reported: ready
+        ("POST", "/predict/malaria"): 422, ("POST", "/explain/malaria"): 422,  # no file sent
+        ("GET", "/v1/models/malaria"): 200, ("GET", "/v2"): 200, ("GET", "/v2/models/malaria"): 200,
+        ("POST", "/admin/reload"): 200, ("GET", "/metrics"): 200, ("GET", "/"): 200, ("GET", "/openapi.json"): 200,
+    }  # fmt: skip
+    for (method, path), status in answered.items():
+        assert client.request(method, path).status_code == status, (method, path)
+
+
+def test_metrics_false_removes_the_metrics_route(service_settings) -> None:
+    from fastapi.testclient import TestClient
+
     from app.main import create_app
 
-    app: FastAPI = create_app(service_settings)
-    paths = set(app.openapi()["paths"])
-    assert {"/predict/{disease}", "/models", "/models/{disease}", "/health/live", "/health/ready"} <= paths
+    with TestClient(create_app(service_settings.model_copy(update={"metrics": False}))) as client:
+        assert client.get("/metrics").status_code == 404
+        assert client.get("/health/live").status_code == 200
+
+
+def test_a_model_that_fails_during_predict_is_a_500_in_the_error_shape_without_a_trace(trust_models) -> None:
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import Settings
+    from tests.images import gradient, image_bytes
+
+    settings = Settings(models_dir=trust_models, batching=False)  # the model is called as the request runs
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        loaded = client.app.state.registry.get("malaria").loaded
+
+        def broken(batch):
+            raise RuntimeError("secret internal detail in /srv/models")
+
+        original = loaded.analyse
+        object.__setattr__(loaded, "analyse", broken)
+        try:
+            response = client.post(
+                "/predict/malaria",
+                files={"file": ("x.png", image_bytes(gradient()), "image/png")},
+                headers={"X-Request-ID": "boom-1"},
+            )
+        finally:
+            object.__setattr__(loaded, "analyse", original)
+    assert response.status_code == 500
+    assert response.json() == {
+        "error": {"status": 500, "code": "internal_error", "message": "internal error; it has been logged"}
+    }
+    assert response.headers["x-request-id"] == "boom-1"
+    assert "secret" not in response.text and "Traceback" not in response.text
 
 
 def test_unknown_route_and_method_use_the_error_shape(client) -> None:

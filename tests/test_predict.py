@@ -148,7 +148,9 @@ async def test_batching_off_gives_the_same_answers(service_settings) -> None:
         async with app.router.lifespan_context(app):
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
                 response = await client.post("/predict/retinopathy", files={"file": ("x.png", data, "image/png")})
+                assert response.status_code == 200, response.text
                 answers.append(response.json())
+    assert 0 <= answers[0]["score"] <= 1 and answers[0]["label"] in {"infected", "uninfected"}
     assert answers[0] == answers[1]
 
 
@@ -175,7 +177,10 @@ def test_small_images_decode_on_the_loop_large_ones_in_a_thread_with_the_same_an
     for limit in (0, 60 * 40, 10**9):
         settings = service_settings.model_copy(update={"inline_decode_max_pixels": limit})
         with TestClient(create_app(settings)) as client:
-            answers[limit] = [post(client, "malaria", data).json() for data in (small, large)]
+            responses = [post(client, "malaria", data) for data in (small, large)]
+            assert [r.status_code for r in responses] == [200, 200], [r.text for r in responses]
+            answers[limit] = [r.json() for r in responses]
+            assert all(0 <= answer["score"] <= 1 for answer in answers[limit])
     # limit 0: both in a thread; 2,400: the small one on the loop; 10**9: both on the loop.
     assert where == [False, False, True, False, True, True]
     assert answers[0] == answers[60 * 40] == answers[10**9]

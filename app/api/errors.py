@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app import request_context
 from app.api.schemas import ErrorBody, ErrorDetail
 from app.errors import (
     BodyTooLarge,
@@ -93,7 +94,11 @@ async def _http_error(request: Request, error: StarletteHTTPException) -> JSONRe
 
 async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response(500, "internal_error", "internal error; it has been logged")
+    # Starlette answers this outside our request middleware, which would add the id: add it here, so that the
+    # client can quote the id the log line carries.
+    info = request_context.current()
+    headers = {"X-Request-ID": info.request_id} if info is not None else None
+    return error_response(500, "internal_error", "internal error; it has been logged", headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
