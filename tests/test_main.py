@@ -4,8 +4,6 @@ import gc
 import subprocess
 import sys
 
-from fastapi import FastAPI
-
 IMPORT_CHECK = """
 import sys
 import app.main
