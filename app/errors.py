@@ -22,6 +22,14 @@ class ModelUnavailable(Exception):
     """The disease is known but its model failed to load or is not ready yet."""
 
 
+class MissingImage(Exception):
+    def __init__(self) -> None:
+        super().__init__(
+            "send the image as multipart/form-data in the field 'file', or as the raw body with "
+            "Content-Type image/* or application/dicom"
+        )
+
+
 class EmptyUpload(Exception):
     """No bytes were sent in the file field."""
 

@@ -201,3 +201,35 @@ def test_a_full_queue_is_503_with_retry_after_before_the_image_is_even_decoded(s
         held.close()
         assert post(client, "malaria", image_bytes(gradient())).status_code == 200
         assert_error(post(client, "malaria", b"\x89PNG\r\n\x1a\n broken"), 415, "unsupported_media_type")
+
+
+def test_a_raw_image_body_is_answered_like_the_same_image_in_a_form(client) -> None:
+    data = image_bytes(gradient(90, 60))
+    form = client.post("/predict/malaria", files={"file": ("x.png", data, "image/png")})
+    raw = client.post("/predict/malaria", content=data, headers={"Content-Type": "image/png"})
+    assert form.status_code == raw.status_code == 200, raw.text
+    assert raw.json()["score"] == form.json()["score"] and raw.json()["image"] == {"width": 90, "height": 60}
+    jpeg = client.post(
+        "/predict/malaria?threshold=0.5",
+        content=image_bytes(gradient(90, 60), "JPEG"),
+        headers={"Content-Type": "image/jpeg"},
+    )
+    assert jpeg.status_code == 200 and jpeg.json()["threshold"] == 0.5
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "status", "code"),
+    [
+        (b"", "image/png", 422, "empty_file"),
+        (b"not an image", "image/png", 415, "unsupported_media_type"),
+        (b'{"file": 1}', "application/json", 422, "missing_image"),
+        (b"", None, 422, "missing_image"),
+    ],
+)
+def test_a_bad_raw_body_or_none_at_all_is_a_clear_4xx(
+    client, content: bytes, content_type, status: int, code: str
+) -> None:
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = client.post("/predict/malaria", content=content, headers=headers)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"] == code

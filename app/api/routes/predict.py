@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from typing import Annotated
 
-from fastapi import APIRouter, File, Query, UploadFile
+from fastapi import APIRouter, File, Query, Request, UploadFile
 
 from app.api.deps import PipelineDep
 from app.api.errors import error_detail, responses
@@ -18,14 +18,19 @@ from app.api.schemas import (
     PredictionItem,
     Predictions,
 )
+from app.errors import MissingImage
 from app.inference import Screening, Upload
 
 router = APIRouter(tags=["predict"])
 
 FileParts = Annotated[
-    list[UploadFile],
-    File(description="one or several images (repeat the field): PNG, JPEG, BMP, TIFF, GIF (first frame) or DICOM"),
+    list[UploadFile] | None,
+    File(
+        description="one or several images (repeat the field): PNG, JPEG, BMP, TIFF, GIF (first frame) or DICOM; "
+        "or, instead of a form, one image as the raw body with Content-Type image/* or application/dicom"
+    ),
 ]
+RAW_TYPES = ("image/", "application/dicom")  # a raw body: one image, no multipart parsing
 ThresholdQuery = Annotated[
     float | None,
     Query(
@@ -40,6 +45,16 @@ VersionQuery = Annotated[int | None, Query(ge=1, description="pin a model versio
 
 async def read_uploads(parts: list[UploadFile]) -> list[Upload]:
     return [Upload(data=await part.read(), filename=part.filename, content_type=part.content_type) for part in parts]
+
+
+async def read_request_images(request: Request, parts: list[UploadFile] | None) -> list[Upload]:
+    """The form's `file` parts, or the raw body as one image; neither is the error a missing form field gives."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if parts is None and content_type.startswith(RAW_TYPES):
+        return [Upload(data=await request.body(), content_type=content_type)]
+    if parts is None:
+        raise MissingImage()
+    return await read_uploads(parts)
 
 
 def present(screening: Screening) -> Prediction:
@@ -85,13 +100,14 @@ def present(screening: Screening) -> Prediction:
 )
 async def predict(
     disease: str,
-    file: FileParts,
+    request: Request,
     pipeline: PipelineDep,
+    file: FileParts = None,
     threshold: ThresholdQuery = None,
     explain: ExplainQuery = False,
     version: VersionQuery = None,
 ) -> Prediction | Predictions:
-    uploads = await read_uploads(file)
+    uploads = await read_request_images(request, file)
     outcomes = await pipeline.screen(disease, uploads, threshold=threshold, explain=explain, version=version)
     if len(outcomes) == 1:  # one image: its answer, or its error as the response
         (outcome,) = outcomes
