@@ -16,7 +16,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from app.preprocessing import ImageTooLarge, UnsupportedImage
+from app.image_errors import ImageTooLarge, UnsupportedImage
 
 DICOM_MEDIA_TYPES = frozenset({"application/dicom", "application/dicom+binary"})
 PREAMBLE = 128

@@ -19,10 +19,10 @@ from starlette.concurrency import run_in_threadpool
 from app import site_shift
 from app.errors import EmptyUpload, InvalidInput, InvalidThreshold, TooManyImages
 from app.explanations import class_heatmap, overlay, png_bytes
+from app.image_errors import ImageError
 from app.model_card import ModelCard
 from app.preprocessing import (
     DecodedImage,
-    ImageError,
     InputSpec,
     decode_opened,
     load_first_frame,

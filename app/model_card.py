@@ -128,7 +128,7 @@ class OutOfDistribution(BaseModel):
 
 
 class BurnedInMarks(BaseModel):
-    """How much a version's answers rest on burned-in calipers and text (training/marks.py)."""
+    """How much a version's answers rest on burned-in calipers and text (training/experiments/marks.py)."""
 
     model_config = ConfigDict(extra="ignore")
 

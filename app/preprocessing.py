@@ -16,6 +16,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from app import contrast, fundus
+from app.dicom import looks_like_dicom, read_dicom
+from app.image_errors import CorruptImage, ImageTooLarge, UnsupportedImage
 
 SUPPORTED_FORMATS = frozenset({"PNG", "JPEG", "MPO", "BMP", "TIFF", "GIF"})
 RESAMPLING = Image.Resampling.BILINEAR
@@ -63,22 +65,6 @@ class InputSpec:
         return (self.height, self.width, self.colour_mode.channels)
 
 
-class ImageError(Exception):
-    """A client's image cannot be used; subclasses say why."""
-
-
-class UnsupportedImage(ImageError):
-    """Not an image, or a format we do not read."""
-
-
-class CorruptImage(ImageError):
-    """An image whose header parses but whose data does not (truncated, damaged)."""
-
-
-class ImageTooLarge(ImageError):
-    """More pixels than the configured limit (a decompression-bomb guard)."""
-
-
 @dataclass(frozen=True)
 class DecodedImage:
     pixels: np.ndarray  # uint8, H x W x C, already in the model's input size and colour mode
@@ -96,8 +82,6 @@ def read_header(data: bytes, *, max_pixels: int, content_type: str | None = None
 
     DICOM (by its 'DICM' marker, or sent as application/dicom) is read with pydicom and comes back
     already converted to an 8-bit image (app/dicom.py)."""
-    from app.dicom import looks_like_dicom, read_dicom
-
     if looks_like_dicom(data, content_type):
         return read_dicom(data, max_pixels=max_pixels)
     try:

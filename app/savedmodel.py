@@ -12,7 +12,7 @@ from app.model_card import ModelCard, read_card
 from app.model_store import METADATA_FILE
 from app.scoring import log_odds_from_scores
 
-# The signatures an exported version holds (training/servable.py writes them):
+# The signatures an exported version holds (training/networks/servable.py writes them):
 SERVE = "serving_default"  # image -> N x 2 sigmoid scores: the paper's output, as TF Serving serves it
 ANALYSE = "analyse"  # image -> scores, log_odds (N), ood_distance (N): what every MedScan route uses
 EXPLAIN = "explain"  # image -> gradcam (N x H x W, signed): Grad-CAM of the infected-minus-uninfected logit

@@ -6,7 +6,7 @@ than that, yet further than most of the training sites' own images. So each answ
 distance falls among the validation part's distances (a percentile, from quantiles kept in the card), and
 beyond SITE_SHIFT_PERCENTILE it is marked as unlike the training sites: its label stands, but the figures
 that apply are those measured at held-out sites (the card's `generalisation`), not the test part's.
-How well it separates a new site's images is measured by leave-one-site-out (training/cross_site.py).
+How well it separates a new site's images is measured by leave-one-site-out (training/experiments/cross_site.py).
 """
 
 from __future__ import annotations

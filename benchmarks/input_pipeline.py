@@ -20,10 +20,10 @@ import numpy as np
 import tensorflow as tf
 
 from app.memory import keep_freed_memory
-from training.config import get_disease
-from training.data import find_samples, split_by_group
-from training.model import compile_model, make_model
-from training.pipeline import decode_samples, scale_batch, training_batches
+from training.data.config import get_disease
+from training.data.pipeline import decode_samples, scale_batch, training_batches
+from training.data.samples import find_samples, split_by_group
+from training.networks.model import compile_model, make_model
 
 
 def time_epochs(fit_one_epoch, epochs: int, images: int) -> float:

@@ -122,7 +122,7 @@ def wrk(url: str, image: Path, concurrency: int, seconds: int, timeout_s: int = 
 
 def test_image(data: Path, disease: str) -> Path:
     sys.path.insert(0, str(ROOT))
-    from training.data import find_samples, split_by_group
+    from training.data.samples import find_samples, split_by_group
 
     test = split_by_group(find_samples(data, disease)).test
     return test[len(test) // 2].path

@@ -24,10 +24,10 @@ def export_synthetic(models_dir: Path, size: int, card_source: Path, seed: int =
     """Export `<models_dir>/paper<size>/<next version>/`; returns the version folder."""
     import keras
 
-    from training.export import stage_version
-    from training.model import make_model
-    from training.servable import write_savedmodel
-    from training.trust import random_image_statistics
+    from training.networks.model import make_model
+    from training.networks.servable import write_savedmodel
+    from training.release.export import stage_version
+    from training.release.trust import random_image_statistics
 
     keras.utils.set_random_seed(seed)
     spec = InputSpec(height=size, width=size, colour_mode=ColourMode.GRAYSCALE)

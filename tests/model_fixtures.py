@@ -22,10 +22,10 @@ from app.model_card import (
     TrainingCard,
 )
 from app.preprocessing import ColourMode, InputSpec
-from training.export import stage_version
-from training.model import make_model
-from training.servable import write_savedmodel
-from training.trust import random_image_statistics
+from training.networks.model import make_model
+from training.networks.servable import write_savedmodel
+from training.release.export import stage_version
+from training.release.trust import random_image_statistics
 
 
 def fixture_card(

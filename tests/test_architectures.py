@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from app.preprocessing import ColourMode, InputSpec
-from training.architectures import APPLICATIONS, ARCHITECTURES, make_architecture, min_side
-from training.model import compile_model
+from training.networks.architectures import APPLICATIONS, ARCHITECTURES, make_architecture, min_side
+from training.networks.model import compile_model
 
 pytestmark = pytest.mark.slow
 
@@ -25,9 +25,9 @@ def tiny_spec(arch: str, colour_mode: ColourMode = ColourMode.GRAYSCALE) -> Inpu
 def test_each_architecture_trains_a_step_and_exports_three_signatures(arch: str, tmp_path: Path) -> None:
     from app.savedmodel import load_model
     from tests.model_fixtures import fixture_card
-    from training.export import stage_version
-    from training.servable import write_savedmodel
-    from training.trust import random_image_statistics
+    from training.networks.servable import write_savedmodel
+    from training.release.export import stage_version
+    from training.release.trust import random_image_statistics
 
     spec = tiny_spec(arch)
     model = make_architecture(arch, spec)

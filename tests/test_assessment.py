@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from app.preprocessing import ColourMode, InputSpec
-from training.assessment import (
+from training.evaluation.assessment import (
     PHOTOGRAPHS,
     brier_score,
     expected_calibration_error,
@@ -29,7 +29,7 @@ def test_brier_score_is_the_mean_squared_error_of_the_probability() -> None:
 
 
 def test_group_intervals_contain_the_estimate_and_widen_with_fewer_patients() -> None:
-    from training.evaluate import compute_metrics, probabilities_of
+    from training.evaluation.metrics import compute_metrics, probabilities_of
 
     rng = np.random.default_rng(0)
     labels = np.arange(400) % 2

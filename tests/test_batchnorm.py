@@ -5,8 +5,8 @@ import numpy as np
 import tensorflow as tf
 
 from app.preprocessing import ColourMode, InputSpec
-from training.batchnorm import keep_best_epoch, recalibrate_batch_norm
-from training.model import make_model
+from training.networks.batchnorm import keep_best_epoch, recalibrate_batch_norm
+from training.networks.model import make_model
 
 
 def test_recalibration_sets_moving_statistics_to_those_of_the_inputs_in_inference_mode() -> None:

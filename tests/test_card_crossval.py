@@ -73,7 +73,7 @@ def test_the_card_gets_the_figures_and_says_where_the_recipe_differs(tmp_path: P
 
 
 def test_the_served_operating_point_is_recorded_where_the_report_measured_it(tmp_path: Path) -> None:
-    from training.card_crossval import record_in_card
+    from training.experiments.card_crossval import record_in_card
 
     a_version(tmp_path / "models")
     screening = {"target_sensitivity": 0.95, "summary": {"accuracy": {"mean": 0.95, "std": 0.01}}}
@@ -84,7 +84,7 @@ def test_the_served_operating_point_is_recorded_where_the_report_measured_it(tmp
 
 
 def test_input_architecture_and_enhancement_differences_are_named(tmp_path: Path) -> None:
-    from training.card_crossval import record_in_card
+    from training.experiments.card_crossval import record_in_card
 
     a_version(tmp_path / "models")
     report = a_result(
@@ -139,8 +139,8 @@ def set_card(folder: Path, **changes) -> None:
 
 
 def test_figures_are_recomputed_as_the_version_answers_at_its_own_target_and_flips(tmp_path: Path) -> None:
-    from training.card_crossval import record_in_card
-    from training.crossval import measured_with
+    from training.experiments.card_crossval import record_in_card
+    from training.experiments.crossval import measured_with
 
     folder = a_version(tmp_path / "models")
     report = with_kept_scores(tmp_path, flips=["horizontal"])
@@ -163,8 +163,8 @@ def test_figures_are_recomputed_as_the_version_answers_at_its_own_target_and_fli
     "report_flips, message", [(None, r"the flips \[\]"), (["horizontal", "vertical"], "answers over")]
 )
 def test_a_report_that_did_not_measure_the_versions_flips_is_refused(tmp_path: Path, report_flips, message) -> None:
-    from training.card_crossval import record_in_card
-    from training.data import DataError
+    from training.data.samples import DataError
+    from training.experiments.card_crossval import record_in_card
 
     folder = a_version(tmp_path / "models")
     set_card(folder, test_time_flips=["horizontal"])

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import write_synthetic_dataset
-from training.compare import report_markdown, write_report
+from training.experiments.compare import report_markdown, write_report
 
 
 def fake_comparison() -> dict:
@@ -95,7 +95,7 @@ def test_compare_runs_every_architecture_on_the_same_folds(tmp_path: Path) -> No
 
 
 def test_a_run_in_parts_keeps_what_an_identical_earlier_run_measured(tmp_path: Path) -> None:
-    from training.compare import _earlier_results
+    from training.experiments.compare import _earlier_results
 
     earlier = fake_comparison()
     write_report(earlier, tmp_path)
@@ -106,7 +106,7 @@ def test_a_run_in_parts_keeps_what_an_identical_earlier_run_measured(tmp_path: P
 
 
 def test_the_total_time_counts_every_architecture_also_those_kept_from_an_earlier_part() -> None:
-    from training.compare import _arch_seconds
+    from training.experiments.compare import _arch_seconds
 
     assert _arch_seconds({"seconds": 300.0, "rounds": []}) == 300.0
     older = {"rounds": [{"seconds": 100.0, "predict_seconds": 2.0}, {"seconds": 50.0, "predict_seconds": 1.0}]}

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from app.preprocessing import ColourMode, Enhancement
-from training.config import DISEASES, get_disease
+from training.data.config import DISEASES, get_disease
 
 
 def test_paper_recipe_is_the_papers() -> None:
@@ -35,7 +35,7 @@ def test_a_disease_without_defaults_is_described_by_its_file_then_flags(tmp_path
     import json
 
     from tests.conftest import write_synthetic_dataset
-    from training.config import DiseaseFlags, describe_disease
+    from training.data.config import DiseaseFlags, describe_disease
 
     data = write_synthetic_dataset(tmp_path, "tuberculosis", per_class=4)
     generic = describe_disease("tuberculosis", data)
@@ -60,7 +60,7 @@ def test_a_disease_without_defaults_is_described_by_its_file_then_flags(tmp_path
 
 
 def test_a_known_disease_keeps_its_tuned_defaults(tmp_path) -> None:
-    from training.config import describe_disease
+    from training.data.config import describe_disease
 
     assert describe_disease("malaria", tmp_path) == get_disease("malaria")
 

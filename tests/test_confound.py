@@ -11,7 +11,7 @@ from PIL import Image
 from app.model_card import read_card, write_card
 from app.preprocessing import ColourMode, InputSpec
 from tests.model_fixtures import fixture_card
-from training.confound import FEATURES, global_statistics, out_of_fold_auc
+from training.experiments.confound import FEATURES, global_statistics, out_of_fold_auc
 
 
 def test_statistics_see_colour_and_border_not_detail() -> None:

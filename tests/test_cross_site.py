@@ -13,9 +13,9 @@ import pytest
 from app.model_card import read_card
 from tests.images import blob
 from training.cli import main
-from training.config import describe_disease, disease_samples, sites_of
-from training.data import DataError, manifest_notes
-from training.generalisation import grade_figures, grades_of, within_site
+from training.data.config import describe_disease, disease_samples, sites_of
+from training.data.samples import DataError, manifest_notes
+from training.evaluation.generalisation import grade_figures, grades_of, within_site
 
 FIELDS = ["path", "sha1", "group", "note", "source_repo", "source_commit", "source_path"]
 SITES = [{"name": "north", "pattern": "^north_"}, {"name": "south", "pattern": ""}]

@@ -11,8 +11,8 @@ import pytest
 
 from app.model_card import SplitSpec
 from tests.conftest import write_synthetic_dataset
-from training.crossval import fold_of_each
-from training.data import Sample, find_samples, split_as
+from training.data.samples import Sample, find_samples, split_as
+from training.experiments.crossval import fold_of_each
 
 
 def samples_with_groups(count: int = 300, seed: int = 0) -> list[Sample]:
@@ -114,8 +114,8 @@ def a_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
 
 
 def test_each_round_is_also_measured_at_the_threshold_chosen_on_its_validation_fold(a_run) -> None:
-    from training.evaluate import compute_metrics, probabilities_of
-    from training.trust import screening_threshold
+    from training.evaluation.metrics import compute_metrics, probabilities_of
+    from training.release.trust import screening_threshold
 
     result, reports = a_run
     assert result["screening"]["target_sensitivity"] == 0.95
@@ -137,7 +137,7 @@ def test_each_round_is_also_measured_at_the_threshold_chosen_on_its_validation_f
 
 
 def test_a_subset_takes_whole_groups() -> None:
-    from training.crossval import grouped_subset
+    from training.experiments.crossval import grouped_subset
 
     samples = samples_with_groups()
     subset = grouped_subset(samples, len(samples) // 3, seed=1)
@@ -150,7 +150,7 @@ def test_a_subset_takes_whole_groups() -> None:
 def test_a_per_group_cap_keeps_every_group_and_at_most_cap_of_each() -> None:
     from collections import Counter
 
-    from training.crossval import capped_per_group
+    from training.experiments.crossval import capped_per_group
 
     samples = samples_with_groups()
     capped = capped_per_group(samples, 3, seed=1)
@@ -165,7 +165,7 @@ def test_a_per_group_cap_keeps_every_group_and_at_most_cap_of_each() -> None:
 
 
 def test_flips_the_recipe_allows_are_measured_as_test_time_augmentation_from_kept_scores(a_run) -> None:
-    from training.crossval import measured_with
+    from training.experiments.crossval import measured_with
 
     result, reports = a_run
     assert result["with_flips"]["flips"] == ["horizontal", "vertical"]  # a cell has no left-right or up-down
@@ -180,8 +180,8 @@ def test_flips_the_recipe_allows_are_measured_as_test_time_augmentation_from_kep
 def test_a_recipe_that_keeps_orientation_gets_no_flips() -> None:
     from dataclasses import replace
 
-    from training.config import DISEASES
-    from training.crossval import recipe_flips
+    from training.data.config import DISEASES
+    from training.experiments.crossval import recipe_flips
 
     assert recipe_flips(DISEASES["pneumonia"].medscan) == []  # a chest X-ray has a left and a right
     assert recipe_flips(DISEASES["malaria"].medscan) == ["horizontal", "vertical"]
@@ -190,7 +190,7 @@ def test_a_recipe_that_keeps_orientation_gets_no_flips() -> None:
 
 def test_operating_points_come_from_the_kept_scores_at_each_target_with_and_without_flips(a_run, capsys) -> None:
     from training.cli import main
-    from training.crossval import operating_points
+    from training.experiments.crossval import operating_points
 
     result, reports = a_run
     (report,) = reports.glob("malaria-*[0-9]ep.json")
@@ -225,8 +225,8 @@ def test_operating_points_need_kept_scores(tmp_path: Path, capsys) -> None:
 def test_a_recipe_that_differs_gets_its_own_report_name() -> None:
     from dataclasses import replace
 
-    from training.config import DISEASES
-    from training.crossval import report_tag
+    from training.data.config import DISEASES
+    from training.experiments.crossval import report_tag
 
     config = DISEASES["pneumonia"]
     recipe = replace(config.medscan, pretrained_start=False)

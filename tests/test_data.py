@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SHARED_DATASETS, write_synthetic_dataset
-from training.data import DataError, check_trainable, class_counts, find_samples, split_by_group
+from training.data.samples import DataError, check_trainable, class_counts, find_samples, split_by_group
 
 
 def test_samples_carry_labels_and_manifest_groups(synthetic_data: Path) -> None:

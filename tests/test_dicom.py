@@ -11,7 +11,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from app.dicom import looks_like_dicom, read_dicom
-from app.preprocessing import ImageTooLarge, UnsupportedImage
+from app.image_errors import ImageTooLarge, UnsupportedImage
 
 LIMIT = 10**8
 

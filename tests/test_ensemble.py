@@ -14,7 +14,7 @@ from app.savedmodel import load_model
 from tests.conftest import write_synthetic_dataset
 from tests.model_fixtures import export_untrained
 from training.cli import main
-from training.data import DataError
+from training.data.samples import DataError
 
 PROBE = np.random.default_rng(3).random((6, 50, 50, 1), dtype=np.float32)
 
@@ -26,7 +26,7 @@ def p_infected(log_odds: list[float]) -> np.ndarray:
 @pytest.fixture(scope="module")
 def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Versions 1 and 2 (two different networks, same input), and version 3: their ensemble."""
-    from training.ensemble import ensemble_versions
+    from training.experiments.ensemble import ensemble_versions
 
     root = tmp_path_factory.mktemp("ensemble")
     data = write_synthetic_dataset(root / "data", "malaria", per_class=30)
@@ -69,7 +69,7 @@ def test_its_card_names_the_members_and_has_its_own_trust_layer_and_test_figures
 
 
 def test_members_with_another_input_or_split_are_refused_and_nothing_is_written(published, tmp_path: Path) -> None:
-    from training.ensemble import check_members
+    from training.experiments.ensemble import check_members
 
     data, models = published
     other = export_untrained(tmp_path / "models", "malaria", size=64)
@@ -127,8 +127,8 @@ def write_crossval(folder: Path, name: str, held_out: list[list[float]], labels:
 
 
 def test_cross_validation_of_an_ensemble_averages_the_kept_scores_round_by_round(published, tmp_path: Path) -> None:
-    from training.card_crossval import record_in_card
-    from training.ensemble import combine_crossvalidations
+    from training.experiments.card_crossval import record_in_card
+    from training.experiments.ensemble import combine_crossvalidations
 
     labels = [[0, 0, 1, 1], [0, 1, 0, 1]]
     first = write_crossval(tmp_path, "malaria-a", [[0.9, 0.4, 0.6, 0.1], [0.8, 0.2, 0.3, 0.1]], labels)
@@ -148,7 +148,7 @@ def test_cross_validation_of_an_ensemble_averages_the_kept_scores_round_by_round
 
 
 def test_reports_of_other_folds_do_not_combine(tmp_path: Path) -> None:
-    from training.ensemble import combine_crossvalidations
+    from training.experiments.ensemble import combine_crossvalidations
 
     first = write_crossval(tmp_path, "malaria-a", [[0.9, 0.1]], [[0, 1]])
     second = write_crossval(tmp_path, "malaria-b", [[0.9, 0.1]], [[1, 0]])

@@ -7,8 +7,8 @@ import pytest
 
 from app.preprocessing import ColourMode, Enhancement, InputSpec
 from tests.images import gradient, image_bytes, model_input
-from training.data import find_samples
-from training.pipeline import decode_samples, evaluation_batches, training_batches
+from training.data.pipeline import decode_samples, evaluation_batches, training_batches
+from training.data.samples import find_samples
 
 SPEC = InputSpec(height=50, width=50, colour_mode=ColourMode.GRAYSCALE)
 
@@ -54,7 +54,7 @@ def test_training_batches_are_one_hot_weighted_and_reshuffled(synthetic_data: Pa
 
 @pytest.mark.parametrize("flip", [True, False])
 def test_augmentation_keeps_shape_and_range(synthetic_data: Path, flip: bool) -> None:
-    from training.pipeline import make_augmenter
+    from training.data.pipeline import make_augmenter
 
     decoded = decode_samples(find_samples(synthetic_data, "malaria"), SPEC)
     augmenter = make_augmenter(SPEC, flip_horizontal=flip, seed=1)
@@ -66,7 +66,7 @@ def test_augmentation_keeps_shape_and_range(synthetic_data: Path, flip: bool) ->
 @pytest.mark.parametrize("enhancement, surround", [("none", 0.0), ("fundus", 128 / 255)])
 def test_augmentation_fills_what_it_uncovers_with_the_images_own_surround(enhancement: str, surround: float) -> None:
     from app.preprocessing import Enhancement
-    from training.pipeline import decoded_from_arrays, make_augmenter
+    from training.data.pipeline import decoded_from_arrays, make_augmenter
 
     spec = InputSpec(height=32, width=32, colour_mode=ColourMode.RGB, enhancement=Enhancement(enhancement))
     pixels = np.full((64, *spec.shape), round(surround * 255), np.uint8)

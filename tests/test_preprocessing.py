@@ -6,12 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from app.image_errors import CorruptImage, ImageTooLarge, UnsupportedImage
 from app.preprocessing import (
     ColourMode,
-    CorruptImage,
-    ImageTooLarge,
     InputSpec,
-    UnsupportedImage,
     decode,
     decode_opened,
     read_header,

@@ -12,8 +12,8 @@ import pytest
 
 from app.model_card import SplitSpec
 from tests.conftest import write_synthetic_dataset
-from training.config import DISEASES
-from training.data import DataError, Sample, find_samples, split_as
+from training.data.config import DISEASES
+from training.data.samples import DataError, Sample, find_samples, split_as
 
 OTHERS = ("malaria", "pneumonia")
 
@@ -85,7 +85,7 @@ def test_pretraining_reads_the_other_data_sets_but_neither_the_target_nor_their_
 
 
 def test_each_data_set_has_its_own_two_classes() -> None:
-    from training.pretrain import task_labels
+    from training.networks.pretrain import task_labels
 
     drawn = {
         "a": [Sample(Path("a0"), 0, "p"), Sample(Path("a1"), 1, "q")],
@@ -97,7 +97,7 @@ def test_each_data_set_has_its_own_two_classes() -> None:
 
 
 def test_a_folder_with_only_the_target_has_nothing_to_pretrain_on(tmp_path: Path) -> None:
-    from training.pretrain import pretraining_samples
+    from training.networks.pretrain import pretraining_samples
 
     data = write_synthetic_dataset(tmp_path / "data", "breast_cancer", per_class=6)
     with pytest.raises(DataError, match="no data set other than 'breast_cancer'"):
@@ -105,7 +105,7 @@ def test_a_folder_with_only_the_target_has_nothing_to_pretrain_on(tmp_path: Path
 
 
 def test_the_model_starts_from_the_backbone_with_a_new_head(backbone: Path) -> None:
-    from training.architectures import make_architecture
+    from training.networks.architectures import make_architecture
 
     pretrained = keras.saving.load_model(backbone)
     model = make_architecture("paper_cnn", DISEASES["breast_cancer"].spec(), weights=backbone)
@@ -141,7 +141,7 @@ def test_a_backbone_for_another_input_is_refused_with_what_to_do(backbone: Path,
 
 
 def test_a_file_that_is_not_a_backbone_is_refused(tmp_path: Path) -> None:
-    from training.architectures import make_architecture
+    from training.networks.architectures import make_architecture
 
     weights = tmp_path / "resnet.weights.h5"
     weights.write_bytes(b"")
@@ -256,7 +256,7 @@ def test_a_recipe_that_needs_a_backbone_says_how_to_train_without_the_other_data
 def test_a_backbone_pretrained_on_the_other_test_parts_too_is_made_again(
     backbone: Path, data: Path, tmp_path: Path
 ) -> None:
-    from training.pretrain import backbone_for
+    from training.networks.pretrain import backbone_for
 
     spec = DISEASES["breast_cancer"].spec()
     kept = tmp_path / "backbones"

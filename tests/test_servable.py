@@ -14,9 +14,9 @@ from app.preprocessing import ColourMode, InputSpec
 from app.savedmodel import load_model
 from app.scoring import log_odds_from_scores
 from tests.model_fixtures import export_legacy, export_untrained
-from training.model import compile_model, make_model
-from training.servable import analysis_model, features_and_log_odds, rebuild_keras_model
-from training.trust import fit_ood
+from training.networks.model import compile_model, make_model
+from training.networks.servable import analysis_model, features_and_log_odds, rebuild_keras_model
+from training.release.trust import fit_ood
 
 SIZE = 96
 SPEC = InputSpec(height=SIZE, width=SIZE, colour_mode=ColourMode.GRAYSCALE)
@@ -80,9 +80,9 @@ def test_analyse_agrees_with_serving_default_and_does_not_saturate(quadrant_mode
 def plain_and_flipped(quadrant_model: Path, tmp_path_factory: pytest.TempPathFactory):
     """The quadrant model's weights exported again with horizontal and vertical test-time flips."""
     from tests.model_fixtures import fixture_card
-    from training.export import stage_version
-    from training.servable import write_savedmodel
-    from training.trust import random_image_statistics
+    from training.networks.servable import write_savedmodel
+    from training.release.export import stage_version
+    from training.release.trust import random_image_statistics
 
     model = rebuild_keras_model(quadrant_model, make_model(SPEC))
     with stage_version(tmp_path_factory.mktemp("flipped"), "malaria") as staged:
@@ -123,7 +123,7 @@ def test_flipped_export_answers_a_flipped_image_alike_and_flips_its_heatmap(plai
 
 
 def test_mean_over_views_does_not_saturate() -> None:
-    from training.servable import mean_over_views
+    from training.networks.servable import mean_over_views
 
     z = tf.constant([[60.0, -60.0, 0.0], [60.0, -60.0, 2.0]])  # 2 views x 3 images
     np.testing.assert_allclose(
@@ -136,8 +136,8 @@ def test_mean_over_views_does_not_saturate() -> None:
 
 def test_the_exported_distance_is_the_fitted_one(tmp_path: Path) -> None:
     from tests.model_fixtures import fixture_card
-    from training.export import stage_version
-    from training.servable import write_savedmodel
+    from training.networks.servable import write_savedmodel
+    from training.release.export import stage_version
 
     keras.utils.set_random_seed(0)
     model = make_model(SPEC)
@@ -168,14 +168,14 @@ def test_the_analysis_graph_reads_every_convolution_and_the_head() -> None:
 
 
 def test_the_feature_grid_of_the_paper_cnn_sits_in_the_middle_of_the_input() -> None:
-    from training.servable import conv_layers, feature_grid
+    from training.networks.servable import conv_layers, feature_grid
 
     model = make_model(SPEC)
     assert feature_grid(model, conv_layers(model)[-1]) == (18.5, 8.0)  # 8 x 8 centres at 96 px: 18.5 ... 74.5
 
 
 def test_the_intensity_histogram_counts_each_value_in_its_bin() -> None:
-    from training.servable import IntensityHistogram
+    from training.networks.servable import IntensityHistogram
 
     images = np.zeros((2, 4, 4, 1), np.float32)
     images[0, :2] = 1.0  # half white (1.0 falls in the last bin), half black

@@ -10,9 +10,9 @@ from app.model_store import disease_names, latest_version, version_dir
 from app.savedmodel import load_model
 from app.settings import Settings
 from tests.conftest import REPO_MODELS, SHARED_DATASETS
-from training.config import DISEASES
-from training.evaluate import compute_metrics
-from training.evaluation_run import predict_test_part
+from training.data.config import DISEASES
+from training.evaluation.metrics import compute_metrics
+from training.evaluation.run import predict_test_part
 
 SHIPPED = disease_names(REPO_MODELS)
 SAMPLE = 1000  # a fixed sample of each test part (all of it where smaller)

@@ -13,8 +13,8 @@ from app.model_store import versions
 from app.savedmodel import load_model
 from tests.images import model_input
 from training.cli import main
-from training.evaluation_run import evaluate_version
-from training.train import TrainOptions, train
+from training.evaluation.run import evaluate_version
+from training.release.train import TrainOptions, train
 
 FAST = {"epochs": 2, "batch_size": 16, "image_size": 50, "verbose": 0}
 
@@ -91,7 +91,7 @@ def test_a_second_run_never_overwrites_and_a_failed_export_leaves_nothing(traine
     assert second == models / "malaria" / "2"
     assert (target / "metadata.json").read_text() == before
 
-    import training.release as release_module
+    import training.release.publish as release_module
 
     def failing_report(*args, **kwargs):
         raise RuntimeError("disk full")
@@ -259,7 +259,7 @@ def test_calibrate_with_test_time_flips_makes_a_version_that_answers_for_the_ima
     new = copied / "malaria" / str(latest + 1)
     card = read_card(new / "metadata.json")
     assert card.test_time_flips == ["horizontal"] and card.derived_from == latest
-    # trained with malaria's own flips (training/config.py); the new version answers over what it was told
+    # trained with malaria's own flips (training/data/config.py); the new version answers over what it was told
     assert read_card(copied / "malaria" / str(latest) / "metadata.json").test_time_flips == ["horizontal", "vertical"]
     probe = np.random.default_rng(2).random((3, 50, 50, 1), dtype=np.float32)
     flipped = load_model(new)
@@ -281,10 +281,10 @@ def test_fitting_runs_every_epoch_and_keeps_the_one_with_the_lowest_validation_l
     from dataclasses import replace
 
     from app.model_card import SplitSpec
-    from training.config import DISEASES
-    from training.data import find_samples, split_as
-    from training.pipeline import decode_samples, evaluation_batches
-    from training.train import fit_model
+    from training.data.config import DISEASES
+    from training.data.pipeline import decode_samples, evaluation_batches
+    from training.data.samples import find_samples, split_as
+    from training.networks.fitting import fit_model
 
     data, _, _ = trained
     config = DISEASES["malaria"]

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from app.scoring import calibrated_probability
-from training.trust import choose_temperature, fit_ood, fit_temperature, operating_point, screening_threshold
+from training.evaluation.metrics import operating_point
+from training.release.trust import choose_temperature, fit_ood, fit_temperature, screening_threshold
 
 
 def overconfident(count: int = 4000, true_temperature: float = 2.5, seed: int = 0):

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from app.memory import keep_freed_memory
 from app.preprocessing import Enhancement
-from training.architectures import ARCHITECTURES
-from training.config import DISEASES
+from training.data.config import DISEASES
+from training.networks.architectures import ARCHITECTURES
 
 EXIT_BAD_INPUT = 2
 
@@ -337,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     # Imported after parsing so that --help and argument errors do not wait for TensorFlow.
     from app.savedmodel import ModelLoadError
-    from training.data import DataError
+    from training.data.samples import DataError
 
     commands = {
         "evaluate": _evaluate,
@@ -369,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _options(args: argparse.Namespace, disease: str):
-    from training.train import TrainOptions
+    from training.release.train import TrainOptions
 
     return TrainOptions(
         disease=disease,
@@ -398,14 +398,14 @@ def _options(args: argparse.Namespace, disease: str):
 
 
 def _train(args: argparse.Namespace) -> str:
-    from training.train import train
+    from training.release.train import train
 
     target = train(_options(args, args.disease))
     return f"{args.disease}: exported {target}" if target else f"{args.disease}: trained as a worker; the chief exports"
 
 
 def _train_all(args: argparse.Namespace) -> str:
-    from training.data import diseases_in
+    from training.data.samples import diseases_in
 
     return "\n".join(
         _train(argparse.Namespace(**{**vars(args), "disease": disease})) for disease in diseases_in(args.data)
@@ -413,7 +413,7 @@ def _train_all(args: argparse.Namespace) -> str:
 
 
 def _cross_validate(args: argparse.Namespace) -> str:
-    from training.crossval import cross_validate
+    from training.experiments.crossval import cross_validate
 
     result = cross_validate(_options(args, args.disease), folds=args.folds, report_dir=args.report_dir)
     shown = ("disease", "folds", "input", "images", "groups", "summary", "screening")
@@ -421,7 +421,7 @@ def _cross_validate(args: argparse.Namespace) -> str:
 
 
 def _cross_site(args: argparse.Namespace) -> str:
-    from training.cross_site import cross_site
+    from training.experiments.cross_site import cross_site
 
     result = cross_site(_options(args, args.disease), report_dir=args.report_dir, only=args.sites)
     return json.dumps(
@@ -435,14 +435,14 @@ def _cross_site(args: argparse.Namespace) -> str:
 
 
 def _record_cross_site(args: argparse.Namespace) -> str:
-    from training.generalisation import record_cross_site
+    from training.evaluation.generalisation import record_cross_site
 
     card = record_cross_site(args.out, args.disease, args.report, args.version)
     return json.dumps(card.model_dump(include={"disease", "version", "generalisation"}), indent=2)
 
 
 def _marks(args: argparse.Namespace) -> str:
-    from training.marks import marks_check
+    from training.experiments.marks import marks_check
 
     return json.dumps(
         marks_check(
@@ -458,8 +458,8 @@ def _marks(args: argparse.Namespace) -> str:
 
 
 def _pretrain(args: argparse.Namespace) -> str:
-    from training.config import DiseaseFlags, describe_disease
-    from training.pretrain import PretrainOptions, pretrain
+    from training.data.config import DiseaseFlags, describe_disease
+    from training.networks.pretrain import PretrainOptions, pretrain
 
     config = describe_disease(
         args.disease, args.data, DiseaseFlags(image_size=args.image_size, enhancement=args.enhancement)
@@ -480,7 +480,7 @@ def _pretrain(args: argparse.Namespace) -> str:
 
 
 def _operating_points(args: argparse.Namespace) -> str:
-    from training.crossval import operating_points
+    from training.experiments.crossval import operating_points
 
     lines = ["target  flips                  accuracy          sensitivity       specificity       AUC"]
     for row in operating_points(args.report):
@@ -493,27 +493,27 @@ def _operating_points(args: argparse.Namespace) -> str:
 
 
 def _record_crossval(args: argparse.Namespace) -> str:
-    from training.card_crossval import record_in_card
+    from training.experiments.card_crossval import record_in_card
 
     card = record_in_card(args.out, args.disease, args.report, args.version)
     return json.dumps(card.model_dump(include={"disease", "version", "cross_validation"}), indent=2)
 
 
 def _confound(args: argparse.Namespace) -> str:
-    from training.confound import confound_check
+    from training.experiments.confound import confound_check
 
     return json.dumps(confound_check(_options(args, args.disease), report_dir=args.report_dir), indent=2)
 
 
 def _record_confound(args: argparse.Namespace) -> str:
-    from training.confound import record_confound_in_card
+    from training.experiments.confound import record_confound_in_card
 
     card = record_confound_in_card(args.out, args.disease, args.report_dir, args.version)
     return json.dumps(card.model_dump(include={"disease", "version", "source_confound"}), indent=2)
 
 
 def _compare(args: argparse.Namespace) -> str:
-    from training.compare import compare
+    from training.experiments.compare import compare
 
     result = compare(
         _options(args, args.disease),
@@ -528,7 +528,7 @@ def _compare(args: argparse.Namespace) -> str:
 
 
 def _calibrate(args: argparse.Namespace) -> str:
-    from training.calibrate import calibrate_version
+    from training.release.calibrate import calibrate_version
 
     target = calibrate_version(
         args.disease,
@@ -542,7 +542,7 @@ def _calibrate(args: argparse.Namespace) -> str:
 
 
 def _ensemble(args: argparse.Namespace) -> str:
-    from training.ensemble import ensemble_versions
+    from training.experiments.ensemble import ensemble_versions
 
     target = ensemble_versions(
         args.disease,
@@ -556,7 +556,7 @@ def _ensemble(args: argparse.Namespace) -> str:
 
 
 def _ensemble_crossval(args: argparse.Namespace) -> str:
-    from training.ensemble import combine_crossvalidations
+    from training.experiments.ensemble import combine_crossvalidations
 
     result, written = combine_crossvalidations(args.reports, args.reports[0].parent)
     return json.dumps(
@@ -565,7 +565,7 @@ def _ensemble_crossval(args: argparse.Namespace) -> str:
 
 
 def _evaluate(args: argparse.Namespace) -> str:
-    from training.evaluation_run import evaluate_version
+    from training.evaluation.run import evaluate_version
 
     card = evaluate_version(
         args.disease, data_dir=args.data, models_dir=args.out, version=args.version, write=args.write

@@ -23,7 +23,7 @@ from app.errors import (
     UnknownDisease,
     UnknownVersion,
 )
-from app.preprocessing import CorruptImage, ImageTooLarge, UnsupportedImage
+from app.image_errors import CorruptImage, ImageTooLarge, UnsupportedImage
 from app.savedmodel import ExplanationUnavailable
 
 log = logging.getLogger("medscan.errors")

@@ -134,7 +134,7 @@ function crossValidation(cv) {
     (cv.differences.length ? `; the cross-validated recipe differed in ${cv.differences.join(", ")}` : "");
 }
 
-// A start pretrained on the other data sets (training/pretrain.py) is part of what the model is.
+// A start pretrained on the other data sets (training/networks/pretrain.py) is part of what the model is.
 function pretrainedStart(pretraining) {
   if (!pretraining) return "";
   const sets = Object.entries(pretraining.pretrained_on).map(([disease, images]) => `${disease} (${images})`);

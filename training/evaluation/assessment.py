@@ -1,0 +1,282 @@
+"""Measuring an exported version as the service runs it: test metrics with intervals, calibration,
+the screening threshold's operating point, and how often the out-of-distribution check fires on
+the model's own test images and on images it must refuse (other diseases, photographs, noise, blank).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy.stats import bootstrap
+
+from app.model_card import CalibrationFigures, FlagRate, ModelCard, OperatingPoint, SplitSpec, TestMetrics
+from app.model_store import REPORT_DIR
+from app.preprocessing import InputSpec, scale, to_pixels
+from app.savedmodel import ImageOutputs, LoadedModel
+from app.scoring import calibrated_probability
+from training.data.pipeline import decode_samples, pixels_of
+from training.data.samples import DataError, find_samples, split_as
+from training.evaluation.metrics import (
+    ECE_BINS,
+    brier_score,
+    compute_metrics,
+    expected_calibration_error,
+    operating_point,
+    probabilities_of,
+    write_report,
+)
+
+BATCH = 128
+# Natural photographs that scikit-image ships (no download): people, animals, objects, text, textures.
+PHOTOGRAPHS = (
+    "astronaut",
+    "camera",
+    "cat",
+    "coffee",
+    "rocket",
+    "hubble_deep_field",
+    "moon",
+    "coins",
+    "clock",
+    "grass",
+    "gravel",
+    "brick",
+    "page",
+    "text",
+    "stereo_motorcycle",
+)
+OWN_TEST = "own test part"
+PHOTOGRAPHS_KEY = "natural photographs (skimage.data)"
+NOISE_KEY = "noise and blank images"
+
+
+@dataclass(frozen=True)
+class Outputs:
+    log_odds: np.ndarray
+    ood_distance: np.ndarray | None
+
+
+def run_model(model: LoadedModel, pixels: np.ndarray) -> Outputs:
+    """uint8 N x H x W x C -> the served model's outputs, in batches."""
+    rows: list[ImageOutputs] = []
+    for start in range(0, len(pixels), BATCH):
+        rows += model.analyse(scale(pixels[start : start + BATCH]))
+    distances = [row.ood_distance for row in rows]
+    return Outputs(
+        log_odds=np.array([row.log_odds for row in rows]),
+        ood_distance=None if None in distances else np.array(distances, dtype=np.float64),
+    )
+
+
+def calibration_figures(log_odds: np.ndarray, labels: np.ndarray, temperature: float) -> CalibrationFigures:
+    before = calibrated_probability(log_odds, 1.0)
+    after = calibrated_probability(log_odds, temperature)
+    return CalibrationFigures(
+        n_images=len(labels),
+        bins=ECE_BINS,
+        ece_before=expected_calibration_error(before, labels),
+        ece_after=expected_calibration_error(after, labels),
+        brier_before=brier_score(before, labels),
+        brier_after=brier_score(after, labels),
+    )
+
+
+def group_intervals(
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    groups: list[str],
+    threshold: float = 0.5,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, tuple[float, float]]:
+    """95% percentile-bootstrap intervals of each metric, resampling patient groups (not images),
+    since images of one patient are not independent."""
+    names = ("accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc")
+    group_ids = {name: index for index, name in enumerate(sorted(set(groups)))}
+    members = [[] for _ in group_ids]
+    for image, group in enumerate(groups):
+        members[group_ids[group]].append(image)
+    members_arrays = [np.array(m) for m in members]
+
+    def statistic(chosen: np.ndarray) -> np.ndarray:
+        images = np.concatenate([members_arrays[int(g)] for g in chosen])
+        metrics = compute_metrics(labels[images], probabilities[images], threshold=threshold)
+        return np.array([getattr(metrics, name) if getattr(metrics, name) is not None else np.nan for name in names])
+
+    result = bootstrap(
+        (np.arange(len(members)),),
+        statistic,
+        vectorized=False,
+        n_resamples=resamples,
+        method="percentile",
+        random_state=np.random.default_rng(seed),
+    )
+    low, high = result.confidence_interval
+    # A metric some resample could not compute (no image of one class: tiny test parts) gets no interval.
+    return {
+        name: (float(lo), float(hi))
+        for name, lo, hi in zip(names, low, high, strict=True)
+        if np.isfinite(lo) and np.isfinite(hi)
+    }
+
+
+def flag_rate(distances: np.ndarray, threshold: float, target: str) -> FlagRate:
+    return FlagRate(n_images=len(distances), flagged=float(np.mean(distances > threshold)), target=target)
+
+
+def photographs(spec: InputSpec) -> np.ndarray:
+    """scikit-image's natural photographs, prepared as the service prepares an upload."""
+    import skimage.data
+
+    images = []
+    for name in PHOTOGRAPHS:
+        array = getattr(skimage.data, name)()
+        if isinstance(array, tuple):  # stereo pairs: the left view
+            array = array[0]
+        images.append(to_pixels(Image.fromarray(np.asarray(array)), spec))
+    return np.stack(images)
+
+
+def noise_and_blank(spec: InputSpec, seed: int = 0) -> np.ndarray:
+    """Uniform and Gaussian noise (colour and grey) and flat images from black to white."""
+    rng = np.random.default_rng(seed)
+    arrays = [rng.integers(0, 256, (300, 300, 3), dtype=np.uint8) for _ in range(4)]
+    arrays += [rng.integers(0, 256, (224, 224), dtype=np.uint8) for _ in range(2)]
+    arrays += [np.clip(rng.normal(128, 40, (256, 256)), 0, 255).astype(np.uint8) for _ in range(2)]
+    arrays += [np.full((200, 200), level, np.uint8) for level in (0, 64, 128, 192, 255)]
+    arrays += [np.full((200, 200, 3), colour, np.uint8) for colour in ((255, 0, 0), (0, 0, 255))]
+    return np.stack([to_pixels(Image.fromarray(array), spec) for array in arrays])
+
+
+def ood_flags(model: LoadedModel, own_test: Outputs, probes: dict[str, np.ndarray]) -> dict[str, FlagRate]:
+    """Share flagged on the model's own test part (target <= 5%) and on each probe set (>= 95%, 100%)."""
+    ood = model.card.out_of_distribution
+    if ood is None or own_test.ood_distance is None:
+        return {}
+    flags = {OWN_TEST: flag_rate(own_test.ood_distance, ood.threshold, "<= 5%")}
+    for name, pixels in probes.items():
+        distances = run_model(model, pixels).ood_distance
+        assert distances is not None
+        target = "100%" if name == NOISE_KEY else ">= 95%"
+        flags[name] = flag_rate(distances, ood.threshold, target)
+    return flags
+
+
+def _point_with_intervals(
+    probabilities: np.ndarray, labels: np.ndarray, groups: list[str], threshold: float
+) -> OperatingPoint:
+    intervals = group_intervals(labels, probabilities_of(probabilities), groups, threshold=threshold)
+    return operating_point(probabilities, labels, threshold).model_copy(
+        update={
+            "intervals": {name: bounds for name, bounds in intervals.items() if name in ("sensitivity", "specificity")}
+        }
+    )
+
+
+@dataclass(frozen=True)
+class Assessment:
+    metrics: TestMetrics
+    calibration: CalibrationFigures | None
+    screening_test: OperatingPoint | None
+    screening_test_at_0_5: OperatingPoint | None
+    ood_flagged: dict[str, FlagRate]
+    labels: np.ndarray
+    log_odds: np.ndarray
+    uncalibrated: np.ndarray  # P(infected) per test image, temperature 1
+    calibrated: np.ndarray
+
+
+def assess(
+    model: LoadedModel,
+    test_pixels: np.ndarray,
+    test_labels: np.ndarray,
+    test_groups: list[str],
+    probes: dict[str, np.ndarray],
+) -> Assessment:
+    card = model.card
+    outputs = run_model(model, test_pixels)
+    temperature = card.calibration.temperature if card.calibration else 1.0
+    uncalibrated = calibrated_probability(outputs.log_odds, 1.0)
+    calibrated = calibrated_probability(outputs.log_odds, temperature)
+    metrics = compute_metrics(test_labels, probabilities_of(uncalibrated))
+    metrics = metrics.model_copy(
+        update={"intervals": group_intervals(test_labels, probabilities_of(uncalibrated), test_groups)}
+    )
+    return Assessment(
+        metrics=metrics,
+        calibration=calibration_figures(outputs.log_odds, test_labels, temperature) if card.calibration else None,
+        screening_test=(
+            _point_with_intervals(calibrated, test_labels, test_groups, card.screening.threshold)
+            if card.screening
+            else None
+        ),
+        screening_test_at_0_5=(
+            _point_with_intervals(calibrated, test_labels, test_groups, 0.5) if card.screening else None
+        ),
+        ood_flagged=ood_flags(model, outputs, probes),
+        labels=test_labels,
+        log_odds=outputs.log_odds,
+        uncalibrated=uncalibrated,
+        calibrated=calibrated,
+    )
+
+
+def other_disease_key(disease: str) -> str:
+    return f"{disease} test part"
+
+
+def probe_sets(
+    data_dir: Path, disease: str, spec: InputSpec, known: list[str], limit: int = 1000
+) -> dict[str, np.ndarray]:
+    """What the out-of-distribution check must flag, prepared at this model's input: the test part of
+    every other disease found in `data_dir` (a fixed sample of at most `limit`), photographs, noise."""
+    probes: dict[str, np.ndarray] = {}
+    for other in known:
+        if other == disease or not (data_dir / other).is_dir():
+            continue
+        try:
+            test = split_as(find_samples(data_dir, other), SplitSpec()).test
+        except DataError:
+            continue
+        test = test[:: max(1, len(test) // limit)][:limit]
+        decoded = decode_samples(test, spec)
+        if decoded.size:
+            probes[other_disease_key(other)] = pixels_of(decoded)
+    probes[PHOTOGRAPHS_KEY] = photographs(spec)
+    probes[NOISE_KEY] = noise_and_blank(spec)
+    return probes
+
+
+def with_assessment(card: ModelCard, assessment: Assessment) -> ModelCard:
+    update: dict[str, object] = {"metrics": assessment.metrics}
+    if card.calibration and assessment.calibration:
+        update["calibration"] = card.calibration.model_copy(update={"test": assessment.calibration})
+    if card.screening:
+        update["screening"] = card.screening.model_copy(
+            update={"test": assessment.screening_test, "test_at_0_5": assessment.screening_test_at_0_5}
+        )
+    if card.out_of_distribution:
+        update["out_of_distribution"] = card.out_of_distribution.model_copy(update={"flagged": assessment.ood_flagged})
+    return card.model_copy(update=update)
+
+
+def write_assessment_report(
+    folder: Path, card: ModelCard, assessment: Assessment, history: dict[str, list[float]] | None
+) -> None:
+    write_report(
+        folder / REPORT_DIR,
+        disease=card.disease,
+        labels=assessment.labels,
+        probabilities=probabilities_of(assessment.uncalibrated),
+        metrics=assessment.metrics,
+        history=history,
+        calibrated=assessment.calibrated,
+        extra={
+            "calibration": card.calibration.model_dump() if card.calibration else None,
+            "screening": card.screening.model_dump() if card.screening else None,
+            "out_of_distribution": card.out_of_distribution.model_dump() if card.out_of_distribution else None,
+        },
+    )

@@ -1,0 +1,279 @@
+"""The README's results tables, from the shipped model cards: `python -m training.evaluation.results_table models/`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from app.model_card import ModelCard, read_card
+from app.model_store import METADATA_FILE, disease_names, latest_version, version_dir
+from training.data.config import DISEASES
+
+
+def shipped_cards(models_dir: Path) -> list[ModelCard]:
+    cards = []
+    for disease in disease_names(models_dir):
+        version = latest_version(models_dir, disease)
+        if version is not None:
+            cards.append(read_card(version_dir(models_dir, disease, version) / METADATA_FILE))
+    return cards
+
+
+MODALITY = {
+    "malaria": "blood-smear cell (colour)",
+    "pneumonia": "chest X-ray (children)",
+    "brain_tumor": "brain MRI",
+    "breast_cancer": "breast ultrasound",
+    "retinopathy": "fundus photograph",
+    "referable_retinopathy": "fundus photograph",
+}
+
+
+def glance_table(models_dir: Path) -> str:
+    """The README's one table: each shipped model, its figure on patients it has not seen, and at sites it has
+    not seen where its data set has several."""
+    lines = _header(
+        "disease",
+        "modality",
+        "version",
+        "unseen patients: ROC AUC, accuracy as served",
+        "a site held out: ROC AUC",
+        "card",
+    )
+    for card in shipped_cards(models_dir):
+        accuracy = _served_accuracy(card)
+        patients = f"{card.metrics.roc_auc:.3f}, {accuracy}" if card.metrics.roc_auc is not None else accuracy
+        sites = "one site only"
+        if card.generalisation:
+            held = [
+                f"{s.site}: {s.held_out['roc_auc']:.3f}"
+                for s in card.generalisation.sites
+                if s.held_out and isinstance(s.held_out.get("roc_auc"), float)
+            ]
+            sites = "; ".join(held) or "not measured"
+        lines.append(
+            f"| {card.disease} | {MODALITY.get(card.disease, '-')} | {card.version} | {patients} | {sites} "
+            f"| [metadata.json](models/{card.disease}/{card.version}/metadata.json) |"
+        )
+    return "\n".join(lines)
+
+
+def _served_accuracy(card: ModelCard) -> str:
+    """Accuracy at the screening threshold on the test part (what the service answers with)."""
+    screening = card.screening
+    if screening is None or screening.test is None:
+        return f"{card.metrics.accuracy:.1%} at 0.5"
+    counts = card.data.counts.test
+    infected, uninfected = counts.get("infected", 0), counts.get("uninfected", 0)
+    correct = screening.test.sensitivity * infected + screening.test.specificity * uninfected
+    return f"{correct / max(infected + uninfected, 1):.1%}"
+
+
+def _header(*columns: str) -> list[str]:
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
+def _interval(card: ModelCard, name: str, value: float) -> str:
+    bounds = (card.metrics.intervals or {}).get(name)
+    return f"{value:.2%} ({bounds[0]:.1%}-{bounds[1]:.1%})" if bounds else f"{value:.2%}"
+
+
+def table(models_dir: Path) -> str:
+    lines = _header(
+        "disease",
+        "version",
+        "input",
+        "images train / val / test",
+        "accuracy (95% CI)",
+        "sensitivity",
+        "specificity",
+        "F1",
+        "ROC AUC",
+        "training time",
+        "target",
+    )
+    for card in shipped_cards(models_dir):
+        m, counts = card.metrics, card.data.counts
+        sizes = " / ".join(str(sum(part.values())) for part in (counts.train, counts.validation, counts.test))
+        auc = f"{m.roc_auc:.3f}" if m.roc_auc is not None else "-"
+        lines.append(
+            f"| {card.disease} | {card.version} | {card.input.height}x{card.input.width}x{card.input.channels} "
+            f"| {sizes} | {_interval(card, 'accuracy', m.accuracy)} | {m.sensitivity:.2%} | {m.specificity:.2%} "
+            f"| {m.f1:.3f} | {auc} | {_training_time(card)} "
+            f"| {DISEASES[card.disease].target if card.disease in DISEASES else '-'} |"
+        )
+    return "\n".join(lines)
+
+
+def _training_time(card: ModelCard) -> str:
+    spent = f"{card.training.seconds / 60:.1f} min"
+    if card.ensemble_of:
+        return f"{spent} ({len(card.ensemble_of)} networks, {card.training.epochs_run} epochs in all)"
+    return f"{spent} ({card.training.epochs_run} epochs)"
+
+
+def trust_table(models_dir: Path) -> str:
+    lines = _header(
+        "disease",
+        "temperature",
+        "ECE before -> after (test)",
+        "Brier before -> after",
+        "screening threshold",
+        "sens / spec at it (test)",
+        "sens / spec at 0.5",
+        "flagged OOD: own test",
+        "other diseases (lowest)",
+        "photographs",
+        "noise, blank",
+    )
+    for card in shipped_cards(models_dir):
+        cal, screen, ood = card.calibration, card.screening, card.out_of_distribution
+        if not (cal and cal.test and screen and screen.test and screen.test_at_0_5 and ood):
+            lines.append(f"| {card.disease} | (exported before the trust layer) |||||||||")
+            continue
+        flagged = ood.flagged
+        others = {
+            name: rate for name, rate in flagged.items() if name.endswith("test part") and name != "own test part"
+        }
+        lowest = min(others.items(), key=lambda item: item[1].flagged) if others else None
+        lowest_text = f"{lowest[1].flagged:.1%} ({lowest[0].removesuffix(' test part')})" if lowest else "-"
+        lines.append(
+            f"| {card.disease} | {cal.temperature:.3f} | {cal.test.ece_before:.4f} -> {cal.test.ece_after:.4f} "
+            f"| {cal.test.brier_before:.4f} -> {cal.test.brier_after:.4f} | {screen.threshold:.4f} "
+            f"| {_point(screen.test)} "
+            f"| {screen.test_at_0_5.sensitivity:.1%} / {screen.test_at_0_5.specificity:.1%} "
+            f"| {flagged['own test part'].flagged:.1%} "
+            f"| {lowest_text} "
+            f"| {_flag(flagged, 'natural photographs (skimage.data)')} | {_flag(flagged, 'noise and blank images')} |"
+        )
+    return "\n".join(lines)
+
+
+def _point(point) -> str:
+    """sensitivity / specificity, with their group-bootstrap intervals where the card has them."""
+
+    def one(name: str) -> str:
+        bounds = (point.intervals or {}).get(name)
+        value = getattr(point, name)
+        return f"{value:.1%} ({bounds[0]:.1%}-{bounds[1]:.1%})" if bounds else f"{value:.1%}"
+
+    return f"{one('sensitivity')} / {one('specificity')}"
+
+
+def crossval_table(models_dir: Path) -> str:
+    """Each shipped model's recipe on patients it has not seen (grouped k-fold), beside its test part and the paper:
+    accuracy, sensitivity and specificity at the screening threshold the service answers with (chosen on each
+    round's validation fold) where the report measured it, and accuracy at 0.5."""
+    lines = _header(
+        "disease",
+        "version",
+        "grouped CV: accuracy as served",
+        "sensitivity",
+        "specificity",
+        "accuracy at 0.5",
+        "ROC AUC",
+        "images / groups, folds",
+        "recipe differs in",
+        "test part: accuracy (95% CI)",
+        "goal (CV)",
+        "disease-blind baseline: ROC AUC",
+        "paper: Table 1 test / text",
+    )
+    for card in shipped_cards(models_dir):
+        config = DISEASES.get(card.disease)
+        paper = " / ".join(config.paper) if config else "-"
+        test = _interval(card, "accuracy", card.metrics.accuracy)
+        cv = card.cross_validation
+        if cv is None:
+            lines.append(
+                f"| {card.disease} | {card.version} | not cross-validated |{' - |' * 6} {test} "
+                f"| {config.goal if config else '-'} | {_confound(card)} | {paper} |"
+            )
+            continue
+        served = cv.screening.summary if cv.screening else {}
+        lines.append(
+            f"| {card.disease} | {card.version} | {_spread(served, 'accuracy')} "
+            f"| {_spread(served, 'sensitivity')} | {_spread(served, 'specificity')} "
+            f"| {_spread(cv.summary, 'accuracy')} "
+            f"| {_spread(cv.summary, 'roc_auc', percent=False)} | {cv.images:,} / {cv.groups:,}, {cv.folds} "
+            f"| {'; '.join(cv.differences) or '-'} | {test} | {config.goal if config else '-'} | {_confound(card)} "
+            f"| {paper} |"
+        )
+    return "\n".join(lines)
+
+
+def sites_table(models_dir: Path) -> str:
+    """Per site: the test part's unseen patients of a site the model trained at, beside the site held out of
+    training altogether (python -m training cross-site): the figure that says how it does at a new hospital."""
+    lines = _header(
+        "disease",
+        "version",
+        "site",
+        "images",
+        "unseen patients: AUC",
+        "site held out: AUC (95% CI)",
+        "held out: sens / spec at the screening threshold",
+        "held out: ECE",
+        "held out: flagged as another site / out of distribution",
+    )
+    for card in shipped_cards(models_dir):
+        if card.generalisation is None:
+            continue
+        for site in card.generalisation.sites:
+            within, out = site.within or {}, site.held_out
+            auc = _number(within.get("roc_auc"))
+            if out is None:
+                lines.append(
+                    f"| {card.disease} | {card.version} | {site.site} | {site.n_images} | {auc} "
+                    "| not measured | - | - | - |"
+                )
+                continue
+            bounds = (out.get("intervals") or {}).get("roc_auc")
+            held_auc = _number(out.get("roc_auc")) + (f" ({bounds[0]:.3f}-{bounds[1]:.3f})" if bounds else "")
+            screening, shift = out["screening"], out["site_shift"]
+            lines.append(
+                f"| {card.disease} | {card.version} | {site.site} | {site.n_images} | {auc} | {held_auc} "
+                f"| {screening['sensitivity']:.1%} / {screening['specificity']:.1%} | {out['ece']['after']:.3f} "
+                f"| {shift['flagged']:.1%} / {out['out_of_distribution']:.1%} |"
+            )
+    return "\n".join(lines)
+
+
+def _number(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else "-"
+
+
+def _confound(card: ModelCard) -> str:
+    """A linear model on global colour and border statistics (training/experiments/confound.py): how far the classes
+    differ in source or camera rather than disease; '-' where not measured."""
+    measured = card.source_confound
+    return f"{measured.fold_mean:.3f} +- {measured.fold_std:.3f}" if measured else "-"
+
+
+def _spread(summary: dict[str, dict[str, float]], name: str, percent: bool = True) -> str:
+    figure = summary.get(name)
+    if figure is None:
+        return "-"
+    if percent:
+        return f"{figure['mean']:.2%} +- {figure['std']:.2%}"
+    return f"{figure['mean']:.3f} +- {figure['std']:.3f}"
+
+
+def _flag(flagged: dict, name: str) -> str:
+    rate = flagged.get(name)
+    return f"{rate.flagged:.1%} of {rate.n_images}" if rate else "-"
+
+
+if __name__ == "__main__":
+    arguments = [a for a in sys.argv[1:] if not a.startswith("--")]
+    folder = Path(arguments[0] if arguments else "models")
+    if "--glance" in sys.argv:
+        print(glance_table(folder))
+        sys.exit(0)
+    print(table(folder))
+    print()
+    print(crossval_table(folder))
+    print()
+    print(sites_table(folder))
+    print()
+    print(trust_table(folder))

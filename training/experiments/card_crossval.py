@@ -1,0 +1,84 @@
+"""`python -m training record-crossval <disease> <report.json>`: put a cross-validation result into the card of
+the version trained with that recipe, saying where the two differ (e.g. fewer epochs to fit the compute).
+
+Cross-validation measures a recipe, not one set of weights; the card carries it so that a reader sees the
+figure on unseen patients beside the test part's, and the README's table is built from the cards.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from app.model_card import CrossValidation, ModelCard, read_card, replace_card
+from app.model_store import METADATA_FILE
+from training.data.samples import DataError
+from training.data.versions import published_version
+from training.experiments.crossval import kept_rounds, measured_with
+from training.release.trust import target_sensitivity_of
+
+
+def differences(card: ModelCard, result: dict) -> list[str]:
+    """Where the cross-validated recipe, input and architecture differ from the card's model."""
+    found = []
+    model_shape = [card.input.height, card.input.width, card.input.channels]
+    if list(result["input"]) != model_shape:
+        found.append(f"input: {result['input']} vs {model_shape}")
+    if result.get("enhancement", "none") != card.input.enhancement:
+        found.append(f"enhancement: {result.get('enhancement', 'none')} vs {card.input.enhancement}")
+    if result.get("arch", "paper_cnn") != card.training.architecture:
+        found.append(f"architecture: {result.get('arch', 'paper_cnn')} vs {card.training.architecture}")
+    # Only the recipe's own keys: the card's settings also hold what training measured (the selected epoch)
+    # and how it ran (strategy, replicas), which are not the recipe.
+    settings = card.training.settings
+    for key in sorted(result["recipe"]):
+        if key in settings and result["recipe"][key] != settings[key]:
+            found.append(f"{key}: {result['recipe'][key]} vs {settings[key]}")
+    return found
+
+
+def as_served(card: ModelCard, result: dict, report: Path) -> tuple[dict, dict | None]:
+    """(figures at 0.5, figures at the screening threshold) of the rounds answered as this version answers:
+    recomputed from the kept scores over the version's flips, at its own target sensitivity. A report
+    without kept scores gives its figures as they are (and refuses a version with flips)."""
+    flips = list(card.test_time_flips)
+    if "scores_file" not in result:
+        if flips:
+            raise DataError(f"{report} kept no scores, so it cannot measure the version's test-time flips")
+        return result["summary"], result.get("screening")
+    if flips and result.get("with_flips", {}).get("flips") != flips:
+        raise DataError(
+            f"{report} measured the flips {result.get('with_flips', {}).get('flips', [])}, "
+            f"the version answers over {flips}"
+        )
+    target = target_sensitivity_of(card)
+    measured = measured_with(kept_rounds(report, result), "infected_with_flips" if flips else "infected", target)
+    return measured["at_0_5"], {"target_sensitivity": target, "summary": measured["at_screening"]}
+
+
+def record_in_card(models_dir: Path, disease: str, report: Path, version: int | None = None) -> ModelCard:
+    result = json.loads(report.read_text(encoding="utf-8"))
+    if result.get("disease") != disease:
+        raise DataError(f"{report} is a cross-validation of {result.get('disease')!r}, not {disease!r}")
+    folder = published_version(models_dir, disease, version)
+    card = read_card(folder / METADATA_FILE)
+    summary, screening = as_served(card, result, report)
+    recorded = CrossValidation(
+        folds=result["folds"],
+        seed=result["seed"],
+        images=result["images"],
+        groups=result["groups"],
+        input=result["input"],
+        enhancement=result.get("enhancement", "none"),
+        architecture=result.get("arch", "paper_cnn"),
+        recipe=result["recipe"],
+        differences=differences(card, result),
+        test_time_flips=card.test_time_flips,
+        summary=summary,
+        screening=screening,
+        seconds=result["seconds"],
+        report=report.as_posix(),
+    )
+    card = card.model_copy(update={"cross_validation": recorded})
+    replace_card(card, folder / METADATA_FILE)
+    return card

@@ -1,0 +1,214 @@
+"""Several published versions of a disease as one, answering the mean of their P(infected).
+
+- `python -m training ensemble <disease> --members 4 5`: the members' networks are rebuilt from their
+  SavedModels (each checked to answer as exported) and published as one new version. Its SavedModel runs
+  them all: P(infected) is the members' mean (and, with test-time flips, that of their views), Grad-CAM the
+  mean of their maps, and the out-of-distribution check sees every member's features. It gets its own
+  temperature, screening threshold and out-of-distribution statistics on the split's validation part, and
+  is measured on the test part as served, like any version; its card lists the members (`ensemble_of`),
+  and it needs none of their folders afterwards.
+- `python -m training ensemble-crossval <report> <report> ...`: what the same ensemble scores under
+  cross-validation, with no training: the reports' kept P(infected) of the same rounds, averaged. Each round
+  then measures the ensemble of the recipes' models fitted on that round's training folds; its screening
+  threshold is chosen on the averaged validation fold, as an export chooses it.
+
+Members must take the same input and come from the same split, so that no member has trained on a patient
+of the test part the ensemble is measured on.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from app.model_card import EnsembleMember, ModelCard, TrainingCard, read_card
+from app.model_store import METADATA_FILE
+from training.data.config import disease_samples
+from training.data.pipeline import decode_split
+from training.data.samples import DataError, card_split_spec, split_as
+from training.data.versions import published_version
+from training.experiments.crossval import measured_with, write_report
+from training.release.calibrate import rebuilt_network
+from training.release.publish import OUTPUT_DESCRIPTION, release, release_data, split_counts
+from training.release.trust import DEFAULT_TARGET_SENSITIVITY, target_sensitivity_of
+
+COMBINATION = "mean P(infected) over the members"
+SCORE_KEYS = (
+    "infected",
+    "infected_with_flips",
+)  # what a round keeps per image, see training.experiments.crossval._kept
+
+
+def ensemble_architecture(architectures: list[str]) -> str:
+    """`ensemble of 2 paper_cnn`, or `ensemble of paper_cnn + mobilenetv2`: the card's and the report's name."""
+    if len(set(architectures)) == 1:
+        return f"ensemble of {len(architectures)} {architectures[0]}"
+    return "ensemble of " + " + ".join(architectures)
+
+
+def member_of(card: ModelCard) -> EnsembleMember:
+    return EnsembleMember(
+        version=card.version,
+        architecture=card.training.architecture,
+        recipe=card.training.recipe,
+        initial_weights=str(card.training.settings.get("initial_weights", "none")),
+        best_epoch=card.training.best_epoch,
+        seconds=card.training.seconds,
+    )
+
+
+def check_members(cards: list[ModelCard]) -> None:
+    """Two or more, same input, same split: otherwise a member may have trained on the ensemble's test part."""
+    if len(cards) < 2:
+        raise DataError("an ensemble needs at least two member versions")
+    if len({card.version for card in cards}) < len(cards):
+        raise DataError("a version is listed twice among the members")
+    first = cards[0]
+    for card in cards[1:]:
+        if card.input != first.input:
+            raise DataError(
+                f"version {card.version} takes {card.input.spec().shape} {card.input.enhancement}, "
+                f"version {first.version} {first.input.spec().shape} {first.input.enhancement}: "
+                f"members must take the same input"
+            )
+        if card_split_spec(card) != card_split_spec(first):
+            raise DataError(
+                f"versions {first.version} and {card.version} were trained on different splits, so "
+                f"one may have trained on the other's test part: members must share their split"
+            )
+
+
+def ensemble_card(cards: list[ModelCard], flips: list[str]) -> ModelCard:
+    """The first member's card (data, input, caveats), with the ensemble's training and no figures of its own yet."""
+    first = cards[0]
+    members = [member_of(card) for card in cards]
+    training = TrainingCard(
+        recipe="ensemble",
+        architecture=ensemble_architecture([m.architecture for m in members]),
+        settings={"combination": COMBINATION, "member_versions": [m.version for m in members]},
+        seed=first.training.seed,
+        epochs_run=sum(card.training.epochs_run for card in cards),
+        best_epoch=0,
+        seconds=round(sum(m.seconds for m in members), 1),
+        machine=first.training.machine,
+    )
+    return first.model_copy(
+        update={
+            "format_version": 2,
+            "derived_from": None,
+            "ensemble_of": members,
+            "output": OUTPUT_DESCRIPTION,
+            "training": training,
+            "test_time_flips": flips,
+            "cross_validation": None,
+            "data": first.data.model_copy(update={"split_spec": card_split_spec(first)}),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+    )
+
+
+def ensemble_versions(
+    disease: str,
+    members: list[int],
+    *,
+    data_dir: Path,
+    models_dir: Path,
+    target_sensitivity: float | None = None,
+    test_time_flips: list[str] | None = None,
+) -> Path:
+    """Publish the members as one new version. None keeps the first member's target sensitivity, and the flips
+    the members all answer with (none where they differ)."""
+    folders = [published_version(models_dir, disease, version) for version in members]
+    check_members([read_card(folder / METADATA_FILE) for folder in folders])  # before any network is rebuilt
+    rebuilt = [rebuilt_network(folder) for folder in folders]
+    networks: list[keras.Model] = [network for network, _ in rebuilt]
+    cards = [exported.card for _, exported in rebuilt]
+    if test_time_flips is None:
+        test_time_flips = (
+            list(cards[0].test_time_flips)
+            if all(card.test_time_flips == cards[0].test_time_flips for card in cards)
+            else []
+        )
+    card = ensemble_card(cards, test_time_flips)
+    spec = card.input.spec()
+    split = split_as(disease_samples(data_dir, disease), card_split_spec(card))
+    decoded = decode_split(split, spec)
+    card = card.model_copy(update={"data": card.data.model_copy(update={"counts": split_counts(split, decoded)})})
+    data = release_data(disease, split, decoded, data_dir, spec)
+    return release(
+        networks, spec, data, card, models_dir, target_sensitivity=target_sensitivity or target_sensitivity_of(cards[0])
+    )
+
+
+def _read_report(report: Path) -> tuple[dict, list[dict]]:
+    result = json.loads(report.read_text(encoding="utf-8"))
+    if "scores_file" not in result:
+        raise DataError(f"{report} kept no scores; run its cross-validation again")
+    return result, json.loads((report.parent / result["scores_file"]).read_text(encoding="utf-8"))
+
+
+def averaged_rounds(kept: list[list[dict]], names: list[str]) -> list[dict]:
+    """Round by round, the members' kept P(infected) averaged; the rounds must hold the same images."""
+    if len({len(rounds) for rounds in kept}) > 1:
+        raise DataError("the reports have different numbers of rounds: " + ", ".join(names))
+    averaged = []
+    for index, members in enumerate(zip(*kept)):
+        round_ = {}
+        for part in ("held_out", "validation"):
+            labels = members[0][part]["labels"]
+            if any(member[part]["labels"] != labels for member in members):
+                raise DataError(
+                    f"round {index}'s {part} fold differs between the reports ({', '.join(names)}): "
+                    f"cross-validate every member with the same folds and seed"
+                )
+            round_[part] = {"labels": labels}
+            for key in SCORE_KEYS:
+                if all(key in member[part] for member in members):
+                    mean = np.mean([member[part][key] for member in members], axis=0)
+                    round_[part][key] = np.round(mean, 5).tolist()
+        averaged.append(round_)
+    return averaged
+
+
+def combine_crossvalidations(reports: list[Path], report_dir: Path) -> tuple[dict, Path]:
+    """The cross-validation report of the ensemble of the reports' recipes, written beside them."""
+    if len(reports) < 2:
+        raise DataError("an ensemble's cross-validation needs the reports of at least two recipes")
+    read = [_read_report(report) for report in reports]
+    results = [result for result, _ in read]
+    first = results[0]
+    for key in ("disease", "folds", "seed", "input", "enhancement", "images", "groups"):
+        values = [result.get(key) for result in results]
+        if any(value != values[0] for value in values):
+            raise DataError(f"the reports differ in {key} ({values}): members must be cross-validated alike")
+    flips = [result.get("with_flips", {}).get("flips") for result in results]
+    rounds = [
+        {"fold": fold, "scores": scores}
+        for fold, scores in enumerate(averaged_rounds([kept for _, kept in read], [r.name for r in reports]))
+    ]
+    measured = measured_with(rounds, "infected", DEFAULT_TARGET_SENSITIVITY)
+    names = [report.name.removesuffix(".json") for report in reports]
+    result = {
+        "disease": first["disease"],
+        "folds": first["folds"],
+        "seed": first["seed"],
+        "arch": ensemble_architecture([r.get("arch", "paper_cnn") for r in results]),
+        "input": first["input"],
+        "enhancement": first.get("enhancement", "none"),
+        "recipe": {"combination": COMBINATION, "member_reports": names},
+        "images": first["images"],
+        "groups": first["groups"],
+        "summary": measured["at_0_5"],
+        "screening": {"target_sensitivity": DEFAULT_TARGET_SENSITIVITY, "summary": measured["at_screening"]},
+        "rounds": rounds,
+        "seconds": round(sum(r["seconds"] for r in results), 1),
+    }
+    if flips[0] and all(f == flips[0] for f in flips):
+        result["with_flips"] = {"flips": flips[0], **measured_with(rounds, "infected_with_flips")}
+    tag = f"{first['disease']}-ensemble-" + "+".join(name.removeprefix(f"{first['disease']}-") for name in names)
+    write_report(result, report_dir, tag)
+    return result, report_dir / f"{tag}.json"

@@ -1,0 +1,86 @@
+"""The architectures a model can be trained with: the paper's CNN and the baselines its Table 2 compares
+it with (Keras Applications), each with a new two-unit head so that every one serves the same way.
+
+`--weights none` trains from scratch; `imagenet` downloads Keras' ImageNet weights (needs internet);
+a path loads a local weights file of the same architecture without its top (include_top=False), or, for
+the paper's CNN, a backbone pretrained on the other data sets (`python -m training pretrain`).
+Grayscale inputs are repeated to three channels inside the model, so ImageNet weights apply unchanged,
+and [0, 1] pixels are brought to what each family's weights were trained on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+import numpy as np
+from keras import layers
+
+from app.preprocessing import InputSpec
+from training.networks.model import MIN_SIDE as PAPER_MIN_SIDE
+from training.networks.model import make_model
+from training.networks.pretrain import start_from_backbone
+
+PAPER_CNN = "paper_cnn"
+# name -> (constructor, smallest input side Keras accepts, how ImageNet inputs were scaled)
+APPLICATIONS: dict[str, tuple[Callable[..., keras.Model], int, str]] = {
+    "vgg16": (keras.applications.VGG16, 32, "caffe"),
+    "resnet50": (keras.applications.ResNet50, 32, "caffe"),
+    "xception": (keras.applications.Xception, 71, "tf"),
+    "densenet121": (keras.applications.DenseNet121, 32, "torch"),
+}
+ARCHITECTURES = (PAPER_CNN, *APPLICATIONS)
+IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)  # "torch" mode
+IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+def min_side(arch: str) -> int:
+    return PAPER_MIN_SIDE if arch == PAPER_CNN else APPLICATIONS[_known(arch)][1]
+
+
+def _known(arch: str) -> str:
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+    return arch
+
+
+def make_architecture(
+    arch: str, spec: InputSpec, *, weights: str | Path | None = None, bn_momentum: float = 0.99, dropout: float = 0.3
+) -> keras.Model:
+    """[0, 1] pixels of `spec` -> Dense(2, sigmoid) scores, like the paper's CNN."""
+    if _known(arch) == PAPER_CNN:
+        model = make_model(spec, bn_momentum=bn_momentum)
+        if weights not in (None, "none"):
+            start_from_backbone(model, weights)
+        return model
+    constructor, smallest, mode = APPLICATIONS[arch]
+    if min(spec.height, spec.width) < smallest:
+        raise ValueError(
+            f"{arch} needs inputs of at least {smallest}x{smallest} pixels, got {spec.height}x{spec.width}"
+        )
+    inputs = keras.Input(shape=spec.shape, name="image")
+    x = inputs if spec.shape[-1] == 3 else layers.Concatenate(name="gray_to_rgb")([inputs] * 3)
+    x = _imagenet_scaling(x, mode)
+    base = constructor(include_top=False, weights=None if weights in (None, "none") else str(weights), input_tensor=x)
+    features = layers.GlobalAveragePooling2D(name="pool")(base.output)
+    features = layers.Dropout(dropout, name="dropout_head")(features)
+    outputs = layers.Dense(2, activation="sigmoid", name="scores")(features)
+    return keras.Model(inputs, outputs, name=arch)
+
+
+def _imagenet_scaling(x, mode: str):
+    """[0, 1] RGB -> the input scaling the family's ImageNet weights expect (keras' preprocess_input)."""
+    if mode == "tf":
+        return layers.Rescaling(2.0, offset=-1.0, name="to_minus1_1")(x)
+    if mode == "torch":
+        return layers.Normalization(
+            mean=IMAGENET_MEAN_RGB, variance=[s * s for s in IMAGENET_STD_RGB], name="imagenet_normalise"
+        )(x)
+    # caffe: 0-255, BGR, mean subtracted. A fixed 1x1 convolution reverses the channels and scales.
+    reverse = layers.Conv2D(3, 1, use_bias=True, trainable=False, name="to_bgr_255")
+    out = reverse(x)
+    kernel = np.array([[[[0.0, 0.0, 255.0], [0.0, 255.0, 0.0], [255.0, 0.0, 0.0]]]], dtype=np.float32)
+    reverse.set_weights([kernel, -np.array(CAFFE_MEAN_BGR, dtype=np.float32)])
+    return out

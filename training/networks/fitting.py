@@ -1,0 +1,90 @@
+"""Fitting a network with a recipe: class weights, augmentation, the learning-rate schedule, the best epoch kept
+(Keras' EarlyStopping) and BatchNorm re-estimated before each validation where the recipe says so."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+from app.preprocessing import InputSpec
+from training.data.config import Recipe
+from training.data.pipeline import DecodedSet, evaluation_batches, images_only, make_augmenter, training_batches
+from training.networks.architectures import PAPER_CNN, make_architecture
+from training.networks.batchnorm import RecalibratedValidation, keep_best_epoch, worth_recalibrating
+from training.networks.model import compile_model, learning_rate_schedule
+
+
+def balanced_class_weights(labels: np.ndarray) -> dict[int, float]:
+    counts = np.bincount(labels, minlength=2)
+    return {index: float(len(labels) / (2 * count)) for index, count in enumerate(counts)}
+
+
+@dataclass(frozen=True)
+class FittedModel:
+    model: keras.Model
+    history: dict[str, list[float]]
+    best_epoch: int  # 1-based: the epoch whose weights were kept
+    seconds: float
+    class_weights: dict[int, float] | None
+
+
+def fit_model(
+    spec: InputSpec,
+    recipe: Recipe,
+    train_part: DecodedSet,
+    validation_part: DecodedSet,
+    *,
+    seed: int,
+    verbose: int = 0,
+    arch: str = PAPER_CNN,
+    initial_weights: str | None = None,
+) -> FittedModel:
+    """An architecture (the paper's CNN by default) fitted with a recipe; validation picks the epoch
+    (and re-estimates BatchNorm)."""
+    keras.utils.set_random_seed(seed)
+    weights = balanced_class_weights(train_part.labels) if recipe.class_weights else None
+    augmenter = (
+        make_augmenter(spec, flip_horizontal=recipe.flip_horizontal, flip_vertical=recipe.flip_vertical, seed=seed)
+        if recipe.augment
+        else None
+    )
+    train_batches = training_batches(
+        train_part, batch_size=recipe.batch_size, seed=seed, class_weights=weights, augmenter=augmenter
+    )
+    validation_batches = evaluation_batches(validation_part, batch_size=recipe.batch_size)
+    model = make_architecture(arch, spec, weights=initial_weights, bn_momentum=recipe.bn_momentum)
+    steps_per_epoch = -(-train_part.size // recipe.batch_size)
+    compile_model(
+        model,
+        learning_rate=learning_rate_schedule(recipe.learning_rate, recipe.lr_schedule, recipe.epochs * steps_per_epoch),
+    )
+    keep_best = keep_best_epoch(recipe.epochs)
+    callbacks: list[keras.callbacks.Callback] = []
+    validation_data = validation_batches
+    if recipe.recalibrate_bn and worth_recalibrating(model):
+        # Validation happens inside the callback, after the BatchNorm statistics are re-estimated.
+        clean_train = images_only(train_part, batch_size=recipe.batch_size)
+        callbacks.append(RecalibratedValidation(clean_train, validation_batches))
+        validation_data = None
+    if recipe.keep_best:
+        callbacks.append(keep_best)
+    started = time.perf_counter()
+    history = model.fit(
+        train_batches,
+        validation_data=validation_data,
+        epochs=recipe.epochs,
+        callbacks=callbacks,
+        verbose=verbose,
+        shuffle=False,
+    )  # the pipeline shuffles
+    epochs_run = len(history.history.get("loss", []))
+    return FittedModel(
+        model=model,
+        history=history.history,
+        best_epoch=keep_best.best_epoch + 1 if recipe.keep_best else epochs_run,
+        seconds=time.perf_counter() - started,
+        class_weights=weights,
+    )

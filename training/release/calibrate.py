@@ -1,0 +1,91 @@
+"""`python -m training calibrate <disease>`: give an existing version the trust layer as a new version.
+
+The weights are put back into a freshly built Keras model of the same architecture, re-exported with
+the `analyse` and `explain` signatures, and the temperature, screening threshold and
+out-of-distribution statistics are fitted on the card's own split. `serving_default` answers exactly
+as before (release() checks it); only the version number moves up. With `test_time_flips`, the new
+version answers for the image and those flips of it together (the weights stay the same).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from app.model_store import REPORT_DIR
+from app.savedmodel import LoadedModel, load_model
+from training.data.config import disease_samples
+from training.data.pipeline import decode_split
+from training.data.samples import DataError, card_split_spec, split_as
+from training.data.versions import published_version
+from training.networks.architectures import make_architecture
+from training.networks.servable import features_and_log_odds, rebuild_keras_model
+from training.release.publish import OUTPUT_DESCRIPTION, release, release_data
+from training.release.trust import target_sensitivity_of
+
+log = logging.getLogger("training")
+REBUILD_TOLERANCE = 1e-4  # log-odds of the rebuilt model against the exported one
+
+
+def rebuilt_network(folder: Path) -> tuple[keras.Model, LoadedModel]:
+    """The Keras model of a published one-network version, checked to answer as the exported one does."""
+    exported = load_model(folder)
+    card = exported.card
+    if card.ensemble_of:
+        raise DataError(
+            f"{folder} is an ensemble of versions {', '.join(str(m.version) for m in card.ensemble_of)}: "
+            f"make a new one from its members with `python -m training ensemble`"
+        )
+    spec = card.input.spec()
+    model = rebuild_keras_model(folder, make_architecture(card.training.architecture, spec))
+    probe = np.random.default_rng(0).random((4, *spec.shape), dtype=np.float32)
+    _, rebuilt_odds = features_and_log_odds(
+        model, tf.data.Dataset.from_tensor_slices(probe).batch(4), card.test_time_flips
+    )
+    difference = float(np.max(np.abs(rebuilt_odds - [o.log_odds for o in exported.analyse(probe)])))
+    if difference > REBUILD_TOLERANCE:
+        raise DataError(f"{folder}: the rebuilt model differs from the exported one by {difference:.2e}")
+    return model, exported
+
+
+def calibrate_version(
+    disease: str,
+    *,
+    data_dir: Path,
+    models_dir: Path,
+    version: int | None = None,
+    target_sensitivity: float | None = None,
+    test_time_flips: list[str] | None = None,
+) -> Path:
+    """None keeps the version's own target sensitivity and flips."""
+    folder = published_version(models_dir, disease, version)
+    model, exported = rebuilt_network(folder)
+    card = exported.card
+    spec = card.input.spec()
+    split = split_as(disease_samples(data_dir, disease), card_split_spec(card))
+    decoded = decode_split(split, spec)
+    data = release_data(disease, split, decoded, data_dir, spec)
+    new_card = card.model_copy(
+        update={
+            "format_version": 2,
+            "derived_from": card.version,
+            "output": OUTPUT_DESCRIPTION,
+            "data": card.data.model_copy(update={"split_spec": card_split_spec(card)}),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "test_time_flips": card.test_time_flips if test_time_flips is None else test_time_flips,
+        }
+    )
+    return release(
+        model,
+        spec,
+        data,
+        new_card,
+        models_dir,
+        previous_report=folder / REPORT_DIR,
+        target_sensitivity=target_sensitivity or target_sensitivity_of(card),
+    )

@@ -1,0 +1,177 @@
+"""From a trained Keras model to a published version: fit the trust layer, export, measure, publish.
+
+Shared by `train` (a new model) and `calibrate` (an existing version re-exported with the trust
+layer), so every new version gets calibration, a screening threshold, out-of-distribution statistics
+and Grad-CAM without extra steps. Measurements are taken on the exported SavedModel, loaded the way
+the service loads it, after checking that it answers as the Keras model did.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from app.model_card import CLASS_NAMES, Calibration, ModelCard, OutOfDistribution, Screening, SplitCounts, write_card
+from app.model_store import METADATA_FILE, REPORT_DIR
+from app.preprocessing import InputSpec
+from app.savedmodel import load_model
+from app.scoring import calibrated_probability
+from training.data.config import other_diseases
+from training.data.pipeline import DecodedSet, images_only, kept_samples, pixels_of
+from training.data.samples import Sample, Split
+from training.evaluation.assessment import assess, probe_sets, with_assessment, write_assessment_report
+from training.evaluation.generalisation import breakdowns
+from training.evaluation.metrics import compute_metrics, probabilities_of
+from training.networks.servable import Networks, features_and_log_odds, write_savedmodel
+from training.release.export import stage_version
+from training.release.trust import DEFAULT_TARGET_SENSITIVITY, OOD_QUANTILE, FittedTrust, fit_trust
+
+log = logging.getLogger("training")
+OOD_METHOD = (
+    "Mahalanobis distance (Lee et al., 2018) to the nearest class mean, shared Ledoit-Wolf covariance, of "
+    "the standardised features: spatial mean of every convolution's output, the head's input and the input's "
+    "16-bin intensity histogram"
+)
+OUTPUT_DESCRIPTION = (
+    "serving_default: two independent sigmoid scores in `classes` order. The service reports "
+    "P(infected) = sigmoid(log(s_infected / s_uninfected) / temperature) (the `analyse` signature gives the "
+    "log-odds from the logits; temperature 1 is each score divided by their sum) and labels `infected` from "
+    "the screening threshold up (app/scoring.py)"
+)
+PARITY_TOLERANCE = 1e-3  # log-odds: the SavedModel must answer as the Keras model did
+
+
+@dataclass(frozen=True)
+class ReleaseData:
+    train: DecodedSet
+    validation: DecodedSet
+    test: DecodedSet
+    validation_groups: list[str]
+    test_groups: list[str]
+    probes: dict[str, np.ndarray]  # images the out-of-distribution check must flag
+    test_samples: list[Sample] = field(default_factory=list)  # the readable test files, for per-site/grade figures
+    data_dir: Path | None = None
+
+
+def release_data(
+    disease: str, split: Split, decoded: dict[str, DecodedSet], data_dir: Path, spec: InputSpec
+) -> ReleaseData:
+    """The decoded parts of a split, their patient groups, and the images the OOD check must refuse."""
+    return ReleaseData(
+        train=decoded["train"],
+        validation=decoded["validation"],
+        test=decoded["test"],
+        validation_groups=[s.group for s in kept_samples(split.validation, decoded["validation"])],
+        test_groups=[s.group for s in kept_samples(split.test, decoded["test"])],
+        test_samples=kept_samples(split.test, decoded["test"]),
+        data_dir=data_dir,
+        probes=probe_sets(data_dir, disease, spec, known=other_diseases(data_dir, disease)),
+    )
+
+
+def split_counts(split: Split, decoded: dict[str, DecodedSet]) -> SplitCounts:
+    """Images of each class and patient groups in each part, as read (unreadable files skipped)."""
+
+    def per_class(part: DecodedSet) -> dict[str, int]:
+        counts = np.bincount(part.labels, minlength=len(CLASS_NAMES))
+        return {name: int(counts[index]) for index, name in enumerate(CLASS_NAMES)}
+
+    return SplitCounts(
+        train=per_class(decoded["train"]),
+        validation=per_class(decoded["validation"]),
+        test=per_class(decoded["test"]),
+        groups={part: len({s.group for s in samples}) for part, samples in split.parts().items()},
+        unreadable_skipped=sum(len(item.unreadable) for item in decoded.values()),
+    )
+
+
+def with_trust(card: ModelCard, trust: FittedTrust, target_sensitivity: float, validation_images: int) -> ModelCard:
+    fitted_on = f"validation part ({validation_images} images)"
+    return card.model_copy(
+        update={
+            "calibration": Calibration(
+                temperature=trust.temperature, fitted_on=fitted_on, selection=trust.temperature_selection
+            ),
+            "screening": Screening(
+                target_sensitivity=target_sensitivity, threshold=trust.threshold, validation=trust.validation_point
+            ),
+            "out_of_distribution": OutOfDistribution(
+                method=OOD_METHOD,
+                fitted_on="training part (Gaussian); validation part (threshold)",
+                threshold=trust.ood_threshold,
+                threshold_quantile=OOD_QUANTILE,
+            ),
+        }
+    )
+
+
+def release(
+    networks: Networks,
+    spec: InputSpec,
+    data: ReleaseData,
+    card: ModelCard,
+    models_dir: Path,
+    *,
+    history: dict[str, list[float]] | None = None,
+    previous_report: Path | None = None,
+    target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY,
+    batch_size: int = 128,
+) -> Path:
+    """Fit, export, check, measure and publish one network or an ensemble's; returns the new version folder.
+    The card's test-time flips are exported into the graph, and the temperature and thresholds are fitted on
+    the answers with them."""
+    flips = card.test_time_flips
+    train_features, _ = features_and_log_odds(networks, images_only(data.train, batch_size=batch_size))
+    validation_features, validation_odds = features_and_log_odds(
+        networks, images_only(data.validation, batch_size=batch_size), flips
+    )
+    _, test_odds = features_and_log_odds(networks, images_only(data.test, batch_size=batch_size), flips)
+    trust = fit_trust(
+        train_features,
+        data.train.labels,
+        validation_features,
+        validation_odds,
+        data.validation.labels,
+        data.validation_groups,
+        target_sensitivity=target_sensitivity,
+    )
+    log.info(
+        "%s: temperature %.3f, screening threshold %.4f, ood threshold %.2f",
+        card.disease,
+        trust.temperature,
+        trust.threshold,
+        trust.ood_threshold,
+    )
+    provisional = with_trust(card, trust, target_sensitivity, data.validation.size).model_copy(
+        update={"metrics": compute_metrics(data.test.labels, probabilities_of(calibrated_probability(test_odds)))}
+    )
+
+    with stage_version(models_dir, card.disease) as staged:
+        write_savedmodel(networks, spec, trust.ood, staged.folder, flips)
+        if previous_report is not None and previous_report.is_dir():
+            shutil.copytree(previous_report, staged.folder / REPORT_DIR)
+        write_card(provisional, staged.folder / METADATA_FILE)  # load_model reads it
+        served = load_model(staged.folder)
+        assessment = assess(served, pixels_of(data.test), data.test.labels, data.test_groups, data.probes)
+        drift = float(np.max(np.abs(assessment.log_odds - test_odds), initial=0.0))
+        if drift > PARITY_TOLERANCE:
+            raise RuntimeError(f"the exported model answers differently from the trained one (log-odds {drift:.2e})")
+        final = with_assessment(provisional, assessment)
+        if data.data_dir is not None:
+            final = final.model_copy(
+                update=breakdowns(
+                    final,
+                    data.data_dir,
+                    data.test_samples,
+                    assessment.labels,
+                    assessment.uncalibrated,
+                    assessment.calibrated,
+                    trust.ood.distances(validation_features),
+                )
+            )
+        write_assessment_report(staged.folder, final, assessment, history)
+        return staged.publish(final)

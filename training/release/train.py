@@ -1,0 +1,245 @@
+"""Train, evaluate and export one disease model, top to bottom."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from app import preprocessing
+from app.model_card import (
+    DataCard,
+    InputCard,
+    ModelCard,
+    SplitSpec,
+    TestMetrics,
+    TrainingCard,
+)
+from training.data.config import DiseaseConfig, DiseaseFlags, Recipe, describe_disease, disease_samples
+from training.data.pipeline import decode_split
+from training.data.samples import check_trainable, split_as
+from training.networks.architectures import PAPER_CNN
+from training.networks.distributed import StrategyName, fit_distributed, is_chief, make_strategy, task
+from training.networks.fitting import fit_model
+from training.networks.pretrain import backbone_for, pretraining_record
+from training.release.publish import OUTPUT_DESCRIPTION, release, release_data, split_counts
+
+log = logging.getLogger("training")
+# Replaced by the measured figures before a card is published (training/release/publish.py).
+PENDING_METRICS = TestMetrics(
+    n_images=0,
+    accuracy=0,
+    sensitivity=0,
+    specificity=0,
+    precision=0,
+    recall=0,
+    f1=0,
+    roc_auc=None,
+    confusion_matrix=[[0, 0], [0, 0]],
+)
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    disease: str
+    data_dir: Path
+    models_dir: Path
+    recipe: str = "medscan"
+    epochs: int | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    image_size: int | None = None
+    augment: bool | None = None  # None: the recipe's own choice
+    colour_mode: str | None = None  # for a disease we have no defaults for; see training/data/config.py
+    enhancement: str | None = None  # None: the disease's own (app/preprocessing.py Enhancement)
+    description: str | None = None
+    caveats: tuple[str, ...] = ()
+    seed: int = 42  # the split and the cross-validation folds; and, without init_seed, the training below
+    init_seed: int | None = None  # initial weights, shuffling, augmentation; runs that differ only in it share
+    # their test part and folds, so their models can form a seed ensemble (training/experiments/ensemble.py)
+    target_sensitivity: float | None = None  # None: the disease's (training/data/config.py)
+    arch: str = PAPER_CNN
+    weights: str | None = None  # None: the recipe's start; "none": from scratch; "imagenet"; or a local weights file
+    backbones_dir: Path = Path("backbones")  # where a recipe's pretrained start is kept (training/networks/pretrain.py)
+    strategy: str = "default"  # tf.distribute: default, mirrored or multiworker (training/networks/distributed.py)
+    checkpoint_dir: Path | None = None  # per-epoch checkpoints to resume from (mirrored, multiworker)
+    verbose: int = 1
+
+
+def fit_seed(options: TrainOptions) -> int:
+    return options.seed if options.init_seed is None else options.init_seed
+
+
+def resolve_disease(options: TrainOptions) -> DiseaseConfig:
+    flags = DiseaseFlags(
+        image_size=options.image_size,
+        colour_mode=options.colour_mode,
+        enhancement=options.enhancement,
+        description=options.description,
+        caveats=options.caveats,
+    )
+    return describe_disease(options.disease, options.data_dir, flags)
+
+
+def resolve_recipe(config: DiseaseConfig, options: TrainOptions) -> Recipe:
+    recipe = config.recipe(options.recipe)
+    if options.epochs is not None:
+        recipe = replace(recipe, epochs=options.epochs)
+    if options.batch_size is not None:
+        recipe = replace(recipe, batch_size=options.batch_size)
+    if options.learning_rate is not None:
+        recipe = replace(recipe, learning_rate=options.learning_rate)
+    if options.augment is not None:
+        recipe = replace(recipe, augment=options.augment)
+    if options.weights is not None:  # an explicit start replaces the recipe's
+        recipe = replace(recipe, pretrained_start=options.weights.endswith(".keras"))
+    return recipe
+
+
+def resolve_start(config: DiseaseConfig, recipe: Recipe, options: TrainOptions) -> str | None:
+    """The weights training starts from: the ones asked for, else the recipe's pretrained backbone (made now
+    if backbones/ has none for this input), else None (from scratch)."""
+    if options.weights is not None:
+        return None if options.weights == "none" else options.weights
+    if recipe.pretrained_start and options.arch == PAPER_CNN:
+        return str(
+            backbone_for(options.disease, options.data_dir, config.spec(), options.backbones_dir, seed=options.seed)
+        )
+    return None
+
+
+def train(options: TrainOptions) -> Path | None:
+    """Train, measure and export; None on a worker that is not the chief (only the chief exports)."""
+    strategy_name = StrategyName(options.strategy)
+    # Made before any other TensorFlow work, as MultiWorkerMirroredStrategy requires.
+    strategy = make_strategy(strategy_name) if strategy_name is not StrategyName.DEFAULT else None
+    config = resolve_disease(options)
+    recipe = resolve_recipe(config, options)
+    spec = config.spec()
+    start = resolve_start(config, recipe, options)
+    keras.utils.set_random_seed(options.seed)
+
+    # Data: group split, decode once into the cache.
+    samples = disease_samples(options.data_dir, options.disease)
+    split_spec = SplitSpec(seed=options.seed)
+    split = split_as(samples, split_spec)
+    check_trainable(split)
+    log.info(
+        "%s: %d images, split %s", options.disease, len(samples), {part: len(s) for part, s in split.parts().items()}
+    )
+    decoded = decode_split(split, spec)
+    if strategy is None:
+        fitted = fit_model(
+            spec,
+            recipe,
+            decoded["train"],
+            decoded["validation"],
+            seed=fit_seed(options),
+            verbose=options.verbose,
+            arch=options.arch,
+            initial_weights=start,
+        )
+    else:
+        fitted = fit_distributed(
+            spec,
+            recipe,
+            decoded["train"],
+            decoded["validation"],
+            seed=fit_seed(options),
+            strategy=strategy,
+            checkpoint_dir=options.checkpoint_dir,
+            arch=options.arch,
+            initial_weights=start,
+        )
+        if not is_chief():
+            log.info("trained as %s %d; the chief exports", *task())
+            return None
+    model, history, seconds, weights = fitted.model, fitted.history, fitted.seconds, fitted.class_weights
+
+    # Fit the trust layer, export, measure on the untouched test part as served, publish.
+    counts = split_counts(split, decoded)
+    settings = {
+        **recipe.as_dict(),
+        "architecture": options.arch,
+        "initial_weights": start or "none",
+        "init_seed": fit_seed(options),
+        "pretraining": pretraining_record(start),
+        "strategy": options.strategy,
+        "replicas": strategy.num_replicas_in_sync if strategy is not None else 1,
+        "class_weights_used": weights,
+        "disease_config": config.described_by,
+        "selection": "lowest validation loss" if recipe.keep_best else "last epoch",
+    }
+    epochs_run = len(history.get("loss", []))
+    card = ModelCard(
+        disease=options.disease,
+        version=0,
+        description=config.description,
+        input=InputCard.from_spec(spec),
+        preprocessing=preprocessing.describe(spec),
+        output=OUTPUT_DESCRIPTION,
+        test_time_flips=list(config.test_time_flips),
+        metrics=PENDING_METRICS,
+        data=DataCard(
+            source=config.source,
+            split=(
+                f"by patient/slide group (MANIFEST.csv; one group per file where unknown), seed "
+                f"{split_spec.seed}: test {split_spec.test_fraction:.0%} of images, validation "
+                f"{split_spec.validation_fraction:.0%} of the rest, stratified by class"
+            ),
+            split_spec=split_spec,
+            counts=counts,
+            caveats=list(config.caveats),
+        ),
+        training=TrainingCard(
+            recipe=recipe.name,
+            architecture=options.arch,
+            settings=settings,
+            seed=options.seed,
+            epochs_run=epochs_run,
+            best_epoch=fitted.best_epoch,
+            seconds=round(seconds, 1),
+            machine=machine_description(),
+        ),
+        frameworks=framework_versions(),
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    data = release_data(options.disease, split, decoded, options.data_dir, spec)
+    target = release(
+        model,
+        spec,
+        data,
+        card,
+        options.models_dir,
+        history=history,
+        target_sensitivity=options.target_sensitivity or config.screening_sensitivity,
+        batch_size=recipe.batch_size,
+    )
+    log.info("exported %s", target)
+    return target
+
+
+def machine_description() -> str:
+    return f"{platform.machine()} {platform.processor() or 'cpu'}, {os.cpu_count()} cores, no GPU"
+
+
+def framework_versions() -> dict[str, str]:
+    import PIL
+
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "pillow": PIL.__version__,
+    }
+
+
+__all__ = ["TrainOptions", "train"]
