@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from app.model_card import CrossValidation, EnsembleMember, ScreeningCrossValidation, SourceConfound
+from app.model_card import (
+    CrossValidation,
+    EnsembleMember,
+    Generalisation,
+    GradeFigure,
+    ScreeningCrossValidation,
+    SiteFigures,
+    SourceConfound,
+)
 from tests.images import blob
 
 SHARED_DATASETS = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"
@@ -143,6 +151,18 @@ FIXTURE_ENSEMBLE = [
 ]
 
 
+HELD_OUT = {"roc_auc": 0.712, "intervals": {"roc_auc": [0.65, 0.77]}, "accuracy": 0.6,
+            "screening": {"threshold": 0.2, "sensitivity": 0.951, "specificity": 0.302},
+            "ece": {"temperature": 1.2, "before": 0.1, "after": 0.043},
+            "out_of_distribution": 0.05, "site_shift": {"percentile": 90.0, "flagged": 0.333}}  # fmt: skip
+FIXTURE_GENERALISATION = Generalisation(sites=[
+    SiteFigures(site="Cairo", n_images=600, within={"roc_auc": 0.931}, held_out=HELD_OUT),
+    SiteFigures(site="Recife", n_images=900, within={"roc_auc": 0.884}, held_out=None),
+], seconds=100.0, report="reports/cross_site/fixture.json")  # fmt: skip
+FIXTURE_GRADES = [GradeFigure(grade=0, label="uninfected", n_images=40, flagged_infected=0.25),
+                  GradeFigure(grade=2, label="infected", n_images=10, flagged_infected=0.8)]  # fmt: skip
+
+
 @pytest.fixture(scope="session")
 def trust_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Models with a trust layer (malaria: temperature and threshold set; brain_tumor: every image out
@@ -168,6 +188,8 @@ def trust_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
         source_confound=FIXTURE_CONFOUND,
         training_settings={"pretraining": {"pretrained_on": {"malaria": 5000, "pneumonia": 4458}}},
         ensemble_of=FIXTURE_ENSEMBLE,
+        generalisation=FIXTURE_GENERALISATION,
+        by_grade=FIXTURE_GRADES,
     )
     export_legacy(models, "breast_cancer", size=50)
     return models

@@ -11,6 +11,8 @@ from app.model_card import (
     CrossValidation,
     DataCard,
     EnsembleMember,
+    Generalisation,
+    GradeFigure,
     InputCard,
     ModelCard,
     OperatingPoint,
@@ -41,6 +43,8 @@ def fixture_card(
     training_settings: dict[str, object] | None = None,
     ensemble_of: list[EnsembleMember] | None = None,
     validation_quantiles: list[float] | None = None,
+    generalisation: Generalisation | None = None,
+    by_grade: list[GradeFigure] | None = None,
 ) -> ModelCard:
     counts = {"infected": 1, "uninfected": 1}
     return ModelCard(
@@ -97,6 +101,8 @@ def fixture_card(
         cross_validation=cross_validation,
         source_confound=source_confound,
         ensemble_of=ensemble_of or [],
+        generalisation=generalisation,
+        by_grade=by_grade or [],
     )
 
 

@@ -59,8 +59,12 @@ def test_augmentation_keeps_shape_and_range(synthetic_data: Path, flip: bool) ->
     decoded = decode_samples(find_samples(synthetic_data, "malaria"), SPEC)
     augmenter = make_augmenter(SPEC, flip_horizontal=flip, seed=1)
     images, _, _ = next(iter(training_batches(decoded, batch_size=8, seed=1, augmenter=augmenter)))
-    assert images.shape == (8, *SPEC.shape)
+    plain, _, _ = next(iter(training_batches(decoded, batch_size=8, seed=1)))
+    assert images.shape == plain.shape == (8, *SPEC.shape)
     assert float(images.numpy().min()) >= 0.0 and float(images.numpy().max()) <= 1.0 + 1e-6
+    # the same batch without the augmenter is another one: augmentation changed the pixels
+    assert not np.allclose(images.numpy(), plain.numpy())
+    assert float(images.numpy().max()) > 0.5  # and left images, not blanks
 
 
 @pytest.mark.parametrize("enhancement, surround", [("none", 0.0), ("fundus", 128 / 255)])

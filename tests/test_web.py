@@ -51,6 +51,10 @@ def test_models_say_which_versions_can_explain(trust_client) -> None:
 def test_missing_static_file_is_a_404_in_the_error_shape(trust_client) -> None:
     response = trust_client.get("/static/nothing.js")
     assert response.status_code == 404
+    assert response.json() == {
+        "error": {"status": 404, "code": "not_found", "message": response.json()["error"]["message"]}
+    }
+    assert response.json()["error"]["message"]
 
 
 # --- in a real browser --------------------------------------------------------------------------
@@ -226,9 +230,25 @@ def test_model_card_is_one_click_away(page) -> None:
         "the mean probability of 2 networks, each one more pass per image: version 4 (paper_cnn, medscan "
         "recipe, from scratch); version 5 (paper_cnn, medscan recipe, from a pretrained backbone)" in card.inner_text()
     )
+    # at other hospitals: each site's unseen patients beside the site held out, and per grade
+    sites = page.locator("#model-card-body table.generalisation")
+    assert sites.is_visible()
+    rows = [row.inner_text() for row in sites.locator("tr").all()]
+    assert rows[1].split("\t") == [
+        "Cairo",
+        "600",
+        "0.931",
+        "0.712 (0.650\u20130.770)",
+        "95.1% / 30.2%",
+        "0.043",
+        "33.3%",
+    ]
+    assert rows[2].split("\t")[:4] == ["Recife", "900", "0.884", "not measured"]
+    assert "grade 2 (infected, 10 images): 80.0% answered infected" in card.inner_text()
     page.click("#model-card summary")
     page.select_option("#disease", "malaria")
     page.click("#model-card summary")
+    assert "Other hospitals" not in card.inner_text()  # one site
     assert "Disease-blind baseline" not in card.inner_text()  # not measured for this one
     assert "pretrained on" not in card.inner_text()  # trained from scratch
     assert "Ensemble" not in card.inner_text()  # one network
