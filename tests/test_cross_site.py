@@ -185,3 +185,18 @@ def test_a_disease_without_sites_is_refused(tmp_path: Path) -> None:
 
     data = write_synthetic_dataset(tmp_path / "data")
     assert main(["cross-site", "malaria", "--data", str(data), "--epochs", "1"]) == 2
+
+
+@pytest.mark.slow
+def test_training_with_balanced_sites_records_it_and_answers(tmp_path: Path) -> None:
+    data = write_two_site_dataset(tmp_path / "data")
+    config = json.loads((data / "lesion" / "disease.json").read_text())
+    (data / "lesion" / "disease.json").write_text(json.dumps({**config, "balance_sites": True}))
+    models = tmp_path / "models"
+    assert main(["train", "lesion", "--data", str(data), "--out", str(models), "--epochs", "1",
+                 "--batch-size", "16"]) == 0  # fmt: skip
+    card = read_card(models / "lesion" / "1" / "metadata.json")
+    assert card.training.settings["balance_sites"] is True
+    assert {site.site for site in card.generalisation.sites} == {"north", "south"}  # the test part, per site
+    assert {grade.grade for grade in card.by_grade} == {0, 1, 2, 3}
+    assert card.out_of_distribution.validation_quantiles and len(card.out_of_distribution.validation_quantiles) == 21

@@ -114,18 +114,27 @@ def training_batches(
     class_weights: dict[int, float] | None = None,
     augmenter: keras.Sequential | None = None,
     classes: int = len(CLASS_NAMES),
+    sample_weights: np.ndarray | None = None,
 ) -> tf.data.Dataset:
-    """Shuffled, one-hot, optionally weighted and augmented batches for fit() (`classes`: more for pretraining)."""
+    """Shuffled, one-hot, optionally weighted and augmented batches for fit() (`classes`: more for pretraining).
+    `sample_weights`, one per image in file order, replace the class weights (e.g. balanced within each site)."""
     weights = tf.constant([class_weights.get(i, 1.0) if class_weights else 1.0 for i in range(classes)], tf.float32)
+    dataset = decoded.dataset
+    if sample_weights is not None:
+        each = tf.data.Dataset.from_tensor_slices(sample_weights.astype(np.float32))
+        dataset = tf.data.Dataset.zip(dataset, each)
+    else:
+        dataset = dataset.map(lambda pixels, labels: ((pixels, labels), tf.gather(weights, labels)))
 
-    def prepare(pixels: tf.Tensor, labels: tf.Tensor):
+    def prepare(example, weight: tf.Tensor):
+        pixels, labels = example
         images = scale_batch(pixels)
         if augmenter is not None:
             images = augmenter(images, training=True)
-        return images, tf.one_hot(labels, classes), tf.gather(weights, labels)
+        return images, tf.one_hot(labels, classes), weight
 
     return (
-        decoded.dataset.shuffle(decoded.size, seed=seed, reshuffle_each_iteration=True)
+        dataset.shuffle(decoded.size, seed=seed, reshuffle_each_iteration=True)
         .batch(batch_size)
         .map(prepare, num_parallel_calls=AUTOTUNE)
         .prefetch(AUTOTUNE)

@@ -108,6 +108,7 @@ def hold_out(
     recipe = resolve_recipe(config, options)
     spec = config.spec()
     known = [s for s, where in zip(samples, sites, strict=True) if where != site]
+    where = {s.path: name for s, name in zip(samples, sites, strict=True)}
     held_out = [s for s, where in zip(samples, sites, strict=True) if where == site]
     split = split_by_group(known, test_fraction=0.0, validation_fraction=VALIDATION_FRACTION, seed=options.seed)
     train_part, validation_part = decode_samples(split.train, spec), decode_samples(split.validation, spec)
@@ -124,6 +125,7 @@ def hold_out(
         verbose=options.verbose,
         arch=options.arch,
         initial_weights=resolve_start(config, recipe, options),
+        strata=[where[s.path] for s in kept_samples(split.train, train_part)],
     )
     batches = {
         name: images_only(part, batch_size=recipe.batch_size)

@@ -17,6 +17,14 @@ from training.networks.batchnorm import RecalibratedValidation, keep_best_epoch,
 from training.networks.model import compile_model, learning_rate_schedule
 
 
+def balanced_within_strata(labels: np.ndarray, strata: list[str]) -> np.ndarray:
+    """One weight per image so that every (stratum, class) cell weighs the same in the loss: where one site
+    holds most of a class, the network gains nothing from learning the site instead of the disease."""
+    cells = [f"{stratum}|{label}" for stratum, label in zip(strata, labels.tolist(), strict=True)]
+    counts = {cell: cells.count(cell) for cell in set(cells)}
+    return np.array([len(cells) / (len(counts) * counts[cell]) for cell in cells], dtype=np.float32)
+
+
 def balanced_class_weights(labels: np.ndarray) -> dict[int, float]:
     counts = np.bincount(labels, minlength=2)
     return {index: float(len(labels) / (2 * count)) for index, count in enumerate(counts)}
@@ -41,18 +49,26 @@ def fit_model(
     verbose: int = 0,
     arch: str = PAPER_CNN,
     initial_weights: str | None = None,
+    strata: list[str] | None = None,
 ) -> FittedModel:
     """An architecture (the paper's CNN by default) fitted with a recipe; validation picks the epoch
     (and re-estimates BatchNorm)."""
     keras.utils.set_random_seed(seed)
     weights = balanced_class_weights(train_part.labels) if recipe.class_weights else None
+    # With the training images' sites, each site's classes weigh alike instead (recipe.balance_sites).
+    per_image = balanced_within_strata(train_part.labels, strata) if recipe.balance_sites and strata else None
     augmenter = (
         make_augmenter(spec, flip_horizontal=recipe.flip_horizontal, flip_vertical=recipe.flip_vertical, seed=seed)
         if recipe.augment
         else None
     )
     train_batches = training_batches(
-        train_part, batch_size=recipe.batch_size, seed=seed, class_weights=weights, augmenter=augmenter
+        train_part,
+        batch_size=recipe.batch_size,
+        seed=seed,
+        class_weights=weights,
+        augmenter=augmenter,
+        sample_weights=per_image,
     )
     validation_batches = evaluation_batches(validation_part, batch_size=recipe.batch_size)
     model = make_architecture(arch, spec, weights=initial_weights, bn_momentum=recipe.bn_momentum)

@@ -22,9 +22,9 @@ from app.model_card import (
     TestMetrics,
     TrainingCard,
 )
-from training.data.config import DiseaseConfig, DiseaseFlags, Recipe, describe_disease, disease_samples
-from training.data.pipeline import decode_split
-from training.data.samples import check_trainable, split_as
+from training.data.config import DiseaseConfig, DiseaseFlags, Recipe, describe_disease, disease_samples, sites_of
+from training.data.pipeline import DecodedSet, decode_split, kept_samples
+from training.data.samples import Split, check_trainable, manifest_notes, split_as
 from training.networks.architectures import PAPER_CNN
 from training.networks.distributed import StrategyName, fit_distributed, is_chief, make_strategy, task
 from training.networks.fitting import fit_model
@@ -145,6 +145,7 @@ def train(options: TrainOptions) -> Path | None:
             verbose=options.verbose,
             arch=options.arch,
             initial_weights=start,
+            strata=training_sites(config, options.data_dir, split, decoded),
         )
     else:
         fitted = fit_distributed(
@@ -224,6 +225,16 @@ def train(options: TrainOptions) -> Path | None:
     )
     log.info("exported %s", target)
     return target
+
+
+def training_sites(
+    config: DiseaseConfig, data_dir: Path, split: Split, decoded: dict[str, DecodedSet]
+) -> list[str] | None:
+    """The site of each readable training image, where the disease names sites (for recipe.balance_sites)."""
+    if not config.sites:
+        return None
+    kept = kept_samples(split.train, decoded["train"])
+    return sites_of(kept, manifest_notes(data_dir, kept), config.sites)
 
 
 def machine_description() -> str:
