@@ -233,9 +233,9 @@ DISEASES: dict[str, DiseaseConfig] = {
             description="Diabetic retinopathy of any grade (ICDR >= 1) vs none, colour fundus photographs",
             # Messidor-2 since 2026-11-29. The fundus preparation crops the eye disc wherever it lies (so a
             # camera's uncropped photograph is answered like the cropped training images) and normalises
-            # colour and illumination, which takes the camera away (app/fundus.py); 128 px keeps more of the
-            # small lesions of grade 1 than 96 px did.
-            image_size=128,
+            # colour and illumination, which takes the camera away (app/fundus.py). 96 px: at 128 px the paper's
+            # CNN (its Dense 256 on the flattened 8x8x256) exports 25 MB, over the 20 MB a model may take.
+            image_size=96,
             colour_mode=ColourMode.RGB,
             enhancement=Enhancement.FUNDUS,
             # Each collection's classes weigh alike: the collections differ in their share of grade 0 (about 44% and
@@ -247,7 +247,7 @@ DISEASES: dict[str, DiseaseConfig] = {
             caveats=(
                 (
                     "'infected' means diabetic retinopathy of any grade (ICDR 1-4); grade 1 (microaneurysms only) is "
-                    "hard to see at 128 px. For the referral target (grade >= 2) use referable_retinopathy."
+                    "hard to see at 96 px. For the referral target (grade >= 2) use referable_retinopathy."
                 ),
                 (
                     "Macula-centred photographs from French clinics; at a clinic it has not seen, read the leave-one-"
@@ -267,7 +267,7 @@ DISEASES: dict[str, DiseaseConfig] = {
             "fundus photographs",
             # The retinopathy images, labelled from each one's adjudicated grade in the manifest: the referral
             # target of screening programmes. The same input and preparation as retinopathy.
-            image_size=128,
+            image_size=96,
             colour_mode=ColourMode.RGB,
             enhancement=Enhancement.FUNDUS,
             # Each collection's classes weigh alike: the collections differ in their share of grade 0 (about 44% and
