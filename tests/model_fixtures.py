@@ -23,7 +23,7 @@ from app.model_card import (
     TestMetrics,
     TrainingCard,
 )
-from app.preprocessing import ColourMode, InputSpec
+from app.preprocessing import ColourMode, Enhancement, InputSpec
 from training.networks.model import make_model
 from training.networks.servable import write_savedmodel
 from training.release.export import stage_version
@@ -115,12 +115,13 @@ def export_untrained(
     seed: int = 1,
     model: keras.Model | None = None,
     flips: tuple[str, ...] = (),
+    enhancement: str = "none",
     **card_options,
 ) -> Path:
     """An exported version with all three signatures (with test-time `flips` if given); OOD statistics
     from random images."""
     keras.utils.set_random_seed(seed)
-    spec = InputSpec(height=size, width=size, colour_mode=ColourMode(colour_mode))
+    spec = InputSpec(height=size, width=size, colour_mode=ColourMode(colour_mode), enhancement=Enhancement(enhancement))
     model = model or make_model(spec)
     with stage_version(models_dir, disease) as staged:
         write_savedmodel(model, spec, random_image_statistics(model, spec, seed), staged.folder, flips)

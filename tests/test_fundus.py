@@ -115,3 +115,34 @@ def test_a_camera_photograph_is_answered_like_the_cropped_training_image_of_the_
     ).pixels.astype(np.float32)
     assert np.abs(from_camera - from_crop).mean() < 6
     assert np.abs(uncropped - from_crop).mean() > 4 * np.abs(from_camera - from_crop).mean()
+
+
+def test_the_service_finds_the_disc_wherever_the_camera_put_it(tmp_path) -> None:
+    """One eye photographed at 3000x2000 with its disc left, then right of centre: the service answers both
+    (the size as sent reported) from the same model input; without the crop the two frames would be different
+    inputs (the disc in another place)."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import Settings
+    from tests.model_fixtures import export_untrained
+
+    export_untrained(tmp_path, "retinopathy", colour_mode="rgb", size=96, enhancement="fundus")
+    left = fundus_photo(3000, 2000, box=(200, 250, 1700, 1750), seed=4)
+    right = fundus_photo(3000, 2000, box=(1300, 250, 2800, 1750), seed=4)
+    with TestClient(create_app(Settings(models_dir=tmp_path))) as client:
+        answers = [
+            client.post("/predict/retinopathy", content=image_bytes(image, "JPEG", quality=92),
+                        headers={"Content-Type": "image/jpeg"}).json()
+            for image in (left, right)
+        ]  # fmt: skip
+    assert answers[0]["image"] == answers[1]["image"] == {"width": 3000, "height": 2000}
+    assert answers[0]["warning"] is None and answers[0]["label"] in {"infected", "uninfected"}
+    fundus = InputSpec(96, 96, ColourMode.RGB, Enhancement.FUNDUS)
+    inputs = [
+        decode(image_bytes(image, "JPEG"), fundus, max_pixels=10**7).pixels.astype(int) for image in (left, right)
+    ]
+    assert np.abs(inputs[0] - inputs[1]).mean() < 3
+    plain = InputSpec(96, 96, ColourMode.RGB)  # without the fundus preparation the inputs differ
+    moved = [decode(image_bytes(image, "JPEG"), plain, max_pixels=10**7).pixels.astype(int) for image in (left, right)]
+    assert np.abs(moved[0] - moved[1]).mean() > 20
