@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
-from app.settings import get_settings
+from app.settings import InvalidSettings, get_settings
 
 GRACEFUL_TIMEOUT_S = 15  # in-flight requests get this long after the drain; Kubernetes' default grace is 30 s
 
@@ -21,7 +22,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except InvalidSettings as error:
+        print(f"medscan: cannot start: {error}", file=sys.stderr)
+        return 2
     workers = args.workers or settings.workers
     options: dict[str, Any] = dict(
         host=args.host or settings.host,

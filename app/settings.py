@@ -6,8 +6,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from app.version_policy import VersionPolicy
 
@@ -76,6 +76,22 @@ class Settings(BaseSettings):
     tf_inter_op_threads: int = Field(1, ge=0, description="TensorFlow ops run at once; 0 = TensorFlow's choice")
 
 
+class InvalidSettings(Exception):
+    """A MEDSCAN_* value the service cannot start with; the message names the variable."""
+
+
+ENV_PREFIX = "MEDSCAN_"
+
+
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    """The settings from the environment, or InvalidSettings naming each bad variable and why."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        problems = [f"{ENV_PREFIX}{str(item['loc'][0]).upper()}: {item['msg']}" if item["loc"] else str(item["msg"])
+                    for item in error.errors()]  # fmt: skip
+        raise InvalidSettings("; ".join(problems)) from None
+    except SettingsError as error:  # a list or mapping that is not JSON
+        field = str(error).split('"')[1] if '"' in str(error) else ""
+        raise InvalidSettings(f"{ENV_PREFIX}{field.upper()}: not valid JSON ({error})") from None

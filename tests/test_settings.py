@@ -30,3 +30,42 @@ def test_invalid_values_are_refused(monkeypatch) -> None:
     monkeypatch.setenv("MEDSCAN_PORT", "70000")
     with pytest.raises(ValidationError):
         Settings(_env_file=None)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "words"),
+    [
+        ("MEDSCAN_VERSION_POLICY", "newest", "MEDSCAN_VERSION_POLICY: Input should be"),
+        ("MEDSCAN_LOG_FORMAT", "xml", "MEDSCAN_LOG_FORMAT: Input should be 'text' or 'json'"),
+        ("MEDSCAN_LOG_LEVEL", "loud", "MEDSCAN_LOG_LEVEL: Input should be"),
+        ("MEDSCAN_MAX_BATCH_SIZE", "0", "MEDSCAN_MAX_BATCH_SIZE: Input should be greater than or equal to 1"),
+        ("MEDSCAN_PORT", "70000", "MEDSCAN_PORT: Input should be less than or equal to 65535"),
+        ("MEDSCAN_API_KEYS", "key-without-brackets", "MEDSCAN_API_KEYS: not valid JSON"),
+        ("MEDSCAN_VERSION_POLICY_VERSIONS", '{"malaria": "one"}', "MEDSCAN_VERSION_POLICY_VERSIONS: Input should be"),
+        ("MEDSCAN_CORS_ORIGINS", "https://lab.example", "MEDSCAN_CORS_ORIGINS: not valid JSON"),
+    ],
+)
+def test_a_bad_value_stops_start_up_naming_the_variable(
+    monkeypatch, capsys, variable: str, value: str, words: str
+) -> None:
+    from app import cli
+    from app.settings import get_settings
+
+    monkeypatch.setenv(variable, value)
+    get_settings.cache_clear()
+    try:
+        assert cli.main(["serve"]) == 2
+    finally:
+        get_settings.cache_clear()
+    error = capsys.readouterr().err
+    assert error.startswith("medscan: cannot start: ") and words in error, error
+
+
+def test_lists_and_mappings_are_read_as_json(monkeypatch) -> None:
+    monkeypatch.setenv("MEDSCAN_API_KEYS", '["lab-1", "lab-2"]')
+    monkeypatch.setenv("MEDSCAN_VERSION_POLICY_VERSIONS", '{"malaria": [4, 5]}')
+    monkeypatch.setenv("MEDSCAN_CORS_ORIGINS", '["https://lab.example"]')
+    settings = Settings(_env_file=None)
+    assert [key.get_secret_value() for key in settings.api_keys] == ["lab-1", "lab-2"]
+    assert settings.version_policy_versions == {"malaria": [4, 5]}
+    assert settings.cors_origins == ["https://lab.example"]
