@@ -138,10 +138,22 @@ def test_explain_adds_a_heatmap_at_input_resolution_and_a_png_overlay(trust_clie
 def test_explain_route_returns_the_overlay_as_png(trust_client) -> None:
     response = trust_client.post("/explain/malaria", files={"file": png(64, 64)})
     assert response.status_code == 200 and response.headers["content-type"] == "image/png"
-    assert response.headers["x-medscan-label"] in {"infected", "uninfected"}
+    answer = post(trust_client, "malaria", png(64, 64)).json()
+    assert response.headers["x-medscan-label"] == answer["label"]
+    assert float(response.headers["x-medscan-score"]) == pytest.approx(answer["score"], abs=1e-6)
     assert Image.open(io.BytesIO(response.content)).size == (64, 64)
     bad = trust_client.post("/explain/malaria", files={"file": ("x.txt", b"text", "text/plain")})
     assert bad.status_code == 415
+    pinned = trust_client.post("/explain/malaria?version=1", files={"file": png(64, 64)})
+    assert pinned.status_code == 200 and pinned.headers["x-medscan-model-version"] == "1"
+    missing = trust_client.post("/explain/malaria?version=9", files={"file": png(64, 64)})
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "unknown_version"
+
+
+def test_explain_is_409_for_a_version_without_grad_cam(trust_client) -> None:
+    response = trust_client.post("/explain/breast_cancer", files={"file": png(64, 64)})  # exported before Grad-CAM
+    assert response.status_code == 409, response.text
+    assert "no Grad-CAM" in response.json()["error"]["message"]
 
 
 def test_dicom_is_screened_and_no_patient_data_is_returned_or_logged(trust_client, caplog) -> None:
