@@ -4,6 +4,7 @@ JSON edge cases by hand. Same pipeline, so the same probabilities as /predict.""
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -136,3 +137,35 @@ def test_binary_extension_with_a_bad_length_is_a_400(trust_client) -> None:
         "/v2/models/malaria/infer", content=b"{}", headers={"Inference-Header-Content-Length": "99"}
     )
     assert response.status_code == 400 and "does not fit" in response.json()["error"]
+
+
+def _fp32(values: list, shape: list[int], datatype: str = "FP32") -> dict:
+    return {"inputs": [{"name": "image", "shape": shape, "datatype": datatype, "data": values}]}
+
+
+ZEROS = [0.0] * (50 * 50)  # one malaria input of the trust models
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (json.dumps(_fp32([float("nan"), *ZEROS[1:]], [1, 50, 50, 1])), "finite and in [0, 1]"),
+        (json.dumps(_fp32(["INF", *ZEROS[1:]], [1, 50, 50, 1])).replace('"INF"', "Infinity"), "finite and in [0, 1]"),
+        (json.dumps(_fp32([2.0, *ZEROS[1:]], [1, 50, 50, 1])), "finite and in [0, 1]"),
+        (json.dumps(_fp32([], [0, 50, 50, 1])), "got [0, 50, 50, 1]"),
+        (json.dumps(_fp32(ZEROS, [1, 50, 50, 1], "INT32")), "must be FP32, got INT32"),
+        (json.dumps({"inputs": [{"name": "image_bytes", "shape": [1, 2], "datatype": "BYTES",
+                                 "data": ["aGk=", "aGk="]}]}),
+         "must have shape [N] or [N, 1], got [1, 2]"),
+        (json.dumps({"inputs": [{"name": "image_bytes", "shape": [1], "datatype": "FP32", "data": [1.0]}]}),
+         "must be BYTES, got FP32"),
+        (json.dumps({**_fp32(ZEROS, [1, 50, 50, 1]), "outputs": [{"name": "nope"}]}), "unknown output 'nope'"),
+        (json.dumps({**_fp32(ZEROS, [1, 50, 50, 1]), "outputs": {"name": "score"}}), "'outputs' must be a list"),
+    ],
+    ids=["nan", "inf", "above-1", "empty-n", "datatype", "bytes-n-2", "bytes-as-fp32", "unknown-output",
+         "outputs-not-a-list"],
+)  # fmt: skip
+def test_protocol_inputs_that_cannot_be_answered_are_400_with_the_reason(trust_client, body: str, words: str) -> None:
+    response = trust_client.post("/v2/models/malaria/infer", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert words in response.json()["error"]

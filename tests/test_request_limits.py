@@ -70,3 +70,23 @@ def small_queue_client(trust_models):
 def test_more_images_than_the_queue_can_ever_hold_is_413_not_a_retry(small_queue_client, door: str) -> None:
     assert DOORS[door](small_queue_client, 3).status_code == 200
     assert_too_many(DOORS[door](small_queue_client, 4), door, "4 images in one request; the limit is 3")
+
+
+@pytest.fixture(scope="module")
+def one_place_client(trust_models):
+    settings = Settings(models_dir=trust_models, max_queue=1)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        yield client
+
+
+@pytest.mark.parametrize("door", DOORS)
+def test_a_full_queue_is_503_with_retry_after_on_every_door(one_place_client, door: str) -> None:
+    batcher = one_place_client.app.state.registry.models["malaria"].batcher
+    held = batcher.admit()  # one request admitted and still decoding: the queue is at its bound
+    try:
+        response = DOORS[door](one_place_client, 1)
+        assert response.status_code == 503, response.text
+        assert response.headers["retry-after"] == "1" and "at capacity" in response.text
+    finally:
+        held.close()
+    assert DOORS[door](one_place_client, 1).status_code == 200  # room again
