@@ -179,6 +179,20 @@ async def test_an_unreadable_models_folder_keeps_what_is_served(tmp_path: Path, 
         await registry.close()
 
 
+# What each fault's error must say: where it is, and what is wrong there.
+FAULT_WORDS = {
+    "missing variables": ("is not a loadable SavedModel", "variables"),
+    "corrupt saved_model.pb": ("is not a loadable SavedModel", "saved_model.pb"),
+    "broken metadata.json": ("metadata.json is not a valid model card",),
+}
+
+
+def assert_names_the_fault(error: str | None, fault: str, folder: Path) -> None:
+    assert error is not None and str(folder) in error, error
+    for words in FAULT_WORDS[fault]:
+        assert words in error, (fault, error)
+
+
 def _copy_with_fault(good: Path, target: Path, fault: str) -> None:
     shutil.copytree(good, target)
     if fault == "missing variables":
@@ -201,7 +215,8 @@ async def test_a_faulty_new_version_is_reported_and_the_old_one_keeps_serving(
         _copy_with_fault(good, models / "malaria" / "2", fault)
         await registry.sync()
         failed = registry.versions("malaria")[2]
-        assert failed.status is ModelStatus.FAILED and failed.error
+        assert failed.status is ModelStatus.FAILED
+        assert_names_the_fault(failed.error, fault, models / "malaria" / "2")
         assert registry.get("malaria").version == 1
         await registry.sync()  # unchanged files are not retried on every poll
         assert registry.versions("malaria")[2] is failed
@@ -224,7 +239,8 @@ async def test_a_faulty_version_at_start_up_is_reported_and_the_others_serve(
     await registry.load_all()
     try:
         assert registry.ready
-        assert registry.models["pneumonia"].status is ModelStatus.FAILED and registry.models["pneumonia"].error
+        assert registry.models["pneumonia"].status is ModelStatus.FAILED
+        assert_names_the_fault(registry.models["pneumonia"].error, fault, models / "pneumonia" / "1")
         assert registry.get("malaria").version == 1
     finally:
         await registry.close()
