@@ -172,7 +172,7 @@ def test_flips_the_recipe_allows_are_measured_as_test_time_augmentation_from_kep
     result, reports = a_run
     assert result["with_flips"]["flips"] == ["horizontal", "vertical"]  # a cell has no left-right or up-down
     rounds = [{"scores": kept} for kept in json.loads((reports / result["scores_file"]).read_text())]
-    assert result["with_flips"]["at_screening"] == measured_with(rounds, "infected_with_flips")["at_screening"]
+    assert all("infected_with_flips" in r["scores"]["held_out"] for r in rounds)
     # the plain scores reproduce the plain figures, so the two are measured the same way
     plain = measured_with(rounds, "infected")
     assert abs(plain["at_0_5"]["accuracy"]["mean"] - result["summary"]["accuracy"]["mean"]) < 0.02
@@ -290,3 +290,62 @@ def test_another_init_seed_trains_other_models_on_the_same_folds_into_its_own_re
         )
         == 0
     )  # a seed ensemble
+
+
+class LeftHalfModel:
+    """A stand-in network whose P(infected) is the mean of the image's left half: a flip changes it in a way
+    computed here by hand."""
+
+    def predict(self, batches, verbose: int = 0) -> np.ndarray:
+        scores = []
+        for images in batches:
+            left = images.numpy()[:, :, : images.shape[2] // 2].mean(axis=(1, 2, 3))
+            scores.append(np.stack([left, 1 - left], axis=1))
+        return np.concatenate(scores)
+
+
+def test_a_rounds_flip_scores_are_the_models_answers_on_the_flipped_images(monkeypatch) -> None:
+    from app.preprocessing import ColourMode, InputSpec
+    from training.data.config import DISEASES
+    from training.experiments import crossval
+    from training.networks.fitting import FittedModel
+    from training.release.train import TrainOptions
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (30, 8, 8, 1), dtype=np.uint8)
+    labels = np.arange(30) % 2
+    pool = crossval.Pool(samples=[], pixels=pixels, labels=labels, folds=np.arange(30) % 3)
+    fitted = FittedModel(model=LeftHalfModel(), history={"loss": [1.0]}, best_epoch=1, seconds=0.0, class_weights=None)
+    monkeypatch.setattr(crossval, "fit_model", lambda *args, **kwargs: fitted)
+    recipe = DISEASES["malaria"].medscan  # horizontal and vertical flips
+    options = TrainOptions(disease="malaria", data_dir=Path("."), models_dir=Path("."))
+    result, _, _, _ = crossval.evaluate_round(options, InputSpec(8, 8, ColourMode.GRAYSCALE), recipe, pool, 0, 3)
+
+    held = pixels[pool.folds == 0].astype(np.float64) / 255
+
+    def left(images: np.ndarray) -> np.ndarray:
+        return images[:, :, :4].mean(axis=(1, 2, 3))
+
+    views = [held, held[:, :, ::-1], held[:, ::-1, :], held[:, ::-1, ::-1]]  # as sent, each flip, both
+    kept = result.scores["held_out"]
+    assert kept["infected"] == pytest.approx(left(held), abs=1e-5)
+    assert kept["infected_with_flips"] == pytest.approx(np.mean([left(v) for v in views], axis=0), abs=1e-5)
+    assert not np.allclose(kept["infected"], kept["infected_with_flips"])  # the flips did change the answers
+
+
+def test_operating_points_by_hand_on_a_tiny_fixed_example() -> None:
+    """Validation: infected (label 0) scores 0.9 and 0.6, so a 100% target needs threshold 0.6 and a 50% one
+    0.9. Held out: infected 0.7 and 0.2, uninfected 0.65 and 0.1."""
+    from training.experiments.crossval import measured_with
+
+    round_ = {"scores": {
+        "validation": {"labels": [0, 0, 1, 1], "infected": [0.9, 0.6, 0.4, 0.1]},
+        "held_out": {"labels": [0, 0, 1, 1], "infected": [0.7, 0.2, 0.65, 0.1]},
+    }}  # fmt: skip
+    full = measured_with([round_, round_], "infected", target_sensitivity=1.0)
+    assert full["at_screening"]["sensitivity"] == {"mean": 0.5, "std": 0.0}  # 0.7 caught, 0.2 missed
+    assert full["at_screening"]["specificity"] == {"mean": 0.5, "std": 0.0}  # 0.65 flagged, 0.1 cleared
+    assert full["at_screening"]["accuracy"]["mean"] == 0.5
+    assert full["at_0_5"]["accuracy"]["mean"] == 0.5  # 0.7 and 0.65 flagged, 0.2 and 0.1 not
+    half = measured_with([round_], "infected", target_sensitivity=0.5)  # threshold 0.9: only 0.9-and-up flagged
+    assert half["at_screening"]["sensitivity"]["mean"] == 0.0 and half["at_screening"]["specificity"]["mean"] == 1.0
