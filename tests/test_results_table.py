@@ -98,3 +98,30 @@ def test_the_results_table_says_how_many_networks_an_ensemble_trained(tmp_path: 
     rows = {line.split(" | ")[0].strip("| "): line for line in table(tmp_path).splitlines()[2:]}
     assert "(2 networks, 0 epochs in all)" in rows["pneumonia"]
     assert "networks" not in rows["malaria"] and "(0 epochs)" in rows["malaria"]
+
+
+def test_the_generated_blocks_are_rewritten_from_the_cards_and_the_rest_is_kept(tmp_path: Path) -> None:
+    from tests.conftest import FIXTURE_GENERALISATION
+    from training.evaluation.results_table import write_generated
+
+    models = tmp_path / "models"
+    folder = models / "breast_cancer" / "2"
+    folder.mkdir(parents=True)
+    card = fixture_card("breast_cancer", 2, InputSpec(50, 50, ColourMode.GRAYSCALE),
+                        generalisation=FIXTURE_GENERALISATION)  # fmt: skip
+    write_card(card, folder / "metadata.json")
+    readme, page, plain = tmp_path / "README.md", tmp_path / "models.md", tmp_path / "other.md"
+    readme.write_text("intro\n<!-- generated: glance -->\nstale\n<!-- end generated -->\noutro\n")
+    page.write_text("# Models\n<!-- generated: tables -->\n<!-- end generated -->\n## History\n")
+    plain.write_text("no markers\n")
+    assert write_generated(models, (readme, page, plain)) == [readme, page]
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("\noutro\n") and "stale" not in text
+    assert "| breast_cancer | breast ultrasound | 2 | 0.500, " in text and "Cairo: 0.712" in text
+    sites = page.read_text()
+    assert (
+        "| breast_cancer | 2 | Cairo | 600 | 0.931 | 0.712 (0.650-0.770) | 95.1% / 30.2% | 0.043 | 33.3% / 5.0% |"
+        in sites
+    )
+    assert "| breast_cancer | 2 | Recife | 900 | 0.884 | not measured |" in sites and sites.endswith("## History\n")
+    assert write_generated(models, (readme, page, plain)) == []  # a second run changes nothing

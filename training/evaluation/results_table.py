@@ -264,9 +264,49 @@ def _flag(flagged: dict, name: str) -> str:
     return f"{rate.flagged:.1%} of {rate.n_images}" if rate else "-"
 
 
+MODELS_PAGE = Path("docs/models.md")
+README = Path("README.md")
+
+
+def generated_blocks(models_dir: Path) -> dict[str, str]:
+    """What each marked block of the README and docs/models.md holds, made from the cards."""
+    return {
+        "glance": glance_table(models_dir),
+        "tables": "\n\n".join([
+            "### On the test part (patients never seen, from the sites trained at)", table(models_dir),
+            "### At each site: unseen patients, and the whole site held out of training", sites_table(models_dir),
+            "### Grouped cross-validation of each recipe", crossval_table(models_dir),
+            "### The trust layer on the test part", trust_table(models_dir),
+        ]),
+    }  # fmt: skip
+
+
+def write_generated(models_dir: Path, files: tuple[Path, ...] = (README, MODELS_PAGE)) -> list[Path]:
+    """Replace every `<!-- generated: NAME -->` ... `<!-- end generated -->` block in `files`; returns those
+    changed. A file without markers is left alone."""
+    blocks = generated_blocks(models_dir)
+    changed = []
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        updated = text
+        for name, content in blocks.items():
+            start, end = f"<!-- generated: {name} -->", "<!-- end generated -->"
+            if start in updated:
+                head, rest = updated.split(start, 1)
+                _, tail = rest.split(end, 1)
+                updated = f"{head}{start}\n{content}\n{end}{tail}"
+        if updated != text:
+            path.write_text(updated, encoding="utf-8")
+            changed.append(path)
+    return changed
+
+
 if __name__ == "__main__":
     arguments = [a for a in sys.argv[1:] if not a.startswith("--")]
     folder = Path(arguments[0] if arguments else "models")
+    if "--write" in sys.argv:  # the README's and docs/models.md's generated blocks
+        print("\n".join(str(path) for path in write_generated(folder)) or "unchanged")
+        sys.exit(0)
     if "--glance" in sys.argv:
         print(glance_table(folder))
         sys.exit(0)
