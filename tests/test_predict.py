@@ -69,8 +69,8 @@ def test_path_like_disease_names_never_reach_the_file_system(client, name) -> No
 
 def test_missing_file_field_is_422(client) -> None:
     response = client.post("/predict/malaria", files={"image": ("x.png", image_bytes(gradient()), "image/png")})
-    assert_error(response, 422, "invalid_request", "field 'file'")
-    assert_error(client.post("/predict/malaria"), 422, "invalid_request", "field 'file'")
+    assert_error(response, 422, "missing_image", "field 'file'")
+    assert_error(client.post("/predict/malaria"), 422, "missing_image", "or as the raw body")
 
 
 def test_empty_file_is_422(client) -> None:

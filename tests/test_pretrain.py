@@ -136,7 +136,7 @@ def test_a_backbone_for_another_input_is_refused_with_what_to_do(backbone: Path,
         ]
     )
     assert code == 2
-    assert "pretrained for inputs (64, 64, 1), this model takes (50, 50, 1)" in capsys.readouterr().err
+    assert "pretrained for inputs (64, 64, 1), this model takes (64, 64, 3)" in capsys.readouterr().err
     assert not (tmp_path / "models").exists()  # nothing half-written
 
 
