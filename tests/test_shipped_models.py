@@ -58,3 +58,19 @@ def test_the_service_answers_a_real_image_with_each_shipped_model() -> None:
             body = response.json()
             assert body["disease"] == disease and body["label"] in {"infected", "uninfected"}
             assert sum(body["probabilities"].values()) == pytest.approx(100.0)
+
+
+@pytest.mark.parametrize("disease", SHIPPED)
+def test_shipped_cards_carry_the_site_shift_signal_and_their_sites_and_grades(disease: str) -> None:
+    """Every shipped version answers with a site-shift percentile; where its data set names sites, its card
+    has each site's test-part figures; where it has grades, its per-grade figures."""
+    card = load_model(version_dir(REPO_MODELS, disease, latest_version(REPO_MODELS, disease))).card
+    quantiles = card.out_of_distribution.validation_quantiles
+    assert quantiles is not None and len(quantiles) == 21 and quantiles == sorted(quantiles)
+    config = DISEASES[disease]
+    if config.sites:
+        assert card.generalisation is not None
+        assert {site.site for site in card.generalisation.sites} == {rule.name for rule in config.sites}
+        assert all(site.within and site.within["n_images"] > 0 for site in card.generalisation.sites)
+    if config.grade_pattern:
+        assert sum(grade.n_images for grade in card.by_grade) == card.metrics.n_images
