@@ -37,12 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(cross_validate)
     _add_training(cross_validate)
     cross_validate.add_argument("--folds", type=_positive, default=5)
-    cross_validate.add_argument(
-        "--report-dir",
-        type=Path,
-        default=Path("reports/crossval"),
-        help="where the JSON result is written (default: reports/crossval/)",
-    )
+    _add_report_dir(cross_validate, "reports/crossval", "where the JSON result is written (default: reports/crossval/)")
 
     pretrain = commands.add_parser(
         "pretrain",
@@ -88,12 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     confound.add_argument("disease")
     _add_common(confound)
     _add_training(confound)
-    confound.add_argument(
-        "--report-dir",
-        type=Path,
-        default=Path("reports"),
-        help="adds an entry to <report-dir>/<disease>/confound.json (default: reports/)",
-    )
+    _add_report_dir(confound, "reports", "adds an entry to <report-dir>/<disease>/confound.json (default: reports/)")
 
     cross_site = commands.add_parser(
         "cross-site",
@@ -104,12 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(cross_site)
     _add_training(cross_site)
     cross_site.add_argument("--sites", nargs="+", default=None, help="hold out only these sites (default: each)")
-    cross_site.add_argument(
-        "--report-dir",
-        type=Path,
-        default=Path("reports/cross_site"),
-        help="where the JSON result is written (default: reports/cross_site/)",
-    )
+    _add_report_dir(cross_site, "reports/cross_site", "where the JSON result is written (default: reports/cross_site/)")
 
     record_site = commands.add_parser(
         "record-cross-site", help="put a cross-site result (reports/cross_site/*.json) into a version's card"
@@ -125,12 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         "how much a version's answers on its test part change when burned-in calipers and text "
         "are painted out (a shortcut check for ultrasound)",
     )
-    marks.add_argument(
-        "--report-dir",
-        type=Path,
-        default=Path("reports"),
-        help="writes <report-dir>/<disease>/marks.json (default: reports/)",
-    )
+    _add_report_dir(marks, "reports", "writes <report-dir>/<disease>/marks.json (default: reports/)")
     marks.add_argument("--write", action="store_true", help="put the result into the version's card")
 
     record_confound = commands.add_parser(
@@ -164,12 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="at most this many images of each patient group, drawn within it, before --subset "
         "(spreads a small budget over many patients, e.g. malaria's ~140 cells a patient)",
     )
-    compare.add_argument(
-        "--report-dir",
-        type=Path,
-        default=Path("reports"),
-        help="the report goes to <report-dir>/<disease>/ (default: reports/)",
-    )
+    _add_report_dir(compare, "reports", "the report goes to <report-dir>/<disease>/ (default: reports/)")
 
     calibrate = _version_command(
         commands,
@@ -227,6 +202,10 @@ def _add_export_choices(parser: argparse.ArgumentParser, default_flips: str) -> 
         help=f"answer for the image and these flips of it together (default: {default_flips}; "
         "give it with no value to export without flips)",
     )
+
+
+def _add_report_dir(parser: argparse.ArgumentParser, default: str, what: str) -> None:
+    parser.add_argument("--report-dir", type=Path, default=Path(default), help=what)
 
 
 def _add_target_sensitivity(parser: argparse.ArgumentParser) -> None:

@@ -125,6 +125,33 @@ MESSIDOR_COLLECTIONS = (
     SiteRule("Messidor original", ""),
 )
 
+# What both Messidor-2 models (any retinopathy, referable retinopathy) share: the images, their input and its
+# preparation, the recipe, the sites and the grades.
+MESSIDOR_2 = DiseaseConfig(
+    name="messidor_2",
+    description="",
+    # The fundus preparation crops the eye disc wherever it lies (so a camera's uncropped photograph is answered
+    # like the cropped training images) and normalises colour and illumination, which takes the camera away
+    # (app/fundus.py). 96 px: at 128 px the paper's CNN (its Dense 256 on the flattened 8x8x256) exports 25 MB,
+    # over the 20 MB a model may take.
+    image_size=96,
+    colour_mode=ColourMode.RGB,
+    enhancement=Enhancement.FUNDUS,
+    # Each collection's classes weigh alike: the collections differ in their share of grade 0 (about 44% and 80%),
+    # and retinopathy v5, trained without this, learned the collection (test part AUC within the extension's
+    # images 0.33, within the original's 0.69: python -m training evaluate retinopathy).
+    medscan=replace(MEDSCAN, epochs=30, batch_size=64, augment=True, balance_sites=True),
+    source="Messidor-2 (Decencière et al. 2014; adjudicated grades of Abramoff et al. 2013), French ophthalmology "
+    "departments",
+    caveats=(
+        "Macula-centred photographs from French clinics; at a clinic it has not seen, read the leave-one-"
+        "collection-out figures.",
+        "Exam groups chain consecutive files and may join more than one exam; they never split one.",
+    ),
+    grade_pattern=ICDR_GRADE,
+    sites=MESSIDOR_COLLECTIONS,
+)
+
 DISEASES: dict[str, DiseaseConfig] = {
     config.name: config
     for config in (
@@ -228,67 +255,32 @@ DISEASES: dict[str, DiseaseConfig] = {
             goal="AUC >= 0.93 on every held-out site; specificity >= 0.60 at sensitivity >= 0.95",
             paper=("88.1% (CNN+VGG16)", "92.2%"),
         ),
-        DiseaseConfig(
+        replace(
+            MESSIDOR_2,
             name="retinopathy",
             description="Diabetic retinopathy of any grade (ICDR >= 1) vs none, colour fundus photographs",
-            # Messidor-2 since 2026-11-29. The fundus preparation crops the eye disc wherever it lies (so a
-            # camera's uncropped photograph is answered like the cropped training images) and normalises
-            # colour and illumination, which takes the camera away (app/fundus.py). 96 px: at 128 px the paper's
-            # CNN (its Dense 256 on the flattened 8x8x256) exports 25 MB, over the 20 MB a model may take.
-            image_size=96,
-            colour_mode=ColourMode.RGB,
-            enhancement=Enhancement.FUNDUS,
-            # Each collection's classes weigh alike: the collections differ in their share of grade 0 (about 44% and
-            # 80%), and v5, trained without this, learned the collection (test part AUC within the extension's
-            # images 0.33, within the original's 0.69: python -m training evaluate retinopathy)
-            medscan=replace(MEDSCAN, epochs=30, batch_size=64, augment=True, balance_sites=True),
-            source="Messidor-2 (Decencière et al. 2014; adjudicated grades of Abramoff et al. 2013), French "
-            "ophthalmology departments",
             caveats=(
-                (
-                    "'infected' means diabetic retinopathy of any grade (ICDR 1-4); grade 1 (microaneurysms only) is "
-                    "hard to see at 96 px. For the referral target (grade >= 2) use referable_retinopathy."
-                ),
-                (
-                    "Macula-centred photographs from French clinics; at a clinic it has not seen, read the leave-one-"
-                    "collection-out figures."
-                ),
-                "Exam groups chain consecutive files and may join more than one exam; they never split one.",
+                "'infected' means diabetic retinopathy of any grade (ICDR 1-4); grade 1 (microaneurysms only) is "
+                "hard to see at 96 px. For the referral target (grade >= 2) use referable_retinopathy.",
+                *MESSIDOR_2.caveats,
             ),
             target="AUC >= 0.90",
             goal="AUC >= 0.90 within Messidor-2, >= 0.85 on the other collection",
             paper=("87.2%", "95.6%"),
-            grade_pattern=ICDR_GRADE,
-            sites=MESSIDOR_COLLECTIONS,
         ),
-        DiseaseConfig(
+        replace(
+            MESSIDOR_2,
             name="referable_retinopathy",
             description="Referable diabetic retinopathy (ICDR grade >= 2: moderate or worse) vs grades 0-1, colour "
             "fundus photographs",
             # The retinopathy images, labelled from each one's adjudicated grade in the manifest: the referral
-            # target of screening programmes. The same input and preparation as retinopathy.
-            image_size=96,
-            colour_mode=ColourMode.RGB,
-            enhancement=Enhancement.FUNDUS,
-            # Each collection's classes weigh alike: the collections differ in their share of grade 0 (about 44% and
-            # 80%), and v5, trained without this, learned the collection (test part AUC within the extension's
-            # images 0.33, within the original's 0.69: python -m training evaluate retinopathy)
-            medscan=replace(MEDSCAN, epochs=30, batch_size=64, augment=True, balance_sites=True),
+            # target of screening programmes.
             labels=LabelRule(images_from="retinopathy", pattern=ICDR_GRADE, infected_from=2),
-            grade_pattern=ICDR_GRADE,
-            sites=MESSIDOR_COLLECTIONS,
-            source="Messidor-2 (Decencière et al. 2014; adjudicated grades of Abramoff et al. 2013), French "
-            "ophthalmology departments; label = ICDR grade >= 2 from each image's grade",
+            source=MESSIDOR_2.source + "; label = ICDR grade >= 2 from each image's grade",
             caveats=(
-                (
-                    "'infected' means referable retinopathy (ICDR grade 2-4); grade 1 counts as 'uninfected', as in "
-                    "referral programmes. Macular oedema alone does not make an image referable here."
-                ),
-                (
-                    "Macula-centred photographs from French clinics; at a clinic it has not seen, read the leave-one-"
-                    "collection-out figures."
-                ),
-                "Exam groups chain consecutive files and may join more than one exam; they never split one.",
+                "'infected' means referable retinopathy (ICDR grade 2-4); grade 1 counts as 'uninfected', as in "
+                "referral programmes. Macular oedema alone does not make an image referable here.",
+                *MESSIDOR_2.caveats,
             ),
             target="AUC >= 0.93",
             goal="AUC >= 0.93; sensitivity >= 0.90 at specificity >= 0.80",
