@@ -52,7 +52,8 @@ def test_shipped_model_scores_its_card_accuracy_on_its_test_part(disease: str) -
 def test_the_service_answers_a_real_image_with_each_shipped_model() -> None:
     with TestClient(create_app(Settings(models_dir=REPO_MODELS))) as client:
         for disease in SHIPPED:
-            image = sorted((SHARED_DATASETS / disease / "infected").iterdir())[0]
+            folder = DISEASES[disease].images_folder  # referable_retinopathy reads the retinopathy images
+            image = sorted((SHARED_DATASETS / folder / "infected").iterdir())[0]
             response = client.post(f"/predict/{disease}", files={"file": (image.name, image.read_bytes())})
             assert response.status_code == 200, response.text
             body = response.json()
