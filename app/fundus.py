@@ -46,6 +46,17 @@ def square_around(left: int, top: int, right: int, bottom: int) -> tuple[int, in
     return (centre_x - side // 2, centre_y - side // 2, centre_x - side // 2 + side, centre_y - side // 2 + side)
 
 
+DISC_DESCRIPTION = (
+    "disc: crop to the square around the eye disc's bounding box (as fundus does), colours kept as photographed"
+)
+
+
+def crop_disc(image: Image.Image) -> Image.Image:
+    """The eye disc alone, as a square (black beyond the frame), colours untouched: a camera's uncropped
+    photograph becomes what the cropped training photographs are, without normalising colour away."""
+    return image.crop(disc_box(image))
+
+
 def circle_mask(side: int) -> np.ndarray:
     centre = (side - 1) / 2
     y, x = np.ogrid[:side, :side]

@@ -35,6 +35,7 @@ class Enhancement(StrEnum):
 
     NONE = "none"
     FUNDUS = "fundus"  # app/fundus.py
+    DISC = "disc"  # app/fundus.py: the eye disc cropped as a square, its colours kept
     CONTRAST = "contrast"  # app/contrast.py: CLAHE, for X-rays and ultrasound
 
 
@@ -125,7 +126,7 @@ def load_first_frame(image: Image.Image, target: InputSpec | None = None) -> Ima
 def decoded_side(spec: InputSpec) -> int:
     """The smallest side a reduced JPEG decode may give: the input size, or what the enhancement works at."""
     side = max(spec.height, spec.width)
-    if spec.enhancement is Enhancement.FUNDUS:
+    if spec.enhancement in (Enhancement.FUNDUS, Enhancement.DISC):
         return fundus.work_side(side)
     return side
 
@@ -165,6 +166,8 @@ def describe(spec: InputSpec) -> str:
     """The preprocessing of `spec` in words, for the model card."""
     if spec.enhancement is Enhancement.FUNDUS:
         return DESCRIPTION.replace(" -> squash-resize", f" -> {fundus.DESCRIPTION} -> squash-resize")
+    if spec.enhancement is Enhancement.DISC:
+        return DESCRIPTION.replace(" -> squash-resize", f" -> {fundus.DISC_DESCRIPTION} -> squash-resize")
     if spec.enhancement is Enhancement.CONTRAST:
         return DESCRIPTION.replace(" -> float32", f" -> {contrast.DESCRIPTION} -> float32")
     return DESCRIPTION
@@ -172,7 +175,7 @@ def describe(spec: InputSpec) -> str:
 
 def model_region(image: Image.Image, spec: InputSpec) -> tuple[int, int, int, int]:
     """(left, top, right, bottom) of the part of a decoded image that the model sees, e.g. to place a heatmap."""
-    if spec.enhancement is Enhancement.FUNDUS:
+    if spec.enhancement in (Enhancement.FUNDUS, Enhancement.DISC):
         return fundus.disc_box(to_colour_mode(image, spec.colour_mode))
     return (0, 0, image.width, image.height)
 
@@ -183,6 +186,8 @@ def to_pixels(image: Image.Image, spec: InputSpec) -> np.ndarray:
     converted = to_colour_mode(image, spec.colour_mode)
     if spec.enhancement is Enhancement.FUNDUS:
         converted = fundus.normalise_fundus(converted, max(spec.height, spec.width))
+    elif spec.enhancement is Enhancement.DISC:
+        converted = fundus.crop_disc(converted)
     if converted.size != (spec.width, spec.height):
         converted = converted.resize((spec.width, spec.height), RESAMPLING)
     if spec.enhancement is Enhancement.CONTRAST:

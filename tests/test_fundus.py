@@ -146,3 +146,14 @@ def test_the_service_finds_the_disc_wherever_the_camera_put_it(tmp_path) -> None
     plain = InputSpec(96, 96, ColourMode.RGB)  # without the fundus preparation the inputs differ
     moved = [decode(image_bytes(image, "JPEG"), plain, max_pixels=10**7).pixels.astype(int) for image in (left, right)]
     assert np.abs(moved[0] - moved[1]).mean() > 20
+
+
+def test_the_disc_preparation_crops_the_disc_and_keeps_its_colours() -> None:
+    spec = InputSpec(64, 64, ColourMode.RGB, Enhancement.DISC)
+    camera = fundus_photo(1500, 1000, box=(800, 100, 1400, 700), tint=(200, 110, 60), seed=5)
+    tight = camera.crop((800, 100, 1401, 701))
+    from_camera = decode(image_bytes(camera, "PNG"), spec, max_pixels=10**7).pixels.astype(int)
+    from_tight = decode(image_bytes(tight, "PNG"), spec, max_pixels=10**7).pixels.astype(int)
+    assert np.abs(from_camera - from_tight).mean() < 3
+    centre = from_camera[28:36, 28:36].reshape(-1, 3).mean(axis=0)
+    assert centre[0] > centre[1] > centre[2]  # the tint as photographed: red over green over blue
