@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image, ImageDraw
 
 from app.fundus import circle_mask, disc_box, normalise_fundus
@@ -99,10 +100,11 @@ def test_a_disc_cut_off_by_the_frame_is_boxed_as_a_square_not_squashed() -> None
     assert abs((left + right) / 2 - 200) <= 2 and abs(right - left - 201) <= 3
 
 
-def test_a_camera_photograph_is_answered_like_the_cropped_training_image_of_the_same_eye() -> None:
+@pytest.mark.parametrize("enhancement", [Enhancement.FUNDUS, Enhancement.DISC])
+def test_a_camera_photograph_is_answered_like_the_cropped_training_image_of_the_same_eye(enhancement) -> None:
     """A 3000x2000 camera frame (3:2), the disc off-centre on a wide black surround, vs the same eye cropped to
     its disc at 288 px as the training images are: the model input is the same within JPEG and resampling noise."""
-    spec = InputSpec(128, 128, ColourMode.RGB, Enhancement.FUNDUS)
+    spec = InputSpec(128, 128, ColourMode.RGB, enhancement)
     box = (1400, 300, 2900, 1800)  # 1500 px disc, right of centre
     camera = fundus_photo(3000, 2000, box=box, seed=3)
     cropped = camera.crop((box[0], box[1], box[2] + 1, box[3] + 1)).resize((288, 288), Image.Resampling.BILINEAR)
