@@ -132,10 +132,11 @@ MESSIDOR_2 = DiseaseConfig(
     description="",
     # The disc preparation crops the eye disc wherever it lies (so a camera's uncropped photograph is answered like
     # the cropped training images) and keeps its colours (app/fundus.py). The fundus preparation, which also
-    # normalises colour and illumination away, left nothing to learn: retinopathy v6 (fundus, site-balanced)
-    # reached test part AUC 0.485, and v7 with the disc preparation a best validation AUC of 0.79 against 0.60
-    # (the training logs' val_auc, same split and seed). 96 px: at 128 px the paper's CNN (its Dense 256 on the
-    # flattened 8x8x256) exports 25 MB, over the 20 MB a model may take.
+    # normalises colour and illumination away, left almost nothing to learn: on the validation part (same split
+    # and seed) referable_retinopathy reached ROC AUC 0.549 with it and 0.670 with the disc preparation;
+    # retinopathy 0.783 with the disc preparation, and with the fundus one never more than 0.60 by the training
+    # log's metric (its test part: 0.485). 96 px: at 128 px the paper's CNN (its Dense 256 on the flattened
+    # 8x8x256) exports 25 MB, over the 20 MB a model may take.
     image_size=96,
     colour_mode=ColourMode.RGB,
     enhancement=Enhancement.DISC,
