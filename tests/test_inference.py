@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
 
+from app.api.schemas import ImageError, PredictionItem, Predictions
 from app.savedmodel import load_model
 from app.scoring import calibrated_probability
 from tests.conftest import TEMPERATURE, THRESHOLD
@@ -97,6 +98,10 @@ def test_several_images_give_results_in_order_with_an_error_in_place_of_a_bad_on
     response = post(trust_client, "malaria", first, ("b.txt", b"not an image", "text/plain"), third)
     assert response.status_code == 200, response.text
     results = response.json()["results"]
+    # the answer is built without pydantic (app/api/routes/predict.py): it must still be what OpenAPI documents
+    parsed = Predictions.model_validate(response.json()).results
+    assert [type(r) for r in parsed] == [PredictionItem, ImageError, PredictionItem]
+    assert set(results[0]) == set(PredictionItem.model_fields) and set(results[1]) == set(ImageError.model_fields)
     assert [r["filename"] for r in results] == ["a.png", "b.txt", "c.png"]
     assert results[0]["image"] == {"width": 30, "height": 20} and results[2]["image"] == {"width": 90, "height": 70}
     assert results[1] == {

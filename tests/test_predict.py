@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from app.api.schemas import Prediction
 from app.main import create_app
 from app.savedmodel import load_model
 from app.scoring import normalise
@@ -31,6 +32,7 @@ def test_prediction_shape_and_values_match_the_model(client, served_models_dir) 
     response = post(client, "malaria", data)
     assert response.status_code == 200, response.text
     body = response.json()
+    assert set(body) == set(Prediction.model_fields) and Prediction.model_validate(body).score == body["score"]
     assert body["disease"] == "malaria" and body["model_version"] == 1
     assert body["image"] == {"width": 142, "height": 131}
     assert body["intended_use"] == "research use only; not for diagnosis"
@@ -71,6 +73,18 @@ def test_missing_file_field_is_422(client) -> None:
     response = client.post("/predict/malaria", files={"image": ("x.png", image_bytes(gradient()), "image/png")})
     assert_error(response, 422, "missing_image", "field 'file'")
     assert_error(client.post("/predict/malaria"), 422, "missing_image", "or as the raw body")
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "phrase"),
+    [
+        (b"--b\r\nContent-Disposition: form-data; name=file\r\n\r\nx", "multipart/form-data; boundary=b", "ends"),
+        (b"whatever", "multipart/form-data", "boundary"),
+    ],
+)
+def test_a_malformed_form_is_400_saying_what_is_wrong(client, body: bytes, content_type: str, phrase: str) -> None:
+    response = client.post("/predict/malaria", content=body, headers={"Content-Type": content_type})
+    assert_error(response, 400, "malformed_form", phrase)
 
 
 def test_empty_file_is_422(client) -> None:

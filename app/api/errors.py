@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import request_context
+from app.api.multipart import MalformedForm
 from app.api.schemas import ErrorBody, ErrorDetail
 from app.errors import (
     BodyTooLarge,
@@ -44,6 +45,7 @@ STATUS_OF: dict[type[Exception], tuple[int, str]] = {
     InvalidThreshold: (422, "invalid_threshold"),
     InvalidInput: (422, "invalid_input"),
     ExplanationUnavailable: (409, "explanation_unavailable"),
+    MalformedForm: (400, "malformed_form"),
 }
 
 

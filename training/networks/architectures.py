@@ -23,6 +23,7 @@ from training.networks.model import make_model
 from training.networks.pretrain import start_from_backbone
 
 PAPER_CNN = "paper_cnn"
+PAPER_CNN_POOLED = "paper_cnn_pooled"  # the paper's convolutions, averaged over the image before its Dense head
 # name -> (constructor, smallest input side Keras accepts, how ImageNet inputs were scaled)
 APPLICATIONS: dict[str, tuple[Callable[..., keras.Model], int, str]] = {
     "vgg16": (keras.applications.VGG16, 32, "caffe"),
@@ -30,14 +31,14 @@ APPLICATIONS: dict[str, tuple[Callable[..., keras.Model], int, str]] = {
     "xception": (keras.applications.Xception, 71, "tf"),
     "densenet121": (keras.applications.DenseNet121, 32, "torch"),
 }
-ARCHITECTURES = (PAPER_CNN, *APPLICATIONS)
+ARCHITECTURES = (PAPER_CNN, PAPER_CNN_POOLED, *APPLICATIONS)
 IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)  # "torch" mode
 IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
 
 def min_side(arch: str) -> int:
-    return PAPER_MIN_SIDE if arch == PAPER_CNN else APPLICATIONS[_known(arch)][1]
+    return PAPER_MIN_SIDE if arch in (PAPER_CNN, PAPER_CNN_POOLED) else APPLICATIONS[_known(arch)][1]
 
 
 def _known(arch: str) -> str:
@@ -50,8 +51,8 @@ def make_architecture(
     arch: str, spec: InputSpec, *, weights: str | Path | None = None, bn_momentum: float = 0.99, dropout: float = 0.3
 ) -> keras.Model:
     """[0, 1] pixels of `spec` -> Dense(2, sigmoid) scores, like the paper's CNN."""
-    if _known(arch) == PAPER_CNN:
-        model = make_model(spec, bn_momentum=bn_momentum)
+    if _known(arch) in (PAPER_CNN, PAPER_CNN_POOLED):
+        model = make_model(spec, bn_momentum=bn_momentum, pooled=arch == PAPER_CNN_POOLED)
         if weights not in (None, "none"):
             start_from_backbone(model, weights)
         return model

@@ -3,34 +3,46 @@
 from __future__ import annotations
 
 import base64
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Query, Request, UploadFile
+import orjson
+from fastapi import APIRouter, Query, Request, Response, UploadFile
 
 from app.api.deps import PipelineDep
 from app.api.errors import error_detail, responses
-from app.api.schemas import (
-    Explanation,
-    ImageError,
-    ImageSize,
-    OutOfDistribution,
-    Prediction,
-    PredictionItem,
-    Predictions,
-)
+from app.api.multipart import form_files
+from app.api.schemas import ImageError, Prediction, Predictions
 from app.errors import MissingImage
 from app.inference import Screening, Upload
 
 router = APIRouter(tags=["predict"])
 
-FileParts = Annotated[
-    list[UploadFile] | None,
-    File(
-        description="one or several images (repeat the field): PNG, JPEG, BMP, TIFF, GIF (first frame) or DICOM; "
-        "or, instead of a form, one image as the raw body with Content-Type image/* or application/dicom"
-    ),
-]
+FIELD = "file"  # the form field that carries the images, repeated for several
 RAW_TYPES = ("image/", "application/dicom")  # a raw body: one image, no multipart parsing
+# The body is read by the route itself (app/api/multipart.py), not declared as a File parameter: FastAPI's form
+# parsing cost more than decoding the image. So its two forms are documented here.
+BINARY = {"type": "string", "format": "binary"}
+REQUEST_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": [FIELD],
+                "properties": {
+                    FIELD: {
+                        "type": "array",
+                        "items": BINARY,
+                        "description": "one or several images (repeat the field): PNG, JPEG, BMP, TIFF, GIF "
+                        "(first frame) or DICOM",
+                    }
+                },
+            }
+        },
+        "image/*": {"schema": BINARY},
+        "application/dicom": {"schema": BINARY},
+    },
+}
 ThresholdQuery = Annotated[
     float | None,
     Query(
@@ -47,78 +59,96 @@ async def read_uploads(parts: list[UploadFile]) -> list[Upload]:
     return [Upload(data=await part.read(), filename=part.filename, content_type=part.content_type) for part in parts]
 
 
-async def read_request_images(request: Request, parts: list[UploadFile] | None) -> list[Upload]:
-    """The form's `file` parts, or the raw body as one image; neither is the error a missing form field gives."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if parts is None and content_type.startswith(RAW_TYPES):
-        return [Upload(data=await request.body(), content_type=content_type)]
-    if parts is None:
-        raise MissingImage()
-    return await read_uploads(parts)
+async def read_request_images(request: Request) -> list[Upload]:
+    """The form's `file` parts, or the raw body as one image; anything else is MissingImage."""
+    content_type = request.headers.get("content-type", "")
+    media_type = content_type.split(";")[0].strip().lower()
+    if media_type.startswith(RAW_TYPES):
+        return [Upload(data=await request.body(), content_type=media_type)]
+    if media_type == "multipart/form-data":
+        files = form_files(await request.body(), content_type, FIELD)
+        if files:
+            return files
+    raise MissingImage()
 
 
-def present(screening: Screening) -> Prediction:
+def answer(screening: Screening) -> dict[str, Any]:
+    """A screening as the `Prediction` schema's JSON object, built directly: validating our own answer with
+    pydantic on every request cost more than the model call (tests/test_predict.py checks it fits the schema)."""
     explanation = screening.explanation
-    return Prediction(
-        disease=screening.disease,
-        model_version=screening.model_version,
-        label=screening.label,
-        score=screening.score,
-        probabilities=screening.probabilities,
-        threshold=screening.threshold,
-        in_distribution=screening.in_distribution,
-        out_of_distribution=(
-            OutOfDistribution(
-                distance=screening.ood_distance,
-                threshold=screening.ood_threshold,
-                distance_percentile=screening.distance_percentile,
-                unlike_training_sites=screening.unlike_training_sites,
-            )
+    return {
+        "disease": screening.disease,
+        "model_version": screening.model_version,
+        "label": screening.label,
+        "score": screening.score,
+        "probabilities": screening.probabilities,
+        "threshold": screening.threshold,
+        "in_distribution": screening.in_distribution,
+        "out_of_distribution": (
+            {
+                "distance": screening.ood_distance,
+                "threshold": screening.ood_threshold,
+                "distance_percentile": screening.distance_percentile,
+                "unlike_training_sites": screening.unlike_training_sites,
+            }
             if screening.ood_distance is not None and screening.ood_threshold is not None
             else None
         ),
-        warning=screening.warning,
-        image=ImageSize(width=screening.image_size[0], height=screening.image_size[1])
-        if screening.image_size
-        else None,
-        explanation=Explanation(
-            target_class=screening.label,
-            heatmap=explanation.heatmap.round(3).tolist(),
-            overlay_png=base64.b64encode(explanation.overlay_png).decode("ascii"),
-        )
-        if explanation
-        else None,
-        intended_use=screening.intended_use,
-    )
+        "warning": screening.warning,
+        "image": (
+            {"width": screening.image_size[0], "height": screening.image_size[1]} if screening.image_size else None
+        ),
+        "explanation": (
+            {
+                "target_class": screening.label,
+                "heatmap": explanation.heatmap.round(3).tolist(),
+                "overlay_png": base64.b64encode(explanation.overlay_png).decode("ascii"),
+            }
+            if explanation
+            else None
+        ),
+        "intended_use": screening.intended_use,
+    }
+
+
+class JSONAnswer(Response):
+    """JSON encoded by orjson, without re-validating what `answer` built."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
 
 
 @router.post(
     "/predict/{disease}",
     response_model=Prediction | Predictions,
-    responses=responses(404, 409, 413, 415, 422, 503),
+    responses=responses(400, 404, 409, 413, 415, 422, 503),
     summary="Screen one image (answer: a prediction) or several (answer: a list, one entry per image)",
+    openapi_extra={"requestBody": REQUEST_BODY},
 )
 async def predict(
     disease: str,
     request: Request,
     pipeline: PipelineDep,
-    file: FileParts = None,
     threshold: ThresholdQuery = None,
     explain: ExplainQuery = False,
     version: VersionQuery = None,
-) -> Prediction | Predictions:
-    uploads = await read_request_images(request, file)
+) -> JSONAnswer:
+    uploads = await read_request_images(request)
     outcomes = await pipeline.screen(disease, uploads, threshold=threshold, explain=explain, version=version)
     if len(outcomes) == 1:  # one image: its answer, or its error as the response
         (outcome,) = outcomes
         if isinstance(outcome, Exception):
             raise outcome
-        return present(outcome)
-    return Predictions(
-        results=[
-            ImageError(error=error_detail(outcome), filename=upload.filename)
-            if isinstance(outcome, Exception)
-            else PredictionItem(**present(outcome).model_dump(), filename=upload.filename)
-            for upload, outcome in zip(uploads, outcomes, strict=True)
-        ]
+        return JSONAnswer(answer(outcome))
+    return JSONAnswer(
+        {
+            "results": [
+                {**ImageError(error=error_detail(outcome)).model_dump(), "filename": upload.filename}
+                if isinstance(outcome, Exception)
+                else {**answer(outcome), "filename": upload.filename}
+                for upload, outcome in zip(uploads, outcomes, strict=True)
+            ]
+        }
     )
