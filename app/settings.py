@@ -70,8 +70,8 @@ class Settings(BaseSettings):
     tf_intra_op_threads: int = Field(
         0,
         ge=0,
-        description="TensorFlow threads per op; 0 = one per core. 1 on 2 cores suits small models "
-        "(<= 64 px), whose requests cost the event loop more than the model: it leaves a core to the loop",
+        description="TensorFlow threads per op; 0 = chosen from the cores available (cgroup quota included): "
+        "1 on up to 2 cores, where the event loop needs the other one, else all but one (app/tf_runtime.py)",
     )
     tf_inter_op_threads: int = Field(1, ge=0, description="TensorFlow ops run at once; 0 = TensorFlow's choice")
 

@@ -41,7 +41,9 @@ def test_input_pipeline_benchmark_writes_its_result(synthetic_data: Path, tmp_pa
     )
     input_pipeline.main()
     result = json.loads((out / "input_pipeline-malaria.json").read_text())
-    assert result["images"] > 0 and result["ratio_tf_data_to_in_memory"] > 0
+    assert result["images"] == 20 and result["input"] == [64, 64, 3]  # as asked; malaria's colour input
+    assert {name: len(rates) for name, rates in result["images_per_second"].items()} == {"tf_data": 1, "in_memory": 1}
+    assert result["ratio_tf_data_to_in_memory"] > 0
 
 
 def test_serving_report_renders_every_measurement() -> None:

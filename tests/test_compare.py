@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -94,20 +96,65 @@ def test_compare_runs_every_architecture_on_the_same_folds(tmp_path: Path) -> No
     assert (tmp_path / "reports" / "malaria" / "README.md").exists()
 
 
-def test_a_run_in_parts_keeps_what_an_identical_earlier_run_measured(tmp_path: Path) -> None:
-    from training.experiments.compare import _earlier_results
+def fake_round(trained: list[str]):
+    """Stands in for training one round: records which architecture was trained; takes 0.1 s, says 10 s."""
+    import time
+    from types import SimpleNamespace
 
-    earlier = fake_comparison()
-    write_report(earlier, tmp_path)
-    same = {key: value for key, value in earlier.items() if key != "architectures"}
-    assert set(_earlier_results(tmp_path / "compare.json", same)) == {"paper_cnn", "resnet50"}
-    assert _earlier_results(tmp_path / "compare.json", same | {"folds": 5}) == {}
-    assert _earlier_results(tmp_path / "compare.json", same | {"per_group": 10}) == {}
+    from training.experiments.crossval import METRICS, RoundResult
+
+    def evaluate_round(options, spec, recipe, pool, fold, folds, start=None):
+        trained.append(options.arch)
+        time.sleep(0.1)
+        _, _, evaluated = pool.round(fold, folds)
+        labels = pool.labels[evaluated]
+        scores = np.stack([1.0 - labels, labels], axis=1)  # always right
+        result = RoundResult(
+            fold, 10, 5, int(evaluated.sum()), 1, 9.0, dict.fromkeys(METRICS, 1.0), 1, predict_seconds=1.0
+        )
+        return result, labels, scores, SimpleNamespace(model=SimpleNamespace(count_params=lambda: 99))
+
+    return evaluate_round
 
 
-def test_the_total_time_counts_every_architecture_also_those_kept_from_an_earlier_part() -> None:
-    from training.experiments.compare import _arch_seconds
+def test_a_run_in_parts_trains_only_what_an_identical_earlier_run_did_not_and_counts_all_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from training.experiments import compare as module
+    from training.release.train import TrainOptions
 
-    assert _arch_seconds({"seconds": 300.0, "rounds": []}) == 300.0
-    older = {"rounds": [{"seconds": 100.0, "predict_seconds": 2.0}, {"seconds": 50.0, "predict_seconds": 1.0}]}
-    assert _arch_seconds(older) == 153.0
+    trained: list[str] = []
+    monkeypatch.setattr(module, "evaluate_round", fake_round(trained))
+    data = write_synthetic_dataset(tmp_path / "data", per_class=12, size=48)
+    options = TrainOptions(disease="malaria", data_dir=data, models_dir=tmp_path / "models", epochs=1)
+    reports = tmp_path / "reports"
+
+    module.compare(options, ["paper_cnn"], folds=2, report_dir=reports)
+    assert trained == ["paper_cnn", "paper_cnn"]
+    second = module.compare(options, ["paper_cnn", "vgg16"], folds=2, report_dir=reports)
+    assert trained[2:] == ["vgg16", "vgg16"]  # the earlier part's architecture is kept, not trained again
+    assert set(second["architectures"]) == {"paper_cnn", "vgg16"}
+    # wall-clock time of both parts (about 0.2 s each), not the rounds' own 2 x 10 s each
+    assert second["seconds"] == pytest.approx(0.4, abs=0.15)
+
+    module.compare(replace(options, seed=7), ["paper_cnn"], folds=2, report_dir=reports)
+    assert trained[4:] == ["paper_cnn", "paper_cnn"]  # other settings: nothing earlier applies
+
+
+def test_the_total_time_of_an_older_report_counts_its_training_and_prediction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from training.experiments import compare as module
+    from training.release.train import TrainOptions
+
+    trained: list[str] = []
+    monkeypatch.setattr(module, "evaluate_round", fake_round(trained))
+    data = write_synthetic_dataset(tmp_path / "data", per_class=12, size=48)
+    options = TrainOptions(disease="malaria", data_dir=data, models_dir=tmp_path / "models", epochs=1)
+    first = module.compare(options, ["paper_cnn"], folds=2, report_dir=tmp_path)
+    older = first["architectures"]["paper_cnn"]
+    del older["seconds"]  # reports written before the wall-clock time was kept: rounds' own times only
+    (tmp_path / "malaria" / "compare.json").write_text(json.dumps(first))
+    second = module.compare(options, ["paper_cnn", "vgg16"], folds=2, report_dir=tmp_path)
+    older_seconds = 2 * (9.0 + 1.0)  # two rounds of training and prediction
+    assert second["seconds"] == pytest.approx(older_seconds + 0.2, abs=0.15)

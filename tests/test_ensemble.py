@@ -10,11 +10,13 @@ import pytest
 
 from app.model_card import SplitSpec, read_card
 from app.model_store import METADATA_FILE, versions
+from app.preprocessing import file_pixels
 from app.savedmodel import load_model
 from tests.conftest import write_synthetic_dataset
 from tests.model_fixtures import export_untrained
 from training.cli import main
-from training.data.samples import DataError
+from training.data.config import disease_samples
+from training.data.samples import DataError, split_as
 
 PROBE = np.random.default_rng(3).random((6, 50, 50, 1), dtype=np.float32)
 
@@ -64,6 +66,24 @@ def test_its_card_names_the_members_and_has_its_own_trust_layer_and_test_figures
     assert card.training.architecture == "ensemble of 2 paper_cnn" and card.training.recipe == "ensemble"
     assert card.calibration is not None and card.screening is not None and card.out_of_distribution is not None
     assert card.calibration.fitted_on.startswith("validation part")
+    # fitted on the ensemble's own answers, not copied from a member
+    member_cards = [read_card(models / "malaria" / str(version) / METADATA_FILE) for version in (1, 2)]
+    for member in member_cards:
+        assert member.out_of_distribution is None or member.out_of_distribution.threshold != pytest.approx(
+            card.out_of_distribution.threshold
+        )
+        assert member.screening is None or member.screening.threshold != card.screening.threshold
+    validation = split_as(disease_samples(data, "malaria"), card.data.split_spec).validation
+    pixels = np.stack([file_pixels(s.path, card.input.spec()) for s in validation]).astype(np.float32) / 255
+    served = load_model(models / "malaria" / "3")
+    calibrated = p_infected([o.log_odds / card.calibration.temperature for o in served.analyse(pixels)])
+    infected = np.array([s.label == 0 for s in validation])
+    sensitivity = float((calibrated[infected] >= card.screening.threshold).mean())
+    assert sensitivity == pytest.approx(card.screening.validation.sensitivity, abs=1e-6)
+    distances = np.array([o.ood_distance for o in served.analyse(pixels)])
+    assert card.out_of_distribution.threshold == pytest.approx(
+        np.quantile(distances, card.out_of_distribution.threshold_quantile), rel=1e-3
+    )
     assert card.metrics.n_images == sum(card.data.counts.test.values())  # measured on the test part as served
     assert card.metrics.intervals  # with group-bootstrap intervals, as every version
 

@@ -47,7 +47,6 @@ def test_objects_alive_at_startup_leave_the_full_collections() -> None:
     loaded = [{"weights": [index]} for index in range(20_000)]  # stands in for TensorFlow's objects
     try:
         freeze_loaded_objects()
-        assert gc.get_freeze_count() >= len(loaded)
         tracked = {id(obj) for obj in gc.get_objects(generation=2)}
         assert not any(id(obj) in tracked for obj in loaded[::1000])
         assert gc.is_tracked(loaded[0])  # still a normal object, just out of the collector's scans

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from app.batching import QueueFull
 from app.errors import UnknownDisease, UnknownVersion
 from app.registry import ModelRegistry, ModelStatus
 from app.settings import Settings
@@ -123,7 +124,9 @@ async def test_sync_adds_new_keeps_old_over_a_broken_one_and_retires_removed(tmp
         assert registry.get("malaria").version == 2
         assert list(registry.versions("malaria")) == [2]  # version 1 left the policy once 2 answered
         await asyncio.sleep(0.05)
-        assert first.batcher is not None and first.batcher._stopping  # closed: nothing was in flight
+        assert first.batcher is not None
+        with pytest.raises(QueueFull, match="shutting down"):  # closed: nothing was in flight
+            first.batcher.admit()
 
         _broken_version(models, "malaria", 3)
         await registry.sync()
@@ -160,7 +163,9 @@ async def test_a_retired_version_finishes_its_in_flight_requests(tmp_path: Path,
             (answer,) = await predict([image])  # still answered by version 1
             assert np.isfinite(answer.log_odds)
         await asyncio.sleep(0.05)
-        assert old.in_flight == 0 and old.batcher._stopping
+        assert old.in_flight == 0 and old.batcher is not None
+        with pytest.raises(QueueFull, match="shutting down"):  # closed once its last request was answered
+            old.batcher.admit()
     finally:
         await registry.close()
 

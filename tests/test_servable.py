@@ -161,10 +161,16 @@ def test_an_old_version_is_rebuilt_with_identical_answers(tmp_path: Path) -> Non
     np.testing.assert_allclose(rebuilt.predict(probe, verbose=0), load_model(folder).predict(probe), atol=1e-6)
 
 
-def test_the_analysis_graph_reads_every_convolution_and_the_head() -> None:
-    outputs = analysis_model(make_model(SPEC)).output
-    # 32 + 64 + 128 + 256 pooled channels, the 64 units before the head, a 16-bin histogram
-    assert outputs["features"].shape[-1] == 32 + 64 + 128 + 256 + 64 + 16
+def test_the_analysis_features_are_every_convolution_pooled_the_head_input_and_the_histogram() -> None:
+    from training.networks.servable import IntensityHistogram, conv_layers, head
+
+    model = make_model(SPEC)
+    images = np.random.default_rng(3).random((2, *SPEC.shape), dtype=np.float32)
+    features = analysis_model(model)(images)["features"].numpy()
+    pooled = [keras.Model(model.inputs, conv.output)(images).numpy().mean(axis=(1, 2)) for conv in conv_layers(model)]
+    head_input = keras.Model(model.inputs, head(model).input)(images).numpy()
+    expected = np.concatenate([*pooled, head_input, IntensityHistogram()(images).numpy()], axis=1)
+    np.testing.assert_allclose(features, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_the_feature_grid_of_the_paper_cnn_sits_in_the_middle_of_the_input() -> None:

@@ -169,7 +169,12 @@ def test_calibrate_gives_an_old_version_the_trust_layer_as_a_new_version_with_th
     new = models / "malaria" / "2"
     card, old_card = read_card(new / "metadata.json"), read_card(old / "metadata.json")
     assert card.version == 2 and card.derived_from == 1 and old_card.calibration is None
-    assert card.calibration and card.screening and card.out_of_distribution and card.out_of_distribution.flagged
+    assert card.calibration is not None and card.calibration.fitted_on.startswith("validation part")
+    assert card.screening is not None and card.screening.validation.sensitivity >= card.screening.target_sensitivity
+    assert card.screening.test is not None and card.screening.test.threshold == card.screening.threshold
+    ood = card.out_of_distribution
+    assert ood is not None and ood.threshold > 0 and ood.flagged
+    assert all(0 <= rate.flagged <= 1 and rate.n_images > 0 for rate in ood.flagged.values())
     probe = np.random.default_rng(1).random((5, 50, 50, 1), dtype=np.float32)
     np.testing.assert_allclose(load_model(new).predict(probe), load_model(old).predict(probe), atol=1e-6)
     assert load_model(new).can_explain and not load_model(old).can_explain

@@ -104,7 +104,10 @@ def compare(
 
 def _arch_seconds(result: dict) -> float:
     """Wall-clock time of one architecture (older reports: its training and prediction time)."""
-    return result.get("seconds") or sum(r["seconds"] + r.get("predict_seconds", 0.0) for r in result["rounds"])
+    seconds = result.get("seconds")
+    if seconds is not None:
+        return seconds
+    return sum(r["seconds"] + r.get("predict_seconds", 0.0) for r in result["rounds"])
 
 
 SAME_RUN = ("disease", "folds", "seed", "input", "images", "groups", "subset", "per_group", "recipe", "weights")
