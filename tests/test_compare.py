@@ -117,9 +117,9 @@ def fake_round(trained: list[str]):
     return evaluate_round
 
 
-def test_a_run_in_parts_trains_only_what_an_identical_earlier_run_did_not_and_counts_all_time(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def faked_compare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """compare() on a small synthetic set with fake rounds: (run it, the architectures trained, in order)."""
     from training.experiments import compare as module
     from training.release.train import TrainOptions
 
@@ -127,34 +127,32 @@ def test_a_run_in_parts_trains_only_what_an_identical_earlier_run_did_not_and_co
     monkeypatch.setattr(module, "evaluate_round", fake_round(trained))
     data = write_synthetic_dataset(tmp_path / "data", per_class=12, size=48)
     options = TrainOptions(disease="malaria", data_dir=data, models_dir=tmp_path / "models", epochs=1)
-    reports = tmp_path / "reports"
 
-    module.compare(options, ["paper_cnn"], folds=2, report_dir=reports)
+    def run(archs: list[str], **changes) -> dict:
+        return module.compare(replace(options, **changes), archs, folds=2, report_dir=tmp_path / "reports")
+
+    return run, trained
+
+
+def test_a_run_in_parts_trains_only_what_an_identical_earlier_run_did_not_and_counts_all_time(faked_compare) -> None:
+    run, trained = faked_compare
+    run(["paper_cnn"])
     assert trained == ["paper_cnn", "paper_cnn"]
-    second = module.compare(options, ["paper_cnn", "vgg16"], folds=2, report_dir=reports)
+    second = run(["paper_cnn", "vgg16"])
     assert trained[2:] == ["vgg16", "vgg16"]  # the earlier part's architecture is kept, not trained again
     assert set(second["architectures"]) == {"paper_cnn", "vgg16"}
     # wall-clock time of both parts (about 0.2 s each), not the rounds' own 2 x 10 s each
     assert second["seconds"] == pytest.approx(0.4, abs=0.15)
 
-    module.compare(replace(options, seed=7), ["paper_cnn"], folds=2, report_dir=reports)
+    run(["paper_cnn"], seed=7)
     assert trained[4:] == ["paper_cnn", "paper_cnn"]  # other settings: nothing earlier applies
 
 
-def test_the_total_time_of_an_older_report_counts_its_training_and_prediction(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from training.experiments import compare as module
-    from training.release.train import TrainOptions
-
-    trained: list[str] = []
-    monkeypatch.setattr(module, "evaluate_round", fake_round(trained))
-    data = write_synthetic_dataset(tmp_path / "data", per_class=12, size=48)
-    options = TrainOptions(disease="malaria", data_dir=data, models_dir=tmp_path / "models", epochs=1)
-    first = module.compare(options, ["paper_cnn"], folds=2, report_dir=tmp_path)
-    older = first["architectures"]["paper_cnn"]
-    del older["seconds"]  # reports written before the wall-clock time was kept: rounds' own times only
-    (tmp_path / "malaria" / "compare.json").write_text(json.dumps(first))
-    second = module.compare(options, ["paper_cnn", "vgg16"], folds=2, report_dir=tmp_path)
+def test_the_total_time_of_an_older_report_counts_its_training_and_prediction(faked_compare, tmp_path: Path) -> None:
+    run, _ = faked_compare
+    first = run(["paper_cnn"])
+    del first["architectures"]["paper_cnn"]["seconds"]  # reports from before wall-clock time: rounds' times only
+    (tmp_path / "reports" / "malaria" / "compare.json").write_text(json.dumps(first))
+    second = run(["paper_cnn", "vgg16"])
     older_seconds = 2 * (9.0 + 1.0)  # two rounds of training and prediction
     assert second["seconds"] == pytest.approx(older_seconds + 0.2, abs=0.15)
