@@ -17,6 +17,9 @@ from PIL import Image
 from app.scoring import POSITIVE
 
 OVERLAY_MAX_SIDE = 512  # the overlay is for looking at, not for measuring: keep answers small
+# zlib level 1: a 224 px overlay encodes in 3.7 ms instead of 16.6 ms at Pillow's default (6), for 15% more bytes
+# (59 KB vs 51 KB); the encoding was most of an explained answer's time.
+PNG_COMPRESS_LEVEL = 1
 DEFAULT_OPACITY = 0.45
 # "jet"-like anchors from cold (no evidence) to hot (the strongest evidence).
 _ANCHORS = np.array([[0, 0, 128], [0, 0, 255], [0, 255, 255], [255, 255, 0], [255, 0, 0], [128, 0, 0]], np.float64)
@@ -61,5 +64,5 @@ def overlay(
 
 def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=False)
+    image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return buffer.getvalue()

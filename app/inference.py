@@ -141,13 +141,15 @@ class InferencePipeline:
                 await asyncio.gather(*(self._decode(u, served, card.input.spec()) for u in uploads))
             )
             usable = [d for d in decoded if isinstance(d, DecodedImage)]
-            outputs = await predict([scale(d.pixels) for d in usable])
-        if explain:
-            labels = [interpret(card, output, threshold)[1] for output in outputs]
-            sources = [u for u, d in zip(uploads, decoded, strict=True) if isinstance(d, DecodedImage)]
-            explanations: list[Explanation | None] = list(await self._explain(served, usable, sources, labels))
-        else:
-            explanations = [None] * len(usable)
+            batch = [scale(d.pixels) for d in usable]
+            if not explain:
+                outputs = await predict(batch)
+                explanations: list[Explanation | None] = [None] * len(usable)
+            else:  # the Grad-CAM pass needs no answer first: both model calls run side by side
+                sources = [u for u, d in zip(uploads, decoded, strict=True) if isinstance(d, DecodedImage)]
+                outputs, maps = await asyncio.gather(predict(batch), self._gradcam(served, batch))
+                labels = [interpret(card, output, threshold)[1] for output in outputs]
+                explanations = list(await self._explain(served, maps, sources, labels))
         answers = iter(zip(outputs, usable, explanations, strict=True))
         return [
             self._screening(served, *next(answers), threshold=threshold) if isinstance(item, DecodedImage) else item
@@ -190,14 +192,16 @@ class InferencePipeline:
             if self.metrics is not None:
                 self.metrics.observe_preprocessing(served.disease, served.version, time.perf_counter() - started)
 
+    async def _gradcam(self, served: ServedModel, batch: list[np.ndarray]) -> np.ndarray:
+        """Signed Grad-CAM maps of the batch, on the model thread."""
+        if not batch:
+            return np.zeros((0,))
+        return await self.registry.run_blocking(served.loaded.explain, np.stack(batch))  # type: ignore[return-value]
+
     async def _explain(
-        self, served: ServedModel, images: list[DecodedImage], sources: list[Upload], labels: list[int]
+        self, served: ServedModel, maps: np.ndarray, sources: list[Upload], labels: list[int]
     ) -> list[Explanation]:
-        """Grad-CAM for each image's answered class, on the model thread; overlays drawn in threads."""
-        if not images:
-            return []
-        batch = np.stack([scale(d.pixels) for d in images])
-        maps = await self.registry.run_blocking(served.loaded.explain, batch)
+        """Each image's heatmap for its answered class and its overlay, drawn in worker threads side by side."""
         spec = served.loaded.card.input.spec()
         return list(
             await asyncio.gather(

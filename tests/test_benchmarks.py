@@ -85,6 +85,50 @@ def test_serving_report_renders_every_measurement() -> None:
     assert "1.1 ms back to back, 2.2 ms after 10 ms idle" in text
 
 
+def load_at(rps: float, p50: float, p99: float, errors: int = 0) -> dict:
+    return {
+        "requests_per_second": rps,
+        "status_200": 100,
+        "status_503": 0,
+        "status_other": errors,
+        "socket_errors": 0,
+        "timeouts": 0,
+        "latency_ms": {"p50": p50, "p95": p99, "p99": p99, "max": p99},
+    }
+
+
+def test_the_targets_are_judged_from_the_same_run() -> None:
+    raw = [
+        {"disease": "pneumonia", "R_images_per_second": 2000.0, "single_call_ms": {"p50": 1.2}},
+        {"disease": "malaria", "R_images_per_second": 3000.0, "single_call_ms": {"p50": 1.0}},
+    ]
+    ours = {
+        "ready_seconds": 4.0,
+        "rss_mb_after_load": 850.0,
+        "load": {
+            "pneumonia": {"1": load_at(300, 2.0, 3.0), "32": load_at(1100, 20.0, 55.0)},
+            "malaria": {"32": load_at(1400, 20.0, 50.0)},
+        },
+        "explain": {"pneumonia": load_at(100, 7.0, 9.0)},
+    }
+    tutorial = {"load": {"pneumonia": {"32": load_at(400, 50.0, 300.0)}}}
+    verdicts = {what: (measured, met) for what, measured, met in serving.targets({"raw": raw, "systems": {
+        "medscan": ours, "tutorial": tutorial}})}  # fmt: skip
+    assert verdicts["pneumonia, concurrency 32: >= 0.5 x R"] == ("1100 req/s = 0.55 x R (2000)", True)
+    assert verdicts["pneumonia, concurrency 32: >= 2.5 x the tutorial-style service"] == ("2.75 x", True)
+    assert verdicts["pneumonia, concurrency 1: p50 <= single model call + 1.0 ms"][1] is True  # 2.0 <= 2.2
+    assert verdicts["malaria, concurrency 32: >= 0.5 x R"][1] is False  # 1400 < 1500
+    assert verdicts["resident memory <= 800 MB, one worker"] == ("850.0 MB", False)
+    assert verdicts["pneumonia, ?explain=true <= 3 x a plain answer's latency (p50, concurrency 1)"][1] is False
+    assert [met for _, met in verdicts.values()].count(True) == 5 and len(verdicts) == 8
+    errors = {**ours, "load": {**ours["load"], "pneumonia": {"32": load_at(1100, 20.0, 55.0, errors=1)}}}
+    with_errors = serving.targets({"raw": raw, "systems": {"medscan": errors}})
+    assert ("pneumonia, concurrency 32: p99 <= 60 ms, no errors", "p99 55.0 ms, 1 errors", False) in with_errors
+    assert "| resident memory <= 800 MB, one worker | 850.0 MB | **no** |" in serving.targets_markdown(
+        {"raw": raw, "systems": {"medscan": ours}}
+    )
+
+
 def test_synthetic_model_is_served_like_a_shipped_one(model_factory, tmp_path: Path) -> None:
     from app.savedmodel import load_model
     from benchmarks.synthetic_model import export_synthetic
@@ -110,3 +154,29 @@ def test_synthetic_models_folder_links_the_shipped_models_beside_the_stand_in(
     assert sorted(p.name for p in folder.iterdir()) == ["malaria", "pneumonia"]
     assert (folder / "malaria").resolve() == (shipped / "malaria").resolve()
     assert calls and calls[0][-6:] == ["--size", "128", "--models", str(folder), "--card-from", str(shipped)]
+
+
+def test_profile_samples_fall_in_the_deepest_matching_stage_and_idle_is_not_cpu() -> None:
+    from benchmarks.profile_stages import budget, stage_samples
+
+    raw = "\n".join(
+        [
+            "thread (1): MainThread;run_asgi (httptools_impl.py:1);_decode (inference.py:2);"
+            "load_first_frame (preprocessing.py:3);load (PIL/ImageFile.py:4) 30",
+            "thread (1): MainThread;run_asgi (httptools_impl.py:1);solve_dependencies (fastapi/utils.py:5) 10",
+            "thread (2): batcher-x;_run (batching.py:6);_answer (batching.py:7);quick_execute (execute.py:8) 40",
+            "thread (2): batcher-x;_run (batching.py:6);_collect (batching.py:185) 500",
+            "thread (1): MainThread;mystery (elsewhere.py:9) 20",
+        ]
+    )
+    samples = stage_samples(raw)
+    assert samples == {
+        "image: decode": 30,
+        "FastAPI routing + parameters": 10,
+        "model call": 40,
+        "idle (waiting, not CPU)": 500,
+        "other": 20,
+    }
+    rows = budget(samples, rate=100, requests=10)  # 100 samples of CPU = 1 s over 10 requests
+    assert rows[0] == {"stage": "model call", "ms_per_request": 40.0, "share": 0.4}
+    assert sum(row["ms_per_request"] for row in rows) == 100.0 and all("idle" not in row["stage"] for row in rows)
