@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     host: str = "0.0.0.0"
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1, description="uvicorn worker processes; each loads every model")
+    keep_alive_s: float = Field(
+        75.0,
+        gt=0,
+        description="how long an idle keep-alive connection stays open; longer than clients' and load balancers' "
+        "own (httpx 5 s, aiohttp 15 s, AWS ALB 60 s), so that the server never closes one as a client reuses it",
+    )
     batching: bool = Field(True, description="gather concurrent requests for one model into one call")
     max_batch_size: int = Field(32, ge=1)
     batch_timeout_ms: float = Field(0.0, ge=0, description="extra wait for a fuller batch; 0 = take what is queued")

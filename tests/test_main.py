@@ -91,6 +91,7 @@ def test_medscan_serve_starts_uvicorn_with_the_settings(monkeypatch) -> None:
     monkeypatch.setattr(uvicorn, "run", lambda target, **kwargs: calls.append((target, kwargs)))
     monkeypatch.setenv("MEDSCAN_PORT", "9123")
     monkeypatch.setenv("MEDSCAN_WORKERS", "3")
+    monkeypatch.setenv("MEDSCAN_KEEP_ALIVE_S", "30")
     get_settings.cache_clear()
     try:
         assert cli.main(["serve", "--host", "127.0.0.1"]) == 0
@@ -99,6 +100,7 @@ def test_medscan_serve_starts_uvicorn_with_the_settings(monkeypatch) -> None:
     target, kwargs = calls[0]
     assert target == "app.main:app"
     assert (kwargs["host"], kwargs["port"], kwargs["workers"]) == ("127.0.0.1", 9123, 3)
+    assert kwargs["timeout_keep_alive"] == 30
 
 
 def test_startup_freezes_what_it_loaded(service_settings) -> None:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.images import blob, image_bytes
 from tests.live_server import free_port
@@ -86,3 +87,57 @@ def test_sigterm_under_load_drains_and_exits_0(trust_models: Path, tmp_path: Pat
     assert before and set(before) == {200}, "requests before the stop must all succeed"
     assert 503 in after and set(after) <= {200, 503, "ConnectError", "RemoteProtocolError", "ReadError"}
     assert not any(isinstance(status, int) and status >= 500 and status != 503 for _, status in outcomes)
+
+
+def read_response(connection) -> bytes:
+    """One whole HTTP/1.1 response with a Content-Length (headers and body may come in separate reads)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = connection.recv(4096)
+        if not chunk:
+            return data  # closed by the server
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(
+        next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+    )
+    while len(body) < length:
+        chunk = connection.recv(4096)
+        if not chunk:
+            break
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
+@pytest.mark.slow
+def test_a_keep_alive_connection_idle_past_a_clients_pool_expiry_still_answers(trust_models: Path) -> None:
+    """httpx keeps an idle connection 5 s, uvicorn's default was 5 s too: a client reusing it as the server
+    closed it read nothing (a ReadError). The server now keeps it longer than common clients do."""
+    import socket
+
+    port = free_port()
+    env = {**os.environ, "MEDSCAN_MODELS_DIR": str(trust_models), "MEDSCAN_MODEL_POLL_INTERVAL_S": "0"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env={**env, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    request = f"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                connection = socket.create_connection(("127.0.0.1", port), timeout=5)
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, "the server did not start"
+                time.sleep(0.2)
+        with connection:
+            for wait_s in (0.0, 6.0):  # the second request after the idle time, on the same connection
+                time.sleep(wait_s)
+                connection.sendall(request)
+                assert read_response(connection).startswith(b"HTTP/1.1 200"), f"no answer after {wait_s} s idle"
+    finally:
+        server.terminate()
+        server.wait(30)
