@@ -32,7 +32,7 @@ from app.preprocessing import (
 )
 from app.registry import ModelRegistry, ServedModel
 from app.savedmodel import ExplanationUnavailable, ImageOutputs
-from app.scoring import DEFAULT_THRESHOLD, as_percentages, calibrated_probability, label_index
+from app.scoring import DEFAULT_THRESHOLD, as_percentages, calibrated_score, label_index
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -106,7 +106,7 @@ def interpret(card: ModelCard, outputs: ImageOutputs, threshold: float | None = 
     """(calibrated P(infected), label index, threshold used) for one image."""
     temperature = card.calibration.temperature if card.calibration else 1.0
     used = threshold if threshold is not None else (card.screening.threshold if card.screening else DEFAULT_THRESHOLD)
-    probability = float(calibrated_probability(outputs.log_odds, temperature))
+    probability = calibrated_score(float(outputs.log_odds), temperature)
     return probability, label_index(probability, used), used
 
 

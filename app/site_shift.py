@@ -11,6 +11,7 @@ How well it separates a new site's images is measured by leave-one-site-out (tra
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Sequence
 
 import numpy as np
@@ -25,8 +26,17 @@ def distance_quantiles(validation_distances: np.ndarray) -> list[float]:
 
 
 def distance_percentile(distance: float, quantiles: Sequence[float]) -> float:
-    """Where a distance falls among the validation part's (0-100, interpolated between kept quantiles)."""
-    return float(np.interp(distance, quantiles, PERCENTILES))
+    """Where a distance falls among the validation part's (0-100, interpolated between kept quantiles), as
+    np.interp gives it, in plain floats: one answer's worth, on the request path."""
+    if distance <= quantiles[0]:
+        return PERCENTILES[0]
+    if distance >= quantiles[-1]:
+        return PERCENTILES[-1]
+    upper = bisect_right(quantiles, distance)
+    low, high = quantiles[upper - 1], quantiles[upper]
+    if high == low:
+        return PERCENTILES[upper]
+    return PERCENTILES[upper - 1] + (distance - low) / (high - low) * (PERCENTILES[upper] - PERCENTILES[upper - 1])
 
 
 def unlike_training_sites(percentile: float) -> bool:

@@ -38,3 +38,13 @@ def test_infected_from_the_threshold_up(probability: float, threshold: float, la
 def test_percentages_are_rounded_and_sum_to_exactly_100() -> None:
     assert as_percentages(0.973123, ["infected", "uninfected"]) == {"infected": 97.31, "uninfected": 2.69}
     assert sum(as_percentages(1 / 3, ["a", "b"]).values()) == 100.0
+
+
+def test_one_answers_calibrated_score_is_the_array_formula() -> None:
+    from app.scoring import calibrated_score
+
+    log_odds = np.random.default_rng(1).normal(0, 30, 500)
+    for temperature in (0.5, 1.0, 2.7):
+        singles = [calibrated_score(float(x), temperature) for x in log_odds]
+        np.testing.assert_allclose(singles, calibrated_probability(log_odds, temperature), rtol=0, atol=1e-15)
+    assert calibrated_score(-800.0) == 0.0 and calibrated_score(800.0) == 1.0  # no overflow either way

@@ -80,3 +80,17 @@ def test_a_gray_image_sent_to_a_colour_model_is_answered_with_a_warning(site_cli
 def test_a_colour_image_gets_no_colour_warning_and_a_gray_model_never_does(site_client) -> None:
     assert predict(site_client, "retinopathy", gradient(60, 60))["warning"] is None
     assert predict(site_client, "pneumonia", blob(60, infected=True, seed=1).convert("L"))["warning"] is None
+
+
+def test_the_percentile_is_numpys_interpolation_ties_and_both_ends_included() -> None:
+    from app.site_shift import PERCENTILES, distance_percentile
+
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        quantiles = np.sort(rng.gamma(2.0, 5.0, len(PERCENTILES)))
+        if trial % 4 == 0:
+            quantiles[3:7] = quantiles[3]  # several kept quantiles alike, as a small validation part gives
+        kept = [float(q) for q in quantiles]
+        for distance in [*rng.uniform(-5, 60, 10), kept[0], kept[3], kept[-1]]:
+            expected = float(np.interp(distance, kept, PERCENTILES))
+            assert distance_percentile(float(distance), kept) == pytest.approx(expected, abs=1e-9)
