@@ -36,7 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         logging_config.configure(settings.log_level, settings.log_format)
-        tf_runtime.configure(settings.tf_intra_op_threads, settings.tf_inter_op_threads)
+        tf_runtime.configure(settings.tf_intra_op_threads, settings.tf_inter_op_threads, settings.models_dir)
         registry = ModelRegistry(settings, batch_observer=service_metrics.observe_batch if service_metrics else None)
         if service_metrics is not None:
             service_metrics.watch(registry)

@@ -76,8 +76,9 @@ class Settings(BaseSettings):
     tf_intra_op_threads: int = Field(
         0,
         ge=0,
-        description="TensorFlow threads per op; 0 = chosen from the cores available (cgroup quota included): "
-        "1 on up to 2 cores, where the event loop needs the other one, else all but one (app/tf_runtime.py)",
+        description="TensorFlow threads per op; 0 = chosen from the cores available (cgroup quota included) and "
+        "the models' sizes: all but one core when every model is light (<= 64x64 pixels per image), so that the "
+        "event loop keeps one, else every core (app/tf_runtime.py)",
     )
     tf_inter_op_threads: int = Field(1, ge=0, description="TensorFlow ops run at once; 0 = TensorFlow's choice")
 

@@ -7,10 +7,15 @@ import os
 from pathlib import Path
 
 from app.memory import keep_freed_memory
+from app.model_card import read_card
+from app.model_store import METADATA_FILE, disease_names, versions
 
 log = logging.getLogger("medscan.tf")
 
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+# Pixels the network sees per image (input side squared, times the views it answers over) up to which a model
+# is light: the event loop's work per request costs more CPU than the model's, so the loop gets a core.
+LIGHT_MODEL_PIXELS = 64 * 64
 
 
 def available_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
@@ -26,32 +31,50 @@ def available_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
     return max(1, cores)
 
 
-def intra_op_threads(setting: int, cores: int) -> int:
-    """The threads one TensorFlow op may use: the setting, or (0) the fastest measured choice for the machine.
+def heaviest_model_pixels(models_dir: Path) -> int:
+    """The most pixels any model in the folder sees per image (its input, times its test-time views), read from
+    the cards before TensorFlow starts; 0 when there is none to read."""
+    heaviest = 0
+    for disease in disease_names(models_dir):
+        for version in versions(models_dir, disease):
+            try:
+                card = read_card(models_dir / disease / str(version) / METADATA_FILE)
+            except (OSError, ValueError):  # the registry reports a bad card; it does not decide threads
+                continue
+            spec = card.input.spec()
+            heaviest = max(heaviest, spec.height * spec.width * (1 + len(card.test_time_flips)))
+    return heaviest
 
-    Requests cost the event loop more CPU than the batched model call does (benchmarks/results/serving.md:
-    on 2 cores, one op thread served 1.2-1.3x the requests of two at concurrency 32), so on up to 2 cores
-    the model takes one and leaves the other to the loop; on more, it takes all but one."""
+
+def intra_op_threads(setting: int, cores: int, heaviest_pixels: int) -> int:
+    """The threads one TensorFlow op may use: the setting, or (0) the fastest measured choice.
+
+    Measured on 2 cores with every shipped model loaded (benchmarks/results/serving.md, concurrency 32): for
+    pneumonia (64x64x1, light) one op thread served 911 requests/s and two 867, as the event loop's work per
+    request outweighs the model's; for malaria (64x64x3 over 3 views) one served 233 and two 365. So when every
+    model is light the loop keeps a core (all but one for TensorFlow); otherwise TensorFlow takes every core."""
     if setting > 0:
         return setting
-    return 1 if cores <= 2 else cores - 1
+    if heaviest_pixels <= LIGHT_MODEL_PIXELS:
+        return max(1, cores - 1)
+    return cores
 
 
-def configure(intra_op_setting: int, inter_op_threads: int) -> int:
-    """Set TensorFlow's thread pools; returns the intra-op threads chosen (0 for inter-op: TensorFlow's choice)."""
+def configure(intra_op_setting: int, inter_op_threads: int, models_dir: Path) -> int:
+    """Set TensorFlow's thread pools; returns the intra-op threads chosen."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ chatter out of the service log
     keep_freed_memory()
     import tensorflow as tf
 
     cores = available_cores()
-    intra = intra_op_threads(intra_op_setting, cores)
-    log.info(
-        "TensorFlow threads: %d per op (%s, %d cores available), %d ops at once",
-        intra,
-        "MEDSCAN_TF_INTRA_OP_THREADS" if intra_op_setting else "chosen for the cores",
-        cores,
-        inter_op_threads,
+    heaviest = heaviest_model_pixels(models_dir)
+    intra = intra_op_threads(intra_op_setting, cores, heaviest)
+    why = (
+        "MEDSCAN_TF_INTRA_OP_THREADS"
+        if intra_op_setting
+        else f"chosen: {cores} cores available, the heaviest model sees {heaviest:,} pixels per image"
     )
+    log.info("TensorFlow threads: %d per op (%s), %d ops at once", intra, why, inter_op_threads)
     try:
         tf.config.threading.set_intra_op_parallelism_threads(intra)
         tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads)

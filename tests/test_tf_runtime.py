@@ -7,12 +7,45 @@ from pathlib import Path
 
 import pytest
 
-from app.tf_runtime import available_cores, intra_op_threads
+from app.tf_runtime import available_cores, heaviest_model_pixels, intra_op_threads
+
+LIGHT, HEAVY = 64 * 64, 64 * 64 * 3  # pneumonia; malaria answered over three views
 
 
-@pytest.mark.parametrize(("setting", "cores", "threads"), [(0, 1, 1), (0, 2, 1), (0, 4, 3), (0, 16, 15), (3, 2, 3)])
-def test_the_setting_wins_else_one_core_is_left_to_the_event_loop(setting: int, cores: int, threads: int) -> None:
-    assert intra_op_threads(setting, cores) == threads
+@pytest.mark.parametrize(
+    ("setting", "cores", "pixels", "threads"),
+    [
+        (0, 1, LIGHT, 1),
+        (0, 2, LIGHT, 1),
+        (0, 4, LIGHT, 3),
+        (0, 1, HEAVY, 1),
+        (0, 2, HEAVY, 2),
+        (0, 16, HEAVY, 16),
+        (0, 2, 0, 1),
+        (3, 2, HEAVY, 3),
+    ],  # fmt: skip
+)
+def test_the_setting_wins_else_light_models_leave_the_event_loop_a_core(
+    setting: int, cores: int, pixels: int, threads: int
+) -> None:
+    assert intra_op_threads(setting, cores, pixels) == threads
+
+
+def test_the_heaviest_model_is_read_from_the_cards_views_included(tmp_path: Path) -> None:
+    from app.model_card import write_card
+    from app.model_store import METADATA_FILE
+    from app.preprocessing import ColourMode, InputSpec
+    from tests.model_fixtures import fixture_card
+
+    models = tmp_path / "models"
+    assert heaviest_model_pixels(models) == 0  # no folder: nothing to weigh
+    for disease, side, flips in (("malaria", 50, []), ("pneumonia", 48, ["horizontal", "vertical"])):
+        card = fixture_card(disease, 1, InputSpec(side, side, ColourMode.GRAYSCALE))
+        (models / disease / "1").mkdir(parents=True)
+        write_card(card.model_copy(update={"test_time_flips": flips}), models / disease / "1" / METADATA_FILE)
+    (models / "broken" / "1").mkdir(parents=True)
+    (models / "broken" / "1" / METADATA_FILE).write_text("{not json")
+    assert heaviest_model_pixels(models) == 48 * 48 * 3  # the smaller input, but three views of it
 
 
 def test_a_container_quota_caps_the_cores(tmp_path: Path) -> None:
