@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 from benchmarks import input_pipeline, raw_model, serving
 
 
@@ -180,3 +182,15 @@ def test_profile_samples_fall_in_the_deepest_matching_stage_and_idle_is_not_cpu(
     rows = budget(samples, rate=100, requests=10)  # 100 samples of CPU = 1 s over 10 requests
     assert rows[0] == {"stage": "model call", "ms_per_request": 40.0, "share": 0.4}
     assert sum(row["ms_per_request"] for row in rows) == 100.0 and all("idle" not in row["stage"] for row in rows)
+
+
+def test_answers_compare_numbers_within_the_tolerance_and_everything_else_exactly() -> None:
+    from benchmarks.same_answers import differences
+
+    first = {"score": 0.5, "label": "infected", "out_of_distribution": {"distance": 3.0, "threshold": 9.0}}
+    close = {"score": 0.5 + 1e-9, "label": "infected", "out_of_distribution": {"distance": 3.0, "threshold": 9.0}}
+    assert differences(first, close, 1e-6) == (pytest.approx(1e-9), [])
+    other = {"score": 0.51, "label": "uninfected", "out_of_distribution": {"distance": 3.0, "threshold": 8.0}}
+    largest, unequal = differences(first, other, 1e-6)
+    assert largest == pytest.approx(0.01) and unequal == ["label", "out_of_distribution.threshold", "score"]
+    assert differences(first, {**first, "warning": "x"}, 1e-6)[1] == ["warning"]
