@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import request_context
 from app.api.multipart import MalformedForm
+from app.api.query import InvalidQuery
 from app.api.schemas import ErrorBody, ErrorDetail
 from app.errors import (
     BodyTooLarge,
@@ -46,6 +47,7 @@ STATUS_OF: dict[type[Exception], tuple[int, str]] = {
     InvalidInput: (422, "invalid_input"),
     ExplanationUnavailable: (409, "explanation_unavailable"),
     MalformedForm: (400, "malformed_form"),
+    InvalidQuery: (422, "invalid_request"),  # the code FastAPI's own parameter validation answers with
 }
 
 

@@ -11,6 +11,8 @@ from fastapi import APIRouter, Query, Request, Response, UploadFile
 from app.api.deps import PipelineDep
 from app.api.errors import error_detail, responses
 from app.api.multipart import form_files
+from app.api.query import PARAMETERS as QUERY_PARAMETERS
+from app.api.query import THRESHOLD_DOC, VERSION_DOC, predict_options
 from app.api.schemas import ImageError, Prediction, Predictions
 from app.errors import MissingImage
 from app.inference import Screening, Upload
@@ -43,16 +45,9 @@ REQUEST_BODY = {
         "application/dicom": {"schema": BINARY},
     },
 }
-ThresholdQuery = Annotated[
-    float | None,
-    Query(
-        ge=0,
-        le=1,
-        description="decision threshold on the calibrated P(infected); default: the model's screening threshold",
-    ),
-]
-ExplainQuery = Annotated[bool, Query(description="add a Grad-CAM heatmap and overlay to each answer")]
-VersionQuery = Annotated[int | None, Query(ge=1, description="pin a model version (default: the newest ready one)")]
+# /explain's query parameters; /predict reads its own by hand (app/api/query.py)
+ThresholdQuery = Annotated[float | None, Query(ge=0, le=1, description=THRESHOLD_DOC)]
+VersionQuery = Annotated[int | None, Query(ge=1, description=VERSION_DOC)]
 
 
 async def read_uploads(parts: list[UploadFile]) -> list[Upload]:
@@ -125,18 +120,14 @@ class JSONAnswer(Response):
     response_model=Prediction | Predictions,
     responses=responses(400, 404, 409, 413, 415, 422, 503),
     summary="Screen one image (answer: a prediction) or several (answer: a list, one entry per image)",
-    openapi_extra={"requestBody": REQUEST_BODY},
+    openapi_extra={"requestBody": REQUEST_BODY, "parameters": QUERY_PARAMETERS},
 )
-async def predict(
-    disease: str,
-    request: Request,
-    pipeline: PipelineDep,
-    threshold: ThresholdQuery = None,
-    explain: ExplainQuery = False,
-    version: VersionQuery = None,
-) -> JSONAnswer:
+async def predict(disease: str, request: Request, pipeline: PipelineDep) -> JSONAnswer:
+    options = predict_options(request.query_params)
     uploads = await read_request_images(request)
-    outcomes = await pipeline.screen(disease, uploads, threshold=threshold, explain=explain, version=version)
+    outcomes = await pipeline.screen(
+        disease, uploads, threshold=options.threshold, explain=options.explain, version=options.version
+    )
     if len(outcomes) == 1:  # one image: its answer, or its error as the response
         (outcome,) = outcomes
         if isinstance(outcome, Exception):
