@@ -42,8 +42,8 @@ def systems(port: int, models: Path) -> dict[str, System]:
     base = {"MEDSCAN_MODELS_DIR": str(models), "MEDSCAN_PORT": str(port), "MEDSCAN_LOG_LEVEL": "warning"}
     return {
         "medscan": System("medscan", [py, "-m", "app.cli", "serve"], base),
-        "medscan-2threads": System(  # the default before it was chosen from the cores: one op thread per core
-            "medscan-2threads", [py, "-m", "app.cli", "serve"], {**base, "MEDSCAN_TF_INTRA_OP_THREADS": "2"}
+        "medscan-1thread": System(  # what the default chooses when every model is light (app/tf_runtime.py)
+            "medscan-1thread", [py, "-m", "app.cli", "serve"], {**base, "MEDSCAN_TF_INTRA_OP_THREADS": "1"}
         ),
         "medscan-2workers": System(
             "medscan-2workers", [py, "-m", "app.cli", "serve"], {**base, "MEDSCAN_WORKERS": "2"}
