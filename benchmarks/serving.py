@@ -241,7 +241,7 @@ def main() -> None:
         nargs="+",
         default=[
             "medscan",
-            "medscan-2threads",
+            "medscan-1thread",
             "medscan-granian",
             "medscan-2workers",
             "medscan-nobatch",
