@@ -22,7 +22,6 @@ from app.model_store import latest_version, version_dir
 from app.savedmodel import load_model
 from app.settings import Settings
 
-ALL_CORES = 0  # TensorFlow's own choice: one intra-op thread per core
 
 
 def measure(disease: str, models_dir: Path, batch_sizes: list[int], seconds: float, signature: str = "analyse") -> dict:
@@ -85,7 +84,8 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/raw_model.json"))
     args = parser.parse_args()
-    tf_runtime.configure(ALL_CORES, Settings().tf_inter_op_threads)
+    # every core to TensorFlow, whatever the service would choose: R is the model's ceiling
+    tf_runtime.configure(tf_runtime.available_cores(), Settings().tf_inter_op_threads, args.models)
     results = [
         measure(d, args.models, args.batch_sizes, args.seconds, signature)
         for d in args.diseases
