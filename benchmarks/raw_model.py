@@ -23,7 +23,6 @@ from app.savedmodel import load_model
 from app.settings import Settings
 
 
-
 def measure(disease: str, models_dir: Path, batch_sizes: list[int], seconds: float, signature: str = "analyse") -> dict:
     """`analyse` is what the service calls (scores, log-odds, out-of-distribution distance);
     `serving_default` is the bare network, as TF Serving would run it."""
