@@ -9,4 +9,6 @@ if [ "${1:-}" = "--quick" ]; then
   shift
   set -- -m "not slow" "$@"
 fi
-exec .venv/bin/python -m pytest -q -rs -p no:cacheprovider "$@"
+# Two processes on 2 cores (pytest-xdist; a file's tests stay together, so module fixtures are made once): the
+# full suite took 16.5 min in one process and 9 min in two.
+exec .venv/bin/python -m pytest -q -rs -p no:cacheprovider -n "${MEDSCAN_TEST_PROCESSES:-auto}" --dist loadfile "$@"

@@ -14,6 +14,8 @@ from tests.conftest import write_synthetic_dataset
 from training.data.samples import Sample, find_samples, split_as
 from training.experiments.crossval import fold_of_each
 
+pytestmark = pytest.mark.slow  # trains every fold: 42 s
+
 
 def samples_with_groups(count: int = 300, seed: int = 0) -> list[Sample]:
     rng = np.random.default_rng(seed)

@@ -18,6 +18,8 @@ from training.cli import main
 from training.data.config import disease_samples
 from training.data.samples import DataError, split_as
 
+pytestmark = pytest.mark.slow  # exports and fits an ensemble: 24 s
+
 PROBE = np.random.default_rng(3).random((6, 50, 50, 1), dtype=np.float32)
 
 

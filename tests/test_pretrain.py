@@ -15,6 +15,8 @@ from tests.conftest import write_synthetic_dataset
 from training.data.config import DISEASES
 from training.data.samples import DataError, Sample, find_samples, split_as
 
+pytestmark = pytest.mark.slow  # pretrains backbones: 65 s
+
 OTHERS = ("malaria", "pneumonia")
 
 

@@ -47,6 +47,7 @@ def quadrant_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return export_untrained(tmp_path_factory.mktemp("quadrant"), "malaria", size=SIZE, model=model)
 
 
+@pytest.mark.slow  # the quadrant model trains for 40 s
 def test_grad_cam_mass_falls_in_the_quadrant_that_decides_the_class(quadrant_model: Path) -> None:
     from app.explanations import class_heatmap
 
@@ -65,6 +66,7 @@ def test_grad_cam_mass_falls_in_the_quadrant_that_decides_the_class(quadrant_mod
     assert np.mean(shares) >= 0.6, f"mean share of the heatmap in the deciding quadrant: {np.mean(shares):.2f}"
 
 
+@pytest.mark.slow
 def test_analyse_agrees_with_serving_default_and_does_not_saturate(quadrant_model: Path) -> None:
     model = load_model(quadrant_model)
     images, _ = quadrant_images(16, seed=5)
@@ -93,6 +95,7 @@ def plain_and_flipped(quadrant_model: Path, tmp_path_factory: pytest.TempPathFac
     return load_model(quadrant_model), load_model(flipped)
 
 
+@pytest.mark.slow
 def test_flipped_export_answers_the_mean_probability_over_the_image_and_its_flips(plain_and_flipped) -> None:
     from app.scoring import calibrated_probability
 
@@ -112,6 +115,7 @@ def test_flipped_export_answers_the_mean_probability_over_the_image_and_its_flip
     )
 
 
+@pytest.mark.slow
 def test_flipped_export_answers_a_flipped_image_alike_and_flips_its_heatmap(plain_and_flipped) -> None:
     _, flipped = plain_and_flipped
     images, _ = quadrant_images(4, seed=12)

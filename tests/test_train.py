@@ -16,6 +16,8 @@ from training.cli import main
 from training.evaluation.run import evaluate_version
 from training.release.train import TrainOptions, train
 
+pytestmark = pytest.mark.slow  # trains and exports models: 141 s on 2 cores
+
 FAST = {"epochs": 2, "batch_size": 16, "image_size": 50, "verbose": 0}
 
 
