@@ -49,10 +49,11 @@ def heaviest_model_pixels(models_dir: Path) -> int:
 def intra_op_threads(setting: int, cores: int, heaviest_pixels: int) -> int:
     """The threads one TensorFlow op may use: the setting, or (0) the fastest measured choice.
 
-    Measured on 2 cores with every shipped model loaded (benchmarks/results/serving.md, concurrency 32): for
-    pneumonia (64x64x1, light) one op thread served 911 requests/s and two 867, as the event loop's work per
-    request outweighs the model's; for malaria (64x64x3 over 3 views) one served 233 and two 365. So when every
-    model is light the loop keeps a core (all but one for TensorFlow); otherwise TensorFlow takes every core."""
+    Measured on 2 cores with every shipped model loaded (benchmarks/serving.py, concurrency 32): malaria (64x64x3
+    over 3 views) served 233 requests/s with one op thread and 365 with two, and 230 / 335 in a second run; the
+    light pneumonia model (64x64x1) 911 with one and 867 with two in the first run, where the event loop's work
+    per request outweighed the model's, but 657 / 908 in the second. So when every model is light the loop keeps
+    a core (all but one for TensorFlow); otherwise TensorFlow takes every core."""
     if setting > 0:
         return setting
     if heaviest_pixels <= LIGHT_MODEL_PIXELS:
@@ -66,14 +67,12 @@ def configure(intra_op_setting: int, inter_op_threads: int, models_dir: Path) ->
     keep_freed_memory()
     import tensorflow as tf
 
-    cores = available_cores()
-    heaviest = heaviest_model_pixels(models_dir)
-    intra = intra_op_threads(intra_op_setting, cores, heaviest)
-    why = (
-        "MEDSCAN_TF_INTRA_OP_THREADS"
-        if intra_op_setting
-        else f"chosen: {cores} cores available, the heaviest model sees {heaviest:,} pixels per image"
-    )
+    if intra_op_setting > 0:  # set: no need to look at the cores or read the cards
+        intra, why = intra_op_setting, "MEDSCAN_TF_INTRA_OP_THREADS"
+    else:
+        cores, heaviest = available_cores(), heaviest_model_pixels(models_dir)
+        intra = intra_op_threads(intra_op_setting, cores, heaviest)
+        why = f"chosen: {cores} cores available, the heaviest model sees {heaviest:,} pixels per image"
     log.info("TensorFlow threads: %d per op (%s), %d ops at once", intra, why, inter_op_threads)
     try:
         tf.config.threading.set_intra_op_parallelism_threads(intra)

@@ -13,7 +13,7 @@ from app.api.errors import error_detail, responses
 from app.api.multipart import form_files
 from app.api.query import PARAMETERS as QUERY_PARAMETERS
 from app.api.query import THRESHOLD_DOC, VERSION_DOC, predict_options
-from app.api.schemas import ImageError, Prediction, Predictions
+from app.api.schemas import Prediction, Predictions
 from app.errors import MissingImage
 from app.inference import Screening, Upload
 
@@ -136,7 +136,7 @@ async def predict(disease: str, request: Request, pipeline: PipelineDep) -> JSON
     return JSONAnswer(
         {
             "results": [
-                {**ImageError(error=error_detail(outcome)).model_dump(), "filename": upload.filename}
+                {"error": error_detail(outcome).model_dump(), "filename": upload.filename}
                 if isinstance(outcome, Exception)
                 else {**answer(outcome), "filename": upload.filename}
                 for upload, outcome in zip(uploads, outcomes, strict=True)
