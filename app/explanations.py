@@ -10,6 +10,7 @@ division by the maximum would leave in. No matplotlib at run time: a small colou
 from __future__ import annotations
 
 import io
+import zlib
 
 import numpy as np
 from PIL import Image
@@ -17,9 +18,11 @@ from PIL import Image
 from app.scoring import POSITIVE
 
 OVERLAY_MAX_SIDE = 512  # the overlay is for looking at, not for measuring: keep answers small
-# zlib level 1: a 224 px overlay encodes in 3.7 ms instead of 16.6 ms at Pillow's default (6), for 15% more bytes
-# (59 KB vs 51 KB); the encoding was most of an explained answer's time.
+# zlib level 1 with run-length matching only: a 224 px chest X-ray's overlay encodes in 2.9 ms, against 3.8 ms at
+# level 1 (52 KB vs 58 KB) and 16.6 ms at Pillow's default (6, 51 KB); the encoding was most of an explained
+# answer's time (benchmarks/explain_png.py).
 PNG_COMPRESS_LEVEL = 1
+PNG_STRATEGY = zlib.Z_RLE
 DEFAULT_OPACITY = 0.45
 # "jet"-like anchors from cold (no evidence) to hot (the strongest evidence).
 _ANCHORS = np.array([[0, 0, 128], [0, 0, 255], [0, 255, 255], [255, 255, 0], [255, 0, 0], [128, 0, 0]], np.float64)
@@ -64,5 +67,5 @@ def overlay(
 
 def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL, compress_type=PNG_STRATEGY)
     return buffer.getvalue()

@@ -84,16 +84,25 @@ class CalibrationFigures(BaseModel):
 
 
 class Calibration(BaseModel):
-    """Temperature scaling of the log-odds of the two normalised scores (Guo et al., 2017).
+    """Temperature (Guo et al., 2017) or Platt scaling of the log-odds of the two normalised scores.
 
-    calibrated P(infected) = sigmoid(log(s_infected / s_uninfected) / temperature); temperature 1
-    gives back the uncalibrated probability s_infected / (s_infected + s_uninfected)."""
+    calibrated P(infected) = sigmoid(log(s_infected / s_uninfected) / temperature + bias). Temperature 1 and
+    bias 0 give back the uncalibrated probability s_infected / (s_infected + s_uninfected); a bias corrects a
+    model whose training weighed the classes alike where they are not (Platt, 1999)."""
 
-    method: Literal["temperature"] = "temperature"
+    method: Literal["temperature", "platt"] = "temperature"
     temperature: float = Field(gt=0)
+    bias: float = Field(0.0, description="added to the scaled log-odds (Platt scaling); absent in older cards: 0")
     fitted_on: str
-    selection: str = Field("", description="why this temperature (1: scaling did not help on held-out patients)")
+    selection: str = Field("", description="why this method (none, temperature or Platt) on held-out patients")
     test: CalibrationFigures | None = None
+
+    def parameters(self) -> tuple[float, float]:
+        """(temperature, bias), as `app.scoring.calibrated_probability` takes them."""
+        return self.temperature, self.bias
+
+
+UNCALIBRATED = (1.0, 0.0)  # (temperature, bias) of a card without calibration
 
 
 class Screening(BaseModel):

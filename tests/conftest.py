@@ -104,7 +104,7 @@ def client(service_settings):
         yield test_client
 
 
-TEMPERATURE, THRESHOLD = 2.0, 0.3
+TEMPERATURE, BIAS, THRESHOLD = 2.0, -0.7, 0.3
 
 
 FIXTURE_CROSS_VALIDATION = CrossValidation(
@@ -165,7 +165,7 @@ FIXTURE_GRADES = [GradeFigure(grade=0, label="uninfected", n_images=40, flagged_
 
 @pytest.fixture(scope="session")
 def trust_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Models with a trust layer (malaria: temperature and threshold set; brain_tumor: every image out
+    """Models with a trust layer (malaria: Platt scaling and threshold set; brain_tumor: every image out
     of distribution) and one exported before it (breast_cancer)."""
     from tests.model_fixtures import export_legacy, export_untrained
 
@@ -175,6 +175,7 @@ def trust_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "malaria",
         size=50,
         temperature=TEMPERATURE,
+        bias=BIAS,
         threshold=THRESHOLD,
         ood_threshold=1e6,
         cross_validation=FIXTURE_CROSS_VALIDATION,

@@ -36,6 +36,7 @@ def fixture_card(
     spec: InputSpec,
     *,
     temperature: float = 1.0,
+    bias: float = 0.0,
     threshold: float = 0.5,
     ood_threshold: float | None = 1e6,
     cross_validation: CrossValidation | None = None,
@@ -65,7 +66,9 @@ def fixture_card(
             roc_auc=0.5,
             confusion_matrix=[[1, 0], [1, 0]],
         ),
-        calibration=Calibration(temperature=temperature, fitted_on="test"),
+        calibration=Calibration(
+            method="platt" if bias else "temperature", temperature=temperature, bias=bias, fitted_on="test"
+        ),
         screening=Screening(
             target_sensitivity=0.95,
             threshold=threshold,

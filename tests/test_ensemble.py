@@ -12,6 +12,7 @@ from app.model_card import SplitSpec, read_card
 from app.model_store import METADATA_FILE, versions
 from app.preprocessing import file_pixels
 from app.savedmodel import load_model
+from app.scoring import calibrated_probability
 from tests.conftest import write_synthetic_dataset
 from tests.model_fixtures import export_untrained
 from training.cli import main
@@ -78,7 +79,7 @@ def test_its_card_names_the_members_and_has_its_own_trust_layer_and_test_figures
     validation = split_as(disease_samples(data, "malaria"), card.data.split_spec).validation
     pixels = np.stack([file_pixels(s.path, card.input.spec()) for s in validation]).astype(np.float32) / 255
     served = load_model(models / "malaria" / "3")
-    calibrated = p_infected([o.log_odds / card.calibration.temperature for o in served.analyse(pixels)])
+    calibrated = calibrated_probability([o.log_odds for o in served.analyse(pixels)], *card.calibration.parameters())
     infected = np.array([s.label == 0 for s in validation])
     sensitivity = float((calibrated[infected] >= card.screening.threshold).mean())
     assert sensitivity == pytest.approx(card.screening.validation.sensitivity, abs=1e-6)

@@ -17,7 +17,7 @@ from pydicom.data import get_testdata_file
 from app.api.schemas import ImageError, PredictionItem, Predictions
 from app.savedmodel import load_model
 from app.scoring import calibrated_probability
-from tests.conftest import TEMPERATURE, THRESHOLD
+from tests.conftest import BIAS, TEMPERATURE, THRESHOLD
 from tests.images import gradient, image_bytes, model_input
 
 
@@ -32,7 +32,7 @@ def png(width: int = 60, height: int = 40, name: str = "x.png") -> tuple[str, by
 def expected_score(models: Path, disease: str, data: bytes) -> float:
     model = load_model(next((models / disease).iterdir()))
     x = model_input(data, model.card.input.spec(), max_pixels=10**8)[np.newaxis]
-    return float(calibrated_probability(model.analyse(x)[0].log_odds, model.card.calibration.temperature))
+    return float(calibrated_probability(model.analyse(x)[0].log_odds, *model.card.calibration.parameters()))
 
 
 def test_answers_are_calibrated_thresholded_and_carry_the_unrounded_score(trust_client, trust_models) -> None:
@@ -188,7 +188,7 @@ def test_dicom_is_screened_and_no_patient_data_is_returned_or_logged(trust_clien
 def test_models_list_shows_the_trust_layer_from_the_cards(trust_client) -> None:
     models = {m["disease"]: m for m in trust_client.get("/models").json()["models"]}
     card = models["malaria"]["card"]
-    assert card["calibration"]["temperature"] == TEMPERATURE
+    assert card["calibration"]["temperature"] == TEMPERATURE and card["calibration"]["bias"] == BIAS
     assert card["screening"]["threshold"] == THRESHOLD
     assert card["out_of_distribution"]["threshold"] == 1e6
     assert models["breast_cancer"]["card"]["out_of_distribution"] is None

@@ -26,6 +26,15 @@ def test_temperature_softens_or_sharpens_without_changing_the_order() -> None:
     assert soft[2] == sharp[2] == 0.5
 
 
+def test_a_bias_moves_every_probability_as_a_change_of_prior_odds_would() -> None:
+    """sigmoid(z + b): the odds of every answer multiplied by e^b, its order unchanged."""
+    log_odds = np.array([-3.0, -0.5, 0.0, 2.0])
+    shifted = calibrated_probability(log_odds, 1.0, np.log(0.25))
+    odds = shifted / (1 - shifted)
+    np.testing.assert_allclose(odds, 0.25 * np.exp(log_odds))
+    assert np.all(np.diff(shifted) > 0)
+
+
 def test_extreme_log_odds_do_not_overflow() -> None:
     assert calibrated_probability(np.array([-1e4, 1e4])).tolist() == [0.0, 1.0]
 
@@ -44,7 +53,7 @@ def test_one_answers_calibrated_score_is_the_array_formula() -> None:
     from app.scoring import calibrated_score
 
     log_odds = np.random.default_rng(1).normal(0, 30, 500)
-    for temperature in (0.5, 1.0, 2.7):
-        singles = [calibrated_score(float(x), temperature) for x in log_odds]
-        np.testing.assert_allclose(singles, calibrated_probability(log_odds, temperature), rtol=0, atol=1e-15)
+    for temperature, bias in ((0.5, 0.0), (1.0, 0.0), (2.7, 0.0), (1.3, -0.9), (0.8, 2.0)):
+        singles = [calibrated_score(float(x), temperature, bias) for x in log_odds]
+        np.testing.assert_allclose(singles, calibrated_probability(log_odds, temperature, bias), rtol=0, atol=1e-15)
     assert calibrated_score(-800.0) == 0.0 and calibrated_score(800.0) == 1.0  # no overflow either way

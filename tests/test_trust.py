@@ -1,4 +1,4 @@
-"""Fitting the trust layer: temperature, its held-out check, screening threshold, out-of-distribution Gaussian."""
+"""Fitting the trust layer: calibration and its held-out choice, screening threshold, OOD Gaussian."""
 
 from __future__ import annotations
 
@@ -6,16 +6,21 @@ import numpy as np
 import pytest
 
 from app.scoring import calibrated_probability
-from training.evaluation.metrics import operating_point
-from training.release.trust import choose_temperature, fit_ood, fit_temperature, screening_threshold
+from training.evaluation.metrics import expected_calibration_error, operating_point
+from training.release.trust import choose_calibration, fit_ood, fit_platt, fit_temperature, screening_threshold
 
 
-def overconfident(count: int = 4000, true_temperature: float = 2.5, seed: int = 0):
-    """Labels drawn from sigmoid(z), reported log-odds z * true_temperature: a model too sure of itself."""
+def overconfident(count: int = 4000, true_temperature: float = 2.5, seed: int = 0, shift: float = 0.0):
+    """Labels drawn from sigmoid(z), reported log-odds z * true_temperature - shift: a model too sure of itself
+    and, with a shift, one that answers as if the infected were more common (or rarer) than they are."""
     rng = np.random.default_rng(seed)
     z = rng.normal(0, 2, count)
     labels = np.where(rng.random(count) < 1 / (1 + np.exp(-z)), 0, 1)  # 0 = infected
-    return z * true_temperature, labels
+    return z * true_temperature - shift, labels
+
+
+def patients(count: int) -> list[str]:
+    return [f"p{i // 10}" for i in range(count)]
 
 
 def test_fit_temperature_recovers_how_overconfident_a_model_is() -> None:
@@ -23,30 +28,58 @@ def test_fit_temperature_recovers_how_overconfident_a_model_is() -> None:
     assert fit_temperature(log_odds, labels) == pytest.approx(2.5, rel=0.1)
 
 
-def test_scaling_is_kept_when_it_helps_held_out_patients() -> None:
+def test_fit_platt_recovers_both_the_overconfidence_and_the_shifted_prior() -> None:
+    log_odds, labels = overconfident(true_temperature=2.5, shift=-2.0)  # answers as if infected were commoner
+    temperature, bias = fit_platt(log_odds, labels)
+    assert temperature == pytest.approx(2.5, rel=0.1)
+    assert bias == pytest.approx(-2.0 / 2.5, abs=0.1)  # sigmoid(x / T + b) undoes x = T z + 2
+
+
+def test_a_shifted_prior_is_corrected_by_platt_scaling_where_temperature_cannot() -> None:
+    """A model trained with its classes weighed alike, served where a quarter of the images are infected."""
+    log_odds, labels = overconfident(true_temperature=1.0, shift=-1.5)
+    choice = choose_calibration(log_odds, labels, patients(len(labels)))
+    assert choice.method == "platt" and choice.bias == pytest.approx(-1.5, abs=0.15)
+    assert choice.selection.endswith("platt used")
+    calibrated = calibrated_probability(log_odds, *choice.parameters)
+    assert (
+        expected_calibration_error(calibrated, labels)
+        < 0.02
+        < expected_calibration_error(calibrated_probability(log_odds, fit_temperature(log_odds, labels)), labels)
+    )
+
+
+def test_temperature_scaling_is_kept_when_it_helps_held_out_patients() -> None:
     log_odds, labels = overconfident()
-    groups = [f"p{i // 10}" for i in range(len(labels))]
-    temperature, verdict = choose_temperature(log_odds, labels, groups)
-    assert temperature == pytest.approx(2.5, rel=0.1) and verdict.endswith("scaling kept")
+    choice = choose_calibration(log_odds, labels, patients(len(labels)), methods=("none", "temperature"))
+    assert choice.method == "temperature" and choice.temperature == pytest.approx(2.5, rel=0.1)
+    assert choice.bias == 0.0 and choice.selection.endswith("temperature used")
 
 
-def test_scaling_is_dropped_when_it_hurts_held_out_patients() -> None:
+def test_calibration_is_dropped_when_it_hurts_held_out_patients() -> None:
     """Calibrated answers but for a few confidently wrong ones: the likelihood fit softens everything to pay for
     those few, which worsens the calibration error of the rest on held-out patients, so it is not used."""
     log_odds, labels = overconfident(count=2000, true_temperature=1.0, seed=3)
     wrong = np.arange(0, 2000, 50)  # 2% answered with log-odds 40 and the other label
     log_odds[wrong], labels[wrong] = 40.0, 1
-    groups = [f"p{i // 10}" for i in range(len(labels))]
     assert fit_temperature(log_odds, labels) > 1.5  # what scaling would have used
-    temperature, verdict = choose_temperature(log_odds, labels, groups)
-    assert temperature == 1.0 and verdict.endswith("scaling not used (temperature 1)")
+    choice = choose_calibration(log_odds, labels, patients(len(labels)))
+    assert choice.method == "none" and choice.parameters == (1.0, 0.0)
+    assert "none" in choice.selection and choice.selection.endswith("none used")
+
+
+def test_a_gain_within_noise_does_not_buy_a_method_more_parameters() -> None:
+    """Well calibrated already: each fit gains at most a hair on held-out patients, so none is used."""
+    log_odds, labels = overconfident(count=3000, true_temperature=1.0, seed=7)  # temperature gains 6%
+    choice = choose_calibration(log_odds, labels, patients(len(labels)))
+    assert choice.method == "none", choice.selection
 
 
 def test_too_few_groups_to_check_keeps_the_fitted_temperature_and_says_so() -> None:
     log_odds, labels = overconfident(count=400)
-    temperature, verdict = choose_temperature(log_odds, labels, ["one patient"] * len(labels))
-    assert temperature == pytest.approx(fit_temperature(log_odds, labels))
-    assert "too few groups" in verdict
+    choice = choose_calibration(log_odds, labels, ["one patient"] * len(labels))
+    assert choice.temperature == pytest.approx(fit_temperature(log_odds, labels)) and choice.bias == 0.0
+    assert "too few groups" in choice.selection
 
 
 def test_the_screening_threshold_reaches_the_target_sensitivity_and_no_lower_threshold_is_needed() -> None:

@@ -135,6 +135,13 @@ function crossValidation(cv) {
 }
 
 // A start pretrained on the other data sets (training/networks/pretrain.py) is part of what the model is.
+function calibrationText(calibration) {
+  // A card before Platt scaling has no bias: temperature scaling only.
+  const temperature = `temperature ${calibration.temperature.toFixed(2)}`;
+  if (calibration.method === "platt") return `Platt scaling: ${temperature}, bias ${calibration.bias.toFixed(2)}`;
+  return temperature;
+}
+
 function pretrainedStart(pretraining) {
   if (!pretraining) return "";
   const sets = Object.entries(pretraining.pretrained_on).map(([disease, images]) => `${disease} (${images})`);
@@ -189,7 +196,7 @@ function cardContents(card) {
     fact("Ensemble", `the mean probability of ${members.length} networks, each one more pass per image: ` +
       members.join("; "));
   }
-  if (card.calibration) fact("Calibration", `temperature ${card.calibration.temperature.toFixed(2)}. ${card.calibration.selection}`);
+  if (card.calibration) fact("Calibration", `${calibrationText(card.calibration)}. ${card.calibration.selection}`);
   if (card.out_of_distribution) fact("Out-of-distribution check", card.out_of_distribution.method);
   fact("Data source", card.data.source);
   fact("Split", card.data.split);

@@ -12,7 +12,15 @@ import numpy as np
 from PIL import Image
 from scipy.stats import bootstrap
 
-from app.model_card import CalibrationFigures, FlagRate, ModelCard, OperatingPoint, SplitSpec, TestMetrics
+from app.model_card import (
+    UNCALIBRATED,
+    CalibrationFigures,
+    FlagRate,
+    ModelCard,
+    OperatingPoint,
+    SplitSpec,
+    TestMetrics,
+)
 from app.model_store import REPORT_DIR
 from app.preprocessing import InputSpec, scale, to_pixels
 from app.savedmodel import ImageOutputs, LoadedModel
@@ -71,9 +79,12 @@ def run_model(model: LoadedModel, pixels: np.ndarray) -> Outputs:
     )
 
 
-def calibration_figures(log_odds: np.ndarray, labels: np.ndarray, temperature: float) -> CalibrationFigures:
+def calibration_figures(
+    log_odds: np.ndarray, labels: np.ndarray, calibration: tuple[float, float]
+) -> CalibrationFigures:
+    """ECE and Brier before and after the (temperature, bias) calibration."""
     before = calibrated_probability(log_odds, 1.0)
-    after = calibrated_probability(log_odds, temperature)
+    after = calibrated_probability(log_odds, *calibration)
     return CalibrationFigures(
         n_images=len(labels),
         bins=ECE_BINS,
@@ -198,16 +209,16 @@ def assess(
 ) -> Assessment:
     card = model.card
     outputs = run_model(model, test_pixels)
-    temperature = card.calibration.temperature if card.calibration else 1.0
+    calibration = card.calibration.parameters() if card.calibration else UNCALIBRATED
     uncalibrated = calibrated_probability(outputs.log_odds, 1.0)
-    calibrated = calibrated_probability(outputs.log_odds, temperature)
+    calibrated = calibrated_probability(outputs.log_odds, *calibration)
     metrics = compute_metrics(test_labels, probabilities_of(uncalibrated))
     metrics = metrics.model_copy(
         update={"intervals": group_intervals(test_labels, probabilities_of(uncalibrated), test_groups)}
     )
     return Assessment(
         metrics=metrics,
-        calibration=calibration_figures(outputs.log_odds, test_labels, temperature) if card.calibration else None,
+        calibration=calibration_figures(outputs.log_odds, test_labels, calibration) if card.calibration else None,
         screening_test=(
             _point_with_intervals(calibrated, test_labels, test_groups, card.screening.threshold)
             if card.screening

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from app.model_card import ModelCard, read_card
+from app.model_card import Calibration, ModelCard, read_card
 from app.model_store import METADATA_FILE, disease_names, latest_version, version_dir
 from training.data.config import DISEASES
 
@@ -112,10 +112,16 @@ def _training_time(card: ModelCard) -> str:
     return f"{spent} ({card.training.epochs_run} epochs)"
 
 
+def _calibration(calibration: Calibration) -> str:
+    if calibration.method == "platt":
+        return f"Platt: T {calibration.temperature:.3f}, bias {calibration.bias:+.3f}"
+    return "none" if calibration.temperature == 1.0 else f"T {calibration.temperature:.3f}"
+
+
 def trust_table(models_dir: Path) -> str:
     lines = _header(
         "disease",
-        "temperature",
+        "calibration",
         "ECE before -> after (test)",
         "Brier before -> after",
         "screening threshold",
@@ -138,7 +144,7 @@ def trust_table(models_dir: Path) -> str:
         lowest = min(others.items(), key=lambda item: item[1].flagged) if others else None
         lowest_text = f"{lowest[1].flagged:.1%} ({lowest[0].removesuffix(' test part')})" if lowest else "-"
         lines.append(
-            f"| {card.disease} | {cal.temperature:.3f} | {cal.test.ece_before:.4f} -> {cal.test.ece_after:.4f} "
+            f"| {card.disease} | {_calibration(cal)} | {cal.test.ece_before:.4f} -> {cal.test.ece_after:.4f} "
             f"| {cal.test.brier_before:.4f} -> {cal.test.brier_after:.4f} | {screen.threshold:.4f} "
             f"| {_point(screen.test)} "
             f"| {screen.test_at_0_5.sensitivity:.1%} / {screen.test_at_0_5.specificity:.1%} "

@@ -2,12 +2,12 @@
 
 Leave one site out: for each site the disease's `sites` name (a hospital, a collection, a scanner), train
 the recipe on every other site (their patient groups split into training and validation parts), fit the
-trust layer there as an export fits it (temperature, screening threshold, out-of-distribution statistics),
+trust layer there as an export fits it (calibration, screening threshold, out-of-distribution statistics),
 and measure on every image of the held-out site. That site's figures are the honest estimate for a new
 clinic; a grouped split within the sites only says how the model does on new patients of clinics it knows.
 
 Beside accuracy and AUC (with patient-group bootstrap intervals) each round measures what the trust layer
-does at the new site: calibration error after the temperature, the operating point of the screening
+does at the new site: calibration error as served (after its calibration), the operating point of the screening
 threshold, how many images the out-of-distribution check flags, and how well the site-shift signal (an
 image's out-of-distribution distance as a percentile of the known sites' validation images) tells the new
 site's images from the known sites' ones.
@@ -70,7 +70,7 @@ def measure_site(
 ) -> dict[str, object]:
     """A held-out site's figures as the service would answer there, with the trust layer of the known sites."""
     raw = calibrated_probability(log_odds, 1.0)
-    calibrated = calibrated_probability(log_odds, trust.temperature)
+    calibrated = calibrated_probability(log_odds, *trust.calibration.parameters)
     at_half = compute_metrics(labels, probabilities_of(raw))
     point = operating_point(calibrated, labels, trust.threshold)
     intervals = group_intervals(labels, probabilities_of(raw), groups) if len(set(groups)) > 1 else {}
@@ -88,7 +88,9 @@ def measure_site(
             "accuracy": float(np.mean((calibrated >= trust.threshold) == (labels == 0))),
         },
         "ece": {
-            "temperature": trust.temperature,
+            "method": trust.calibration.method,
+            "temperature": trust.calibration.temperature,
+            "bias": trust.calibration.bias,
             "before": expected_calibration_error(raw, labels),
             "after": expected_calibration_error(calibrated, labels),
         },

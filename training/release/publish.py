@@ -38,8 +38,9 @@ OOD_METHOD = (
 )
 OUTPUT_DESCRIPTION = (
     "serving_default: two independent sigmoid scores in `classes` order. The service reports "
-    "P(infected) = sigmoid(log(s_infected / s_uninfected) / temperature) (the `analyse` signature gives the "
-    "log-odds from the logits; temperature 1 is each score divided by their sum) and labels `infected` from "
+    "P(infected) = sigmoid(log(s_infected / s_uninfected) / temperature + bias) (the `analyse` signature gives "
+    "the log-odds from the logits; temperature 1 and bias 0 is each score divided by their sum) and labels "
+    "`infected` from "
     "the screening threshold up (app/scoring.py)"
 )
 PARITY_TOLERANCE = 1e-3  # log-odds: the SavedModel must answer as the Keras model did
@@ -94,7 +95,11 @@ def with_trust(card: ModelCard, trust: FittedTrust, target_sensitivity: float, v
     return card.model_copy(
         update={
             "calibration": Calibration(
-                temperature=trust.temperature, fitted_on=fitted_on, selection=trust.temperature_selection
+                method="platt" if trust.calibration.method == "platt" else "temperature",
+                temperature=trust.calibration.temperature,
+                bias=trust.calibration.bias,
+                fitted_on=fitted_on,
+                selection=trust.calibration.selection,
             ),
             "screening": Screening(
                 target_sensitivity=target_sensitivity, threshold=trust.threshold, validation=trust.validation_point
@@ -140,9 +145,11 @@ def release(
         target_sensitivity=target_sensitivity,
     )
     log.info(
-        "%s: temperature %.3f, screening threshold %.4f, ood threshold %.2f",
+        "%s: calibration %s (temperature %.3f, bias %.3f), screening threshold %.4f, ood threshold %.2f",
         card.disease,
-        trust.temperature,
+        trust.calibration.method,
+        trust.calibration.temperature,
+        trust.calibration.bias,
         trust.threshold,
         trust.ood_threshold,
     )
