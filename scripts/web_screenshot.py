@@ -25,14 +25,17 @@ PORT = 8765
 
 
 def drawn_cell(parasite: bool, seed: int) -> bytes:
-    """A flat grey disc on black, 50 x 50 like the malaria crops; with a dark spot when `parasite`."""
+    """A pink disc on black, 64 x 64 like the colour malaria crops; with a purple ring (the stain of a ring-stage
+    parasite) when `parasite`."""
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:50, :50]
-    inside = ((xx - 25) / 23) ** 2 + ((yy - 25) / 21) ** 2 < 1
-    pixels = np.where(inside, 160 + rng.normal(0, 3, (50, 50)), 0.0)
+    yy, xx = np.mgrid[:64, :64]
+    inside = ((xx - 32) / 29) ** 2 + ((yy - 32) / 27) ** 2 < 1
+    cell = np.array([205.0, 150.0, 160.0])  # Giemsa-stained red cell: pink
+    pixels = np.where(inside[..., None], cell + rng.normal(0, 4, (64, 64, 3)), 0.0)
     if parasite:
-        pixels[(xx - 29) ** 2 + (yy - 20) ** 2 < 16] = 95
-    image = Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(0.5))
+        ring = np.abs(np.hypot(xx - 38, yy - 25) - 4) < 1.6
+        pixels[ring] = [110.0, 50.0, 140.0]  # the parasite's chromatin and cytoplasm: purple
+    image = Image.fromarray(pixels.clip(0, 255).astype(np.uint8), "RGB").filter(ImageFilter.GaussianBlur(0.6))
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
     return buffer.getvalue()
