@@ -130,14 +130,8 @@ class ModelRegistry:
                 log.error(self.scan_error)
                 return
             self.scan_error = None
-            # Diseases side by side: loading a SavedModel is mostly single-threaded graph building, so on
-            # 2 cores six models come up in less time together than one after another.
-            await asyncio.gather(
-                *(
-                    self._sync_disease(disease, on_disk.get(disease))
-                    for disease in sorted(set(on_disk) | set(self._versions))
-                )
-            )
+            for disease in sorted(set(on_disk) | set(self._versions)):
+                await self._sync_disease(disease, on_disk.get(disease))
 
     async def _sync_disease(self, disease: str, found: list[int] | None) -> None:
         """found: the version folders on disk; None when the disease folder itself is gone."""

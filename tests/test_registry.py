@@ -70,34 +70,6 @@ async def test_an_unexpected_failure_in_one_model_leaves_the_others_served(
         await registry.close()
 
 
-async def test_models_load_side_by_side_so_a_slow_one_does_not_hold_up_the_others(
-    served_models_dir: Path, monkeypatch
-) -> None:
-    """The first disease's load waits until another's has finished: one after another, that never ends."""
-    import threading
-
-    import app.registry as registry_module
-
-    real_load = registry_module.load_model
-    first, another_loaded = min(p.name for p in served_models_dir.iterdir()), threading.Event()
-
-    def first_waits(path: Path):
-        if path.parent.name == first:
-            assert another_loaded.wait(timeout=30), "loaded one after another"
-            return real_load(path)
-        model = real_load(path)
-        another_loaded.set()
-        return model
-
-    monkeypatch.setattr(registry_module, "load_model", first_waits)
-    registry = ModelRegistry(Settings(models_dir=served_models_dir))
-    await registry.load_all()
-    try:
-        assert registry.models[first].status is ModelStatus.READY, registry.models[first].error
-    finally:
-        await registry.close()
-
-
 # --- versions, policy and hot reload ---------------------------------------------------------
 
 
