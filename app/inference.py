@@ -251,7 +251,10 @@ class InferencePipeline:
             explanation=explanation,
             intended_use=card.intended_use,
             distance_percentile=(
-                site_shift.distance_percentile(outputs.ood_distance, quantiles)  # type: ignore[arg-type]
+                site_shift.distance_percentile(
+                    outputs.ood_distance,  # type: ignore[arg-type]
+                    *site_shift.with_threshold(quantiles, ood.threshold, ood.threshold_quantile * 100),  # type: ignore[union-attr]
+                )
                 if known and quantiles
                 else None
             ),

@@ -25,18 +25,43 @@ def distance_quantiles(validation_distances: np.ndarray) -> list[float]:
     return [float(q) for q in np.percentile(validation_distances, PERCENTILES)]
 
 
-def distance_percentile(distance: float, quantiles: Sequence[float]) -> float:
+def distance_percentile(
+    distance: float, quantiles: Sequence[float], percentiles: Sequence[float] = PERCENTILES
+) -> float:
     """Where a distance falls among the validation part's (0-100, interpolated between kept quantiles), as
     np.interp gives it, in plain floats: one answer's worth, on the request path."""
     if distance <= quantiles[0]:
-        return PERCENTILES[0]
+        return percentiles[0]
     if distance >= quantiles[-1]:
-        return PERCENTILES[-1]
+        return percentiles[-1]
     upper = bisect_right(quantiles, distance)
     low, high = quantiles[upper - 1], quantiles[upper]
     if high == low:
-        return PERCENTILES[upper]
-    return PERCENTILES[upper - 1] + (distance - low) / (high - low) * (PERCENTILES[upper] - PERCENTILES[upper - 1])
+        return percentiles[upper]
+    return percentiles[upper - 1] + (distance - low) / (high - low) * (percentiles[upper] - percentiles[upper - 1])
+
+
+def with_threshold(
+    quantiles: Sequence[float], threshold: float, threshold_percentile: float
+) -> tuple[list[float], list[float]]:
+    """The kept quantiles with the out-of-distribution threshold as one more (its percentile is known).
+
+    Between the 95th percentile and the largest validation distance (which one odd image can make huge) the
+    interpolation would put an image flagged out of distribution near 95; with the threshold as a knot, an
+    image beyond it is placed beyond its percentile (97.5), as the flag says."""
+    position = bisect_right(PERCENTILES, threshold_percentile)
+    fits = (
+        len(quantiles) == len(PERCENTILES)
+        and 0 < position < len(PERCENTILES)
+        and PERCENTILES[position - 1] < threshold_percentile
+        and quantiles[position - 1] <= threshold <= quantiles[position]
+    )
+    if not fits:  # a percentile already kept, or a threshold out of line with them: the kept ones alone
+        return list(quantiles), list(PERCENTILES)
+    return (
+        [*quantiles[:position], threshold, *quantiles[position:]],
+        [*PERCENTILES[:position], threshold_percentile, *PERCENTILES[position:]],
+    )
 
 
 def unlike_training_sites(percentile: float) -> bool:

@@ -10,7 +10,13 @@ from PIL import Image
 
 from app.main import create_app
 from app.settings import Settings
-from app.site_shift import PERCENTILES, distance_percentile, distance_quantiles, unlike_training_sites
+from app.site_shift import (
+    PERCENTILES,
+    distance_percentile,
+    distance_quantiles,
+    unlike_training_sites,
+    with_threshold,
+)
 from tests.images import blob, gradient, image_bytes
 
 NEAR = [i * 1e-6 for i in range(len(PERCENTILES))]  # every real distance lies beyond these: percentile 100
@@ -80,6 +86,22 @@ def test_a_gray_image_sent_to_a_colour_model_is_answered_with_a_warning(site_cli
 def test_a_colour_image_gets_no_colour_warning_and_a_gray_model_never_does(site_client) -> None:
     assert predict(site_client, "retinopathy", gradient(60, 60))["warning"] is None
     assert predict(site_client, "pneumonia", blob(60, infected=True, seed=1).convert("L"))["warning"] is None
+
+
+def test_an_image_beyond_the_out_of_distribution_threshold_is_placed_beyond_its_percentile() -> None:
+    """One odd validation image made the largest kept distance huge: without the threshold as a knot, an image
+    flagged out of distribution (distance 3x the threshold) was answered as percentile 95.00009."""
+    quantiles = [*np.linspace(12.0, 27.8, 19).tolist(), 30.5, 3_472_951.75]  # pneumonia v4's card, in shape
+    threshold = 32.9  # its 97.5th percentile
+    flagged = distance_percentile(93.5, *with_threshold(quantiles, threshold, 97.5))
+    assert 97.5 < flagged < 100 and distance_percentile(93.5, quantiles) < 95.01
+    assert distance_percentile(threshold, *with_threshold(quantiles, threshold, 97.5)) == pytest.approx(97.5)
+    for distance in (5.0, 20.0, 29.0):  # below the kept quantile under the threshold nothing moves
+        knotted = distance_percentile(distance, *with_threshold(quantiles, threshold, 97.5))
+        assert knotted == pytest.approx(distance_percentile(distance, quantiles))
+    # a threshold out of line with the kept quantiles, or at a kept percentile, leaves them as they are
+    assert with_threshold(quantiles, 1e9, 97.5) == (quantiles, list(PERCENTILES))
+    assert with_threshold(quantiles, 29.0, 95.0) == (quantiles, list(PERCENTILES))
 
 
 def test_the_percentile_is_numpys_interpolation_ties_and_both_ends_included() -> None:
