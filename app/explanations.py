@@ -9,20 +9,13 @@ division by the maximum would leave in. No matplotlib at run time: a small colou
 
 from __future__ import annotations
 
-import io
-import zlib
-
 import numpy as np
 from PIL import Image
 
+from app.png import encode_rgb
 from app.scoring import POSITIVE
 
 OVERLAY_MAX_SIDE = 512  # the overlay is for looking at, not for measuring: keep answers small
-# zlib level 1 with run-length matching only: the overlay PNG was most of an explained answer's time. Medians over
-# real overlays (benchmarks/explain_png.py): pneumonia 224 px 2.8 ms, 52 KB (level 1 alone: 3.0 ms, 60 KB;
-# Pillow's default level 6: 15 ms, 52 KB); retinopathy 288 px 5.2 ms, 76 KB (5.8 ms, 96 KB; 26 ms, 81 KB).
-PNG_COMPRESS_LEVEL = 1
-PNG_STRATEGY = zlib.Z_RLE
 DEFAULT_OPACITY = 0.45
 # "jet"-like anchors from cold (no evidence) to hot (the strongest evidence).
 _ANCHORS = np.array([[0, 0, 128], [0, 0, 255], [0, 255, 255], [255, 255, 0], [255, 0, 0], [128, 0, 0]], np.float64)
@@ -66,6 +59,5 @@ def overlay(
 
 
 def png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL, compress_type=PNG_STRATEGY)
-    return buffer.getvalue()
+    """The overlay as a PNG file, by our fast encoder (app/png.py)."""
+    return encode_rgb(np.asarray(image.convert("RGB")))

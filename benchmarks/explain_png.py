@@ -1,11 +1,12 @@
-"""What an explained answer's overlay PNG costs to encode, by zlib setting, on the served overlays.
+"""What an explained answer's overlay PNG costs to encode, by encoder and setting, on the served overlays.
 
     python -m benchmarks.explain_png --data ../shared/datasets --models models --diseases pneumonia malaria
 
 For each disease, a few real test images are explained by the shipped model exactly as the service does it
 (`class_heatmap`, `overlay` of `app/explanations.py`); each overlay is then encoded with every setting below
-and the median time and size are reported. Writes benchmarks/results/explain-png.{json,md}. Without --data,
-synthetic gradients stand in for the images (the times then say little about real overlays).
+and the median time and size are reported (each checked to decode to the same pixels). Writes
+benchmarks/results/explain-png.{json,md}. Without --data, synthetic gradients stand in for the images (the times
+then say little about real overlays).
 """
 
 from __future__ import annotations
@@ -16,21 +17,32 @@ import json
 import statistics
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from app.explanations import class_heatmap, overlay
+from app.explanations import class_heatmap, overlay, png_bytes
 from app.model_store import latest_version, version_dir
 from app.preprocessing import load_first_frame, model_region, read_header, to_pixels
 from app.savedmodel import load_model
 
-SETTINGS = {  # name -> Pillow's PNG options
-    "level 6 (Pillow's default)": {"compress_level": 6},
-    "level 1": {"compress_level": 1},
-    "level 1, run-length only (served)": {"compress_level": 1, "compress_type": zlib.Z_RLE},
-    "level 0 (stored)": {"compress_level": 0},
+
+def pillow(**options: int) -> Callable[[Image.Image], bytes]:
+    def encode(image: Image.Image) -> bytes:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", **options)
+        return buffer.getvalue()
+
+    return encode
+
+
+SETTINGS: dict[str, Callable[[Image.Image], bytes]] = {  # name -> encoder
+    "Pillow, level 6 (its default)": pillow(compress_level=6),
+    "Pillow, level 1": pillow(compress_level=1),
+    "Pillow, level 1, run-length only": pillow(compress_level=1, compress_type=zlib.Z_RLE),
+    "Up filter + ISA-L level 1 (served: app/png.py)": png_bytes,
 }
 RESULTS = Path(__file__).parent / "results"
 
@@ -45,12 +57,6 @@ def images_of(data_dir: Path | None, disease: str, count: int) -> list[bytes]:
     return [path.read_bytes() for path in files]
 
 
-def encode(image: Image.Image, options: dict[str, int]) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", **options)
-    return buffer.getvalue()
-
-
 def measure(disease: str, models_dir: Path, data_dir: Path | None, count: int, repeats: int) -> dict:
     model = load_model(version_dir(models_dir, disease, latest_version(models_dir, disease)))
     spec = model.card.input.spec()
@@ -61,14 +67,15 @@ def measure(disease: str, models_dir: Path, data_dir: Path | None, count: int, r
         heatmap = class_heatmap(np.asarray(model.explain(pixels))[0], 0)
         overlays.append(overlay(image, heatmap, region=model_region(image, spec)))
     figures = {}
-    for name, options in SETTINGS.items():
+    for name, encode in SETTINGS.items():
         times, sizes = [], []
         for picture in overlays:
-            encode(picture, options)
+            encode(picture)
             started = time.perf_counter()
             for _ in range(repeats):
-                encoded = encode(picture, options)
+                encoded = encode(picture)
             times.append((time.perf_counter() - started) / repeats * 1000)
+            assert np.array_equal(np.asarray(Image.open(io.BytesIO(encoded)).convert("RGB")), np.asarray(picture))
             sizes.append(len(encoded))
         figures[name] = {"ms": round(statistics.median(times), 2), "kb": round(statistics.median(sizes) / 1000, 1)}
     sides = sorted(max(picture.size) for picture in overlays)
