@@ -60,3 +60,25 @@ def test_a_container_quota_caps_the_cores(tmp_path: Path) -> None:
     assert available_cores(tmp_path / "absent") == affinity
     quota.write_text("garbage")
     assert available_cores(quota) == affinity
+
+
+def test_the_service_starts_tensorflow_without_importing_keras(served_models_dir: Path) -> None:
+    """In a fresh process, as `medscan serve` runs it: TensorFlow set up, then a model loaded and answering,
+    and Keras (which TensorFlow would import eagerly, with scikit-learn) never imported."""
+    import subprocess
+    import sys
+
+    program = (
+        "import sys, numpy as np; from pathlib import Path; from app import tf_runtime; "
+        f"tf_runtime.configure(1, 1, Path({str(served_models_dir)!r})); "
+        "from app.savedmodel import load_model; "
+        f"m = load_model(Path({str(served_models_dir / 'malaria' / '1')!r})); "
+        "m.analyse(np.zeros((1, *m.card.input.spec().shape), np.float32)); "
+        "print(sorted(name for name in ('keras', 'sklearn') if name in sys.modules))"
+    )
+    environment = {key: value for key, value in os.environ.items() if key != "TF_USE_LEGACY_KERAS"}
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=120, env=environment, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
