@@ -20,7 +20,7 @@ from app import site_shift
 from app.errors import EmptyUpload, InvalidInput, InvalidThreshold, TooManyImages
 from app.explanations import class_heatmap, overlay, png_bytes
 from app.image_errors import ImageError
-from app.model_card import UNCALIBRATED, ModelCard
+from app.model_card import ModelCard
 from app.preprocessing import (
     DecodedImage,
     InputSpec,
@@ -104,7 +104,7 @@ Outcome = Screening | Exception  # per image: the answer, or the domain error th
 
 def interpret(card: ModelCard, outputs: ImageOutputs, threshold: float | None = None) -> tuple[float, int, float]:
     """(calibrated P(infected), label index, threshold used) for one image."""
-    temperature, bias = card.calibration.parameters() if card.calibration else UNCALIBRATED
+    temperature, bias = card.calibration_parameters()
     used = threshold if threshold is not None else (card.screening.threshold if card.screening else DEFAULT_THRESHOLD)
     probability = calibrated_score(float(outputs.log_odds), temperature, bias)
     return probability, label_index(probability, used), used

@@ -329,6 +329,10 @@ class ModelCard(BaseModel):
     intended_use: str = INTENDED_USE
     created: str
 
+    def calibration_parameters(self) -> tuple[float, float]:
+        """(temperature, bias) as the service applies them; (1, 0) for a card without calibration."""
+        return self.calibration.parameters() if self.calibration else UNCALIBRATED
+
 
 def read_card(path: Path) -> ModelCard:
     return ModelCard.model_validate_json(path.read_text(encoding="utf-8"))

@@ -13,7 +13,6 @@ from PIL import Image
 from scipy.stats import bootstrap
 
 from app.model_card import (
-    UNCALIBRATED,
     CalibrationFigures,
     FlagRate,
     ModelCard,
@@ -209,7 +208,7 @@ def assess(
 ) -> Assessment:
     card = model.card
     outputs = run_model(model, test_pixels)
-    calibration = card.calibration.parameters() if card.calibration else UNCALIBRATED
+    calibration = card.calibration_parameters()
     uncalibrated = calibrated_probability(outputs.log_odds, 1.0)
     calibrated = calibrated_probability(outputs.log_odds, *calibration)
     metrics = compute_metrics(test_labels, probabilities_of(uncalibrated))

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from app.model_card import UNCALIBRATED, BurnedInMarks, replace_card
+from app.model_card import BurnedInMarks, replace_card
 from app.model_store import METADATA_FILE
 from app.preprocessing import load_first_frame, read_header, to_pixels
 from app.scoring import calibrated_probability
@@ -85,7 +85,7 @@ def marks_check(
         marked.append(has_marks)
         marked_share.append(float(mask.mean()))
     labels_array, marked_array = np.array(labels), np.array(marked)
-    calibration = card.calibration.parameters() if card.calibration else UNCALIBRATED
+    calibration = card.calibration_parameters()
     threshold = card.screening.threshold if card.screening else 0.5
     before = calibrated_probability(run_model(model, np.stack(as_is)).log_odds, *calibration)
     after = calibrated_probability(run_model(model, np.stack(painted)).log_odds, *calibration)
