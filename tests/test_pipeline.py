@@ -80,3 +80,33 @@ def test_augmentation_fills_what_it_uncovers_with_the_images_own_surround(enhanc
     images, _, _ = next(iter(training_batches(decoded, batch_size=64, seed=1, augmenter=augmenter)))
     corners = images.numpy()[:, [0, 0, -1, -1], [0, -1, 0, -1]]
     assert np.allclose(corners, round(surround * 255) / 255, atol=0.01)  # no border of another colour appears
+
+
+def test_stain_jitter_moves_each_images_colour_its_own_way_and_keeps_black_black() -> None:
+    from training.data.pipeline import HUE_SHIFT, decoded_from_arrays, make_augmenter
+
+    spec = InputSpec(height=16, width=16, colour_mode=ColourMode.RGB)
+    pixels = np.zeros((32, *spec.shape), np.uint8)
+    pixels[:, 4:12, 4:12] = (180, 90, 160)  # a purple stain on a black surround, as a segmented cell
+    augmenter = make_augmenter(spec, flip_horizontal=False, seed=5, geometric=False, stain_jitter=True)
+    decoded = decoded_from_arrays(pixels, np.zeros(32, np.int32))
+    images, _, _ = next(iter(training_batches(decoded, batch_size=32, seed=1, augmenter=augmenter)))
+    images = images.numpy()
+    assert np.all(images[:, :4] == 0.0) and np.all(images[:, :, :4] == 0.0)  # the surround stays black
+    stains = images[:, 8, 8]  # one colour per image
+    assert len(np.unique(stains.round(3), axis=0)) == 32  # each image drew its own jitter
+    import tensorflow as tf
+
+    hues = tf.image.rgb_to_hsv(stains).numpy()[:, 0]
+    purple = tf.image.rgb_to_hsv(np.array([[180, 90, 160]], np.float32) / 255).numpy()[0, 0]
+    shift = (hues - purple + 0.5) % 1.0 - 0.5
+    assert np.abs(shift).max() <= HUE_SHIFT + 1e-4 and np.abs(shift).max() > HUE_SHIFT / 4  # within range, and used
+    assert np.all(images <= 1.0) and np.all(images >= 0.0)
+
+
+def test_stain_jitter_refuses_grayscale_and_no_augmentation_is_none() -> None:
+    from training.data.pipeline import make_augmenter
+
+    with pytest.raises(ValueError, match="RGB"):
+        make_augmenter(SPEC, flip_horizontal=True, seed=1, stain_jitter=True)
+    assert make_augmenter(SPEC, flip_horizontal=True, seed=1, geometric=False) is None

@@ -254,6 +254,13 @@ def _add_training(parser: argparse.ArgumentParser) -> None:
         help="augment the training images (default: the recipe's choice for the disease)",
     )
     parser.add_argument(
+        "--stain-jitter",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="vary each training image's hue, saturation and brightness, as stains and microscopes do "
+        "(RGB input only; default: the recipe's choice)",
+    )
+    parser.add_argument(
         "--colour-mode",
         choices=("grayscale", "rgb"),
         default=None,
@@ -360,6 +367,7 @@ def _options(args: argparse.Namespace, disease: str):
         learning_rate=args.learning_rate,
         image_size=args.image_size,
         augment=args.augment,
+        stain_jitter=args.stain_jitter,
         seed=args.seed,
         init_seed=args.init_seed,
         colour_mode=args.colour_mode,

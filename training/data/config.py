@@ -33,6 +33,8 @@ class Recipe:
     augment: bool = False  # flips and small shifts, for data sets where orientation is not meaningful
     flip_horizontal: bool = True
     flip_vertical: bool = False  # for images with no up and down (cells)
+    # Random hue, saturation and brightness per image, as another lab's stain and light would vary them (RGB only).
+    stain_jitter: bool = False
     # Start the paper's CNN from a backbone pretrained on the other data sets (training/networks/pretrain.py), made
     # on first use and kept in backbones/; for the small sets, whose own images are too few for features.
     pretrained_start: bool = False

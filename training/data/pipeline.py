@@ -14,7 +14,8 @@ import tensorflow as tf
 
 from app.image_errors import ImageError
 from app.model_card import CLASS_NAMES
-from app.preprocessing import InputSpec, file_pixels, surround_value
+from app.preprocessing import ColourMode, InputSpec, file_pixels, surround_value
+from training.data.config import Recipe
 from training.data.samples import DataError, Sample, Split
 
 log = logging.getLogger("training")
@@ -84,26 +85,82 @@ def scale_batch(pixels: tf.Tensor) -> tf.Tensor:
     return tf.cast(pixels, tf.float32) / tf.constant(255.0, tf.float32)
 
 
+# How far a stain's colour and a microscope's light move: hue by up to 0.04 of the colour circle, saturation
+# and brightness by up to 25% and 15% (the ranges of HSV stain augmentation for histology, Tellez et al. 2019).
+HUE_SHIFT = 0.04
+SATURATION_SCALE = 0.25
+BRIGHTNESS_SCALE = 0.15
+
+
+class RandomStainJitter(keras.layers.Layer):
+    """Per image, a random hue shift and saturation and brightness scale of [0, 1] RGB batches. Scaling (not
+    adding to) brightness keeps a black surround black, as every served image has it."""
+
+    def __init__(self, seed: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.seed = seed
+
+    def call(self, images: tf.Tensor, training: bool = True) -> tf.Tensor:
+        if not training:
+            return images
+        count = tf.shape(images)[0]
+
+        def uniform(limit: float, offset: int) -> tf.Tensor:
+            return tf.random.uniform([count, 1, 1], -limit, limit, seed=self.seed + offset)
+
+        hue, saturation, value = tf.unstack(tf.image.rgb_to_hsv(images), axis=-1)
+        hue = tf.math.floormod(hue + uniform(HUE_SHIFT, 0), 1.0)
+        saturation = tf.clip_by_value(saturation * (1.0 + uniform(SATURATION_SCALE, 1)), 0.0, 1.0)
+        value = tf.clip_by_value(value * (1.0 + uniform(BRIGHTNESS_SCALE, 2)), 0.0, 1.0)
+        return tf.image.hsv_to_rgb(tf.stack([hue, saturation, value], axis=-1))
+
+
 def make_augmenter(
-    spec: InputSpec, *, flip_horizontal: bool, seed: int, flip_vertical: bool = False
-) -> keras.Sequential:
-    # Fill what rotation, shift and zoom uncover with the image's own surround: a fundus normalised to
-    # mean grey with black wedges in training only would be another data set than the one served
-    # (measured: 5-fold CV of retinopathy fell to 63.4% with black fill, two rounds never learned).
-    fill = surround_value(spec) / 255.0
-    steps = [
-        keras.layers.RandomRotation(0.05, fill_mode="constant", fill_value=fill, seed=seed),
-        keras.layers.RandomTranslation(0.08, 0.08, fill_mode="constant", fill_value=fill, seed=seed + 1),
-        keras.layers.RandomZoom(0.1, fill_mode="constant", fill_value=fill, seed=seed + 2),
-    ]
-    if flip_horizontal or flip_vertical:
-        mode = (
-            "horizontal_and_vertical"
-            if flip_horizontal and flip_vertical
-            else ("horizontal" if flip_horizontal else "vertical")
-        )
-        steps.insert(0, keras.layers.RandomFlip(mode, seed=seed + 3))
-    return keras.Sequential(steps, name="augment")
+    spec: InputSpec,
+    *,
+    flip_horizontal: bool,
+    seed: int,
+    flip_vertical: bool = False,
+    geometric: bool = True,
+    stain_jitter: bool = False,
+) -> keras.Sequential | None:
+    """Flips, small rotations, shifts and zooms (`geometric`), then the stain's colour (`stain_jitter`, RGB only);
+    None where neither is asked for."""
+    if stain_jitter and spec.colour_mode is not ColourMode.RGB:
+        raise ValueError("stain jitter changes colour: it needs RGB input")
+    steps: list[keras.layers.Layer] = []
+    if geometric:
+        # Fill what rotation, shift and zoom uncover with the image's own surround: a fundus normalised to
+        # mean grey with black wedges in training only would be another data set than the one served
+        # (measured: 5-fold CV of retinopathy fell to 63.4% with black fill, two rounds never learned).
+        fill = surround_value(spec) / 255.0
+        if flip_horizontal or flip_vertical:
+            mode = (
+                "horizontal_and_vertical"
+                if flip_horizontal and flip_vertical
+                else ("horizontal" if flip_horizontal else "vertical")
+            )
+            steps.append(keras.layers.RandomFlip(mode, seed=seed + 3))
+        steps += [
+            keras.layers.RandomRotation(0.05, fill_mode="constant", fill_value=fill, seed=seed),
+            keras.layers.RandomTranslation(0.08, 0.08, fill_mode="constant", fill_value=fill, seed=seed + 1),
+            keras.layers.RandomZoom(0.1, fill_mode="constant", fill_value=fill, seed=seed + 2),
+        ]
+    if stain_jitter:
+        steps.append(RandomStainJitter(seed=seed + 4))
+    return keras.Sequential(steps, name="augment") if steps else None
+
+
+def augmenter_for(spec: InputSpec, recipe: Recipe, *, seed: int) -> keras.Sequential | None:
+    """The recipe's augmentation for this input, None where it has none."""
+    return make_augmenter(
+        spec,
+        flip_horizontal=recipe.flip_horizontal,
+        flip_vertical=recipe.flip_vertical,
+        seed=seed,
+        geometric=recipe.augment,
+        stain_jitter=recipe.stain_jitter,
+    )
 
 
 def training_batches(

@@ -34,7 +34,7 @@ import tensorflow as tf
 
 from app.preprocessing import InputSpec
 from training.data.config import Recipe
-from training.data.pipeline import DecodedSet, evaluation_batches, images_only, make_augmenter, training_batches
+from training.data.pipeline import DecodedSet, augmenter_for, evaluation_batches, images_only, training_batches
 from training.networks.architectures import make_architecture
 from training.networks.batchnorm import recalibrate_batch_norm, worth_recalibrating
 from training.networks.model import learning_rate_schedule
@@ -89,11 +89,7 @@ def fit_distributed(
     replicas = strategy.num_replicas_in_sync
     global_batch = recipe.batch_size * replicas
     class_weights = balanced_class_weights(train_part.labels) if recipe.class_weights else None
-    augmenter = (
-        make_augmenter(spec, flip_horizontal=recipe.flip_horizontal, flip_vertical=recipe.flip_vertical, seed=seed)
-        if recipe.augment
-        else None
-    )
+    augmenter = augmenter_for(spec, recipe, seed=seed)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     batches = training_batches(

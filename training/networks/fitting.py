@@ -11,7 +11,7 @@ import numpy as np
 
 from app.preprocessing import InputSpec
 from training.data.config import Recipe
-from training.data.pipeline import DecodedSet, evaluation_batches, images_only, make_augmenter, training_batches
+from training.data.pipeline import DecodedSet, augmenter_for, evaluation_batches, images_only, training_batches
 from training.networks.architectures import PAPER_CNN, make_architecture
 from training.networks.batchnorm import RecalibratedValidation, keep_best_epoch, worth_recalibrating
 from training.networks.model import compile_model, learning_rate_schedule
@@ -57,11 +57,7 @@ def fit_model(
     weights = balanced_class_weights(train_part.labels) if recipe.class_weights else None
     # With the training images' sites, each site's classes weigh alike instead (recipe.balance_sites).
     per_image = balanced_within_strata(train_part.labels, strata) if recipe.balance_sites and strata else None
-    augmenter = (
-        make_augmenter(spec, flip_horizontal=recipe.flip_horizontal, flip_vertical=recipe.flip_vertical, seed=seed)
-        if recipe.augment
-        else None
-    )
+    augmenter = augmenter_for(spec, recipe, seed=seed)
     train_batches = training_batches(
         train_part,
         batch_size=recipe.batch_size,
