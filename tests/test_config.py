@@ -81,3 +81,13 @@ def test_referable_retinopathy_reads_the_retinopathy_images_labelled_by_grade() 
     assert referable.images_folder == "retinopathy" and referable.labels.infected_from == 2
     assert referable.spec() == get_disease("retinopathy").spec()  # one input, one preparation
     assert [site.name for site in referable.sites] == [site.name for site in get_disease("retinopathy").sites]
+
+
+def test_stain_jitter_is_set_from_the_command_line_over_the_recipe() -> None:
+    from training.cli import _options, build_parser
+    from training.release.train import resolve_recipe
+
+    config = get_disease("malaria")
+    for flag, expected in (("--stain-jitter", True), ("--no-stain-jitter", False), (None, config.medscan.stain_jitter)):
+        args = build_parser().parse_args(["train", "malaria", "--data", "d", *([flag] if flag else [])])
+        assert resolve_recipe(config, _options(args, "malaria")).stain_jitter is expected

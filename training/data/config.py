@@ -313,6 +313,7 @@ RECIPE_KEYS = frozenset(
         "augment",
         "flip_horizontal",
         "flip_vertical",
+        "stain_jitter",
         "pretrained_start",
         "balance_sites",
     }
