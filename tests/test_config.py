@@ -83,11 +83,13 @@ def test_referable_retinopathy_reads_the_retinopathy_images_labelled_by_grade() 
     assert [site.name for site in referable.sites] == [site.name for site in get_disease("retinopathy").sites]
 
 
-def test_stain_jitter_is_set_from_the_command_line_over_the_recipe() -> None:
+@pytest.mark.parametrize("field", ["stain_jitter", "dihedral"])
+def test_augmentation_flags_set_the_recipe_from_the_command_line(field: str) -> None:
     from training.cli import _options, build_parser
     from training.release.train import resolve_recipe
 
     config = get_disease("malaria")
-    for flag, expected in (("--stain-jitter", True), ("--no-stain-jitter", False), (None, config.medscan.stain_jitter)):
-        args = build_parser().parse_args(["train", "malaria", "--data", "d", *([flag] if flag else [])])
-        assert resolve_recipe(config, _options(args, "malaria")).stain_jitter is expected
+    flag = "--" + field.replace("_", "-")
+    for given, expected in ((flag, True), (flag.replace("--", "--no-"), False), (None, getattr(config.medscan, field))):
+        args = build_parser().parse_args(["train", "malaria", "--data", "d", *([given] if given else [])])
+        assert getattr(resolve_recipe(config, _options(args, "malaria")), field) is expected

@@ -110,3 +110,23 @@ def test_stain_jitter_refuses_grayscale_and_no_augmentation_is_none() -> None:
     with pytest.raises(ValueError, match="RGB"):
         make_augmenter(SPEC, flip_horizontal=True, seed=1, stain_jitter=True)
     assert make_augmenter(SPEC, flip_horizontal=True, seed=1, geometric=False) is None
+
+
+def test_dihedral_augmentation_shows_each_image_in_one_of_its_eight_symmetries() -> None:
+    from training.data.pipeline import decoded_from_arrays, make_augmenter
+
+    spec = InputSpec(height=8, width=8, colour_mode=ColourMode.RGB)
+    image = np.arange(8 * 8 * 3, dtype=np.uint8).reshape(8, 8, 3)  # every pixel distinct: each symmetry tells
+    symmetries = [np.rot90(image, k) for k in range(4)]
+    symmetries += [np.fliplr(turned) for turned in symmetries]
+    augmenter = make_augmenter(spec, flip_horizontal=False, seed=2, geometric=False, dihedral=True)
+    decoded = decoded_from_arrays(np.repeat(image[np.newaxis], 64, axis=0), np.zeros(64, np.int32))
+    images, _, _ = next(iter(training_batches(decoded, batch_size=64, seed=1, augmenter=augmenter)))
+    seen = set()
+    for augmented in np.rint(images.numpy() * 255).astype(np.uint8):
+        matches = [index for index, symmetry in enumerate(symmetries) if np.array_equal(augmented, symmetry)]
+        assert len(matches) == 1  # exactly a symmetry of the image: nothing cropped, padded or blended
+        seen.add(matches[0])
+    assert len(seen) == 8  # and all eight are drawn
+    with pytest.raises(ValueError, match="square"):
+        make_augmenter(InputSpec(8, 6, ColourMode.RGB), flip_horizontal=False, seed=2, dihedral=True)

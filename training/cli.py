@@ -254,6 +254,13 @@ def _add_training(parser: argparse.ArgumentParser) -> None:
         help="augment the training images (default: the recipe's choice for the disease)",
     )
     parser.add_argument(
+        "--dihedral",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="train on each image in a random one of its 8 flips and quarter turns, for images with no "
+        "orientation such as cells (square input; default: the recipe's choice)",
+    )
+    parser.add_argument(
         "--stain-jitter",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -368,6 +375,7 @@ def _options(args: argparse.Namespace, disease: str):
         image_size=args.image_size,
         augment=args.augment,
         stain_jitter=args.stain_jitter,
+        dihedral=args.dihedral,
         seed=args.seed,
         init_seed=args.init_seed,
         colour_mode=args.colour_mode,

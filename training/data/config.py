@@ -33,6 +33,9 @@ class Recipe:
     augment: bool = False  # flips and small shifts, for data sets where orientation is not meaningful
     flip_horizontal: bool = True
     flip_vertical: bool = False  # for images with no up and down (cells)
+    # Each training image in a random one of its 8 flips and quarter turns: exact symmetries for images with no
+    # orientation (cells), where rotation by other angles, shifts and zoom would crop or pad them.
+    dihedral: bool = False
     # Random hue, saturation and brightness per image, as another lab's stain and light would vary them (RGB only).
     stain_jitter: bool = False
     # Start the paper's CNN from a backbone pretrained on the other data sets (training/networks/pretrain.py), made
@@ -314,6 +317,7 @@ RECIPE_KEYS = frozenset(
         "flip_horizontal",
         "flip_vertical",
         "stain_jitter",
+        "dihedral",
         "pretrained_start",
         "balance_sites",
     }

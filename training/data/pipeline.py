@@ -115,6 +115,24 @@ class RandomStainJitter(keras.layers.Layer):
         return tf.image.hsv_to_rgb(tf.stack([hue, saturation, value], axis=-1))
 
 
+class RandomDihedral(keras.layers.Layer):
+    """Per image, one of the 8 symmetries of a square: a quarter turn (0-3 of them), then a mirror or not."""
+
+    def __init__(self, seed: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.seed = seed
+
+    def call(self, images: tf.Tensor, training: bool = True) -> tf.Tensor:
+        if not training:
+            return images
+        count = tf.shape(images)[0]
+        turns = tf.random.uniform([count], 0, 4, dtype=tf.int32, seed=self.seed)
+        mirror = tf.random.uniform([count], 0, 2, dtype=tf.int32, seed=self.seed + 1)
+        turned = tf.stack([tf.image.rot90(images, k) for k in range(4)])  # 4 x N x H x W x C
+        chosen = tf.gather(tf.transpose(turned, [1, 0, 2, 3, 4]), turns, batch_dims=1)
+        return tf.where(tf.reshape(mirror, [-1, 1, 1, 1]) == 1, tf.reverse(chosen, axis=[2]), chosen)
+
+
 def make_augmenter(
     spec: InputSpec,
     *,
@@ -123,12 +141,17 @@ def make_augmenter(
     flip_vertical: bool = False,
     geometric: bool = True,
     stain_jitter: bool = False,
+    dihedral: bool = False,
 ) -> keras.Sequential | None:
-    """Flips, small rotations, shifts and zooms (`geometric`), then the stain's colour (`stain_jitter`, RGB only);
-    None where neither is asked for."""
+    """Flips, small rotations, shifts and zooms (`geometric`), the 8 flips and quarter turns of a square
+    (`dihedral`), then the stain's colour (`stain_jitter`, RGB only); None where none is asked for."""
     if stain_jitter and spec.colour_mode is not ColourMode.RGB:
         raise ValueError("stain jitter changes colour: it needs RGB input")
+    if dihedral and spec.height != spec.width:
+        raise ValueError("quarter turns need a square input")
     steps: list[keras.layers.Layer] = []
+    if dihedral:
+        steps.append(RandomDihedral(seed=seed + 5))
     if geometric:
         # Fill what rotation, shift and zoom uncover with the image's own surround: a fundus normalised to
         # mean grey with black wedges in training only would be another data set than the one served
@@ -160,6 +183,7 @@ def augmenter_for(spec: InputSpec, recipe: Recipe, *, seed: int) -> keras.Sequen
         seed=seed,
         geometric=recipe.augment,
         stain_jitter=recipe.stain_jitter,
+        dihedral=recipe.dihedral,
     )
 
 

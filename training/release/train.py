@@ -58,6 +58,7 @@ class TrainOptions:
     image_size: int | None = None
     augment: bool | None = None  # None: the recipe's own choice
     stain_jitter: bool | None = None  # None: the recipe's own choice
+    dihedral: bool | None = None  # None: the recipe's own choice
     colour_mode: str | None = None  # for a disease we have no defaults for; see training/data/config.py
     enhancement: str | None = None  # None: the disease's own (app/preprocessing.py Enhancement)
     description: str | None = None
@@ -101,6 +102,8 @@ def resolve_recipe(config: DiseaseConfig, options: TrainOptions) -> Recipe:
         recipe = replace(recipe, augment=options.augment)
     if options.stain_jitter is not None:
         recipe = replace(recipe, stain_jitter=options.stain_jitter)
+    if options.dihedral is not None:
+        recipe = replace(recipe, dihedral=options.dihedral)
     if options.weights is not None:  # an explicit start replaces the recipe's
         recipe = replace(recipe, pretrained_start=options.weights.endswith(".keras"))
     return recipe
