@@ -194,3 +194,22 @@ def test_answers_compare_numbers_within_the_tolerance_and_everything_else_exactl
     largest, unequal = differences(first, other, 1e-6)
     assert largest == pytest.approx(0.01) and unequal == ["label", "out_of_distribution.threshold", "score"]
     assert differences(first, {**first, "warning": "x"}, 1e-6)[1] == ["warning"]
+
+
+@pytest.mark.parametrize("flips", [(), ("horizontal", "vertical")], ids=["plain", "flips"])
+def test_trust_in_graph_rebuilds_the_exported_analyse_and_times_every_variant(model_factory, tmp_path, flips) -> None:
+    import numpy as np
+
+    from app.savedmodel import load_model
+    from benchmarks import trust_in_graph
+
+    folder = model_factory(tmp_path / "models", "malaria", flips=flips)
+    graphs = trust_in_graph.variants(folder)
+    batch = np.random.default_rng(0).random((3, *load_model(folder).card.input.spec().shape), dtype=np.float32)
+    exported = [outputs.log_odds for outputs in graphs["exported analyse (what the service calls)"](batch)]
+    rebuilt = graphs["rebuilt analyse, every feature"](batch)["log_odds"].numpy()
+    np.testing.assert_allclose(rebuilt, exported, rtol=1e-4, atol=1e-5)  # the same arithmetic, so a fair baseline
+    result = trust_in_graph.measure("malaria", tmp_path / "models", batch_sizes=[1, 2], rounds=1, calls=1)
+    assert set(result["per_image_us"]) == {"1", "2"}
+    assert set(result["per_image_us"]["2"]) == set(graphs) and all(v > 0 for v in result["per_image_us"]["2"].values())
+    assert "batch 2: us/image" in trust_in_graph.markdown([result])
