@@ -245,7 +245,7 @@ DISEASES: dict[str, DiseaseConfig] = {
             colour_mode=ColourMode.GRAYSCALE,
             # The recipe chosen on BUSI alone by grouped 5-fold CV: from a start pretrained on the other four
             # data sets' non-test parts 85.44 +- 3.01%, AUC 0.879, against 83.31 +- 3.55%, AUC 0.849 from scratch
-            # (reports/crossval/breast_cancer-pretrained-medscan-augment-64px-60ep.json). Since 2026-11-29 it
+            # (reports/crossval/breast_cancer-pretrained-medscan-augment-64px-60ep-busi-only.json). Since 2026-11-29 it
             # trains on BUSI and BUS-BRA; leave-one-site-out figures are in the card (python -m training cross-site).
             medscan=replace(MEDSCAN, epochs=60, batch_size=32, augment=True, pretrained_start=True),
             source="BUSI (Al-Dhabyani et al., Data in Brief 2020, Cairo) and BUS-BRA (Gomez-Flores et al., Medical "
