@@ -86,7 +86,8 @@ def scale_batch(pixels: tf.Tensor) -> tf.Tensor:
 
 
 # How far a stain's colour and a microscope's light move: hue by up to 0.04 of the colour circle, saturation
-# and brightness by up to 25% and 15% (the ranges of HSV stain augmentation for histology, Tellez et al. 2019).
+# and brightness by up to 25% and 15% (HSV stain augmentation as studied for histology by Tellez et al. 2019,
+# in light ranges: the cells' purple must stay purple).
 HUE_SHIFT = 0.04
 SATURATION_SCALE = 0.25
 BRIGHTNESS_SCALE = 0.15
