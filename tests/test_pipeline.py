@@ -128,5 +128,7 @@ def test_dihedral_augmentation_shows_each_image_in_one_of_its_eight_symmetries()
         assert len(matches) == 1  # exactly a symmetry of the image: nothing cropped, padded or blended
         seen.add(matches[0])
     assert len(seen) == 8  # and all eight are drawn
+    batch = images.numpy()
+    np.testing.assert_array_equal(augmenter(batch, training=False).numpy(), batch)  # inference leaves images be
     with pytest.raises(ValueError, match="square"):
         make_augmenter(InputSpec(8, 6, ColourMode.RGB), flip_horizontal=False, seed=2, dihedral=True)

@@ -93,18 +93,25 @@ SATURATION_SCALE = 0.25
 BRIGHTNESS_SCALE = 0.15
 
 
-class RandomStainJitter(keras.layers.Layer):
-    """Per image, a random hue shift and saturation and brightness scale of [0, 1] RGB batches. Scaling (not
-    adding to) brightness keeps a black surround black, as every served image has it."""
+class RandomPerImage(keras.layers.Layer):
+    """A seeded augmentation drawn per image in training, the identity otherwise."""
 
     def __init__(self, seed: int, **kwargs) -> None:
         super().__init__(**kwargs)
         self.seed = seed
 
     def call(self, images: tf.Tensor, training: bool = True) -> tf.Tensor:
-        if not training:
-            return images
-        count = tf.shape(images)[0]
+        return self.transform(images, tf.shape(images)[0]) if training else images
+
+    def transform(self, images: tf.Tensor, count: tf.Tensor) -> tf.Tensor:
+        raise NotImplementedError
+
+
+class RandomStainJitter(RandomPerImage):
+    """Per image, a random hue shift and saturation and brightness scale of [0, 1] RGB batches. Scaling (not
+    adding to) brightness keeps a black surround black, as every served image has it."""
+
+    def transform(self, images: tf.Tensor, count: tf.Tensor) -> tf.Tensor:
 
         def uniform(limit: float, offset: int) -> tf.Tensor:
             return tf.random.uniform([count, 1, 1], -limit, limit, seed=self.seed + offset)
@@ -116,17 +123,10 @@ class RandomStainJitter(keras.layers.Layer):
         return tf.image.hsv_to_rgb(tf.stack([hue, saturation, value], axis=-1))
 
 
-class RandomDihedral(keras.layers.Layer):
+class RandomDihedral(RandomPerImage):
     """Per image, one of the 8 symmetries of a square: a quarter turn (0-3 of them), then a mirror or not."""
 
-    def __init__(self, seed: int, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.seed = seed
-
-    def call(self, images: tf.Tensor, training: bool = True) -> tf.Tensor:
-        if not training:
-            return images
-        count = tf.shape(images)[0]
+    def transform(self, images: tf.Tensor, count: tf.Tensor) -> tf.Tensor:
         turns = tf.random.uniform([count], 0, 4, dtype=tf.int32, seed=self.seed)
         mirror = tf.random.uniform([count], 0, 2, dtype=tf.int32, seed=self.seed + 1)
         turned = tf.stack([tf.image.rot90(images, k) for k in range(4)])  # 4 x N x H x W x C
