@@ -28,7 +28,8 @@ import numpy as np
 import tensorflow as tf
 
 from app import tf_runtime
-from app.model_store import latest_version, version_dir
+from app.model_card import read_card
+from app.model_store import METADATA_FILE, latest_version, version_dir
 from app.savedmodel import load_model
 from app.settings import Settings
 from training.networks import servable
@@ -107,7 +108,7 @@ def variants(folder: Path) -> dict[str, Call]:
 def measure(disease: str, models_dir: Path, batch_sizes: list[int], rounds: int, calls: int) -> dict:
     folder = version_dir(models_dir, disease, latest_version(models_dir, disease))
     calls_by_name = variants(folder)
-    spec = load_model(folder).card.input.spec()
+    spec = read_card(folder / METADATA_FILE).input.spec()  # the card alone: variants() has loaded the model
     rng = np.random.default_rng(0)
     result: dict = {"disease": disease, "version": folder.name, "input": list(spec.shape), "per_image_us": {}}
     for size in batch_sizes:
