@@ -87,4 +87,20 @@ def test_imagenet_weights_load_through_keras_download_path_offline(tmp_path: Pat
     assert np.allclose(model.get_layer("conv1_conv").kernel.numpy(), 0.01)
     from_path = make_architecture("densenet121", spec, weights=local)  # a local file directly
     assert np.allclose(from_path.get_layer("conv1_conv").kernel.numpy(), 0.01)
-    assert set(APPLICATIONS) == {"vgg16", "resnet50", "xception", "densenet121"}
+    assert set(APPLICATIONS) == {"vgg16", "resnet50", "xception", "densenet121", "mobilenet_v2"}
+
+
+def test_an_applications_network_takes_the_recipes_batchnorm_momentum() -> None:
+    """MobileNetV2's own 0.999 would keep its source's statistics through a short fine-tuning run."""
+    spec = InputSpec(height=48, width=48, colour_mode=ColourMode.RGB)
+    model = make_architecture("mobilenet_v2", spec, bn_momentum=0.9)
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(norms) == 52 and {layer.momentum for layer in norms} == {0.9}
+    images = np.random.default_rng(0).random((4, *spec.shape), dtype=np.float32)
+    first = norms[0]
+    inputs_to_first = keras.Model(model.inputs, first.input)(images).numpy()
+    batch_mean = inputs_to_first.reshape(-1, inputs_to_first.shape[-1]).mean(axis=0)
+    before = first.moving_mean.numpy().copy()
+    model(images, training=True)
+    # One step moves the moving mean a tenth of the way to the batch's mean (at 0.999: a thousandth).
+    np.testing.assert_allclose(first.moving_mean.numpy() - before, 0.1 * (batch_mean - before), rtol=1e-3, atol=1e-6)

@@ -58,6 +58,17 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--enhancement", choices=[mode.value for mode in Enhancement], default=None)
     pretrain.add_argument("--seed", type=int, default=42)
 
+    import_weights = commands.add_parser(
+        "import-weights",
+        help="ImageNet-derived weights for a Keras Applications network, read from a TensorFlow.js layers model "
+        "(model.json, or a bundled model.min.js such as nsfwjs's MobileNetV2), written without the top for --weights",
+    )
+    import_weights.add_argument("source", type=Path, help="model.json or model.min.js")
+    import_weights.add_argument("--arch", choices=ARCHITECTURES, default="mobilenet_v2")
+    import_weights.add_argument(
+        "--out", type=Path, default=None, help="default: backbones/<arch>-<source package>.weights.h5"
+    )
+
     record = commands.add_parser(
         "record-crossval",
         help="put a cross-validation result (reports/crossval/*.json) into a version's card, "
@@ -341,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         "record-crossval": _record_crossval,
         "record-confound": _record_confound,
         "pretrain": _pretrain,
+        "import-weights": _import_weights,
         "operating-points": _operating_points,
         "train": _train,
         "train-all": _train_all,
@@ -450,6 +462,13 @@ def _marks(args: argparse.Namespace) -> str:
         ),
         indent=2,
     )
+
+
+def _import_weights(args: argparse.Namespace) -> str:
+    from training.networks.tfjs_weights import import_no_top_weights, package_name
+
+    out = args.out or Path("backbones") / f"{args.arch}-{package_name(args.source)}.weights.h5"
+    return json.dumps(import_no_top_weights(args.source, args.arch, out), indent=2)
 
 
 def _pretrain(args: argparse.Namespace) -> str:
