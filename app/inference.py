@@ -20,7 +20,7 @@ from app import site_shift
 from app.errors import EmptyUpload, InvalidInput, InvalidThreshold, TooManyImages
 from app.explanations import class_heatmap, overlay, png_bytes
 from app.image_errors import ImageError
-from app.model_card import ModelCard
+from app.model_card import ModelCard, OutOfDistribution
 from app.preprocessing import (
     DecodedImage,
     InputSpec,
@@ -68,6 +68,7 @@ class Screening:
     intended_use: str
     distance_percentile: float | None = None  # among the validation part's distances (app/site_shift.py)
     grayscale_source: bool = False  # a colour model answered from an image without colour
+    colour_source: bool = False  # a gray-modality model sent a colour picture: the wrong kind of image
 
     @property
     def unlike_training_sites(self) -> bool | None:
@@ -78,7 +79,13 @@ class Screening:
     @property
     def warning(self) -> str | None:
         warnings = []
-        if self.in_distribution is False:
+        if self.colour_source:
+            warnings.append(
+                f"this image is a colour picture, but the {self.disease} model reads gray images "
+                "(X-ray, MRI or ultrasound): it is not the kind of image the model was trained on; "
+                "do not trust its label"
+            )
+        elif self.in_distribution is False:
             warnings.append(
                 f"this image does not look like the images the {self.disease} model was trained on "
                 f"(out-of-distribution distance {self.ood_distance:.1f} > {self.ood_threshold:.1f}); "
@@ -236,6 +243,7 @@ class InferencePipeline:
         probability, label, used = interpret(card, outputs, threshold)
         ood = card.out_of_distribution
         known = ood is not None and outputs.ood_distance is not None
+        colour_source = bool(image and image.colour_source)
         quantiles = ood.validation_quantiles if ood else None
         return Screening(
             disease=served.disease,
@@ -244,7 +252,7 @@ class InferencePipeline:
             score=probability,
             probabilities=as_percentages(probability, card.classes),
             threshold=used,
-            in_distribution=bool(outputs.ood_distance <= ood.threshold) if known else None,  # type: ignore[operator,union-attr]
+            in_distribution=in_distribution(outputs, ood, colour_source),
             ood_distance=outputs.ood_distance,
             ood_threshold=ood.threshold if ood else None,
             image_size=(image.width, image.height) if image else None,
@@ -259,7 +267,17 @@ class InferencePipeline:
                 else None
             ),
             grayscale_source=bool(image and image.grayscale_source),
+            colour_source=colour_source,
         )
+
+
+def in_distribution(outputs: ImageOutputs, ood: OutOfDistribution | None, colour_source: bool) -> bool | None:
+    """False for a colour picture sent to a gray-modality model, whatever its distance; else by the distance."""
+    if colour_source:
+        return False
+    if ood is None or outputs.ood_distance is None:
+        return None
+    return bool(outputs.ood_distance <= ood.threshold)
 
 
 def check_tensor(images: np.ndarray, shape: tuple[int, int, int]) -> None:

@@ -72,6 +72,7 @@ class DecodedImage:
     width: int  # of the image as sent, after EXIF orientation
     height: int
     grayscale_source: bool = False  # the model takes colour, but the image had none
+    colour_source: bool = False  # the model takes gray (X-ray, MRI, ultrasound), but the image is a colour picture
 
 
 EXIF_ORIENTATION = 0x0112
@@ -225,6 +226,7 @@ def decode_opened(header: Image.Image, spec: InputSpec) -> DecodedImage:
         width=width,
         height=height,
         grayscale_source=spec.colour_mode is ColourMode.RGB and has_no_colour(image),
+        colour_source=spec.colour_mode is ColourMode.GRAYSCALE and is_colour_picture(image),
     )
 
 
@@ -239,6 +241,25 @@ def has_no_colour(image: Image.Image) -> bool:
     small = to_colour_mode(image, ColourMode.RGB).reduce(max(1, min(image.size) // 64))
     channels = np.asarray(small, dtype=np.int16)
     return int(np.abs(channels - channels.mean(axis=2, keepdims=True)).max()) <= GRAY_TOLERANCE
+
+
+# Mean chroma (max - min channel, 0-255) above which an image is a colour picture, not a gray modality: over
+# a sample of 2,015 images of the brain MRI, chest X-ray and breast ultrasound sets (RGB exports and caliper
+# marks included) at most 3.9; fundus photographs at least 37, the median malaria cell 37.
+COLOUR_PICTURE_CHROMA = 16.0
+
+
+def is_colour_picture(image: Image.Image) -> bool:
+    """Colour throughout, as a photograph or a stained smear is: what no X-ray, MRI or B-mode ultrasound is."""
+    if image.mode in GRAY_MODES:
+        return False
+    return mean_chroma(image) > COLOUR_PICTURE_CHROMA
+
+
+def mean_chroma(image: Image.Image) -> float:
+    small = to_colour_mode(image, ColourMode.RGB).reduce(max(1, min(image.size) // 64))
+    channels = np.asarray(small, dtype=np.int16)
+    return float((channels.max(axis=2) - channels.min(axis=2)).mean())
 
 
 def file_pixels(path: str | Path, spec: InputSpec, *, max_pixels: int = 10**9) -> np.ndarray:

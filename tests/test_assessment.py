@@ -46,6 +46,13 @@ def test_group_intervals_contain_the_estimate_and_widen_with_fewer_patients() ->
 def test_probe_images_come_prepared_at_the_model_input(colour_mode: ColourMode) -> None:
     spec = InputSpec(height=40, width=30, colour_mode=colour_mode)
     photos, noise = photographs(spec), noise_and_blank(spec)
-    assert photos.shape == (len(PHOTOGRAPHS), *spec.shape) and photos.dtype == np.uint8
-    assert noise.shape[1:] == spec.shape and len(noise) >= 10
-    assert {0, 255} <= {int(image.max()) for image in noise} | {int(image.min()) for image in noise}
+    assert photos.pixels.shape == (len(PHOTOGRAPHS), *spec.shape) and photos.pixels.dtype == np.uint8
+    assert noise.pixels.shape[1:] == spec.shape and len(noise.pixels) >= 10
+    assert {0, 255} <= {int(image.max()) for image in noise.pixels} | {int(image.min()) for image in noise.pixels}
+    # A gray-modality model's service flags colour pictures before any distance; a colour model's does not.
+    colour_photos = {name for name, colour in zip(PHOTOGRAPHS, photos.colour_picture, strict=True) if colour}
+    if colour_mode is ColourMode.GRAYSCALE:
+        assert {"astronaut", "coffee", "rocket"} <= colour_photos and not {"camera", "moon", "page"} & colour_photos
+        assert noise.colour_picture.sum() == 6  # 4 colour noise images, flat red and flat blue
+    else:
+        assert not colour_photos and not noise.colour_picture.any()

@@ -26,7 +26,7 @@ def post(client, disease: str, *files: tuple[str, bytes, str], **params):
 
 
 def png(width: int = 60, height: int = 40, name: str = "x.png") -> tuple[str, bytes, str]:
-    return (name, image_bytes(gradient(width, height)), "image/png")
+    return (name, image_bytes(gradient(width, height, "L")), "image/png")  # gray, as the gray models' images are
 
 
 def expected_score(models: Path, disease: str, data: bytes) -> float:
@@ -77,6 +77,20 @@ def test_an_image_unlike_the_training_data_is_flagged_but_still_answered(trust_c
     assert body["label"] in {"infected", "uninfected"} and body["probabilities"]
     assert "do not trust its label" in body["warning"] and "brain_tumor" in body["warning"]
     assert body["out_of_distribution"]["distance"] > body["out_of_distribution"]["threshold"] == 0.0
+
+
+def test_a_colour_picture_sent_to_a_gray_modality_model_is_out_of_distribution_whatever_its_distance(
+    trust_client,
+) -> None:
+    photograph = ("fundus.jpg", image_bytes(gradient(300, 200), "JPEG"), "image/jpeg")  # colour throughout
+    # malaria's fixture is a gray model whose distance threshold (1e6) lets every image through.
+    body = post(trust_client, "malaria", photograph).json()
+    assert body["in_distribution"] is False and body["label"] in {"infected", "uninfected"}
+    assert "colour picture" in body["warning"] and "do not trust its label" in body["warning"]
+    assert body["out_of_distribution"]["distance"] < body["out_of_distribution"]["threshold"]
+    # Without out-of-distribution statistics too: the rule needs none.
+    legacy = post(trust_client, "breast_cancer", photograph).json()
+    assert legacy["in_distribution"] is False and "colour picture" in legacy["warning"]
 
 
 def test_a_version_without_the_trust_layer_still_serves_and_says_so(trust_client) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from tests.images import gradient, image_bytes, model_input
 
-IMAGE = image_bytes(gradient(70, 60))
+IMAGE = image_bytes(gradient(70, 60, "L"))  # gray, as the gray fixture models' images are
 
 
 def ours(client, data: bytes = IMAGE, disease: str = "malaria") -> dict:

@@ -8,10 +8,13 @@ from PIL import Image
 
 from app.image_errors import CorruptImage, ImageTooLarge, UnsupportedImage
 from app.preprocessing import (
+    COLOUR_PICTURE_CHROMA,
     ColourMode,
     InputSpec,
     decode,
     decode_opened,
+    is_colour_picture,
+    mean_chroma,
     read_header,
     scale,
     to_pixels,
@@ -150,3 +153,30 @@ def test_colour_cells_of_any_size_keep_their_colour_and_are_not_called_gray() ->
         assert not decoded.grayscale_source
     gray_cell = decode(image_bytes(gradient(120, 120, "L").convert("RGB"), "JPEG"), spec, max_pixels=10**7)
     assert gray_cell.grayscale_source and gray_cell.pixels.shape == (64, 64, 3)
+
+
+def test_a_colour_picture_sent_to_a_gray_modality_model_is_marked_and_gray_exports_are_not() -> None:
+    gray_spec = InputSpec(64, 64, ColourMode.GRAYSCALE)
+    photograph = gradient(3000, 2000)  # red and green ramps: colour throughout, as a fundus photograph
+    sent = decode(image_bytes(photograph, "JPEG", quality=90), gray_spec, max_pixels=10**8)
+    assert sent.colour_source and sent.pixels.shape == (64, 64, 1)
+    assert not decode(image_bytes(photograph), InputSpec(64, 64, ColourMode.RGB), max_pixels=10**8).colour_source
+    # Gray exports as RGB, RGBA or JPEG, and a gray scan with a yellow caliper mark and coloured text, are not.
+    ultrasound = gradient(300, 220, "L").convert("RGB")
+    marked = ultrasound.copy()
+    marked.paste((255, 255, 0), (100, 100, 112, 112))
+    marked.paste((0, 200, 255), (10, 200, 120, 212))
+    for image, fmt in ((ultrasound, "PNG"), (ultrasound.convert("RGBA"), "PNG"), (ultrasound, "JPEG"), (marked, "PNG")):
+        assert not decode(image_bytes(image, fmt), gray_spec, max_pixels=10**7).colour_source, (image.mode, fmt)
+    # On either side of the threshold: a gray image tinted by less than it, and by more.
+    assert mean_chroma(tinted(ultrasound, COLOUR_PICTURE_CHROMA - 4)) < COLOUR_PICTURE_CHROMA
+    assert not is_colour_picture(tinted(ultrasound, COLOUR_PICTURE_CHROMA - 4))
+    assert is_colour_picture(tinted(ultrasound, COLOUR_PICTURE_CHROMA + 4))
+
+
+def tinted(image: Image.Image, chroma: float) -> Image.Image:
+    """The image with its red channel raised by `chroma` levels (so its mean chroma is about that)."""
+    pixels = np.asarray(image, dtype=np.int16).copy()
+    pixels[..., 0] = np.clip(pixels[..., 0] + round(chroma), 0, 255)
+    pixels[..., 1:] = np.clip(pixels[..., 1:], 0, 255 - round(chroma))
+    return Image.fromarray(pixels.astype(np.uint8))

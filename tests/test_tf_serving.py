@@ -38,7 +38,7 @@ def test_metadata_describes_the_input_and_both_signatures(trust_client) -> None:
 
 
 def test_predict_gives_the_same_probabilities_as_predict_for_images_and_arrays(trust_client) -> None:
-    data = image_bytes(gradient(70, 60))
+    data = image_bytes(gradient(70, 60, "L"))
     ours = trust_client.post("/predict/malaria", files={"file": ("x.png", data, "image/png")}).json()
     array = model_input(data, _spec(trust_client), max_pixels=10**8)
     response = trust_client.post(
@@ -52,7 +52,7 @@ def test_predict_gives_the_same_probabilities_as_predict_for_images_and_arrays(t
 
 
 def test_columnar_inputs_and_the_screening_signature(trust_client) -> None:
-    data = image_bytes(gradient(40, 40))
+    data = image_bytes(gradient(40, 40, "L"))
     response = trust_client.post(
         "/v1/models/malaria/versions/1:predict", json={"signature_name": "screening", "inputs": {"image": [b64(data)]}}
     )
@@ -113,7 +113,7 @@ def test_every_version_is_listed_and_can_be_pinned(two_versions_client) -> None:
     client = two_versions_client
     statuses = client.get("/v1/models/malaria").json()["model_version_status"]
     assert [(s["version"], s["state"]) for s in statuses] == [("2", "AVAILABLE"), ("1", "AVAILABLE")]
-    data = b64(image_bytes(gradient(70, 60)))
+    data = b64(image_bytes(gradient(70, 60, "L")))
     for path, version in (
         ("/v1/models/malaria:predict", 2),
         ("/v1/models/malaria/versions/1:predict", 1),
@@ -130,6 +130,6 @@ def test_every_version_is_listed_and_can_be_pinned(two_versions_client) -> None:
     ]
     assert meta["model_spec"]["version"] == "1" and dims == [-1, 50, 50, 1]
     ours = client.post(
-        "/predict/malaria?version=1", files={"file": ("x.png", image_bytes(gradient(70, 60)), "image/png")}
+        "/predict/malaria?version=1", files={"file": ("x.png", image_bytes(gradient(70, 60, "L")), "image/png")}
     )
     assert ours.json()["model_version"] == 1

