@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -56,3 +58,21 @@ def test_probe_images_come_prepared_at_the_model_input(colour_mode: ColourMode) 
         assert noise.colour_picture.sum() == 6  # 4 colour noise images, flat red and flat blue
     else:
         assert not colour_photos and not noise.colour_picture.any()
+
+
+def test_other_diseases_colour_files_are_counted_as_the_service_flags_them(tmp_path: Path) -> None:
+    from tests.conftest import write_synthetic_dataset
+    from tests.images import gradient
+    from training.evaluation.assessment import probe_sets
+
+    data = write_synthetic_dataset(tmp_path / "data", "retinopathy", manifest=False)
+    for path in (data / "retinopathy").rglob("*.png"):
+        gradient(90, 60).save(path)  # colour photographs
+    write_synthetic_dataset(data, "brain_tumor", manifest=False)  # gray scans
+
+    gray = probe_sets(data, "pneumonia", InputSpec(40, 40, ColourMode.GRAYSCALE), known=["retinopathy", "brain_tumor"])
+    colour = probe_sets(data, "pneumonia", InputSpec(40, 40, ColourMode.RGB), known=["retinopathy", "brain_tumor"])
+
+    assert gray["retinopathy test part"].colour_picture.all() and len(gray["retinopathy test part"].pixels) > 0
+    assert not gray["brain_tumor test part"].colour_picture.any()
+    assert not any(probe.colour_picture.any() for probe in colour.values())

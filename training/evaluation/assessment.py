@@ -25,7 +25,7 @@ from app.preprocessing import ColourMode, InputSpec, decode, is_colour_picture, 
 from app.savedmodel import ImageOutputs, LoadedModel
 from app.scoring import calibrated_probability
 from training.data.pipeline import decode_samples, kept_samples, pixels_of
-from training.data.samples import DataError, find_samples, split_as
+from training.data.samples import DataError, Sample, find_samples, split_as
 from training.evaluation.metrics import (
     ECE_BINS,
     brier_score,
@@ -56,6 +56,8 @@ PHOTOGRAPHS = (
     "stereo_motorcycle",
 )
 OWN_TEST = "own test part"
+PHOTOGRAPHS_KEY = "natural photographs (skimage.data)"
+NOISE_KEY = "noise and blank images"
 
 
 @dataclass(frozen=True)
@@ -78,8 +80,11 @@ def colour_picture_for(image: Image.Image, spec: InputSpec) -> bool:
     return spec.colour_mode is ColourMode.GRAYSCALE and is_colour_picture(image)
 
 
-PHOTOGRAPHS_KEY = "natural photographs (skimage.data)"
-NOISE_KEY = "noise and blank images"
+def colour_pictures_in_files(samples: list[Sample], spec: InputSpec) -> np.ndarray:
+    """Which files the service would call colour pictures for this model (none for a colour model)."""
+    if spec.colour_mode is not ColourMode.GRAYSCALE:
+        return np.zeros(len(samples), dtype=bool)
+    return np.array([decode(s.path.read_bytes(), spec, max_pixels=10**9).colour_source for s in samples], dtype=bool)
 
 
 @dataclass(frozen=True)
@@ -277,13 +282,8 @@ def probe_sets(data_dir: Path, disease: str, spec: InputSpec, known: list[str], 
         test = test[:: max(1, len(test) // limit)][:limit]
         decoded = decode_samples(test, spec)
         if decoded.size:
-            kept = kept_samples(test, decoded)
-            colour = [
-                spec.colour_mode is ColourMode.GRAYSCALE
-                and decode(sample.path.read_bytes(), spec, max_pixels=10**9).colour_source
-                for sample in kept
-            ]
-            probes[other_disease_key(other)] = Probe(pixels_of(decoded), np.array(colour, dtype=bool))
+            colour = colour_pictures_in_files(kept_samples(test, decoded), spec)
+            probes[other_disease_key(other)] = Probe(pixels_of(decoded), colour)
     probes[PHOTOGRAPHS_KEY] = photographs(spec)
     probes[NOISE_KEY] = noise_and_blank(spec)
     return probes
