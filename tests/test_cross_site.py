@@ -143,6 +143,7 @@ def test_cross_site_trains_without_each_site_and_records_it_in_the_card(
     assert code == 0
     report = json.loads((reports / "lesion-48px.json").read_text())
     assert report["sites"] == {"north": 48, "south": 48}
+    assert report["arch"] == "paper_cnn" and report["initial_weights"] == "none" and report["pretraining"] is None
     held_out = {r["site"]: r for r in report["held_out"]}
     assert set(held_out) == {"north", "south"}
     for site, round_ in held_out.items():

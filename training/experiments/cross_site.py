@@ -31,7 +31,9 @@ from training.data.pipeline import decode_samples, images_only, kept_samples
 from training.data.samples import DataError, Sample, manifest_notes, split_by_group
 from training.evaluation.assessment import group_intervals
 from training.evaluation.metrics import compute_metrics, expected_calibration_error, operating_point, probabilities_of
+from training.networks.architectures import PAPER_CNN
 from training.networks.fitting import fit_model
+from training.networks.pretrain import pretraining_record
 from training.networks.servable import features_and_log_odds
 from training.release.train import TrainOptions, fit_seed, resolve_disease, resolve_recipe, resolve_start
 from training.release.trust import fit_trust
@@ -194,13 +196,18 @@ def cross_site(
     started = time.perf_counter()
     rounds = [hold_out(options, config, samples, sites, site) for site in chosen]
     spec = config.spec()
+    recipe = resolve_recipe(config, options)
+    start = resolve_start(config, recipe, options)
     result = {
         "disease": options.disease,
         "method": "leave one site out",
         "seed": options.seed,
+        "arch": options.arch,
         "input": list(spec.shape),
         "enhancement": spec.enhancement.value,
-        "recipe": resolve_recipe(config, options).as_dict(),
+        "recipe": recipe.as_dict(),
+        "initial_weights": start or "none",
+        "pretraining": pretraining_record(start),
         "sites": counts,
         "rules": [rule.__dict__ for rule in config.sites],
         "held_out": [round_.__dict__ for round_ in rounds],
@@ -208,7 +215,8 @@ def cross_site(
     }
     if report_dir is not None:
         report_dir.mkdir(parents=True, exist_ok=True)
-        path = report_dir / f"{options.disease}-{spec.height}px.json"
+        arch = "" if options.arch == PAPER_CNN else f"-{options.arch}"  # another network, another report
+        path = report_dir / f"{options.disease}{arch}-{spec.height}px.json"
         result["report"] = str(path)
         path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return result
