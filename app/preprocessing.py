@@ -238,9 +238,13 @@ def has_no_colour(image: Image.Image) -> bool:
     """A gray image, or an RGB one whose channels are (nearly) equal everywhere: a colour model sees no stain."""
     if image.mode in GRAY_MODES:
         return True
-    small = to_colour_mode(image, ColourMode.RGB).reduce(max(1, min(image.size) // 64))
-    channels = np.asarray(small, dtype=np.int16)
+    channels = small_rgb_channels(image)
     return int(np.abs(channels - channels.mean(axis=2, keepdims=True)).max()) <= GRAY_TOLERANCE
+
+
+def small_rgb_channels(image: Image.Image) -> np.ndarray:
+    """The image reduced to about 64 px, RGB, as int16: enough to judge its colour, cheap on any size."""
+    return np.asarray(to_colour_mode(image, ColourMode.RGB).reduce(max(1, min(image.size) // 64)), dtype=np.int16)
 
 
 # Mean chroma (max - min channel, 0-255) above which an image is a colour picture, not a gray modality: over
@@ -257,8 +261,7 @@ def is_colour_picture(image: Image.Image) -> bool:
 
 
 def mean_chroma(image: Image.Image) -> float:
-    small = to_colour_mode(image, ColourMode.RGB).reduce(max(1, min(image.size) // 64))
-    channels = np.asarray(small, dtype=np.int16)
+    channels = small_rgb_channels(image)
     return float((channels.max(axis=2) - channels.min(axis=2)).mean())
 
 
