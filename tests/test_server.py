@@ -24,7 +24,9 @@ def test_sigterm_under_load_drains_and_exits_0(trust_models: Path, tmp_path: Pat
     env = {
         **os.environ,
         "MEDSCAN_MODELS_DIR": str(trust_models),
-        "MEDSCAN_SHUTDOWN_DRAIN_S": "1.5",
+        # long enough that the two health checks below land inside the drain even on a loaded CI machine
+        # (with 1.5 s a slow answer to the first left the second to a closed socket)
+        "MEDSCAN_SHUTDOWN_DRAIN_S": "5",
         "MEDSCAN_MODEL_POLL_INTERVAL_S": "0",
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
