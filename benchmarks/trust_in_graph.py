@@ -3,7 +3,8 @@
     python -m benchmarks.trust_in_graph --models models --diseases pneumonia malaria
 
 The service calls the `analyse` signature: the network plus the out-of-distribution features (the spatial
-mean of every convolution, the head's input, a 16-bin intensity histogram) and their Mahalanobis distance.
+mean of every convolution, the head's input, the input's statistics: intensity and gradient histograms and a
+4 x 4 layout) and their Mahalanobis distance.
 This times, per image at a batch of 1 and of 32, interleaved so that a busy machine slows them alike:
 
 - the exported `serving_default` (the bare network) and `analyse`, as the service loads them;
@@ -39,9 +40,10 @@ RESULTS = Path(__file__).parent / "results"
 Call = Callable[[tf.Tensor], object]
 
 
-def features_graph(model: keras.Model, pooled: list[str], histogram: bool, flips: tuple[str, ...]) -> Call:
-    """The rebuilt `analyse` with only the named convolutions pooled, and the histogram or not; the Mahalanobis
-    distance over whatever features remain (statistics of the right size: its cost does not depend on them)."""
+def features_graph(model: keras.Model, pooled: list[str], statistics: tuple[str, ...], flips: tuple[str, ...]) -> Call:
+    """The rebuilt `analyse` with only the named convolutions pooled and the named input statistics
+    (servable.INPUT_STATISTICS); the Mahalanobis distance over whatever features remain (statistics of the
+    right size: its cost does not depend on them)."""
     parts = [
         keras.layers.GlobalAveragePooling2D()(layer.output)
         for layer in servable.conv_layers(model)
@@ -49,8 +51,7 @@ def features_graph(model: keras.Model, pooled: list[str], histogram: bool, flips
     ]
     penultimate = servable.head(model).input
     parts.append(penultimate)
-    if histogram:
-        parts.append(servable.IntensityHistogram()(model.inputs[0]))
+    parts += [servable.INPUT_STATISTICS[name]()(model.inputs[0]) for name in statistics]
     features = keras.layers.Concatenate()(parts) if len(parts) > 1 else parts[0]
     analysis = keras.Model(model.inputs, {"features": features, "penultimate": penultimate})
     size = int(features.shape[-1])
@@ -93,15 +94,18 @@ def variants(folder: Path) -> dict[str, Call]:
         lambda image: model(servable.with_flips(image, flips) if flips else image, training=False),
         input_signature=[tf.TensorSpec((None, *spec.shape), tf.float32)],
     )
+    every = tuple(servable.INPUT_STATISTICS)
+    histogram = ("ood_histogram",)  # the one input statistic of versions exported before 2026-11-30
     return {
         "exported serving_default (bare network)": loaded.predict,
         "exported analyse (what the service calls)": loaded.analyse,
         "rebuilt network": network,
-        "rebuilt analyse, every feature": features_graph(model, convs, histogram=True, flips=flips),
-        "  without the histogram": features_graph(model, convs, histogram=False, flips=flips),
-        "  without the first convolution's mean": features_graph(model, convs[1:], histogram=True, flips=flips),
-        "  without any convolution's mean": features_graph(model, [], histogram=True, flips=flips),
-        "  the head's input alone": features_graph(model, [], histogram=False, flips=flips),
+        "rebuilt analyse, every feature": features_graph(model, convs, every, flips),
+        "  without the gradient histogram and layout": features_graph(model, convs, histogram, flips),
+        "  without any input statistic": features_graph(model, convs, (), flips),
+        "  without the first convolution's mean": features_graph(model, convs[1:], every, flips),
+        "  without any convolution's mean": features_graph(model, [], every, flips),
+        "  the head's input alone": features_graph(model, [], (), flips),
     }
 
 

@@ -165,15 +165,16 @@ def test_an_old_version_is_rebuilt_with_identical_answers(tmp_path: Path) -> Non
     np.testing.assert_allclose(rebuilt.predict(probe, verbose=0), load_model(folder).predict(probe), atol=1e-6)
 
 
-def test_the_analysis_features_are_every_convolution_pooled_the_head_input_and_the_histogram() -> None:
-    from training.networks.servable import IntensityHistogram, conv_layers, head
+def test_the_analysis_features_are_every_convolution_pooled_the_head_input_and_the_input_statistics() -> None:
+    from training.networks.servable import CoarseLayout, GradientHistogram, IntensityHistogram, conv_layers, head
 
     model = make_model(SPEC)
     images = np.random.default_rng(3).random((2, *SPEC.shape), dtype=np.float32)
     features = analysis_model(model)(images)["features"].numpy()
     pooled = [keras.Model(model.inputs, conv.output)(images).numpy().mean(axis=(1, 2)) for conv in conv_layers(model)]
     head_input = keras.Model(model.inputs, head(model).input)(images).numpy()
-    expected = np.concatenate([*pooled, head_input, IntensityHistogram()(images).numpy()], axis=1)
+    statistics = [layer(images).numpy() for layer in (IntensityHistogram(), GradientHistogram(), CoarseLayout())]
+    expected = np.concatenate([*pooled, head_input, *statistics], axis=1)
     np.testing.assert_allclose(features, expected, rtol=1e-4, atol=1e-5)
 
 
@@ -193,3 +194,28 @@ def test_the_intensity_histogram_counts_each_value_in_its_bin() -> None:
     histogram = IntensityHistogram()(images).numpy()
     assert histogram[0, 0] == histogram[0, 15] == 0.5 and histogram[1, 8] == 1.0
     np.testing.assert_allclose(histogram.sum(axis=1), 1.0)
+
+
+def test_the_gradient_histogram_counts_each_neighbour_difference_in_its_bin() -> None:
+    from training.networks.servable import GradientHistogram
+
+    images = np.zeros((3, 5, 5, 3), np.float32)
+    images[1, :, 2:] = 0.1  # one vertical edge of 0.1: the column before it differs by 0.1 (bin 6 of 16 on 0.25)
+    images[2] = np.indices((5, 5)).sum(axis=0)[..., np.newaxis] % 2  # a checkerboard: every difference 1 + 1
+    histogram = GradientHistogram()(images).numpy()
+    assert histogram[0, 0] == 1.0  # flat: no difference
+    assert histogram[1, 6] == pytest.approx(4 / 16) and histogram[1, 0] == pytest.approx(12 / 16)
+    assert histogram[2, 15] == 1.0  # beyond the top: the last bin
+    np.testing.assert_allclose(histogram.sum(axis=1), 1.0)
+
+
+def test_the_coarse_layout_is_the_mean_of_each_grid_cell() -> None:
+    from training.networks.servable import CoarseLayout
+
+    images = np.zeros((1, 9, 8, 3), np.float32)
+    images[0, :4, :2] = 1.0  # the top-left cell of a 4 x 4 grid of 2 x 2 cells (the ninth row left out)
+    images[0, 8] = 1.0  # the row beyond a multiple of 4: not counted
+    images[0, 6:8, 6:8, 0] = 0.6  # the bottom-right cell, in one channel of three
+    layout = CoarseLayout()(images).numpy().reshape(4, 4)
+    assert layout[0, 0] == layout[1, 0] == 1.0 and layout[3, 3] == pytest.approx(0.2)
+    assert layout.sum() == pytest.approx(2.2)

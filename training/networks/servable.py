@@ -77,6 +77,16 @@ class MahalanobisDistance(keras.layers.Layer):
         return tf.sqrt(tf.reduce_min(squared, axis=1))
 
 
+def shares_in_bins(positions, bins: int):
+    """N x ... values in bin units -> N x bins: the share of each image's values in each bin, those beyond
+    the ends counted in the first or last."""
+    index = tf.clip_by_value(tf.cast(tf.floor(positions), tf.int32), 0, bins - 1)
+    flat = tf.reshape(index, (tf.shape(index)[0], -1))
+    # bincount per row: half the time of one_hot + mean at batch 32 (measured: 0.7 vs 1.5 ms, 50 px)
+    counts = tf.math.bincount(flat, minlength=bins, maxlength=bins, axis=-1, dtype=tf.float32)
+    return tf.reshape(counts, (-1, bins)) / tf.cast(tf.shape(flat)[1], tf.float32)
+
+
 class IntensityHistogram(keras.layers.Layer):
     """Share of an image's values in each of `bins` equal bins of [0, 1]: the input's own statistics,
     which tell a modality apart where the network's features alone do not (measured on the malaria
@@ -87,14 +97,57 @@ class IntensityHistogram(keras.layers.Layer):
         self.bins = bins
 
     def call(self, images):
-        index = tf.clip_by_value(tf.cast(tf.floor(images * self.bins), tf.int32), 0, self.bins - 1)
-        flat = tf.reshape(index, (tf.shape(index)[0], -1))
-        # bincount per row: half the time of one_hot + mean at batch 32 (measured: 0.7 vs 1.5 ms, 50 px)
-        counts = tf.math.bincount(flat, minlength=self.bins, maxlength=self.bins, axis=-1, dtype=tf.float32)
-        return tf.reshape(counts, (-1, self.bins)) / tf.cast(tf.shape(flat)[1], tf.float32)
+        return shares_in_bins(images * self.bins, self.bins)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.bins)
+
+
+class GradientHistogram(keras.layers.Layer):
+    """Share of an image's neighbour differences |dx| + |dy| (channel mean, values in [0, 1]) in each of `bins`
+    equal bins of [0, `top`], the last one open: the texture of a modality, such as ultrasound's speckle
+    against an MRI's smooth tissue, which the pooled convolutions average away."""
+
+    def __init__(self, bins: int = 16, top: float = 0.25, **kwargs) -> None:
+        super().__init__(trainable=False, **kwargs)
+        self.bins = bins
+        self.top = top
+
+    def call(self, images):
+        gray = tf.reduce_mean(images, axis=-1)
+        magnitude = tf.abs(gray[:, 1:, :-1] - gray[:, :-1, :-1]) + tf.abs(gray[:, :-1, 1:] - gray[:, :-1, :-1])
+        return shares_in_bins(magnitude * (self.bins / self.top), self.bins)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.bins)
+
+
+class CoarseLayout(keras.layers.Layer):
+    """Mean intensity (channel mean) of each cell of a `cells` x `cells` grid: where the image is dark or bright,
+    such as a head centred on black against tissue reaching the top edge, which spatial pooling loses. Rows
+    and columns beyond a multiple of `cells` are left out."""
+
+    def __init__(self, cells: int = 4, **kwargs) -> None:
+        super().__init__(trainable=False, **kwargs)
+        self.cells = cells
+
+    def call(self, images):
+        gray = tf.reduce_mean(images, axis=-1)
+        height, width = images.shape[1] // self.cells, images.shape[2] // self.cells
+        gray = gray[:, : height * self.cells, : width * self.cells]
+        cells = tf.reshape(gray, (-1, self.cells, height, self.cells, width))
+        return tf.reshape(tf.reduce_mean(cells, axis=(2, 4)), (-1, self.cells * self.cells))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.cells * self.cells)
+
+
+# The input's own statistics among the out-of-distribution features, by layer name, in feature order.
+INPUT_STATISTICS: dict[str, type[keras.layers.Layer]] = {
+    "ood_histogram": IntensityHistogram,
+    "ood_gradient_histogram": GradientHistogram,
+    "ood_layout": CoarseLayout,
+}
 
 
 def conv_layers(model: keras.Model) -> list[keras.layers.Layer]:
@@ -163,15 +216,18 @@ def analysis_model(model: keras.Model) -> keras.Model:
     """image -> {features, logits, last_conv}: what the signatures and the fitting both start from.
 
     Features are the spatial mean of every convolution's output (low-level statistics tell modalities
-    apart), the input of the head (what the decision is made from) and the input's intensity histogram."""
+    apart), the input of the head (what the decision is made from) and three statistics of the input: its
+    intensity histogram, its gradient histogram and its coarse layout. The last two lifted brain_tumor's flag
+    on breast ultrasound from 92.5% to 96.9% of the ultrasound's non-test images (they were chosen there),
+    its own test part flagged 2.0% either way (docs/models.md)."""
     convs = conv_layers(model)
     pooled = [
         keras.layers.GlobalAveragePooling2D(name=f"ood_pool_{layer.name}")(layer.output)
         for layer in ood_conv_layers(model)
     ]
     penultimate = head(model).input
-    histogram = IntensityHistogram(name="ood_histogram")(model.inputs[0])
-    features = keras.layers.Concatenate(name="ood_features")([*pooled, penultimate, histogram])
+    statistics = [layer(name=name)(model.inputs[0]) for name, layer in INPUT_STATISTICS.items()]
+    features = keras.layers.Concatenate(name="ood_features")([*pooled, penultimate, *statistics])
     return keras.Model(
         model.inputs,
         {"features": features, "penultimate": penultimate, "last_conv": convs[-1].output},

@@ -33,8 +33,8 @@ from training.release.trust import DEFAULT_TARGET_SENSITIVITY, OOD_QUANTILE, Fit
 log = logging.getLogger("training")
 OOD_METHOD = (
     "Mahalanobis distance (Lee et al., 2018) to the nearest class mean, shared Ledoit-Wolf covariance, of "
-    "the standardised features: spatial mean of every convolution's output, the head's input and the input's "
-    "16-bin intensity histogram"
+    "the standardised features: spatial mean of every convolution's output, the head's input, and the input's "
+    "16-bin intensity histogram, 16-bin histogram of neighbour differences and 4 x 4 grid of mean intensity"
 )
 OUTPUT_DESCRIPTION = (
     "serving_default: two independent sigmoid scores in `classes` order. The service reports "
