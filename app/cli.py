@@ -1,11 +1,9 @@
-"""`medscan serve`: start the service with the settings from the environment.
-`medscan estimate-prevalence <disease> <folder>`: a site's share of disease from its unlabelled images."""
+"""`medscan serve`: start the service with the settings from the environment."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 from app.settings import InvalidSettings, get_settings
@@ -20,25 +18,15 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default=None, help="default: MEDSCAN_HOST or 0.0.0.0")
     serve.add_argument("--port", type=int, default=None, help="default: MEDSCAN_PORT or 8000")
     serve.add_argument("--workers", type=int, default=None, help="default: MEDSCAN_WORKERS or 1")
-    estimate = commands.add_parser(
-        "estimate-prevalence",
-        help="estimate a site's share of disease from a folder of its unlabelled images, for MEDSCAN_SITE_PREVALENCE",
-    )
-    estimate.add_argument("disease")
-    estimate.add_argument("folder", type=Path, help="the site's images (read recursively)")
-    estimate.add_argument("--version", type=int, default=None, help="default: the newest in MEDSCAN_MODELS_DIR")
     args = parser.parse_args(argv)
+
+    import uvicorn
 
     try:
         settings = get_settings()
     except InvalidSettings as error:
         print(f"medscan: cannot start: {error}", file=sys.stderr)
         return 2
-    if args.command == "estimate-prevalence":
-        return estimate_prevalence(settings.models_dir, args.disease, args.folder, args.version)
-
-    import uvicorn
-
     workers = args.workers or settings.workers
     options: dict[str, Any] = dict(
         host=args.host or settings.host,
@@ -63,23 +51,6 @@ def main(argv: list[str] | None = None) -> int:
         uvicorn.Config(app, **options), drain_s=settings.shutdown_drain_s, on_drain=app.state.shutdown.begin
     )
     server.run()
-    return 0
-
-
-def estimate_prevalence(models_dir: Path, disease: str, folder: Path, version: int | None) -> int:
-    from app.site_survey import SurveyError, survey
-
-    try:
-        result = survey(models_dir, disease, folder, version)
-    except SurveyError as error:
-        print(f"medscan: {error}", file=sys.stderr)
-        return 2
-    print(
-        f"{disease} v{result.version}: {result.images} images used ({result.out_of_distribution} out of distribution "
-        f"and {result.unreadable} unreadable left out)\n"
-        f"estimated prevalence {result.estimated:.3f} (the model is calibrated at {result.calibrated_at:.3f})\n"
-        f"{result.setting()}"
-    )
     return 0
 
 
