@@ -53,14 +53,6 @@ class InvalidThreshold(Exception):
         super().__init__(f"threshold must be a number from 0 to 1, got {threshold}")
 
 
-class InvalidPrevalence(Exception):
-    def __init__(self, prevalence: float) -> None:
-        super().__init__(
-            f"prevalence must be a number between 0 and 1 (the share of images with the disease at your site), "
-            f"got {prevalence}"
-        )
-
-
 class TooManyImages(Exception):
     def __init__(self, count: int, limit: int) -> None:
         super().__init__(f"{count} images in one request; the limit is {limit}")

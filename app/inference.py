@@ -1,8 +1,7 @@
 """The one inference pipeline: every route (ours, the protocols, the web page) adapts to it.
 
-bytes (or already-preprocessed arrays) -> admit -> decode -> batched model call -> calibrate (and move
-to the site's prevalence, if one is given) -> threshold -> out-of-distribution check -> (Grad-CAM) -> a typed
-`Screening` per image. An image that
+bytes (or already-preprocessed arrays) -> admit -> decode -> batched model call -> calibrate ->
+threshold -> out-of-distribution check -> (Grad-CAM) -> a typed `Screening` per image. An image that
 cannot be used gives its own error in its place; the others are still answered.
 """
 
@@ -18,7 +17,7 @@ import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from app import site_shift
-from app.errors import EmptyUpload, InvalidInput, InvalidPrevalence, InvalidThreshold, TooManyImages
+from app.errors import EmptyUpload, InvalidInput, InvalidThreshold, TooManyImages
 from app.explanations import class_heatmap, overlay, png_bytes
 from app.image_errors import ImageError
 from app.model_card import ModelCard, OutOfDistribution
@@ -31,10 +30,9 @@ from app.preprocessing import (
     read_header,
     scale,
 )
-from app.prevalence import prior_shift
 from app.registry import ModelRegistry, ServedModel
 from app.savedmodel import ExplanationUnavailable, ImageOutputs
-from app.scoring import DEFAULT_THRESHOLD, as_percentages, calibrated_score, label_index, shifted_threshold
+from app.scoring import DEFAULT_THRESHOLD, as_percentages, calibrated_score, label_index
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -71,7 +69,6 @@ class Screening:
     distance_percentile: float | None = None  # among the validation part's distances (app/site_shift.py)
     grayscale_source: bool = False  # a colour model answered from an image without colour
     colour_source: bool = False  # a gray-modality model sent a colour picture: the wrong kind of image
-    prevalence: SitePrevalence | None = None  # set when the answer was moved to the site's prevalence
 
     @property
     def unlike_training_sites(self) -> bool | None:
@@ -112,40 +109,12 @@ class Screening:
 Outcome = Screening | Exception  # per image: the answer, or the domain error that image raised
 
 
-@dataclass(frozen=True)
-class SitePrevalence:
-    """The share of disease an answer was moved to, and the one its calibration was fitted at."""
-
-    site: float
-    calibrated_at: float
-
-    @property
-    def shift(self) -> float:
-        return prior_shift(self.calibrated_at, self.site)
-
-
-def interpret(
-    card: ModelCard, outputs: ImageOutputs, threshold: float | None = None, prevalence: SitePrevalence | None = None
-) -> tuple[float, int, float]:
-    """(calibrated P(infected), label index, threshold used) for one image. At a site's prevalence the answer
-    moves by Bayes' rule and the screening threshold moves with it, so the label is the same; a requested
-    threshold applies to the answer as given."""
+def interpret(card: ModelCard, outputs: ImageOutputs, threshold: float | None = None) -> tuple[float, int, float]:
+    """(calibrated P(infected), label index, threshold used) for one image."""
     temperature, bias = card.calibration_parameters()
-    shift = prevalence.shift if prevalence else 0.0
-    screening = card.screening.threshold if card.screening else DEFAULT_THRESHOLD
-    used = threshold if threshold is not None else shifted_threshold(screening, shift)
-    probability = calibrated_score(float(outputs.log_odds), temperature, bias + shift)
+    used = threshold if threshold is not None else (card.screening.threshold if card.screening else DEFAULT_THRESHOLD)
+    probability = calibrated_score(float(outputs.log_odds), temperature, bias)
     return probability, label_index(probability, used), used
-
-
-def site_prevalence(card: ModelCard, requested: float | None, configured: float | None) -> SitePrevalence | None:
-    """The request's prevalence, else the site's configured one for this model, else none."""
-    site = requested if requested is not None else configured
-    if site is None:
-        return None
-    if not (0.0 < site < 1.0 and np.isfinite(site)):
-        raise InvalidPrevalence(site)
-    return SitePrevalence(site=site, calibrated_at=card.calibrated_prevalence())
 
 
 class InferencePipeline:
@@ -162,14 +131,12 @@ class InferencePipeline:
         threshold: float | None = None,
         explain: bool = False,
         version: int | None = None,
-        prevalence: float | None = None,
     ) -> list[Outcome]:
         """Encoded images (PNG, JPEG, BMP, TIFF, GIF, DICOM) -> one outcome per image, in order."""
         check_threshold(threshold)
         self._check_count(len(uploads))
         served = self.registry.get(disease, version)
         card = served.loaded.card
-        site = site_prevalence(card, prevalence, self.settings.site_prevalence.get(disease))
         if explain and not served.loaded.can_explain:
             raise ExplanationUnavailable(
                 f"version {served.version} of the {disease} model has no Grad-CAM signature; "
@@ -188,13 +155,11 @@ class InferencePipeline:
             else:  # the Grad-CAM pass needs no answer first: both model calls run side by side
                 sources = [u for u, d in zip(uploads, decoded, strict=True) if isinstance(d, DecodedImage)]
                 outputs, maps = await asyncio.gather(predict(batch), self._gradcam(served, batch))
-                labels = [interpret(card, output, threshold, site)[1] for output in outputs]
+                labels = [interpret(card, output, threshold)[1] for output in outputs]
                 explanations = list(await self._explain(served, maps, sources, labels))
         answers = iter(zip(outputs, usable, explanations, strict=True))
         return [
-            self._screening(served, *next(answers), threshold=threshold, prevalence=site)
-            if isinstance(item, DecodedImage)
-            else item
+            self._screening(served, *next(answers), threshold=threshold) if isinstance(item, DecodedImage) else item
             for item in decoded
         ]
 
@@ -206,10 +171,9 @@ class InferencePipeline:
         self._check_count(len(images))
         served = self.registry.get(disease, version)
         check_tensor(images, served.loaded.card.input.spec().shape)
-        site = site_prevalence(served.loaded.card, None, self.settings.site_prevalence.get(disease))
         with self.registry.admitted(served, len(images)) as predict:
             outputs = await predict(list(np.asarray(images, dtype=np.float32)))
-        return [self._screening(served, output, None, None, threshold=threshold, prevalence=site) for output in outputs]
+        return [self._screening(served, output, None, None, threshold=threshold) for output in outputs]
 
     def _check_count(self, count: int) -> None:
         """The same limit on every door: uploads, and the protocols' array instances."""
@@ -274,10 +238,9 @@ class InferencePipeline:
         explanation: Explanation | None,
         *,
         threshold: float | None,
-        prevalence: SitePrevalence | None,
     ) -> Screening:
         card = served.loaded.card
-        probability, label, used = interpret(card, outputs, threshold, prevalence)
+        probability, label, used = interpret(card, outputs, threshold)
         ood = card.out_of_distribution
         known = ood is not None and outputs.ood_distance is not None
         colour_source = bool(image and image.colour_source)
@@ -305,7 +268,6 @@ class InferencePipeline:
             ),
             grayscale_source=bool(image and image.grayscale_source),
             colour_source=colour_source,
-            prevalence=prevalence,
         )
 
 

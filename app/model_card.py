@@ -13,7 +13,6 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.preprocessing import ColourMode, Enhancement, InputSpec
-from app.scoring import POSITIVE
 
 INTENDED_USE = "research use only; not for diagnosis"
 CLASS_NAMES = ("infected", "uninfected")
@@ -329,12 +328,6 @@ class ModelCard(BaseModel):
     frameworks: dict[str, str]
     intended_use: str = INTENDED_USE
     created: str
-
-    def calibrated_prevalence(self) -> float:
-        """The share of `infected` among the images the calibration was fitted on (the validation part): the
-        prevalence at which the answers are calibrated."""
-        counts = self.data.counts.validation
-        return counts.get(self.classes[POSITIVE], 0) / max(sum(counts.values()), 1)
 
     def calibration_parameters(self) -> tuple[float, float]:
         """(temperature, bias) as the service applies them; (1, 0) for a card without calibration."""

@@ -46,14 +46,6 @@ def calibrated_score(log_odds: float, temperature: float = 1.0, bias: float = 0.
     return math.exp(z) / (1.0 + math.exp(z))
 
 
-def shifted_threshold(threshold: float, shift: float) -> float:
-    """A threshold on P(infected) moved as the answers are when `shift` is added to their log-odds, so that
-    every image keeps its side of it (0 and 1 stay where they are)."""
-    if shift == 0.0 or threshold <= 0.0 or threshold >= 1.0:
-        return threshold
-    return calibrated_score(math.log(threshold / (1.0 - threshold)) + shift)
-
-
 def label_index(probability: float, threshold: float) -> int:
     """Index into CLASS_NAMES: `infected` from the threshold up."""
     return POSITIVE if probability >= threshold else 1 - POSITIVE

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
@@ -81,13 +81,6 @@ class Settings(BaseSettings):
         "event loop keeps one, else every core (app/tf_runtime.py)",
     )
     tf_inter_op_threads: int = Field(1, ge=0, description="TensorFlow ops run at once; 0 = TensorFlow's choice")
-    # Calibration at this site.
-    site_prevalence: dict[str, Annotated[float, Field(gt=0, lt=1)]] = Field(
-        default_factory=dict,
-        description='share of images with the disease at this site, per model, as JSON: {"retinopathy": 0.3}; '
-        "answers move to it from the share their calibration was fitted at (app/prevalence.py), labels stay "
-        "the same; a request's ?prevalence= overrides it",
-    )
 
 
 class InvalidSettings(Exception):

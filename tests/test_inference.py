@@ -71,52 +71,6 @@ def test_a_threshold_outside_0_to_1_is_422(trust_client, threshold: str, code: s
     assert response.json()["error"]["code"] == code and "threshold" in response.json()["error"]["message"]
 
 
-def test_at_a_sites_prevalence_the_answer_moves_by_bayes_rule_and_the_label_stays(trust_client) -> None:
-    from app.scoring import shifted_threshold
-
-    plain = post(trust_client, "malaria", png()).json()
-    body = post(trust_client, "malaria", png(), prevalence=0.2).json()
-    # the fixture's card was calibrated where half the validation images were infected: odds x (0.2 / 0.8)
-    odds = plain["score"] / (1 - plain["score"]) * 0.25
-    assert body["score"] == pytest.approx(odds / (1 + odds), rel=1e-9)
-    assert body["probabilities"]["infected"] == round(body["score"] * 100, 2)
-    assert body["prevalence"] == {"site": 0.2, "calibrated_at": 0.5} and plain["prevalence"] is None
-    assert body["threshold"] == pytest.approx(shifted_threshold(THRESHOLD, np.log(0.25)))
-    assert body["label"] == plain["label"]
-
-
-def test_a_sites_configured_prevalence_applies_to_every_answer_and_a_request_overrides_it(trust_models) -> None:
-    from fastapi.testclient import TestClient
-
-    from app.main import create_app
-    from app.settings import Settings
-
-    settings = Settings(models_dir=trust_models, site_prevalence={"malaria": 0.2})
-    with TestClient(create_app(settings)) as client:
-        configured = post(client, "malaria", png()).json()
-        requested = post(client, "malaria", png(), prevalence=0.5).json()
-        other_model = post(client, "brain_tumor", png()).json()
-    assert configured["prevalence"] == {"site": 0.2, "calibrated_at": 0.5}
-    assert requested["prevalence"] == {"site": 0.5, "calibrated_at": 0.5}
-    assert requested["score"] == pytest.approx(post_plain_score(trust_models), rel=1e-9)  # 0.5 -> 0.5: no shift
-    assert other_model["prevalence"] is None
-
-
-def post_plain_score(models: Path) -> float:
-    return expected_score(models, "malaria", png()[1])
-
-
-@pytest.mark.parametrize(
-    ("prevalence", "code"),
-    [("0", "invalid_prevalence"), ("1", "invalid_prevalence"), ("1.5", "invalid_prevalence"),
-     ("nan", "invalid_prevalence"), ("many", "invalid_request")],
-)  # fmt: skip
-def test_a_prevalence_outside_0_to_1_is_422(trust_client, prevalence: str, code: str) -> None:
-    response = post(trust_client, "malaria", png(), prevalence=prevalence)
-    assert response.status_code == 422, response.text
-    assert response.json()["error"]["code"] == code and "prevalence" in response.json()["error"]["message"]
-
-
 def test_an_image_unlike_the_training_data_is_flagged_but_still_answered(trust_client) -> None:
     body = post(trust_client, "brain_tumor", png()).json()
     assert body["in_distribution"] is False

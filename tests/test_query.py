@@ -10,8 +10,8 @@ from tests.images import gradient, image_bytes
 
 def test_absent_options_are_the_defaults_and_present_ones_parse() -> None:
     assert predict_options({}) == PredictOptions(threshold=None, explain=False, version=None)
-    parsed = predict_options({"threshold": "0.25", "explain": "TRUE", "version": "3", "prevalence": "0.1"})
-    assert parsed == PredictOptions(threshold=0.25, explain=True, version=3, prevalence=0.1)
+    parsed = predict_options({"threshold": "0.25", "explain": "TRUE", "version": "3"})
+    assert parsed == PredictOptions(threshold=0.25, explain=True, version=3)
     assert predict_options({"explain": "0"}).explain is False and predict_options({"explain": "on"}).explain is True
     assert predict_options({"threshold": "7"}).threshold == 7.0  # out of range: the pipeline's to refuse
 
@@ -20,7 +20,6 @@ def test_absent_options_are_the_defaults_and_present_ones_parse() -> None:
     ("query", "phrase"),
     [
         ({"threshold": "high"}, "threshold"),
-        ({"prevalence": "10%"}, "prevalence"),
         ({"explain": "maybe"}, "explain"),
         ({"version": "0"}, "version"),
         ({"version": "1.5"}, "version"),
@@ -40,5 +39,5 @@ def test_the_route_answers_a_wrong_type_with_422_and_documents_every_option(clie
     assert client.post("/predict/malaria?explain=false&version=1", files=files).status_code == 200
     parameters = client.get("/openapi.json").json()["paths"]["/predict/{disease}"]["post"]["parameters"]
     assert [(p["name"], p["in"]) for p in parameters] == [
-        ("disease", "path"), ("threshold", "query"), ("explain", "query"), ("prevalence", "query"), ("version", "query")
+        ("disease", "path"), ("threshold", "query"), ("explain", "query"), ("version", "query")
     ]  # fmt: skip

@@ -57,15 +57,3 @@ def test_one_answers_calibrated_score_is_the_array_formula() -> None:
         singles = [calibrated_score(float(x), temperature, bias) for x in log_odds]
         np.testing.assert_allclose(singles, calibrated_probability(log_odds, temperature, bias), rtol=0, atol=1e-15)
     assert calibrated_score(-800.0) == 0.0 and calibrated_score(800.0) == 1.0  # no overflow either way
-
-
-def test_a_shifted_threshold_keeps_every_answer_on_its_side() -> None:
-    from app.scoring import shifted_threshold
-
-    log_odds = np.linspace(-6, 6, 241)
-    for threshold in (0.05, 0.3, 0.5, 0.9):
-        for shift in (-2.0, -0.4, 0.0, 1.3):
-            before = calibrated_probability(log_odds) >= threshold
-            after = calibrated_probability(log_odds + shift) >= shifted_threshold(threshold, shift)
-            assert np.array_equal(before, after)
-    assert shifted_threshold(0.0, 2.0) == 0.0 and shifted_threshold(1.0, -2.0) == 1.0  # the ends stay

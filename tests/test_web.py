@@ -66,10 +66,7 @@ def base_url(trust_models: Path) -> Iterator[str]:
     from app.settings import Settings
     from tests.live_server import live_server
 
-    # brain_tumor's answers move to a site's prevalence: the page must say so
-    settings = Settings(
-        models_dir=trust_models, max_batch_size=8, max_images_per_request=4, site_prevalence={"brain_tumor": 0.25}
-    )
+    settings = Settings(models_dir=trust_models, max_batch_size=8, max_images_per_request=4)
     with live_server(create_app(settings)) as url:
         yield url
 
@@ -165,9 +162,6 @@ def test_out_of_distribution_warning_is_prominent(page) -> None:
     assert warning.is_visible()
     assert warning.get_attribute("role") == "alert"
     assert "does not look like a brain MRI slice; do not trust the label" in warning.inner_text()
-    # and its answer, moved to the site's prevalence, says so
-    meta = page.locator("#results .result .meta").inner_text()
-    assert "at this site's prevalence 25.0% (calibrated at 50.0%)" in meta
 
 
 def test_model_without_grad_cam_answers_without_overlay(page) -> None:

@@ -1,9 +1,9 @@
 """POST /predict's query options, read by hand.
 
-FastAPI validating its optional query parameters cost 0.34 ms per request (benchmarks/results/
+FastAPI validating three optional query parameters cost 0.34 ms per request (benchmarks/results/
 serving-profile.md), more than decoding a small image, so the hot route reads them itself; `PARAMETERS`
 documents them in OpenAPI as FastAPI would. A value of the wrong type is InvalidQuery (422); a threshold
-or prevalence outside 0-1 reaches the pipeline, whose own checks answer it (app/inference.py).
+outside 0-1 reaches the pipeline, whose own check answers it (app/inference.py).
 """
 
 from __future__ import annotations
@@ -14,11 +14,6 @@ from dataclasses import dataclass
 THRESHOLD_DOC = "decision threshold on the calibrated P(infected); default: the model's screening threshold"
 EXPLAIN_DOC = "add a Grad-CAM heatmap and overlay to each answer"
 VERSION_DOC = "pin a model version (default: the newest ready one)"
-PREVALENCE_DOC = (
-    "share of images with the disease at your site (0-1, exclusive): the answer moves to it from the share its "
-    "calibration was fitted at (the card's validation part); the label stays the same. Default: the site's "
-    "MEDSCAN_SITE_PREVALENCE, else as calibrated"
-)
 TRUE = frozenset({"true", "1", "yes", "on", "t", "y"})  # what pydantic accepts for a bool
 FALSE = frozenset({"false", "0", "no", "off", "f", "n"})
 
@@ -32,7 +27,6 @@ class PredictOptions:
     threshold: float | None = None
     explain: bool = False
     version: int | None = None
-    prevalence: float | None = None
 
 
 def predict_options(query: Mapping[str, str]) -> PredictOptions:
@@ -40,7 +34,6 @@ def predict_options(query: Mapping[str, str]) -> PredictOptions:
         threshold=_number("threshold", query.get("threshold")),
         explain=_flag("explain", query.get("explain")),
         version=_version("version", query.get("version")),
-        prevalence=_number("prevalence", query.get("prevalence")),
     )
 
 
@@ -83,13 +76,6 @@ PARAMETERS = [
         "required": False,
         "schema": {"type": "boolean", "default": False},
         "description": EXPLAIN_DOC,
-    },
-    {
-        "name": "prevalence",
-        "in": "query",
-        "required": False,
-        "schema": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
-        "description": PREVALENCE_DOC,
     },
     {
         "name": "version",

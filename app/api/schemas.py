@@ -27,11 +27,6 @@ class OutOfDistribution(BaseModel):
     )
 
 
-class Prevalence(BaseModel):
-    site: float = Field(description="the share of images with the disease at the site, which the answer is moved to")
-    calibrated_at: float = Field(description="the share the model's calibration was fitted at (its validation part)")
-
-
 class Explanation(BaseModel):
     target_class: str = Field(description="the class whose evidence the heatmap shows: the answered label")
     heatmap: list[list[float]] = Field(
@@ -56,11 +51,6 @@ class Prediction(BaseModel):
         "null: this model version has no out-of-distribution statistics"
     )
     out_of_distribution: OutOfDistribution | None = None
-    prevalence: Prevalence | None = Field(
-        None,
-        description="set when the answer was moved to the site's prevalence (?prevalence= or MEDSCAN_SITE_PREVALENCE): "
-        "score and probabilities are P(infected) there, and the screening threshold moved with them",
-    )
     warning: str | None = Field(None, description="set when the label must not be trusted, and why")
     image: ImageSize | None = Field(description="size of the image as sent, after EXIF orientation")
     explanation: Explanation | None = Field(None, description="with ?explain=true")

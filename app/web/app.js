@@ -300,9 +300,7 @@ function showPrediction(row, prediction) {
   node.querySelector(".bar").setAttribute("aria-label", `infected ${infected}%, uninfected ${uninfected}%`);
   node.querySelector(".percentages").textContent = `infected ${infected.toFixed(1)}% · uninfected ${uninfected.toFixed(1)}%`;
   node.querySelector(".meta").textContent = `Threshold ${prediction.threshold.toFixed(3)} · ${prediction.disease} model version ` +
-    `${prediction.model_version}` + (prediction.image ? ` · image ${prediction.image.width}x${prediction.image.height}` : "") +
-    (prediction.prevalence ? ` · at this site's prevalence ${percent(prediction.prevalence.site)} ` +
-      `(calibrated at ${percent(prediction.prevalence.calibrated_at)})` : "");
+    `${prediction.model_version}` + (prediction.image ? ` · image ${prediction.image.width}x${prediction.image.height}` : "");
   if (prediction.in_distribution === false) {
     const warning = node.querySelector(".warning");
     warning.hidden = false;

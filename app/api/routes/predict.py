@@ -89,11 +89,6 @@ def answer(screening: Screening) -> dict[str, Any]:
             if screening.ood_distance is not None and screening.ood_threshold is not None
             else None
         ),
-        "prevalence": (
-            {"site": screening.prevalence.site, "calibrated_at": screening.prevalence.calibrated_at}
-            if screening.prevalence
-            else None
-        ),
         "warning": screening.warning,
         "image": (
             {"width": screening.image_size[0], "height": screening.image_size[1]} if screening.image_size else None
@@ -131,12 +126,7 @@ async def predict(disease: str, request: Request, pipeline: PipelineDep) -> JSON
     options = predict_options(request.query_params)
     uploads = await read_request_images(request)
     outcomes = await pipeline.screen(
-        disease,
-        uploads,
-        threshold=options.threshold,
-        explain=options.explain,
-        version=options.version,
-        prevalence=options.prevalence,
+        disease, uploads, threshold=options.threshold, explain=options.explain, version=options.version
     )
     if len(outcomes) == 1:  # one image: its answer, or its error as the response
         (outcome,) = outcomes
