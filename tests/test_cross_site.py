@@ -153,6 +153,13 @@ def test_cross_site_trains_without_each_site_and_records_it_in_the_card(
         assert 0 <= figures["roc_auc"] <= 1 and 0 <= figures["out_of_distribution"] <= 1
         assert {"sensitivity", "specificity", "threshold"} <= set(figures["screening"])
         assert figures["site_shift"]["percentile"] == 90.0
+        shift = figures["prior_shift"]
+        assert shift["site_prevalence"] == 0.5 and 0 < shift["estimated_prevalence"] < 1  # 24 of each class a site
+        assert 0 < shift["calibrated_at"] < 1 and 0 <= shift["ece_at_site_prevalence"] <= 1
+    scores = json.loads((reports / report["scores_file"]).read_text())
+    assert set(scores) == {"north", "south"}
+    assert all(len(kept["labels"]) == len(kept["probability"]) == 48 for kept in scores.values())
+    assert sum(scores["north"]["labels"]) == 24  # 0 is infected: half of each site
     # The report goes into a card of the same input.
     folder = model_factory(tmp_path / "models", "lesion", size=48)
     assert (

@@ -10,7 +10,10 @@ Beside accuracy and AUC (with patient-group bootstrap intervals) each round meas
 does at the new site: calibration error as served (after its calibration), the operating point of the screening
 threshold, how many images the out-of-distribution check flags, and how well the site-shift signal (an
 image's out-of-distribution distance as a percentile of the known sites' validation images) tells the new
-site's images from the known sites' ones.
+site's images from the known sites' ones. And how much of the calibration error is the site's other share of
+disease (app/prevalence.py): the error again after moving the answers to the site's prevalence, as estimated
+from its unlabelled images and as it is. Every image's label and calibrated P(infected) are kept beside the
+report (`<report>.scores.json`), so other corrections can be measured without training again.
 """
 
 from __future__ import annotations
@@ -24,13 +27,14 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from app.scoring import calibrated_probability
+from app.scoring import POSITIVE, calibrated_probability
 from app.site_shift import SITE_SHIFT_PERCENTILE
 from training.data.config import DiseaseConfig, disease_samples, sites_of
 from training.data.pipeline import decode_samples, images_only, kept_samples
 from training.data.samples import DataError, Sample, manifest_notes, split_by_group
 from training.evaluation.assessment import group_intervals
 from training.evaluation.metrics import compute_metrics, expected_calibration_error, operating_point, probabilities_of
+from training.evaluation.prevalence import estimate_prevalence, shifted_probabilities
 from training.networks.architectures import PAPER_CNN
 from training.networks.fitting import fit_model
 from training.networks.pretrain import pretraining_record
@@ -60,6 +64,25 @@ class HeldOutSite:
     best_epoch: int
     seconds: float
     figures: dict[str, object]
+    scores: dict[str, list]  # labels (0: infected) and calibrated P(infected) of every held-out image
+
+
+def prior_shift_figures(probabilities: np.ndarray, labels: np.ndarray, calibrated_at: float) -> dict[str, float]:
+    """Calibration error at the site once its answers are moved to its prevalence: estimated from the
+    unlabelled images (what a clinic can do before it has labels), and as it is (the most a shift can do)."""
+    site = float(np.mean(labels == POSITIVE))
+    estimated = estimate_prevalence(probabilities, calibrated_at)
+    return {
+        "calibrated_at": calibrated_at,
+        "site_prevalence": site,
+        "estimated_prevalence": estimated,
+        "ece_at_estimated": expected_calibration_error(
+            shifted_probabilities(probabilities, calibrated_at, estimated), labels
+        ),
+        "ece_at_site_prevalence": expected_calibration_error(
+            shifted_probabilities(probabilities, calibrated_at, site), labels
+        ),
+    }
 
 
 def measure_site(
@@ -69,6 +92,7 @@ def measure_site(
     distances: np.ndarray,
     trust,
     validation_distances: np.ndarray,
+    calibrated_at: float,
 ) -> dict[str, object]:
     """A held-out site's figures as the service would answer there, with the trust layer of the known sites."""
     raw = calibrated_probability(log_odds, 1.0)
@@ -96,6 +120,7 @@ def measure_site(
             "before": expected_calibration_error(raw, labels),
             "after": expected_calibration_error(calibrated, labels),
         },
+        "prior_shift": prior_shift_figures(calibrated, labels, calibrated_at),
         "out_of_distribution": float(np.mean(distances > trust.ood_threshold)),
         "site_shift": {
             "percentile": SITE_SHIFT_PERCENTILE,
@@ -157,6 +182,7 @@ def hold_out(
         trust.ood.distances(held_features),
         trust,
         trust.ood.distances(validation_features),
+        calibrated_at=float(np.mean(validation_part.labels == POSITIVE)),
     )
     log.info(
         "%s without %s: AUC %.4f, accuracy %.4f; screening sensitivity %.3f specificity %.3f; ECE %.3f",
@@ -176,6 +202,10 @@ def hold_out(
         best_epoch=fitted.best_epoch,
         seconds=round(fitted.seconds, 1),
         figures=figures,
+        scores={
+            "labels": evaluated.labels.astype(int).tolist(),
+            "probability": np.round(calibrated_probability(held_odds, *trust.calibration.parameters), 6).tolist(),
+        },
     )
 
 
@@ -210,7 +240,7 @@ def cross_site(
         "pretraining": pretraining_record(start),
         "sites": counts,
         "rules": [rule.__dict__ for rule in config.sites],
-        "held_out": [round_.__dict__ for round_ in rounds],
+        "held_out": [{k: v for k, v in round_.__dict__.items() if k != "scores"} for round_ in rounds],
         "seconds": round(time.perf_counter() - started, 1),
     }
     if report_dir is not None:
@@ -218,6 +248,9 @@ def cross_site(
         arch = "" if options.arch == PAPER_CNN else f"-{options.arch}"  # another network, another report
         path = report_dir / f"{options.disease}{arch}-{spec.height}px.json"
         result["report"] = str(path)
+        result["scores_file"] = path.with_suffix(".scores.json").name
+        scores = {round_.site: round_.scores for round_ in rounds}
+        (report_dir / result["scores_file"]).write_text(json.dumps(scores, separators=(",", ":")) + "\n")
         path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return result
 

@@ -1,0 +1,55 @@
+"""Would a clinic's answers be better calibrated if moved to its own share of disease? (Measured, not served.)
+
+A calibration is fitted on one part of the training sites' images, so its P(infected) is right where
+disease is as common as it was there. If another clinic differs only in that share (prior shift: the
+images of each class look alike), Bayes' rule moves the answers exactly: the log-odds gain logit(site) -
+logit(calibrated at) (Saerens et al., 2002). The share can be known, or estimated from the clinic's
+unlabelled answers by Saerens' expectation-maximisation.
+
+`python -m training cross-site` measures both at every held-out site (`prior_shift` in each round). On
+Messidor-2's two collections (2026-11-30) they made the calibration worse, not better: the collections'
+photographs differ, and the model's answers already move with the collection, so the assumption fails and the
+service does not offer the shift (docs/models.md, "Tried and not shipped").
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+EM_ITERATIONS = 200
+EM_TOLERANCE = 1e-7
+CLIP = 1e-6  # a prevalence of exactly 0 or 1 has no log-odds
+
+
+def logit(prevalence: float) -> float:
+    p = min(max(prevalence, CLIP), 1 - CLIP)
+    return math.log(p / (1 - p))
+
+
+def prior_shift(calibrated_at: float, site: float) -> float:
+    """What to add to the calibrated log-odds for a site where the disease's share is `site`."""
+    return logit(site) - logit(calibrated_at)
+
+
+def shifted_probabilities(probabilities: np.ndarray, calibrated_at: float, site: float) -> np.ndarray:
+    """Calibrated P(infected) -> the same answers at a site of prevalence `site`."""
+    p = np.clip(np.asarray(probabilities, dtype=np.float64), CLIP, 1 - CLIP)
+    z = np.log(p / (1 - p)) + prior_shift(calibrated_at, site)
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def estimate_prevalence(probabilities: np.ndarray, calibrated_at: float) -> float:
+    """A site's prevalence from its unlabelled images' calibrated P(infected) (Saerens et al., 2002):
+    shift the answers to a guessed prevalence, take their mean as the next guess, until it holds still.
+    Only as good as the calibration's ranking and the assumption that nothing but the prior moved."""
+    if len(probabilities) == 0:
+        raise ValueError("no image to estimate a prevalence from")
+    prevalence = calibrated_at
+    for _ in range(EM_ITERATIONS):
+        updated = float(np.mean(shifted_probabilities(probabilities, calibrated_at, prevalence)))
+        if abs(updated - prevalence) < EM_TOLERANCE:
+            return updated
+        prevalence = updated
+    return prevalence
