@@ -11,7 +11,7 @@ does at the new site: calibration error as served (after its calibration), the o
 threshold, how many images the out-of-distribution check flags, and how well the site-shift signal (an
 image's out-of-distribution distance as a percentile of the known sites' validation images) tells the new
 site's images from the known sites' ones. And how much of the calibration error is the site's other share of
-disease (app/prevalence.py): the error again after moving the answers to the site's prevalence, as estimated
+disease (training/evaluation/prevalence.py): the error again after moving the answers to the site's prevalence, as estimated
 from its unlabelled images and as it is. Every image's label and calibrated P(infected) are kept beside the
 report (`<report>.scores.json`), so other corrections can be measured without training again.
 """
@@ -250,7 +250,9 @@ def cross_site(
         result["report"] = str(path)
         result["scores_file"] = path.with_suffix(".scores.json").name
         scores = {round_.site: round_.scores for round_ in rounds}
-        (report_dir / result["scores_file"]).write_text(json.dumps(scores, separators=(",", ":")) + "\n")
+        (report_dir / result["scores_file"]).write_text(
+            json.dumps(scores, separators=(",", ":")) + "\n", encoding="utf-8"
+        )
         path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return result
 
