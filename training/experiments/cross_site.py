@@ -10,10 +10,11 @@ Beside accuracy and AUC (with patient-group bootstrap intervals) each round meas
 does at the new site: calibration error as served (after its calibration), the operating point of the screening
 threshold, how many images the out-of-distribution check flags, and how well the site-shift signal (an
 image's out-of-distribution distance as a percentile of the known sites' validation images) tells the new
-site's images from the known sites' ones. And how much of the calibration error is the site's other share of
-disease (training/evaluation/prevalence.py): the error again after moving the answers to the site's prevalence, as estimated
-from its unlabelled images and as it is. Every image's label and calibrated P(infected) are kept beside the
-report (`<report>.scores.json`), so other corrections can be measured without training again.
+site's images from the known sites' ones. And how much of the calibration error is the site's other share
+of disease (training/evaluation/prevalence.py): the error again after moving the answers to the site's
+prevalence, as estimated from its unlabelled images and as it is. Every image's label and calibrated
+P(infected) are kept beside the report (`<report>.scores.json`), so other corrections can be measured
+without training again.
 """
 
 from __future__ import annotations
