@@ -10,12 +10,14 @@ from app.model_store import disease_names, latest_version, version_dir
 from app.savedmodel import load_model
 from app.settings import Settings
 from tests.conftest import REPO_MODELS, SHARED_DATASETS
-from training.data.config import DISEASES
+from training.data.config import DISEASES, other_diseases
+from training.evaluation.assessment import OWN_TEST, flag_rate, other_disease_key, probe_sets, run_model
 from training.evaluation.metrics import compute_metrics
 from training.evaluation.run import predict_test_part
 
 SHIPPED = disease_names(REPO_MODELS)
 SAMPLE = 1000  # a fixed sample of each test part (all of it where smaller)
+OOD_SAMPLE = 100  # a fixed sample of each other disease's test part
 needs_data = pytest.mark.skipif(not SHARED_DATASETS.is_dir(), reason="../shared/datasets is not on this machine")
 
 
@@ -75,3 +77,24 @@ def test_shipped_cards_carry_the_site_shift_signal_and_their_sites_and_grades(di
         assert all(site.within and site.within["n_images"] > 0 for site in card.generalisation.sites)
     if config.grade_pattern:
         assert sum(grade.n_images for grade in card.by_grade) == card.metrics.n_images
+
+
+@needs_data
+@pytest.mark.parametrize("disease", SHIPPED)
+def test_shipped_model_flags_every_other_organ_as_its_card_says(disease: str) -> None:
+    """The wrong-organ target (>= 95% of every other disease's test images flagged, <= 5% of its own) in the
+    card, and a fixed sample of those images, answered now, agreeing with it."""
+    model = load_model(version_dir(REPO_MODELS, disease, latest_version(REPO_MODELS, disease)))
+    ood = model.card.out_of_distribution
+    assert ood is not None
+    # each other images folder once (referable_retinopathy reads retinopathy's photographs)
+    folders = [other for other in other_diseases(SHARED_DATASETS, disease) if DISEASES[other].images_folder == other]
+    others = [other_disease_key(other) for other in folders]
+    rates = {name: rate.flagged for name, rate in ood.flagged.items()}
+    assert rates[OWN_TEST] <= 0.05 and all(rates[key] >= 0.95 for key in others), rates
+    probes = probe_sets(SHARED_DATASETS, disease, model.card.input.spec(), folders, OOD_SAMPLE)
+    for key in others:
+        distances = run_model(model, probes[key].pixels).ood_distance
+        assert distances is not None
+        measured = flag_rate(distances, ood.threshold, "", also_flagged=probes[key].colour_picture).flagged
+        assert measured >= rates[key] - 0.05, f"{disease} flags {measured:.1%} of a sample of the {key}"
