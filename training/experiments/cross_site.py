@@ -247,6 +247,7 @@ def cross_site(
     if report_dir is not None:
         report_dir.mkdir(parents=True, exist_ok=True)
         arch = "" if options.arch == PAPER_CNN else f"-{options.arch}"  # another network, another report
+        arch += "-frozen" if options.frozen_backbone else ""
         path = report_dir / f"{options.disease}{arch}-{spec.height}px.json"
         result["report"] = str(path)
         result["scores_file"] = path.with_suffix(".scores.json").name

@@ -336,7 +336,8 @@ def report_tag(disease: str, arch: str, spec: InputSpec, recipe: Recipe, init_se
     learning_rate = "" if recipe.learning_rate == DEFAULT_LEARNING_RATE else f"-lr{recipe.learning_rate:g}"
     return (
         f"{disease}{arch_part}{enhancement}-{recipe.name}{'-augment' if recipe.augment else ''}"
-        f"{'-dihedral' if recipe.dihedral else ''}{'-stain' if recipe.stain_jitter else ''}-{spec.height}px-"
+        f"{'-dihedral' if recipe.dihedral else ''}{'-stain' if recipe.stain_jitter else ''}"
+        f"{'-frozen' if recipe.frozen_backbone else ''}-{spec.height}px-"
         f"{recipe.epochs}ep{learning_rate}{'' if init_seed is None else f'-init{init_seed}'}"
     )
 

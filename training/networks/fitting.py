@@ -14,6 +14,7 @@ from training.data.config import Recipe
 from training.data.pipeline import DecodedSet, augmenter_for, evaluation_batches, images_only, training_batches
 from training.networks.architectures import PAPER_CNN, make_architecture
 from training.networks.batchnorm import RecalibratedValidation, keep_best_epoch, worth_recalibrating
+from training.networks.frozen_head import fit_head
 from training.networks.model import compile_model, learning_rate_schedule
 
 
@@ -68,6 +69,8 @@ def fit_model(
     )
     validation_batches = evaluation_batches(validation_part, batch_size=recipe.batch_size)
     model = make_architecture(arch, spec, weights=initial_weights, bn_momentum=recipe.bn_momentum)
+    if recipe.frozen_backbone:
+        return _fit_frozen(model, recipe, train_part, validation_part, weights, per_image)
     steps_per_epoch = -(-train_part.size // recipe.batch_size)
     compile_model(
         model,
@@ -99,4 +102,29 @@ def fit_model(
         best_epoch=keep_best.best_epoch + 1 if recipe.keep_best else epochs_run,
         seconds=time.perf_counter() - started,
         class_weights=weights,
+    )
+
+
+def _fit_frozen(
+    model: keras.Model,
+    recipe: Recipe,
+    train_part: DecodedSet,
+    validation_part: DecodedSet,
+    class_weights: dict[int, float] | None,
+    per_image: np.ndarray | None,
+) -> FittedModel:
+    """Only the head, on the frozen backbone's features (Recipe.frozen_backbone)."""
+    if per_image is None and class_weights is not None:
+        per_image = np.array([class_weights[int(label)] for label in train_part.labels])
+    flips = tuple(
+        flip
+        for flip, wanted in (("horizontal", recipe.flip_horizontal), ("vertical", recipe.flip_vertical))
+        if recipe.augment and wanted
+    )
+    started = time.perf_counter()
+    history, _ = fit_head(
+        model, train_part, validation_part, batch_size=recipe.batch_size, sample_weights=per_image, flips=flips
+    )
+    return FittedModel(
+        model=model, history=history, best_epoch=1, seconds=time.perf_counter() - started, class_weights=class_weights
     )

@@ -58,6 +58,7 @@ class TrainOptions:
     image_size: int | None = None
     augment: bool | None = None  # None: the recipe's own choice
     stain_jitter: bool | None = None  # None: the recipe's own choice
+    frozen_backbone: bool | None = None  # None: the recipe's own choice
     dihedral: bool | None = None  # None: the recipe's own choice
     colour_mode: str | None = None  # for a disease we have no defaults for; see training/data/config.py
     enhancement: str | None = None  # None: the disease's own (app/preprocessing.py Enhancement)
@@ -104,6 +105,8 @@ def resolve_recipe(config: DiseaseConfig, options: TrainOptions) -> Recipe:
         recipe = replace(recipe, stain_jitter=options.stain_jitter)
     if options.dihedral is not None:
         recipe = replace(recipe, dihedral=options.dihedral)
+    if options.frozen_backbone is not None:
+        recipe = replace(recipe, frozen_backbone=options.frozen_backbone)
     if options.weights is not None:  # an explicit start replaces the recipe's
         recipe = replace(recipe, pretrained_start=options.weights.endswith(".keras"))
     return recipe
