@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -20,6 +21,8 @@ from app import site_shift
 from app.errors import EmptyUpload, InvalidInput, InvalidThreshold, TooManyImages
 from app.explanations import class_heatmap, overlay, png_bytes
 from app.image_errors import ImageError
+from app.modality import Modality
+from app.modality_check import KindAnswer, ModalityCheck
 from app.model_card import ModelCard, OutOfDistribution
 from app.preprocessing import (
     DecodedImage,
@@ -69,10 +72,17 @@ class Screening:
     distance_percentile: float | None = None  # among the validation part's distances (app/site_shift.py)
     grayscale_source: bool = False  # a colour model answered from an image without colour
     colour_source: bool = False  # a gray-modality model sent a colour picture: the wrong kind of image
+    kind: KindAnswer | None = None  # the modality check's answer, where the service has one for this model
 
     @property
     def unlike_training_sites(self) -> bool | None:
-        if self.distance_percentile is None or self.in_distribution is False:
+        if self.in_distribution is False:
+            return None
+        if self.kind is not None and self.ood_distance is not None and self.ood_threshold is not None:
+            # The check said "right kind": beyond the distance threshold it is another site, not another organ.
+            if self.ood_distance > self.ood_threshold:
+                return True
+        if self.distance_percentile is None:
             return None
         return site_shift.unlike_training_sites(self.distance_percentile)
 
@@ -85,6 +95,12 @@ class Screening:
                 "(X-ray, MRI or ultrasound): it is not the kind of image the model was trained on; "
                 "do not trust its label"
             )
+        elif self.kind is not None and self.kind.wrong_kind:
+            warnings.append(
+                f"this image looks like {self.kind.kind.words}, not {self.kind.expected.words} that the "
+                f"{self.disease} model reads (modality check: {self.kind.probability:.0%} < "
+                f"{self.kind.minimum:.0%}); do not trust its label"
+            )
         elif self.in_distribution is False:
             warnings.append(
                 f"this image does not look like the images the {self.disease} model was trained on "
@@ -92,10 +108,14 @@ class Screening:
                 "do not trust its label"
             )
         elif self.unlike_training_sites:
+            how_far = (
+                f"distance percentile {self.distance_percentile:.0f} > {site_shift.SITE_SHIFT_PERCENTILE:.0f}"
+                if self.distance_percentile is not None
+                else f"distance {self.ood_distance:.1f} > {self.ood_threshold:.1f}"
+            )
             warnings.append(
                 f"this image is of the right kind but unlike most images of the sites the model was "
-                f"trained at (distance percentile {self.distance_percentile:.0f} > "
-                f"{site_shift.SITE_SHIFT_PERCENTILE:.0f}): expect the figures measured at held-out sites "
+                f"trained at ({how_far}): expect the figures measured at held-out sites "
                 "(the model card's generalisation), not its test part's"
             )
         if self.grayscale_source:
@@ -118,10 +138,17 @@ def interpret(card: ModelCard, outputs: ImageOutputs, threshold: float | None = 
 
 
 class InferencePipeline:
-    def __init__(self, registry: ModelRegistry, settings: Settings, metrics: ServiceMetrics | None = None) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        settings: Settings,
+        metrics: ServiceMetrics | None = None,
+        modality: ModalityCheck | None = None,
+    ) -> None:
         self.registry = registry
         self.settings = settings
         self.metrics = metrics
+        self.modality = modality  # the service's modality check (app/modality_check.py), where it has one
 
     async def screen(
         self,
@@ -142,22 +169,29 @@ class InferencePipeline:
                 f"version {served.version} of the {disease} model has no Grad-CAM signature; "
                 "re-export it with `python -m training calibrate`"
             )
+        check = self.modality if self.modality is not None and self.modality.checks(card.modality) else None
         with self.registry.admitted(served, len(uploads)) as predict:  # a full queue answers 503 before decoding
             # Large images decode in worker threads side by side; gather keeps the order.
             decoded: list[DecodedImage | Exception] = list(
-                await asyncio.gather(*(self._decode(u, served, card.input.spec()) for u in uploads))
+                await asyncio.gather(*(self._decode(u, served, card.input.spec(), check is not None) for u in uploads))
             )
             usable = [d for d in decoded if isinstance(d, DecodedImage)]
             batch = [scale(d.pixels) for d in usable]
-            if not explain:
-                outputs = await predict(batch)
-                explanations: list[Explanation | None] = [None] * len(usable)
-            else:  # the Grad-CAM pass needs no answer first: both model calls run side by side
-                sources = [u for u, d in zip(uploads, decoded, strict=True) if isinstance(d, DecodedImage)]
-                outputs, maps = await asyncio.gather(predict(batch), self._gradcam(served, batch))
-                labels = [interpret(card, output, threshold)[1] for output in outputs]
-                explanations = list(await self._explain(served, maps, sources, labels))
-        answers = iter(zip(outputs, usable, explanations, strict=True))
+            # The modality check runs beside the model: it needs no answer first.
+            kinds_pending = asyncio.ensure_future(self._kinds(check, usable, card.modality))
+            try:
+                if not explain:
+                    outputs = await predict(batch)
+                    explanations: list[Explanation | None] = [None] * len(usable)
+                else:  # the Grad-CAM pass needs no answer first: both model calls run side by side
+                    sources = [u for u, d in zip(uploads, decoded, strict=True) if isinstance(d, DecodedImage)]
+                    outputs, maps = await asyncio.gather(predict(batch), self._gradcam(served, batch))
+                    labels = [interpret(card, output, threshold)[1] for output in outputs]
+                    explanations = list(await self._explain(served, maps, sources, labels))
+                kinds = await kinds_pending
+            finally:
+                kinds_pending.cancel()
+        answers = iter(zip(outputs, usable, explanations, kinds, strict=True))
         return [
             self._screening(served, *next(answers), threshold=threshold) if isinstance(item, DecodedImage) else item
             for item in decoded
@@ -180,7 +214,19 @@ class InferencePipeline:
         if count > self.settings.max_images_per_request:
             raise TooManyImages(count, self.settings.max_images_per_request)
 
-    async def _decode(self, upload: Upload, served: ServedModel, spec: InputSpec) -> DecodedImage | Exception:
+    async def _kinds(
+        self, check: ModalityCheck | None, usable: list[DecodedImage], expected: Modality | None
+    ) -> list[KindAnswer | None]:
+        """The modality check's answer for each decoded image, in a worker thread; None each without a check."""
+        if check is None or expected is None or not usable:
+            return [None] * len(usable)
+        pixels = np.stack([d.kind_pixels for d in usable])  # type: ignore[misc]
+        answers = await run_in_threadpool(check.answers, pixels, expected)
+        return list(answers)
+
+    async def _decode(
+        self, upload: Upload, served: ServedModel, spec: InputSpec, for_kind: bool = False
+    ) -> DecodedImage | Exception:
         started = time.perf_counter()
         try:
             if not upload.data:
@@ -191,8 +237,8 @@ class InferencePipeline:
             # A small image decodes faster (measured: 0.1-0.5 ms) than a hop to a worker thread and back;
             # a large one would stall every other request on the event loop, so it goes to a thread.
             if header.width * header.height <= self.settings.inline_decode_max_pixels:
-                return decode_opened(header, spec)
-            return await run_in_threadpool(decode_opened, header, spec)
+                return decode_opened(header, spec, for_kind=for_kind)
+            return await run_in_threadpool(partial(decode_opened, header, spec, for_kind=for_kind))
         except (ImageError, EmptyUpload) as error:
             return error
         finally:
@@ -236,6 +282,7 @@ class InferencePipeline:
         outputs: ImageOutputs,
         image: DecodedImage | None,
         explanation: Explanation | None,
+        kind: KindAnswer | None = None,
         *,
         threshold: float | None,
     ) -> Screening:
@@ -252,7 +299,7 @@ class InferencePipeline:
             score=probability,
             probabilities=as_percentages(probability, card.classes),
             threshold=used,
-            in_distribution=in_distribution(outputs, ood, colour_source),
+            in_distribution=in_distribution(outputs, ood, colour_source, kind),
             ood_distance=outputs.ood_distance,
             ood_threshold=ood.threshold if ood else None,
             image_size=(image.width, image.height) if image else None,
@@ -268,13 +315,20 @@ class InferencePipeline:
             ),
             grayscale_source=bool(image and image.grayscale_source),
             colour_source=colour_source,
+            kind=kind,
         )
 
 
-def in_distribution(outputs: ImageOutputs, ood: OutOfDistribution | None, colour_source: bool) -> bool | None:
-    """False for a colour picture sent to a gray-modality model, whatever its distance; else by the distance."""
+def in_distribution(
+    outputs: ImageOutputs, ood: OutOfDistribution | None, colour_source: bool, kind: KindAnswer | None = None
+) -> bool | None:
+    """False for a colour picture sent to a gray-modality model, whatever its distance; where the modality check
+    answered, by its answer alone (the model's distance then says only "unlike my training sites"); else by
+    the distance."""
     if colour_source:
         return False
+    if kind is not None:
+        return not kind.wrong_kind
     if ood is None or outputs.ood_distance is None:
         return None
     return bool(outputs.ood_distance <= ood.threshold)

@@ -18,6 +18,7 @@ from app.api.routes import admin, explain, health, kserve_v2, metrics, models, p
 from app.api.shutdown import ShutdownMiddleware
 from app.inference import InferencePipeline
 from app.metrics import ServiceMetrics
+from app.modality_check import load_or_warn
 from app.registry import ModelRegistry
 from app.server import ShutdownGate
 from app.settings import Settings, get_settings
@@ -41,7 +42,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if service_metrics is not None:
             service_metrics.watch(registry)
         app.state.registry = registry
-        app.state.pipeline = InferencePipeline(registry, settings, service_metrics)
+        modality = await asyncio.to_thread(load_or_warn, settings.models_dir) if settings.modality_check else None
+        app.state.pipeline = InferencePipeline(registry, settings, service_metrics, modality)
         await registry.load_all()
         memory.freeze_loaded_objects()
         watcher = (

@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.modality import Modality
 from app.preprocessing import ColourMode, Enhancement, InputSpec
 
 INTENDED_USE = "research use only; not for diagnosis"
@@ -298,6 +299,11 @@ class ModelCard(BaseModel):
     version: int
     description: str
     classes: list[str] = list(CLASS_NAMES)
+    modality: Modality | None = Field(
+        None,
+        description="the kind of image the model reads; the service's modality check answers 'wrong kind of image' "
+        "for any other (absent, or other: no check)",
+    )
     input: InputCard
     preprocessing: str
     output: str

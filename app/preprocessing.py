@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from app import contrast, fundus
+from app import contrast, fundus, modality
 from app.dicom import looks_like_dicom, read_dicom
 from app.image_errors import CorruptImage, ImageTooLarge, UnsupportedImage
 
@@ -73,6 +73,7 @@ class DecodedImage:
     height: int
     grayscale_source: bool = False  # the model takes colour, but the image had none
     colour_source: bool = False  # the model takes gray (X-ray, MRI, ultrasound), but the image is a colour picture
+    kind_pixels: np.ndarray | None = None  # the image as the modality check reads it (app/modality.py), if asked
 
 
 EXIF_ORIENTATION = 0x0112
@@ -106,15 +107,15 @@ def read_header(data: bytes, *, max_pixels: int, content_type: str | None = None
     return image
 
 
-def load_first_frame(image: Image.Image, target: InputSpec | None = None) -> Image.Image:
+def load_first_frame(image: Image.Image, target: InputSpec | None = None, min_side: int = 0) -> Image.Image:
     """Decode the first frame of an image from `read_header`, EXIF orientation applied.
 
-    With a target, JPEGs are decoded at a reduced scale (never below the target size) to save time.
+    With a target, JPEGs are decoded at a reduced scale (never below the target size, nor `min_side`) to save time.
     """
     try:
         image.seek(0)
         if target is not None and image.format in {"JPEG", "MPO"}:
-            side = decoded_side(target)
+            side = max(decoded_side(target), min_side)
             image.draft(image.mode, (side, side))
         image.load()
         return ImageOps.exif_transpose(image)
@@ -217,17 +218,25 @@ def size_as_sent(header: Image.Image) -> tuple[int, int]:
     return (height, width) if orientation in TRANSPOSED_ORIENTATIONS else (width, height)
 
 
-def decode_opened(header: Image.Image, spec: InputSpec) -> DecodedImage:
-    """An image from `read_header` -> pixels in the model's input size, plus the size as sent."""
+def decode_opened(header: Image.Image, spec: InputSpec, *, for_kind: bool = False) -> DecodedImage:
+    """An image from `read_header` -> pixels in the model's input size, plus the size as sent; `for_kind`:
+    also as the modality check reads it."""
     width, height = size_as_sent(header)
-    image = load_first_frame(header, spec)
+    image = load_first_frame(header, spec, min_side=modality.SIDE if for_kind else 0)
     return DecodedImage(
+        kind_pixels=kind_input(image) if for_kind else None,
         pixels=to_pixels(image, spec),
         width=width,
         height=height,
         grayscale_source=spec.colour_mode is ColourMode.RGB and has_no_colour(image),
         colour_source=spec.colour_mode is ColourMode.GRAYSCALE and is_colour_picture(image),
     )
+
+
+def kind_input(image: Image.Image) -> np.ndarray:
+    """A decoded image as the modality check reads it: RGB (gray, 16-bit and alpha handled as for the models),
+    fitted whole into its square (app/modality.py)."""
+    return modality.modality_pixels(to_colour_mode(image, ColourMode.RGB))
 
 
 GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})

@@ -26,6 +26,11 @@ class Settings(BaseSettings):
         65_536, ge=0, description="images up to this size decode on the event loop, larger ones in a thread"
     )
     max_images_per_request: int = Field(32, ge=1, description="repeated `file` parts accepted in one request")
+    modality_check: bool = Field(
+        True,
+        description="load the latest <models>/_modality/<version>/ at start-up and answer 'wrong kind of image' by "
+        "it (app/modality_check.py); false: by each model's own feature distance, as before",
+    )
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     log_format: Literal["text", "json"] = Field("text", description="json: one JSON object per line, with request ids")
     # Versions and hot reload (TensorFlow Serving's model_version_policy and file-system polling).

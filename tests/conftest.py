@@ -185,6 +185,7 @@ def trust_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "brain_tumor",
         size=48,
         ood_threshold=0.0,  # every image is out of distribution
+        modality="brain_mri",
         flips=("horizontal",),
         source_confound=FIXTURE_CONFOUND,
         training_settings={"pretraining": {"pretrained_on": {"malaria": 5000, "pneumonia": 4458}}},

@@ -46,6 +46,7 @@ def fixture_card(
     validation_quantiles: list[float] | None = None,
     generalisation: Generalisation | None = None,
     by_grade: list[GradeFigure] | None = None,
+    modality: str | None = None,
 ) -> ModelCard:
     counts = {"infected": 1, "uninfected": 1}
     return ModelCard(
@@ -106,6 +107,7 @@ def fixture_card(
         ensemble_of=ensemble_of or [],
         generalisation=generalisation,
         by_grade=by_grade or [],
+        modality=modality,
     )
 
 
@@ -145,3 +147,28 @@ def export_legacy(models_dir: Path, disease: str, *, size: int = 50, seed: int =
             update={"calibration": None, "screening": None, "format_version": 1}
         )
         return staged.publish(card)
+
+
+def export_modality_check(models_dir: Path, minimum_probability: float = 0.5) -> Path:
+    """A modality check that tells images apart by colour alone: reddish -> blood_smear_cell, bluish -> other,
+    anything else near even between the two (and far from the other kinds)."""
+    import numpy as np
+
+    from app.modality import SIDE, Modality, ModalityCard
+    from training.modality.check import publish_check
+
+    classes = [*(kind for kind in Modality if kind is not Modality.OTHER), Modality.OTHER]
+    inputs = keras.Input((SIDE, SIDE, 3))
+    mean = keras.layers.GlobalAveragePooling2D()(inputs)
+    dense = keras.layers.Dense(len(classes), activation="softmax")
+    model = keras.Model(inputs, dense(mean))
+    kernel = np.zeros((3, len(classes)), np.float32)
+    kernel[:, classes.index(Modality.BLOOD_SMEAR_CELL)] = [20.0, 0.0, -20.0]
+    kernel[:, classes.index(Modality.OTHER)] = [-20.0, 0.0, 20.0]
+    bias = np.full(len(classes), -20.0, np.float32)
+    bias[[classes.index(Modality.BLOOD_SMEAR_CELL), classes.index(Modality.OTHER)]] = 0.0
+    dense.set_weights([kernel, bias])
+    card = ModalityCard(
+        version=0, classes=classes, architecture="test: mean colour", minimum_probability=minimum_probability
+    )
+    return publish_check(model, card, models_dir)

@@ -114,6 +114,27 @@ def build_parser() -> argparse.ArgumentParser:
     cross_site.add_argument("--sites", nargs="+", default=None, help="hold out only these sites (default: each)")
     _add_report_dir(cross_site, "reports/cross_site", "where the JSON result is written (default: reports/cross_site/)")
 
+    probe = commands.add_parser(
+        "feature-probe",
+        help="which frozen ImageNet features (pooled how, from which stages) carry the disease: each candidate "
+        "fitted with a logistic regression on cross-validate's grouped folds, features computed once",
+    )
+    probe.add_argument("disease")
+    _add_common(probe)
+    _add_training(probe)
+    probe.add_argument("--folds", type=_positive, default=5)
+    probe.add_argument("--report", type=Path, default=None, help="write the result here as JSON")
+
+    modality = commands.add_parser(
+        "modality",
+        help="fit, measure and export the service's modality check (which kind of image is this) on every data "
+        "set in --data, synthetic images and photographs: models/_modality/<version>/",
+    )
+    _add_common(modality)
+    modality.add_argument("--per-kind", type=_positive, default=1200, help="images of each kind to fit on")
+    modality.add_argument("--report", type=Path, default=Path("reports/modality.json"))
+    modality.add_argument("--no-export", action="store_true", help="measure only")
+
     record_site = commands.add_parser(
         "record-cross-site", help="put a cross-site result (reports/cross_site/*.json) into a version's card"
     )
@@ -375,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
         "cross-site": _cross_site,
         "record-cross-site": _record_cross_site,
         "marks": _marks,
+        "modality": _modality,
+        "feature-probe": _feature_probe,
     }
     try:
         # Progress (Keras prints it) goes to stderr; stdout carries only the answer, e.g. JSON to pipe on.
@@ -461,6 +484,23 @@ def _record_cross_site(args: argparse.Namespace) -> str:
 
     card = record_cross_site(args.out, args.disease, args.report, args.version)
     return json.dumps(card.model_dump(include={"disease", "version", "generalisation"}), indent=2)
+
+
+def _feature_probe(args: argparse.Namespace) -> str:
+    from training.experiments.feature_probe import feature_probe
+
+    if not args.weights:
+        raise ValueError("feature-probe needs the frozen backbone's --weights (and --arch)")
+    return json.dumps(feature_probe(_options(args, args.disease), args.weights, args.folds, args.report), indent=2)
+
+
+def _modality(args: argparse.Namespace) -> str:
+    from training.modality.check import ModalityOptions, run
+
+    options = ModalityOptions(
+        data_dir=args.data, models_dir=args.out, report=args.report, per_kind=args.per_kind, export=not args.no_export
+    )
+    return json.dumps(run(options), indent=2)
 
 
 def _marks(args: argparse.Namespace) -> str:

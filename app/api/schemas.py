@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from app.modality import Modality
 from app.model_card import INTENDED_USE, ModelCard
 from app.registry import ModelStatus
 
@@ -27,6 +28,14 @@ class OutOfDistribution(BaseModel):
     )
 
 
+class ModalityAnswer(BaseModel):
+    kind: Modality = Field(description="the kind of image the modality check finds most probable")
+    expected: Modality = Field(description="the kind the model reads (its card's modality)")
+    probability: float = Field(description="the check's probability that the image is of the expected kind")
+    minimum: float = Field(description="below this probability the image is the wrong kind for the model")
+    wrong_kind: bool = Field(description="true: not the kind of image the model reads; do not trust the label")
+
+
 class Explanation(BaseModel):
     target_class: str = Field(description="the class whose evidence the heatmap shows: the answered label")
     heatmap: list[list[float]] = Field(
@@ -46,11 +55,14 @@ class Prediction(BaseModel):
     )
     threshold: float = Field(description="decision threshold used: the model's screening threshold or the request's")
     in_distribution: bool | None = Field(
-        description="false: the image does not look like the model's training images (or is a colour picture "
-        "sent to an X-ray, MRI or ultrasound model), do not trust the label; "
-        "null: this model version has no out-of-distribution statistics"
+        description="false: not the kind of image the model reads (by the modality check where the service has "
+        "one, else by the model's feature distance; or a colour picture sent to an X-ray, MRI or ultrasound "
+        "model), do not trust the label; null: neither check is available for this model version"
     )
     out_of_distribution: OutOfDistribution | None = None
+    modality: ModalityAnswer | None = Field(
+        None, description="the service's modality check (which kind of image this is); null: no check for this model"
+    )
     warning: str | None = Field(None, description="set when the label must not be trusted, and why")
     image: ImageSize | None = Field(description="size of the image as sent, after EXIF orientation")
     explanation: Explanation | None = Field(None, description="with ?explain=true")

@@ -6,10 +6,13 @@ const METRICS = [
   ["accuracy", "Accuracy", true], ["sensitivity", "Sensitivity", true], ["specificity", "Specificity", true],
   ["precision", "Precision", true], ["f1", "F1", false], ["roc_auc", "ROC AUC", false],
 ];
-const MODALITY = {
-  malaria: "a single blood-smear cell", pneumonia: "a chest X-ray", brain_tumor: "a brain MRI slice",
-  breast_cancer: "a breast ultrasound image", retinopathy: "a colour fundus photograph",
+// The kinds of image a model card names (its `modality`, app/modality.py), in words.
+const KIND_WORDS = {
+  blood_smear_cell: "a single blood-smear cell", chest_xray: "a chest X-ray", brain_mri: "a brain MRI slice",
+  breast_ultrasound: "a breast ultrasound image", fundus_photograph: "a colour fundus photograph",
+  other: "not a medical image MedScan knows",
 };
+const kindWords = (kind, fallback) => KIND_WORDS[kind] || fallback;
 // What each API error code means to a person.
 const MESSAGES = {
   unsupported_media_type: "This file is not an image MedScan can read. Send PNG, JPEG, TIFF, BMP, GIF or DICOM.",
@@ -98,7 +101,7 @@ function showModel() {
   }
   const card = model.card;
   const input = card.input;
-  summary.textContent = `Version ${card.version}. Expects ${MODALITY[card.disease] || "images like its training data"}; ` +
+  summary.textContent = `Version ${card.version}. Expects ${kindWords(card.modality, "images like its training data")}; ` +
     `${PREPARATION[input.enhancement] || ""}resized to ${input.width}x${input.height} ${input.colour_mode}` +
     `${AFTER_RESIZE[input.enhancement] || ""}. ` +
     `Intended use: ${card.intended_use}.`;
@@ -304,8 +307,10 @@ function showPrediction(row, prediction) {
   if (prediction.in_distribution === false) {
     const warning = node.querySelector(".warning");
     warning.hidden = false;
-    warning.textContent = `This does not look like ${MODALITY[prediction.disease] || "the model's training images"}; ` +
-      "do not trust the label. (" + prediction.warning + ")";
+    const expected = prediction.modality ? prediction.modality.expected : state.models.get(prediction.disease)?.card?.modality;
+    const seen = prediction.modality ? ` It looks like ${kindWords(prediction.modality.kind, "something else")}.` : "";
+    warning.textContent = `This does not look like ${kindWords(expected, "the model's training images")}; ` +
+      `do not trust the label.${seen} (` + prediction.warning + ")";
     node.classList.add("is-out-of-distribution");
   } else if (prediction.warning) {
     // answered, but from another site's kind of image or without colour: the label stands, with a caveat

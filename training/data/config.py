@@ -9,6 +9,7 @@ import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from app.modality import Modality
 from app.model_store import DISEASE_NAME
 from app.preprocessing import ColourMode, Enhancement, InputSpec
 from training.data.samples import LabelRule, Sample, find_samples
@@ -109,6 +110,9 @@ class DiseaseConfig:
     grade_pattern: str | None = None
     # The sites its images come from, for leave-one-site-out evaluation (training/experiments/cross_site.py).
     sites: tuple[SiteRule, ...] = ()
+    # The kind of image the model reads (app/modality.py): the service's modality check compares it with the
+    # kind an image is; OTHER for a disease of a kind MedScan does not know (no check then).
+    modality: Modality = Modality.OTHER
 
     def spec(self, image_size: int | None = None) -> InputSpec:
         size = image_size or self.image_size
@@ -161,6 +165,7 @@ MESSIDOR_2 = DiseaseConfig(
     ),
     grade_pattern=ICDR_GRADE,
     sites=MESSIDOR_COLLECTIONS,
+    modality=Modality.FUNDUS_PHOTOGRAPH,
 )
 
 DISEASES: dict[str, DiseaseConfig] = {
@@ -169,6 +174,7 @@ DISEASES: dict[str, DiseaseConfig] = {
         DiseaseConfig(
             name="malaria",
             description="Parasitized vs uninfected red blood cells from thin Giemsa-stained blood smears, in colour",
+            modality=Modality.BLOOD_SMEAR_CELL,
             # Colour since 2026-11-29: the stain's purple is the parasite, which the grayscale copy threw away.
             image_size=64,
             colour_mode=ColourMode.RGB,
@@ -199,6 +205,7 @@ DISEASES: dict[str, DiseaseConfig] = {
         DiseaseConfig(
             name="pneumonia",
             description="Pneumonia vs normal paediatric chest X-rays",
+            modality=Modality.CHEST_XRAY,
             image_size=64,
             colour_mode=ColourMode.GRAYSCALE,
             # Not used: a start pretrained on the other four data sets. Grouped 5-fold CV of a first backbone: ROC
@@ -225,6 +232,7 @@ DISEASES: dict[str, DiseaseConfig] = {
         DiseaseConfig(
             name="brain_tumor",
             description="Tumour (glioma, meningioma, pituitary) vs no tumour, brain MRI",
+            modality=Modality.BRAIN_MRI,
             image_size=96,
             colour_mode=ColourMode.GRAYSCALE,
             medscan=replace(MEDSCAN, epochs=25, augment=True),
@@ -244,6 +252,7 @@ DISEASES: dict[str, DiseaseConfig] = {
         DiseaseConfig(
             name="breast_cancer",
             description="Malignant vs benign or normal breast ultrasound",
+            modality=Modality.BREAST_ULTRASOUND,
             image_size=64,
             colour_mode=ColourMode.GRAYSCALE,
             # The recipe chosen on BUSI alone by grouped 5-fold CV: from a start pretrained on the other four
@@ -332,7 +341,7 @@ RECIPE_KEYS = frozenset(
 )
 CONFIG_KEYS = RECIPE_KEYS | {
     "description", "source", "image_size", "colour_mode", "enhancement", "caveats", "target",
-    "screening_sensitivity", "test_time_flips", "labels", "grade_pattern", "sites",
+    "screening_sensitivity", "test_time_flips", "labels", "grade_pattern", "sites", "modality",
 }  # fmt: skip
 
 
@@ -401,6 +410,8 @@ def _apply_file(config: DiseaseConfig, file: Path) -> DiseaseConfig:
         fields["colour_mode"] = ColourMode(fields["colour_mode"])
     if "enhancement" in fields:
         fields["enhancement"] = Enhancement(fields["enhancement"])
+    if "modality" in fields:
+        fields["modality"] = Modality(fields["modality"])
     if "labels" in fields:
         fields["labels"] = _label_rule(fields["labels"], file)
     if "sites" in fields:

@@ -192,6 +192,7 @@ def train(options: TrainOptions) -> Path | None:
         disease=options.disease,
         version=0,
         description=config.description,
+        modality=config.modality,
         input=InputCard.from_spec(spec),
         preprocessing=preprocessing.describe(spec),
         output=OUTPUT_DESCRIPTION,

@@ -89,6 +89,17 @@ def answer(screening: Screening) -> dict[str, Any]:
             if screening.ood_distance is not None and screening.ood_threshold is not None
             else None
         ),
+        "modality": (
+            {
+                "kind": screening.kind.kind.value,
+                "expected": screening.kind.expected.value,
+                "probability": round(screening.kind.probability, 4),
+                "minimum": screening.kind.minimum,
+                "wrong_kind": screening.kind.wrong_kind,
+            }
+            if screening.kind
+            else None
+        ),
         "warning": screening.warning,
         "image": (
             {"width": screening.image_size[0], "height": screening.image_size[1]} if screening.image_size else None

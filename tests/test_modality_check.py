@@ -1,0 +1,125 @@
+"""The service's modality check: it alone says "wrong kind of image" where it runs; each model's own feature
+distance then says only "unlike the training sites"."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from app.modality import MODALITY_DIR, SIDE, modality_pixels
+from app.preprocessing import kind_input
+from tests.images import image_bytes
+
+pytestmark = pytest.mark.slow  # exports models and starts the app
+
+
+def png(colour: tuple[int, int, int], size: tuple[int, int] = (64, 64)) -> bytes:
+    return image_bytes(Image.new("RGB", size, colour), "PNG")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.model_fixtures import export_modality_check, export_untrained
+
+    folder = tmp_path_factory.mktemp("modality-models")
+    # Every image beyond the malaria model's own distance threshold: only the check can call it the right kind.
+    export_untrained(folder, "malaria", colour_mode="rgb", size=48, ood_threshold=0.0, modality="blood_smear_cell")
+    export_untrained(folder, "pneumonia", size=48, ood_threshold=1e6)  # a card without a modality
+    export_modality_check(folder)
+    return folder
+
+
+def client_for(models: Path, **settings) -> TestClient:
+    from app.main import create_app
+    from app.settings import Settings
+
+    return TestClient(create_app(Settings(models_dir=models, **settings)), raise_server_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def client(models: Path):
+    with client_for(models) as test_client:
+        yield test_client
+
+
+def predict(client: TestClient, disease: str, data: bytes) -> dict:
+    response = client.post(f"/predict/{disease}", files={"file": ("image.png", data, "image/png")})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_the_right_kind_beyond_the_models_distance_is_another_site_not_another_organ(client):
+    answer = predict(client, "malaria", png((200, 60, 40)))
+    assert answer["modality"]["kind"] == "blood_smear_cell" and answer["modality"]["wrong_kind"] is False
+    assert answer["modality"]["probability"] > 0.9
+    assert answer["in_distribution"] is True
+    assert answer["out_of_distribution"]["unlike_training_sites"] is True
+    assert "unlike most images of the sites" in answer["warning"]
+
+
+def test_the_wrong_kind_is_said_in_words(client):
+    answer = predict(client, "malaria", png((40, 60, 200)))
+    assert answer["modality"] == {
+        "kind": "other",
+        "expected": "blood_smear_cell",
+        "probability": pytest.approx(0.0, abs=1e-3),
+        "minimum": 0.5,
+        "wrong_kind": True,
+    }
+    assert answer["in_distribution"] is False
+    assert answer["out_of_distribution"]["unlike_training_sites"] is None
+    assert "looks like not a medical image MedScan knows, not a blood-smear cell" in answer["warning"]
+
+
+def test_a_model_without_a_modality_keeps_its_distance_check(client):
+    answer = predict(client, "pneumonia", png((90, 90, 90)))
+    assert answer["modality"] is None and answer["in_distribution"] is True
+
+
+def test_several_images_each_get_their_own_kind(client):
+    files = [
+        ("file", (f"{i}.png", data, "image/png")) for i, data in enumerate([png((40, 60, 200)), png((200, 60, 40))])
+    ]
+    results = client.post("/predict/malaria", files=files).json()["results"]
+    assert [r["modality"]["wrong_kind"] for r in results] == [True, False]
+
+
+def test_switched_off_the_models_distance_decides_again(models):
+    with client_for(models, modality_check=False) as test_client:
+        answer = predict(test_client, "malaria", png((200, 60, 40)))
+    assert answer["modality"] is None and answer["in_distribution"] is False
+
+
+def test_a_broken_check_leaves_the_service_up_on_the_distances(models, tmp_path):
+    import shutil
+
+    copy = tmp_path / "models"
+    shutil.copytree(models, copy)
+    broken = copy / MODALITY_DIR / "2"
+    broken.mkdir()
+    (broken / "metadata.json").write_text("{not json")
+    with client_for(copy) as test_client:
+        answer = predict(test_client, "malaria", png((200, 60, 40)))
+        assert answer["modality"] is None and answer["in_distribution"] is False
+        assert test_client.get("/health/ready").status_code == 200
+
+
+def test_the_check_sees_the_whole_image_aspect_kept():
+    wide = Image.new("RGB", (300, 100), (255, 255, 255))
+    pixels = modality_pixels(wide)
+    assert pixels.shape == (SIDE, SIDE, 3)
+    rows = np.flatnonzero(pixels[:, SIDE // 2, 0] > 128)
+    assert abs(len(rows) - SIDE // 3) <= 2 and rows[0] > 60  # a band in the middle, black above and below
+
+
+def test_sixteen_bit_and_transparent_images_reach_the_check_as_rgb():
+    deep = Image.fromarray((np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16))
+    assert kind_input(deep).shape == (SIDE, SIDE, 3) and kind_input(deep).max() > 200
+    clear = Image.new("RGBA", (32, 32), (255, 0, 0, 0))
+    assert kind_input(clear).max() == 0  # transparent is black, as for the models
+    assert Image.open(io.BytesIO(png((1, 2, 3)))).mode == "RGB"
