@@ -210,9 +210,10 @@ def publish_check(model: keras.Model, card: ModalityCard, models_dir: Path) -> P
 
 def run(options: ModalityOptions) -> dict[str, object]:
     started = time.perf_counter()
-    classes = known_kinds()
     medical = medical_images(options.data_dir, options.per_kind, options.measure_per_kind, options.seed)
     others = other_images(options.synthetic_fit, options.synthetic_measure, options.seed)
+    present = {item.kind for item in medical.fit + others.fit}
+    classes = [kind for kind in known_kinds() if kind in present]  # the kinds of the data sets in --data
     extractor = FeatureExtractor()
     fit = features_of(medical.fit + others.fit, extractor)
     measured = features_of(medical.measure + others.measure, extractor)
@@ -227,8 +228,10 @@ def run(options: ModalityOptions) -> dict[str, object]:
         "fit_images": {c.value: int((fit.kinds == c.value).sum()) for c in classes},
         "figures": figures,
         "fundus_collection_held_out": leave_one_collection_out(fit, measured, classes, options.seed),
-        "skimage_retina_fundus_probability": round(
-            float(head.probabilities(retina)[0, classes.index(Modality.FUNDUS_PHOTOGRAPH)]), 4
+        "skimage_retina_fundus_probability": (
+            round(float(head.probabilities(retina)[0, classes.index(Modality.FUNDUS_PHOTOGRAPH)]), 4)
+            if Modality.FUNDUS_PHOTOGRAPH in classes
+            else None
         ),
         "seconds": round(time.perf_counter() - started, 1),
     }
