@@ -17,7 +17,7 @@ import numpy as np
 from app import request_context
 from app.batching import DynamicBatcher, QueueFull
 from app.errors import ModelUnavailable, Overloaded, TooManyImages, UnknownDisease, UnknownVersion
-from app.model_card import ModelCard
+from app.model_card import ModelCard, read_card
 from app.model_store import METADATA_FILE, disease_names, version_dir, versions
 from app.savedmodel import ImageOutputs, LoadedModel, ModelLoadError, load_model
 from app.settings import Settings
@@ -45,12 +45,17 @@ class ServedModel:
     error: str | None = None
     model: LoadedModel | None = None
     batcher: DynamicBatcher | None = None
-    fingerprint: tuple[int, ...] = ()  # a failed version is retried when its files change
+    fingerprint: tuple[int, ...] = ()  # a failed version is retried, a served one reloaded, when its files change
+    card_stamp: tuple[int, int] = (0, 0)  # metadata.json's size and mtime when loaded
     in_flight: int = 0  # requests admitted and not finished; a retired version waits for 0
 
     @property
     def card(self) -> ModelCard | None:
         return self.model.card if self.model else None
+
+    @property
+    def fingerprint_without_card(self) -> tuple[int, ...]:
+        return _without_card(self.fingerprint)
 
     @property
     def loaded(self) -> LoadedModel:
@@ -64,14 +69,34 @@ NO_VERSION = -1  # the key of a disease folder's entry that holds no version fol
 
 
 def _fingerprint(path: Path) -> tuple[int, ...]:
-    """Modification times of what a version is loaded from: a copy still being written changes them."""
-    stamps = []
-    for name in ("saved_model.pb", METADATA_FILE, "variables"):
+    """Size and modification time of every file of a version, by path: a copy still being written, in any
+    order, or a file rewritten in place (a card by a `record-*` command, data appended) changes it."""
+    stamps: list[int] = []
+    try:
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+    except OSError:
+        return ()
+    for file in files:
         try:
-            stamps.append((path / name).stat().st_mtime_ns)
-        except OSError:
-            stamps.append(0)
+            stat = file.stat()
+        except OSError:  # removed between the listing and now: the next poll sees the folder settled
+            continue
+        stamps += [hash(str(file.relative_to(path))), stat.st_size, stat.st_mtime_ns]
     return tuple(stamps)
+
+
+def _without_card(fingerprint: tuple[int, ...]) -> tuple[int, ...]:
+    card = hash(METADATA_FILE)
+    triples = [fingerprint[i : i + 3] for i in range(0, len(fingerprint), 3)]
+    return tuple(value for triple in triples if triple[0] != card for value in triple)
+
+
+def _card_stamp(path: Path) -> tuple[int, int]:
+    try:
+        stat = (path / METADATA_FILE).stat()
+    except OSError:
+        return (0, 0)
+    return (stat.st_size, stat.st_mtime_ns)
 
 
 @dataclass
@@ -157,6 +182,8 @@ class ModelRegistry:
                 served = ServedModel(disease=disease, version=version, fingerprint=fingerprint)
                 entries[version] = served
                 await self._load(served)
+            elif current.status is ModelStatus.READY and current.fingerprint != fingerprint:
+                await self._refresh(entries, current, fingerprint)
         # Versions the policy no longer wants go only once a wanted one answers; removed folders go now.
         a_wanted_one_serves = any(entries[v].status is ModelStatus.READY for v in wanted if v in entries)
         for version, served in list(entries.items()):
@@ -167,6 +194,40 @@ class ModelRegistry:
                 self._retire(served)
         if not entries and not found:
             del self._versions[disease]
+
+    async def _refresh(
+        self, entries: dict[int, ServedModel], current: ServedModel, fingerprint: tuple[int, ...]
+    ) -> None:
+        """A served version whose files changed on disk: what is served must be what is on disk. A new card alone
+        (the `record-*` commands rewrite cards) is read in place; any other change loads the version anew beside
+        the old one, which keeps answering until the new one is ready, and keeps answering if it fails."""
+        assert current.version is not None and current.model is not None
+        path = version_dir(self.settings.models_dir, current.disease, current.version)
+        if current.card_stamp != _card_stamp(path) and current.fingerprint_without_card == _without_card(fingerprint):
+            try:
+                card = await asyncio.to_thread(read_card, path / METADATA_FILE)
+            except (OSError, ValueError) as error:
+                log.error("%s version %s: the rewritten card is not readable, keeping the old one: %s",
+                          current.disease, current.version, error)  # fmt: skip
+                return
+            if card.input != current.model.card.input or card.disease != current.disease:
+                log.error("%s version %s: the rewritten card changes the input or disease; not taken",
+                          current.disease, current.version)  # fmt: skip
+                return
+            current.model.card = card
+            current.fingerprint, current.card_stamp = fingerprint, _card_stamp(path)
+            log.info("%s version %s: card reloaded", current.disease, current.version)
+            return
+        fresh = ServedModel(disease=current.disease, version=current.version, fingerprint=fingerprint)
+        await self._load(fresh)
+        if fresh.status is ModelStatus.READY:
+            entries[current.version] = fresh
+            self._retire(current)
+            log.info("%s version %s: reloaded after its files changed", current.disease, current.version)
+        else:
+            current.fingerprint = fingerprint  # tried once; the next change tries again
+            log.error("%s version %s changed on disk and no longer loads; the loaded copy keeps answering: %s",
+                      current.disease, current.version, fresh.error)  # fmt: skip
 
     def _retire(self, served: ServedModel) -> None:
         log.info("%s version %s retired; closing after its in-flight requests", served.disease, served.version)
@@ -210,6 +271,7 @@ class ModelRegistry:
             log.error(served.error)
             return
         served.model = model
+        served.card_stamp = _card_stamp(path)
         if self.settings.batching:
             served.batcher = DynamicBatcher(
                 model.analyse,

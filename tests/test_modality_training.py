@@ -89,6 +89,10 @@ def test_the_command_fits_measures_and_exports_a_check_the_service_loads(tmp_pat
     assert result["fit_images"]["other"] == 12 + 8  # synthetic images and the photographs to fit on
     assert (tmp_path / "modality.json").is_file()
     check = load_modality_check(tmp_path / "models")
-    assert check is not None and check.card.version == 1 and check.card.classes == [Modality.CHEST_XRAY, Modality.BLOOD_SMEAR_CELL, Modality.OTHER]
+    assert (
+        check is not None
+        and check.card.version == 1
+        and check.card.classes == [Modality.CHEST_XRAY, Modality.BLOOD_SMEAR_CELL, Modality.OTHER]
+    )
     answers = check.answers(np.zeros((2, 224, 224, 3), np.uint8), Modality.CHEST_XRAY)
     assert len(answers) == 2 and 0.0 <= answers[0].probability <= 1.0

@@ -249,3 +249,78 @@ async def test_a_faulty_version_at_start_up_is_reported_and_the_others_serve(
         assert registry.get("malaria").version == 1
     finally:
         await registry.close()
+
+
+def _copy_in_order(source: Path, target: Path, files: list[Path]) -> None:
+    for file in files:
+        destination = target / file.relative_to(source)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(file, destination)
+
+
+@pytest.mark.parametrize("order", ["card_first_data_last", "reversed"])
+async def test_a_version_copied_file_by_file_is_served_once_complete(tmp_path: Path, model_factory, order) -> None:
+    """Half a copy fails to load; every later file changes the fingerprint, so the next poll loads it whole."""
+    source = model_factory(tmp_path / "built", "malaria")
+    models = tmp_path / "models"
+    files = sorted(p for p in source.rglob("*") if p.is_file())
+    files.sort(key=lambda p: (p.name != "metadata.json", "variables.data" in p.name))  # card first, data last
+    if order == "reversed":
+        files.reverse()
+    target = models / "malaria" / "1"
+    _copy_in_order(source, target, files[:-1])
+    data = files[-1]
+    partial = target / data.relative_to(source)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    partial.write_bytes(data.read_bytes()[: data.stat().st_size // 2])  # the last file half written
+    registry = ModelRegistry(Settings(models_dir=models))
+    await registry.load_all()
+    try:
+        assert registry.versions("malaria")[1].status is ModelStatus.FAILED
+        shutil.copy(data, partial)  # the same name and mtime order as a copy finishing: only size/content differ
+        await registry.sync()
+        assert registry.get("malaria").status is ModelStatus.READY
+    finally:
+        await registry.close()
+
+
+async def test_a_card_rewritten_in_place_is_what_is_served_after_one_poll(tmp_path: Path, model_factory) -> None:
+    from app.model_card import read_card, replace_card
+
+    models = tmp_path / "models"
+    folder = model_factory(models, "malaria")
+    registry = ModelRegistry(Settings(models_dir=models))
+    await registry.load_all()
+    try:
+        served = registry.get("malaria")
+        card = read_card(folder / "metadata.json")
+        replace_card(
+            card.model_copy(update={"description": "rewritten by record-cross-site"}), folder / "metadata.json"
+        )
+        await registry.sync()
+        assert registry.get("malaria") is served  # the same loaded graph, its card read anew
+        assert registry.get("malaria").loaded.card.description == "rewritten by record-cross-site"
+
+        (folder / "metadata.json").write_text("{not json")  # a broken rewrite keeps the last good card
+        await registry.sync()
+        assert registry.get("malaria").loaded.card.description == "rewritten by record-cross-site"
+    finally:
+        await registry.close()
+
+
+async def test_a_served_version_whose_weights_change_is_reloaded_beside_it(tmp_path: Path, model_factory) -> None:
+    models = tmp_path / "models"
+    folder = model_factory(models, "malaria", seed=1)
+    other = model_factory(tmp_path / "other", "malaria", seed=2)
+    registry = ModelRegistry(Settings(models_dir=models))
+    await registry.load_all()
+    try:
+        before = registry.get("malaria")
+        for file in other.rglob("*"):
+            if file.is_file() and file.name != "metadata.json":
+                shutil.copy(file, folder / file.relative_to(other))
+        await registry.sync()
+        after = registry.get("malaria")
+        assert after is not before and after.status is ModelStatus.READY
+    finally:
+        await registry.close()
