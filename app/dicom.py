@@ -61,38 +61,43 @@ def read_dicom(data: bytes, *, max_pixels: int) -> Image.Image:
         return Image.fromarray(_to_uint8_full_range(apply_color_lut(frame, dataset)), "RGB")
     if frame.ndim == 3:  # RGB (pydicom has already converted YBR to RGB)
         return Image.fromarray(_to_uint8_full_range(frame, bits=int(dataset.get("BitsStored", 8))), "RGB")
-    values = apply_modality_lut(frame, dataset).astype(np.float64)
+    # float32, not float64: half the memory of a large frame, and 8-bit output needs no more precision.
     if "VOILUTSequence" in dataset:
         lut_bits = int(dataset.VOILUTSequence[0].LUTDescriptor[2])
-        grey = np.clip(apply_voi_lut(frame, dataset, index=0).astype(np.float64) / (2**lut_bits - 1) * 255, 0, 255)
-    elif "WindowCenter" in dataset and "WindowWidth" in dataset:
-        grey = _window(values, _first(dataset.WindowCenter), _first(dataset.WindowWidth))
+        grey = apply_voi_lut(frame, dataset, index=0).astype(np.float32, copy=False)
+        grey = np.clip(grey * np.float32(255 / (2**lut_bits - 1)), 0, 255)
     else:
-        grey = _stretch(values)
+        values = apply_modality_lut(frame, dataset).astype(np.float32, copy=False)
+        del frame  # a large frame's copies add up under load
+        if "WindowCenter" in dataset and "WindowWidth" in dataset:
+            grey = _window(values, _first(dataset.WindowCenter), _first(dataset.WindowWidth))
+        else:
+            grey = _stretch(values)
     if photometric == "MONOCHROME1":  # low values are white
-        grey = 255.0 - grey
+        np.subtract(255.0, grey, out=grey)
     return Image.fromarray(np.rint(grey).astype(np.uint8), "L")
 
 
 def _window(values: np.ndarray, centre: float, width: float) -> np.ndarray:
     """DICOM's linear VOI function onto 0-255."""
     width = max(width, 1.0)
-    scaled = ((values - (centre - 0.5)) / (width - 1 if width > 1 else 1) + 0.5) * 255.0
-    return np.clip(scaled, 0.0, 255.0)
+    scale = np.float32(255.0 / (width - 1 if width > 1 else 1))
+    scaled = (values - np.float32(centre - 0.5)) * scale + np.float32(127.5)
+    return np.clip(scaled, 0.0, 255.0, out=scaled)
 
 
 def _stretch(values: np.ndarray) -> np.ndarray:
     low, high = float(values.min()), float(values.max())
     if high <= low:
         return np.zeros_like(values)
-    return (values - low) * (255.0 / (high - low))
+    return (values - np.float32(low)) * np.float32(255.0 / (high - low))
 
 
 def _to_uint8_full_range(values: np.ndarray, bits: int | None = None) -> np.ndarray:
     if values.dtype == np.uint8:
         return values
     top = float(2**bits - 1) if bits and bits > 8 else float(max(values.max(), 1))
-    return np.clip(np.rint(values.astype(np.float64) * (255.0 / top)), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(values.astype(np.float32) * np.float32(255.0 / top)), 0, 255).astype(np.uint8)
 
 
 def _first(value: object) -> float:

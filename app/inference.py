@@ -18,6 +18,7 @@ import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from app import site_shift
+from app.dicom import looks_like_dicom
 from app.errors import EmptyUpload, InvalidInput, InvalidThreshold, TooManyImages
 from app.explanations import class_heatmap, overlay, png_bytes
 from app.image_errors import ImageError
@@ -27,6 +28,7 @@ from app.model_card import ModelCard, OutOfDistribution
 from app.preprocessing import (
     DecodedImage,
     InputSpec,
+    decode,
     decode_opened,
     load_first_frame,
     model_region,
@@ -231,6 +233,18 @@ class InferencePipeline:
         try:
             if not upload.data:
                 raise EmptyUpload("the file is empty: send the image's bytes")
+            if looks_like_dicom(upload.data, upload.content_type):
+                # pydicom decodes the pixels as it opens the file: the whole of it goes to a worker thread.
+                return await run_in_threadpool(
+                    partial(
+                        decode,
+                        upload.data,
+                        spec,
+                        max_pixels=self.settings.max_image_pixels,
+                        content_type=upload.content_type,
+                        for_kind=for_kind,
+                    )
+                )
             header = read_header(
                 upload.data, max_pixels=self.settings.max_image_pixels, content_type=upload.content_type
             )

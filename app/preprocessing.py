@@ -203,9 +203,12 @@ def scale(pixels: np.ndarray) -> np.ndarray:
     return pixels.astype(np.float32) / np.float32(255.0)
 
 
-def decode(data: bytes, spec: InputSpec, *, max_pixels: int, content_type: str | None = None) -> DecodedImage:
+def decode(
+    data: bytes, spec: InputSpec, *, max_pixels: int, content_type: str | None = None, for_kind: bool = False
+) -> DecodedImage:
     """Bytes as sent by a client -> pixels in the model's input size, plus the original size."""
-    return decode_opened(read_header(data, max_pixels=max_pixels, content_type=content_type), spec)
+    header = read_header(data, max_pixels=max_pixels, content_type=content_type)
+    return decode_opened(header, spec, for_kind=for_kind)
 
 
 def size_as_sent(header: Image.Image) -> tuple[int, int]:

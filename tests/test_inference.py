@@ -240,3 +240,25 @@ def test_kserve_thresholds_outside_0_to_1_or_not_numbers_are_400(trust_client, t
     response = trust_client.post("/v2/models/malaria/infer", json=request)
     assert response.status_code == 400, response.text
     assert words in response.json()["error"]
+
+
+def test_a_dicom_file_is_opened_and_decoded_off_the_event_loop(trust_client, monkeypatch) -> None:
+    """pydicom decodes every pixel as it opens a file: on the event loop that stalled every other request."""
+    import threading
+
+    from app import preprocessing
+
+    threads: list[str] = []
+    original = preprocessing.read_dicom
+
+    def recording(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(preprocessing, "read_dicom", recording)
+    path = get_testdata_file("CT_small.dcm")
+    response = post(trust_client, "malaria", ("ct.dcm", Path(path).read_bytes(), "application/dicom"))
+    assert response.status_code == 200
+    assert threads and all(name != "MainThread" and "loop" not in name.lower() for name in threads)
+    loop_thread = trust_client.portal.call(lambda: threading.current_thread().name)
+    assert loop_thread not in threads

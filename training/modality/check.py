@@ -25,7 +25,13 @@ from app.modality import MODALITY_DIR, SIDE, Modality, ModalityCard, ModalityFig
 from app.model_store import METADATA_FILE, next_version
 from app.preprocessing import ColourMode, kind_input, to_colour_mode
 from training.modality.data import KindImage, known_kinds, medical_images, other_images
-from training.networks.efficientnet_lite import ARCH, FEATURES, imagenet_network, scale_for_imagenet
+from training.networks.efficientnet_lite import (
+    ARCH,
+    FEATURES,
+    efficientnet_lite0,
+    imagenet_network,
+    scale_for_imagenet,
+)
 
 log = logging.getLogger("training")
 MINIMUM_PROBABILITY = 0.5  # below it for a model's kind: "not the kind of image this model reads"
@@ -189,7 +195,12 @@ def export(head: KindHead, extractor: FeatureExtractor, card: ModalityCard, mode
     """`<models>/_modality/<version>/`: a SavedModel (image -> probabilities per kind) and its card."""
     inputs = keras.Input((SIDE, SIDE, 3), name="image")
     scaled = keras.layers.Rescaling(255.0 / 128.0, offset=-127.0 / 128.0, name="to_lite_input")(inputs)
-    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(extractor.network(scaled))
+    # Built flat and the weights copied by layer: a network nested as one layer is saved twice by the export.
+    network = efficientnet_lite0(include_top=False, input_tensor=scaled)
+    for layer in network.layers:
+        if layer.weights:
+            layer.set_weights(extractor.network.get_layer(layer.name).get_weights())
+    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(network.output)
     dense = keras.layers.Dense(len(head.classes), activation="softmax", name="kinds")
     model = keras.Model(inputs, dense(pooled), name="modality")
     dense.set_weights([head.kernel.astype(np.float32), head.bias.astype(np.float32)])
