@@ -33,12 +33,13 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port or settings.port,
         log_level=settings.log_level,
         loop="auto",
-        http="auto",
         timeout_graceful_shutdown=GRACEFUL_TIMEOUT_S,
         # uvicorn's default (5 s) equals httpx's pool expiry: a connection reused just as the server closed it
         # ended in a client ReadError (3 of 20,000 requests in benchmarks/endurance.py)
         timeout_keep_alive=settings.keep_alive_s,
         access_log=False,
+        http="app.http_protocol:GuardedHttpToolsProtocol",  # time and size limits on headers and bodies
+        limit_concurrency=settings.max_connections,
     )  # our request middleware logs each request, with its id
     if workers > 1:  # uvicorn's process manager; each worker drains as uvicorn does
         uvicorn.run("app.main:app", workers=workers, **options)

@@ -71,6 +71,21 @@ class Settings(BaseSettings):
         description="how long an idle keep-alive connection stays open; longer than clients' and load balancers' "
         "own (httpx 5 s, aiohttp 15 s, AWS ALB 60 s), so that the server never closes one as a client reuses it",
     )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="408 and close when a request's line and headers are not complete this long after "
+        "their first byte (or after the connection opened): slow clients cannot hold connections",
+    )
+    body_timeout_s: float = Field(
+        60.0, gt=0, description="408 and close when a declared body has not fully arrived this long after the headers"
+    )
+    max_header_bytes: int = Field(
+        32 * 1024, ge=1024, description="431 and close when the request line and headers pass this many bytes"
+    )
+    max_connections: int = Field(
+        1000, ge=1, description="open connections (and tasks) beyond which uvicorn answers 503 (its limit_concurrency)"
+    )
     batching: bool = Field(True, description="gather concurrent requests for one model into one call")
     max_batch_size: int = Field(32, ge=1)
     batch_timeout_ms: float = Field(0.0, ge=0, description="extra wait for a fuller batch; 0 = take what is queued")

@@ -20,10 +20,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def live_server(app: FastAPI, startup_timeout_s: float = 60.0) -> Iterator[str]:
+def live_server(app: FastAPI, startup_timeout_s: float = 60.0, **config) -> Iterator[str]:
     """Serve `app` until the block ends; yields its base URL once startup (model loading) is done."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    options = {"host": "127.0.0.1", "port": port, "log_level": "warning", "lifespan": "on", **config}
+    server = uvicorn.Server(uvicorn.Config(app, **options))
     thread = threading.Thread(target=server.run, name="live-server", daemon=True)
     thread.start()
     deadline = time.monotonic() + startup_timeout_s
