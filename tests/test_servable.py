@@ -185,6 +185,17 @@ def test_the_feature_grid_of_the_paper_cnn_sits_in_the_middle_of_the_input() -> 
     assert feature_grid(model, conv_layers(model)[-1]) == (18.5, 8.0)  # 8 x 8 centres at 96 px: 18.5 ... 74.5
 
 
+def test_the_feature_grid_of_a_depthwise_network_counts_its_depthwise_strides() -> None:
+    """EfficientNet-Lite0 strides by 32 in all, four times of it in depthwise convolutions: a grid taken from the
+    Conv2D layers alone would put the Grad-CAM map at a sixteenth of its size."""
+    from app.preprocessing import ColourMode, InputSpec
+    from training.networks.architectures import make_architecture
+    from training.networks.servable import conv_layers, feature_grid
+
+    model = make_architecture("efficientnet_lite0", InputSpec(height=64, width=64, colour_mode=ColourMode.RGB))
+    assert feature_grid(model, conv_layers(model)[-1])[1] == 32.0
+
+
 def test_the_intensity_histogram_counts_each_value_in_its_bin() -> None:
     from training.networks.servable import IntensityHistogram
 

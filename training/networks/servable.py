@@ -175,9 +175,11 @@ def feature_grid(model: keras.Model, last: keras.layers.Layer) -> tuple[float, f
     and pooling shrink the grid towards the middle (the paper's CNN at 64 px: 4 x 4 centres from pixel
     18.5 to 42.5), so a plain resize of the map to the input would shift the heatmap."""
     offset, stride = 0.0, 1.0
+    # DepthwiseConv2D is no Conv2D subclass in Keras 3, and MobileNets and EfficientNets stride with it.
+    convolutions = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
     for layer in model.layers:
-        if isinstance(layer, (keras.layers.Conv2D, keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)):
-            size = layer.kernel_size[0] if isinstance(layer, keras.layers.Conv2D) else layer.pool_size[0]
+        if isinstance(layer, (*convolutions, keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)):
+            size = layer.kernel_size[0] if isinstance(layer, convolutions) else layer.pool_size[0]
             if layer.padding == "valid":
                 offset += (size - 1) / 2 * stride
             stride *= layer.strides[0]
