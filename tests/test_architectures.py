@@ -87,7 +87,15 @@ def test_imagenet_weights_load_through_keras_download_path_offline(tmp_path: Pat
     assert np.allclose(model.get_layer("conv1_conv").kernel.numpy(), 0.01)
     from_path = make_architecture("densenet121", spec, weights=local)  # a local file directly
     assert np.allclose(from_path.get_layer("conv1_conv").kernel.numpy(), 0.01)
-    assert set(APPLICATIONS) == {"vgg16", "resnet50", "xception", "densenet121", "mobilenet_v2"}
+    assert set(APPLICATIONS) == {
+        "vgg16",
+        "resnet50",
+        "xception",
+        "densenet121",
+        "mobilenet_v2",
+        "efficientnet_lite0",
+        "efficientnet_lite0_stages",
+    }
 
 
 def test_an_applications_network_takes_the_recipes_batchnorm_momentum() -> None:
