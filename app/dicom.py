@@ -29,6 +29,23 @@ def looks_like_dicom(data: bytes, content_type: str | None = None) -> bool:
     return (content_type or "").split(";")[0].strip().lower() in DICOM_MEDIA_TYPES
 
 
+def dicom_decoded_bytes(data: bytes, max_pixels: int) -> int:
+    """Estimated peak bytes of decoding a DICOM file's first frame, from its header alone: the stored frame,
+    and two float32 working copies per sample. 0 where the header cannot say (decoding then reports why)."""
+    import pydicom
+
+    try:
+        dataset = pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=True)
+        rows, columns = int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0)
+        samples = int(dataset.get("SamplesPerPixel", 1) or 1)
+        stored = max(1, int(dataset.get("BitsAllocated", 8) or 8) // 8)
+    except Exception:  # noqa: BLE001 - an unreadable header: read_dicom says what is wrong
+        return 0
+    if rows * columns > max_pixels:
+        return 0  # refused by its pixel count before any decoding
+    return rows * columns * samples * (stored + 2 * 4)
+
+
 def read_dicom(data: bytes, *, max_pixels: int) -> Image.Image:
     """Bytes of a DICOM file -> its first frame as an 8-bit L or RGB image."""
     import pydicom

@@ -48,6 +48,16 @@ class Overloaded(Exception):
         self.retry_after_s = retry_after_s
 
 
+class DecodeBusy(Overloaded):
+    """The decode memory budget is full; the client should retry after a moment (app/decode_budget.py)."""
+
+    def __init__(self, retry_after_s: int = 1) -> None:
+        Exception.__init__(
+            self, f"the service is decoding as many large images as its memory allows; retry after {retry_after_s} s"
+        )
+        self.retry_after_s = retry_after_s
+
+
 class InvalidThreshold(Exception):
     def __init__(self, threshold: float) -> None:
         super().__init__(f"threshold must be a number from 0 to 1, got {threshold}")

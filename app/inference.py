@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
-from app import site_shift
-from app.dicom import looks_like_dicom
-from app.errors import EmptyUpload, InvalidInput, InvalidThreshold, TooManyImages
+from app import modality, site_shift
+from app.decode_budget import DecodeBudget, decoded_bytes
+from app.dicom import dicom_decoded_bytes, looks_like_dicom
+from app.errors import DecodeBusy, EmptyUpload, InvalidInput, InvalidThreshold, TooManyImages
 from app.explanations import class_heatmap, overlay, png_bytes
 from app.image_errors import ImageError
 from app.modality import Modality
@@ -30,6 +31,7 @@ from app.preprocessing import (
     InputSpec,
     decode,
     decode_opened,
+    decoded_side,
     load_first_frame,
     model_region,
     read_header,
@@ -151,6 +153,7 @@ class InferencePipeline:
         self.settings = settings
         self.metrics = metrics
         self.modality = modality  # the service's modality check (app/modality_check.py), where it has one
+        self.budget = DecodeBudget(settings.decode_memory_bytes(), settings.decode_wait_s)
 
     async def screen(
         self,
@@ -234,17 +237,20 @@ class InferencePipeline:
             if not upload.data:
                 raise EmptyUpload("the file is empty: send the image's bytes")
             if looks_like_dicom(upload.data, upload.content_type):
-                # pydicom decodes the pixels as it opens the file: the whole of it goes to a worker thread.
-                return await run_in_threadpool(
-                    partial(
-                        decode,
-                        upload.data,
-                        spec,
-                        max_pixels=self.settings.max_image_pixels,
-                        content_type=upload.content_type,
-                        for_kind=for_kind,
+                # pydicom decodes the pixels as it opens the file: the whole of it goes to a worker thread,
+                # within the budget its header's size asks for.
+                size = await run_in_threadpool(dicom_decoded_bytes, upload.data, self.settings.max_image_pixels)
+                async with self.budget.reserve(size):
+                    return await run_in_threadpool(
+                        partial(
+                            decode,
+                            upload.data,
+                            spec,
+                            max_pixels=self.settings.max_image_pixels,
+                            content_type=upload.content_type,
+                            for_kind=for_kind,
+                        )
                     )
-                )
             header = read_header(
                 upload.data, max_pixels=self.settings.max_image_pixels, content_type=upload.content_type
             )
@@ -252,8 +258,10 @@ class InferencePipeline:
             # a large one would stall every other request on the event loop, so it goes to a thread.
             if header.width * header.height <= self.settings.inline_decode_max_pixels:
                 return decode_opened(header, spec, for_kind=for_kind)
-            return await run_in_threadpool(partial(decode_opened, header, spec, for_kind=for_kind))
-        except (ImageError, EmptyUpload) as error:
+            side = max(decoded_side(spec), modality.SIDE if for_kind else 0)
+            async with self.budget.reserve(decoded_bytes(header, side)):
+                return await run_in_threadpool(partial(decode_opened, header, spec, for_kind=for_kind))
+        except (ImageError, EmptyUpload, DecodeBusy) as error:
             return error
         finally:
             if self.metrics is not None:

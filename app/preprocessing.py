@@ -118,7 +118,8 @@ def load_first_frame(image: Image.Image, target: InputSpec | None = None, min_si
             side = max(decoded_side(target), min_side)
             image.draft(image.mode, (side, side))
         image.load()
-        return ImageOps.exif_transpose(image)
+        ImageOps.exif_transpose(image, in_place=True)  # in place: a copy of a 50-megapixel image is 150 MB more
+        return image
     except Image.DecompressionBombError as error:
         raise ImageTooLarge(str(error)) from error
     except (OSError, ValueError, SyntaxError, EOFError) as error:

@@ -17,6 +17,11 @@ DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MEDSCAN_", env_file=".env", extra="ignore")
 
+    def decode_memory_bytes(self) -> int:
+        from app.decode_budget import default_budget_bytes
+
+        return self.decode_memory_mb * 2**20 if self.decode_memory_mb else default_budget_bytes()
+
     models_dir: Path = Field(DEFAULT_MODELS_DIR, description="folder of <disease>/<version>/ SavedModels")
     max_upload_bytes: int = Field(20 * 1024 * 1024, gt=0, description="largest request body, checked while streaming")
     max_image_pixels: int = Field(
@@ -85,6 +90,15 @@ class Settings(BaseSettings):
     )
     max_connections: int = Field(
         1000, ge=1, description="open connections (and tasks) beyond which uvicorn answers 503 (its limit_concurrency)"
+    )
+    decode_memory_mb: int | None = Field(
+        None,
+        gt=0,
+        description="memory for decoding images at once (app/decode_budget.py); unset: half of what the process may "
+        "use (the container's cgroup limit, else the machine's memory)",
+    )
+    decode_wait_s: float = Field(
+        5.0, ge=0, description="how long an image waits for decode memory before 503 with Retry-After"
     )
     batching: bool = Field(True, description="gather concurrent requests for one model into one call")
     max_batch_size: int = Field(32, ge=1)

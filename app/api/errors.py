@@ -15,6 +15,7 @@ from app.api.query import InvalidQuery
 from app.api.schemas import ErrorBody, ErrorDetail
 from app.errors import (
     BodyTooLarge,
+    DecodeBusy,
     EmptyUpload,
     InvalidInput,
     InvalidThreshold,
@@ -36,6 +37,7 @@ STATUS_OF: dict[type[Exception], tuple[int, str]] = {
     UnknownVersion: (404, "unknown_version"),
     ModelUnavailable: (503, "model_unavailable"),
     Overloaded: (503, "overloaded"),
+    DecodeBusy: (503, "overloaded"),
     EmptyUpload: (422, "empty_file"),
     CorruptImage: (422, "corrupt_image"),
     UnsupportedImage: (415, "unsupported_media_type"),
