@@ -230,3 +230,25 @@ def test_the_coarse_layout_is_the_mean_of_each_grid_cell() -> None:
     layout = CoarseLayout()(images).numpy().reshape(4, 4)
     assert layout[0, 0] == layout[1, 0] == 1.0 and layout[3, 3] == pytest.approx(0.2)
     assert layout.sum() == pytest.approx(2.2)
+
+
+def test_the_ood_distance_with_many_features_keeps_its_largest_directions_and_the_rest_as_one_variance() -> None:
+    """Beyond MAX_OOD_COMPONENTS features the whitening is F x k; the graph and numpy agree, and the distance
+    of a point off every kept direction still grows (it is not dropped)."""
+    from training.networks.servable import MahalanobisDistance
+    from training.release.trust import MAX_OOD_COMPONENTS, fit_ood
+
+    rng = np.random.default_rng(0)
+    size = MAX_OOD_COMPONENTS + 60
+    features = rng.normal(size=(900, size)) * np.linspace(3, 0.5, size)
+    labels = np.arange(900) % 2
+    statistics = fit_ood(features, labels)
+    assert statistics.whitening.shape == (size, MAX_OOD_COMPONENTS) and statistics.residual_variance is not None
+    probe = rng.normal(size=(5, size)) * np.linspace(3, 0.5, size)
+    graph = MahalanobisDistance(statistics)(probe.astype(np.float32)).numpy()
+    np.testing.assert_allclose(graph, statistics.distances(probe), rtol=1e-3)
+    far = probe.copy()
+    far[:, -1] += 40  # along the smallest direction, one not kept
+    assert np.all(statistics.distances(far) > statistics.distances(probe) + 5)
+    small = fit_ood(features[:, :100], labels)
+    assert small.residual_variance is None and small.whitening.shape == (100, 100)  # exact, as before

@@ -148,8 +148,12 @@ def target_sensitivity_of(card: ModelCard) -> float:
     return card.screening.target_sensitivity if card.screening else DEFAULT_TARGET_SENSITIVITY
 
 
+MAX_OOD_COMPONENTS = 640  # every feature of the paper's CNN (at most 592); the largest of a backbone's
+
+
 def fit_ood(features: np.ndarray, labels: np.ndarray) -> OodStatistics:
-    """Class means and a shared, shrunk covariance (Ledoit-Wolf) of standardised features."""
+    """Class means and a shared, shrunk covariance (Ledoit-Wolf) of standardised features; beyond
+    MAX_OOD_COMPONENTS features, its largest directions and one variance for the rest (OodStatistics)."""
     center = features.mean(axis=0)
     scale = features.std(axis=0) + 1e-6  # a dead feature must not divide by zero
     standard = (features - center) / scale
@@ -159,12 +163,25 @@ def fit_ood(features: np.ndarray, labels: np.ndarray) -> OodStatistics:
     covariance = LedoitWolf().fit(residuals).covariance_
     eigenvalues, eigenvectors = np.linalg.eigh(covariance)
     eigenvalues = np.maximum(eigenvalues, eigenvalues.max() * 1e-8)
-    whitening = eigenvectors / np.sqrt(eigenvalues)
+    if len(eigenvalues) <= MAX_OOD_COMPONENTS:
+        whitening = eigenvectors / np.sqrt(eigenvalues)
+        return OodStatistics(
+            center=center.astype(np.float32),
+            scale=scale.astype(np.float32),
+            whitening=whitening.astype(np.float32),
+            class_means=(means @ whitening).astype(np.float32),
+        )
+    order = np.argsort(eigenvalues)[::-1]
+    kept, rest = order[:MAX_OOD_COMPONENTS], order[MAX_OOD_COMPONENTS:]
+    whitening = eigenvectors[:, kept] / np.sqrt(eigenvalues[kept])
     return OodStatistics(
         center=center.astype(np.float32),
         scale=scale.astype(np.float32),
         whitening=whitening.astype(np.float32),
         class_means=(means @ whitening).astype(np.float32),
+        variances=eigenvalues[kept].astype(np.float32),
+        standard_means=means.astype(np.float32),
+        residual_variance=float(eigenvalues[rest].mean()),
     )
 
 
