@@ -186,7 +186,9 @@ def test_small_images_decode_on_the_loop_large_ones_in_a_thread_with_the_same_an
     where: list[bool] = []
     real_decode = route.decode_opened
     monkeypatch.setattr(
-        route, "decode_opened", lambda *args, **kwargs: (where.append(_on_event_loop()), real_decode(*args, **kwargs))[1]
+        route,
+        "decode_opened",
+        lambda *args, **kwargs: (where.append(_on_event_loop()), real_decode(*args, **kwargs))[1],
     )
     small, large = image_bytes(gradient(60, 40)), image_bytes(gradient(400, 300))
     answers = {}

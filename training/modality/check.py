@@ -19,11 +19,13 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 from PIL import Image
 
 from app.modality import MODALITY_DIR, SIDE, Modality, ModalityCard, ModalityFigures
 from app.model_store import METADATA_FILE, next_version
 from app.preprocessing import ColourMode, kind_input, to_colour_mode
+from app.savedmodel import SERVE
 from training.modality.data import KindImage, known_kinds, medical_images, other_images
 from training.networks.efficientnet_lite import (
     ARCH,
@@ -32,6 +34,7 @@ from training.networks.efficientnet_lite import (
     imagenet_network,
     scale_for_imagenet,
 )
+from training.networks.servable import write_signatures
 
 log = logging.getLogger("training")
 MINIMUM_PROBABILITY = 0.5  # below it for a model's kind: "not the kind of image this model reads"
@@ -193,18 +196,23 @@ def leave_one_collection_out(fit: Features, measured: Features, classes: list[Mo
 
 def export(head: KindHead, extractor: FeatureExtractor, card: ModalityCard, models_dir: Path) -> Path:
     """`<models>/_modality/<version>/`: a SavedModel (image -> probabilities per kind) and its card."""
-    inputs = keras.Input((SIDE, SIDE, 3), name="image")
-    scaled = keras.layers.Rescaling(255.0 / 128.0, offset=-127.0 / 128.0, name="to_lite_input")(inputs)
-    # Built flat and the weights copied by layer: a network nested as one layer is saved twice by the export.
-    network = efficientnet_lite0(include_top=False, input_tensor=scaled)
+    model, network, dense = check_network(len(head.classes))
     for layer in network.layers:
         if layer.weights:
             layer.set_weights(extractor.network.get_layer(layer.name).get_weights())
-    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(network.output)
-    dense = keras.layers.Dense(len(head.classes), activation="softmax", name="kinds")
-    model = keras.Model(inputs, dense(pooled), name="modality")
     dense.set_weights([head.kernel.astype(np.float32), head.bias.astype(np.float32)])
     return publish_check(model, card, models_dir)
+
+
+def check_network(kinds: int) -> tuple[keras.Model, keras.Model, keras.layers.Dense]:
+    """[0, 1] RGB 224 px -> probabilities per kind: the input scaling, EfficientNet-Lite0, its pooled features and
+    the kinds' softmax."""
+    inputs = keras.Input((SIDE, SIDE, 3), name="image")
+    scaled = keras.layers.Rescaling(255.0 / 128.0, offset=-127.0 / 128.0, name="to_lite_input")(inputs)
+    network = efficientnet_lite0(include_top=False, input_tensor=scaled)
+    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(network.output)
+    dense = keras.layers.Dense(kinds, activation="softmax", name="kinds")
+    return keras.Model(inputs, dense(pooled), name="modality"), network, dense
 
 
 def publish_check(model: keras.Model, card: ModalityCard, models_dir: Path) -> Path:
@@ -212,7 +220,8 @@ def publish_check(model: keras.Model, card: ModalityCard, models_dir: Path) -> P
     version = next_version(models_dir, MODALITY_DIR)
     folder = models_dir / MODALITY_DIR / str(version)
     staging = folder.with_name(f".{version}.partial")
-    model.export(str(staging), verbose=False)
+    image_spec = [tf.TensorSpec((None, SIDE, SIDE, 3), tf.float32, name="image")]
+    write_signatures(staging, [model], {SERVE: lambda image: model(image, training=False)}, image_spec)
     card = card.model_copy(update={"version": version})
     (staging / METADATA_FILE).write_text(card.model_dump_json(indent=2) + "\n", encoding="utf-8")
     staging.rename(folder)  # whole or not at all: the service never sees half a version
