@@ -29,6 +29,12 @@ class Modality(StrEnum):
     OTHER = "other"  # photographs, documents, drawings, noise: anything else
 
     @property
+    def short(self) -> str:
+        """The kind in a table's few words."""
+        words = self.words.removeprefix("a colour ").removeprefix("a ")
+        return words.removesuffix(" slice").removesuffix(" image")
+
+    @property
     def words(self) -> str:
         return {
             Modality.FUNDUS_PHOTOGRAPH: "a colour fundus photograph",

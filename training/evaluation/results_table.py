@@ -19,16 +19,6 @@ def shipped_cards(models_dir: Path) -> list[ModelCard]:
     return cards
 
 
-MODALITY = {
-    "malaria": "blood-smear cell (colour)",
-    "pneumonia": "chest X-ray (children)",
-    "brain_tumor": "brain MRI",
-    "breast_cancer": "breast ultrasound",
-    "retinopathy": "fundus photograph",
-    "referable_retinopathy": "fundus photograph",
-}
-
-
 def glance_table(models_dir: Path) -> str:
     """The README's one table: each shipped model, its figure on patients it has not seen, and at sites it has
     not seen where its data set has several."""
@@ -52,7 +42,7 @@ def glance_table(models_dir: Path) -> str:
             ]
             sites = "; ".join(held) or "not measured"
         lines.append(
-            f"| {card.disease} | {MODALITY.get(card.disease, '-')} | {card.version} | {patients} | {sites} "
+            f"| {card.disease} | {card.modality.short if card.modality else '-'} | {card.version} | {patients} | {sites} "
             f"| [metadata.json](models/{card.disease}/{card.version}/metadata.json) |"
         )
     return "\n".join(lines)
