@@ -108,7 +108,7 @@ def test_the_generated_blocks_are_rewritten_from_the_cards_and_the_rest_is_kept(
     folder = models / "breast_cancer" / "2"
     folder.mkdir(parents=True)
     card = fixture_card("breast_cancer", 2, InputSpec(50, 50, ColourMode.GRAYSCALE),
-                        generalisation=FIXTURE_GENERALISATION)  # fmt: skip
+                        generalisation=FIXTURE_GENERALISATION, modality="breast_ultrasound")  # fmt: skip
     write_card(card, folder / "metadata.json")
     readme, page, plain = tmp_path / "README.md", tmp_path / "models.md", tmp_path / "other.md"
     readme.write_text("intro\n<!-- generated: glance -->\nstale\n<!-- end generated -->\noutro\n")

@@ -41,8 +41,9 @@ def glance_table(models_dir: Path) -> str:
                 if s.held_out and isinstance(s.held_out.get("roc_auc"), float)
             ]
             sites = "; ".join(held) or "not measured"
+        kind = card.modality.short if card.modality else "-"
         lines.append(
-            f"| {card.disease} | {card.modality.short if card.modality else '-'} | {card.version} | {patients} | {sites} "
+            f"| {card.disease} | {kind} | {card.version} | {patients} | {sites} "
             f"| [metadata.json](models/{card.disease}/{card.version}/metadata.json) |"
         )
     return "\n".join(lines)
