@@ -18,7 +18,7 @@ import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from app import modality, site_shift
-from app.decode_budget import DecodeBudget, decoded_bytes
+from app.decode_budget import FUNDUS_WORKING_COPIES, WORKING_COPIES, DecodeBudget, decoded_bytes
 from app.dicom import dicom_decoded_bytes, looks_like_dicom
 from app.errors import DecodeBusy, EmptyUpload, InvalidInput, InvalidThreshold, TooManyImages
 from app.explanations import class_heatmap, overlay, png_bytes
@@ -28,6 +28,7 @@ from app.modality_check import KindAnswer, ModalityCheck
 from app.model_card import ModelCard, OutOfDistribution
 from app.preprocessing import (
     DecodedImage,
+    Enhancement,
     InputSpec,
     decode,
     decode_opened,
@@ -259,7 +260,9 @@ class InferencePipeline:
             if header.width * header.height <= self.settings.inline_decode_max_pixels:
                 return decode_opened(header, spec, for_kind=for_kind)
             side = max(decoded_side(spec), modality.SIDE if for_kind else 0)
-            async with self.budget.reserve(decoded_bytes(header, side)):
+            fundus = spec.enhancement in (Enhancement.DISC, Enhancement.FUNDUS)
+            copies = FUNDUS_WORKING_COPIES if fundus else WORKING_COPIES
+            async with self.budget.reserve(decoded_bytes(header, side, copies)):
                 return await run_in_threadpool(partial(decode_opened, header, spec, for_kind=for_kind))
         except (ImageError, EmptyUpload, DecodeBusy) as error:
             return error

@@ -46,6 +46,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.pipeline = InferencePipeline(registry, settings, service_metrics, modality)
         await registry.load_all()
         memory.freeze_loaded_objects()
+        # Sized once the models are in memory: the default is a share of what is left (app/decode_budget.py).
+        app.state.pipeline.budget.limit_bytes = settings.decode_memory_bytes()
         watcher = (
             asyncio.create_task(registry.watch(settings.model_poll_interval_s))
             if settings.model_poll_interval_s > 0

@@ -94,8 +94,8 @@ class Settings(BaseSettings):
     decode_memory_mb: int | None = Field(
         None,
         gt=0,
-        description="memory for decoding images at once (app/decode_budget.py); unset: half of what the process may "
-        "use (the container's cgroup limit, else the machine's memory)",
+        description="memory for decoding images at once (app/decode_budget.py); unset: 70% of what the process may "
+        "still use once its models are loaded (the container's cgroup limit, else the machine's memory)",
     )
     decode_wait_s: float = Field(
         5.0, ge=0, description="how long an image waits for decode memory before 503 with Retry-After"
