@@ -213,3 +213,14 @@ def test_trust_in_graph_rebuilds_the_exported_analyse_and_times_every_variant(mo
     assert set(result["per_image_us"]) == {"1", "2"}
     assert set(result["per_image_us"]["2"]) == set(graphs) and all(v > 0 for v in result["per_image_us"]["2"].values())
     assert "batch 2: us/image" in trust_in_graph.markdown([result])
+
+
+def test_hostile_traffic_makes_a_dicom_the_service_reads_and_small_images() -> None:
+    from app.dicom import dicom_decoded_bytes, read_dicom
+    from benchmarks import hostile_traffic
+
+    data = hostile_traffic.dicom_bytes(64)
+    image = read_dicom(data, max_pixels=10**6)
+    assert image.size == (64, 64) and image.mode == "L"
+    assert dicom_decoded_bytes(data, 10**6) == 64 * 64 * (2 + 8)  # 16-bit samples and two float32 copies
+    assert len(hostile_traffic.small_png()) > 0
