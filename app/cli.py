@@ -41,11 +41,12 @@ def main(argv: list[str] | None = None) -> int:
         http="app.http_protocol:GuardedHttpToolsProtocol",  # time and size limits on headers and bodies
         limit_concurrency=settings.max_connections,
     )  # our request middleware logs each request, with its id
-    if workers > 1:  # uvicorn's process manager; each worker drains as uvicorn does
-        uvicorn.run("app.main:app", workers=workers, **options)
+    from app.server import DrainingServer, run_workers
+
+    if workers > 1:  # uvicorn's process manager; each worker loads the app and drains on SIGTERM
+        run_workers(uvicorn.Config("app.main:app", workers=workers, **options))
         return 0
     from app.main import create_app
-    from app.server import DrainingServer
 
     app = create_app(settings)
     server = DrainingServer(

@@ -7,6 +7,9 @@
 
 uvicorn alone re-raises the signal after its shutdown, which makes the exit code 143; a clean,
 requested stop should say 0. A second signal stops at once.
+
+With several workers (`MEDSCAN_WORKERS`), uvicorn's process manager sends SIGTERM to each worker, and each
+worker drains the same way before it exits; the manager exits once they all have.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 
 import uvicorn
+from uvicorn.supervisors import multiprocess
 
 log = logging.getLogger("medscan.server")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -29,9 +33,18 @@ class ShutdownGate:
 
     def __init__(self) -> None:
         self.draining = False
+        GATES.append(self)  # a worker process's server finds its app's gate here
 
     def begin(self) -> None:
         self.draining = True
+
+
+GATES: list[ShutdownGate] = []  # the gates of the apps in this process
+
+
+def begin_draining() -> None:
+    for gate in GATES:
+        gate.begin()
 
 
 class DrainingServer(uvicorn.Server):
@@ -70,3 +83,28 @@ class DrainingServer(uvicorn.Server):
         finally:
             for sig, handler in original.items():
                 signal.signal(sig, handler)
+
+
+class DrainingProcess(multiprocess.Process):
+    """One worker of several, whose server drains as a single process's does (uvicorn's plain Server
+    stops at once: readiness never said 503 before the worker went away)."""
+
+    @property
+    def server(self) -> uvicorn.Server:
+        if self._server is None:
+            from app.settings import get_settings
+
+            self._server = DrainingServer(self.config, get_settings().shutdown_drain_s, begin_draining)
+        return self._server
+
+
+def run_workers(config: uvicorn.Config) -> None:
+    """uvicorn's process manager (restarts a worker that dies) with draining workers. Its Process class is
+    swapped for the run: the manager makes workers in three places, each by that module-level name."""
+    sock = config.bind_socket()
+    original = multiprocess.Process
+    multiprocess.Process = DrainingProcess  # type: ignore[misc]
+    try:
+        multiprocess.Multiprocess(config, sockets=[sock]).run()
+    finally:
+        multiprocess.Process = original  # type: ignore[misc]

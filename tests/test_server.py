@@ -18,7 +18,8 @@ from tests.images import blob, image_bytes
 from tests.live_server import free_port
 
 
-def test_sigterm_under_load_drains_and_exits_0(trust_models: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_under_load_drains_and_exits_0(trust_models: Path, tmp_path: Path, workers: int) -> None:
     port = free_port()
     log_file = (tmp_path / "server.log").open("wb")  # a pipe nobody reads would fill and block the server
     env = {
@@ -31,7 +32,18 @@ def test_sigterm_under_load_drains_and_exits_0(trust_models: Path, tmp_path: Pat
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
     server = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=log_file,
