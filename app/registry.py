@@ -275,7 +275,7 @@ class ModelRegistry:
         if self.settings.batching:
             served.batcher = DynamicBatcher(
                 model.analyse,
-                max_batch_size=self.settings.max_batch_size,
+                max_batch_size=self.batch_size_for(model),
                 name=f"{served.disease}-{served.version}",
                 timeout_s=self.settings.batch_timeout_ms / 1000,
                 gather_s=self.settings.batch_gather_ms / 1000,
@@ -290,9 +290,18 @@ class ModelRegistry:
         # load_model's probe already made the first call (batch 1), which runs the graph's one-off
         # set-up; later calls at new batch sizes showed no stall (measured with TF 2.21 on CPU), so
         # only the largest batch, whose buffers are the biggest, is left to warm.
-        if self.settings.batching and self.settings.max_batch_size > 1:
+        if self.settings.batching and self.batch_size_for(model) > 1:
             shape = model.card.input.spec().shape
-            model.analyse(np.zeros((self.settings.max_batch_size, *shape), dtype=np.float32))
+            model.analyse(np.zeros((self.batch_size_for(model), *shape), dtype=np.float32))
+
+    def batch_size_for(self, model: LoadedModel) -> int:
+        """The largest batch of this model: MEDSCAN_MAX_BATCH_SIZE, fewer images where they are large, so that
+        a batch holds at most MEDSCAN_MAX_BATCH_PIXELS (views included). A 448 px network's activations at
+        batch 32 would take GBs; at 8, one tenth of that."""
+        spec = model.card.input.spec()
+        views = 2 ** len(model.card.test_time_flips)
+        fitting = self.settings.max_batch_pixels // (spec.height * spec.width * views)
+        return max(1, min(self.settings.max_batch_size, fitting))
 
     def get(self, disease: str, version: int | None = None) -> ServedModel:
         """The version to answer with: the pinned one, or the newest ready one."""

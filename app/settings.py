@@ -102,6 +102,12 @@ class Settings(BaseSettings):
     )
     batching: bool = Field(True, description="gather concurrent requests for one model into one call")
     max_batch_size: int = Field(32, ge=1)
+    max_batch_pixels: int = Field(
+        32 * 224 * 224,
+        ge=1,
+        description="a model's batch holds at most this many input pixels (views included): fewer images of a "
+        "large input, whose activations would otherwise take GBs",
+    )
     batch_timeout_ms: float = Field(0.0, ge=0, description="extra wait for a fuller batch; 0 = take what is queued")
     batch_gather_ms: float = Field(
         5.0, ge=0, description="longest wait for requests already admitted and being decoded; 0 = none"

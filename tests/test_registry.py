@@ -324,3 +324,17 @@ async def test_a_served_version_whose_weights_change_is_reloaded_beside_it(tmp_p
         assert after is not before and after.status is ModelStatus.READY
     finally:
         await registry.close()
+
+
+async def test_a_large_input_gets_a_smaller_batch(tmp_path: Path, model_factory) -> None:
+    models = tmp_path / "models"
+    model_factory(models, "malaria", size=50)
+    model_factory(models, "pneumonia", size=96, flips=("horizontal",))
+    registry = ModelRegistry(Settings(models_dir=models, max_batch_size=32, max_batch_pixels=20 * 96 * 96))
+    await registry.load_all()
+    try:
+        assert registry.batch_size_for(registry.get("malaria").loaded) == 32  # 32 x 50 x 50 fits
+        assert registry.batch_size_for(registry.get("pneumonia").loaded) == 10  # two views of 96 x 96 each
+        assert registry.get("pneumonia").batcher.max_batch_size == 10
+    finally:
+        await registry.close()
