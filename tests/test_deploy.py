@@ -93,3 +93,10 @@ def test_dockerfiles_pass_hadolint(dockerfile: str) -> None:
         [hadolint, "--config", str(ROOT / ".hadolint.yaml"), str(ROOT / dockerfile)], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_compose_file_restarts_the_service_and_gives_the_drain_time() -> None:
+    compose = yaml.safe_load((Path(__file__).resolve().parent.parent / "deploy/compose/docker-compose.yml").read_text())
+    service = compose["services"]["medscan"]
+    assert service["restart"] == "unless-stopped" and service["stop_grace_period"] == "30s"
+    assert service["deploy"]["resources"]["limits"]["memory"] == "1536M"
