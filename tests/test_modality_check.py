@@ -123,3 +123,11 @@ def test_sixteen_bit_and_transparent_images_reach_the_check_as_rgb():
     clear = Image.new("RGBA", (32, 32), (255, 0, 0, 0))
     assert kind_input(clear).max() == 0  # transparent is black, as for the models
     assert Image.open(io.BytesIO(png((1, 2, 3)))).mode == "RGB"
+
+
+def test_the_model_list_carries_the_checks_card(client):
+    body = client.get("/models").json()
+    check = body["modality_check"]
+    assert check["version"] == 1 and check["classes"][-1] == "other" and check["minimum_probability"] == 0.5
+    cards = {model["disease"]: model["card"] for model in body["models"]}
+    assert cards["malaria"]["modality"] == "blood_smear_cell" and cards["pneumonia"]["modality"] is None

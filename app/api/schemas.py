@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from app.modality import Modality
+from app.modality import Modality, ModalityCard
 from app.model_card import INTENDED_USE, ModelCard
 from app.registry import ModelStatus
 
@@ -89,6 +89,9 @@ class ModelInfo(BaseModel):
 
 class ModelList(BaseModel):
     models: list[ModelInfo]
+    modality_check: ModalityCard | None = Field(
+        None, description="the service's modality check (which kind of image this is) and its figures; null: none"
+    )
     scan_error: str | None = Field(
         None, description="set when the models folder could not be read at the last look; what was loaded keeps serving"
     )

@@ -13,6 +13,15 @@ const KIND_WORDS = {
   other: "not a medical image MedScan knows",
 };
 const kindWords = (kind, fallback) => KIND_WORDS[kind] || fallback;
+
+// What the service's modality check measured for this model's kind of image, in one sentence.
+function modalityCheckWords(kind) {
+  const check = state.modalityCheck;
+  const figure = check && kind && check.figures && check.figures[kind];
+  if (!figure) return "";
+  return ` The service's modality check answers "wrong kind of image" for anything that is not ${kindWords(kind, kind)}; ` +
+    `it recognised ${(figure.recognised * 100).toFixed(1)}% of ${figure.n_images} test images of this kind.`;
+}
 // What each API error code means to a person.
 const MESSAGES = {
   unsupported_media_type: "This file is not an image MedScan can read. Send PNG, JPEG, TIFF, BMP, GIF or DICOM.",
@@ -30,7 +39,7 @@ const MESSAGES = {
   network: "The service could not be reached. Check your connection and try again.",
 };
 
-const state = { models: new Map(), files: [], rows: [], busy: false, csvUrl: null };
+const state = { models: new Map(), files: [], rows: [], busy: false, csvUrl: null, modalityCheck: null };
 const $ = (id) => document.getElementById(id);
 const KEY_STORAGE = "medscan-api-key";
 
@@ -71,6 +80,7 @@ async function loadModels() {
     }
     if (!response.ok) throw new Error((body.error && body.error.message) || response.statusText);
     setStatus("");
+    state.modalityCheck = body.modality_check || null;
     select.replaceChildren(element("option", "Choose a model", { value: "" }));
     for (const model of body.models) {
       state.models.set(model.disease, model);
@@ -104,7 +114,7 @@ function showModel() {
   summary.textContent = `Version ${card.version}. Expects ${kindWords(card.modality, "images like its training data")}; ` +
     `${PREPARATION[input.enhancement] || ""}resized to ${input.width}x${input.height} ${input.colour_mode}` +
     `${AFTER_RESIZE[input.enhancement] || ""}. ` +
-    `Intended use: ${card.intended_use}.`;
+    `Intended use: ${card.intended_use}.` + modalityCheckWords(card.modality);
   const explain = $("explain");
   explain.disabled = !model.explainable;
   if (!model.explainable) explain.checked = false;

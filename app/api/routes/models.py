@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api.deps import RegistryDep
+from app.api.deps import PipelineDep, RegistryDep
 from app.api.errors import responses
 from app.api.schemas import ModelInfo, ModelList, VersionInfo
 from app.errors import UnknownDisease
+from app.modality_check import ModalityCheck
 from app.registry import ModelRegistry, ServedModel
 
 router = APIRouter(tags=["models"])
@@ -26,15 +27,17 @@ def _info(registry: ModelRegistry, served: ServedModel) -> ModelInfo:
     )
 
 
-def model_list(registry: ModelRegistry) -> ModelList:
+def model_list(registry: ModelRegistry, modality: ModalityCheck | None = None) -> ModelList:
     return ModelList(
-        models=[_info(registry, served) for served in registry.models.values()], scan_error=registry.scan_error
+        models=[_info(registry, served) for served in registry.models.values()],
+        scan_error=registry.scan_error,
+        modality_check=modality.card if modality else None,
     )
 
 
 @router.get("/models", response_model=ModelList, summary="Every model found, loaded or failed")
-async def list_models(registry: RegistryDep) -> ModelList:
-    return model_list(registry)
+async def list_models(registry: RegistryDep, pipeline: PipelineDep) -> ModelList:
+    return model_list(registry, pipeline.modality)
 
 
 @router.get("/models/{disease}", response_model=ModelInfo, responses=responses(404), summary="One model")
