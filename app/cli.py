@@ -41,18 +41,18 @@ def main(argv: list[str] | None = None) -> int:
         http="app.http_protocol:GuardedHttpToolsProtocol",  # time and size limits on headers and bodies
         limit_concurrency=settings.max_connections,
     )  # our request middleware logs each request, with its id
-    from app.server import DrainingServer, run_workers
+    from app import server
 
     if workers > 1:  # uvicorn's process manager; each worker loads the app and drains on SIGTERM
-        run_workers(uvicorn.Config("app.main:app", workers=workers, **options))
+        server.run_workers(uvicorn.Config("app.main:app", workers=workers, **options))
         return 0
     from app.main import create_app
 
     app = create_app(settings)
-    server = DrainingServer(
+    single = server.DrainingServer(
         uvicorn.Config(app, **options), drain_s=settings.shutdown_drain_s, on_drain=app.state.shutdown.begin
     )
-    server.run()
+    single.run()
     return 0
 
 

@@ -84,11 +84,11 @@ def test_unknown_route_and_method_use_the_error_shape(client) -> None:
 def test_medscan_serve_starts_uvicorn_with_the_settings(monkeypatch) -> None:
     import uvicorn
 
-    from app import cli
+    from app import cli, server
     from app.settings import get_settings
 
-    calls = []
-    monkeypatch.setattr(uvicorn, "run", lambda target, **kwargs: calls.append((target, kwargs)))
+    calls: list[uvicorn.Config] = []
+    monkeypatch.setattr(server, "run_workers", calls.append)  # several workers: uvicorn's process manager
     monkeypatch.setenv("MEDSCAN_PORT", "9123")
     monkeypatch.setenv("MEDSCAN_WORKERS", "3")
     monkeypatch.setenv("MEDSCAN_KEEP_ALIVE_S", "30")
@@ -97,10 +97,11 @@ def test_medscan_serve_starts_uvicorn_with_the_settings(monkeypatch) -> None:
         assert cli.main(["serve", "--host", "127.0.0.1"]) == 0
     finally:
         get_settings.cache_clear()
-    target, kwargs = calls[0]
-    assert target == "app.main:app"
-    assert (kwargs["host"], kwargs["port"], kwargs["workers"]) == ("127.0.0.1", 9123, 3)
-    assert kwargs["timeout_keep_alive"] == 30
+    config = calls[0]
+    assert config.app == "app.main:app"
+    assert (config.host, config.port, config.workers) == ("127.0.0.1", 9123, 3)
+    assert config.timeout_keep_alive == 30
+    assert config.http == "app.http_protocol:GuardedHttpToolsProtocol" and config.limit_concurrency == 1000
 
 
 def test_startup_freezes_what_it_loaded(service_settings) -> None:
