@@ -42,7 +42,7 @@ class Modality(StrEnum):
             Modality.BRAIN_MRI: "a brain MRI slice",
             Modality.BREAST_ULTRASOUND: "a breast ultrasound image",
             Modality.BLOOD_SMEAR_CELL: "a blood-smear cell",
-            Modality.OTHER: "not a medical image MedScan knows",
+            Modality.OTHER: "something other than the medical images MedScan knows",
         }[self]
 
 

@@ -73,7 +73,9 @@ def test_the_wrong_kind_is_said_in_words(client):
     }
     assert answer["in_distribution"] is False
     assert answer["out_of_distribution"]["unlike_training_sites"] is None
-    assert "looks like not a medical image MedScan knows, not a blood-smear cell" in answer["warning"]
+    assert (
+        "looks like something other than the medical images MedScan knows, not a blood-smear cell" in answer["warning"]
+    )
 
 
 def test_a_model_without_a_modality_keeps_its_distance_check(client):

@@ -10,7 +10,7 @@ const METRICS = [
 const KIND_WORDS = {
   blood_smear_cell: "a single blood-smear cell", chest_xray: "a chest X-ray", brain_mri: "a brain MRI slice",
   breast_ultrasound: "a breast ultrasound image", fundus_photograph: "a colour fundus photograph",
-  other: "not a medical image MedScan knows",
+  other: "something other than the medical images MedScan knows",
 };
 const kindWords = (kind, fallback) => KIND_WORDS[kind] || fallback;
 
