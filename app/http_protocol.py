@@ -7,7 +7,8 @@ cost 128 MB per connection). This protocol answers, and closes the connection:
   the connection opened, for a client that sends nothing);
 - 431 when they pass `max_header_bytes` before they are complete (checked after each read, so at most one
   read past the limit is ever held);
-- 408 when a declared body has not arrived `body_timeout_s` after the headers, and no answer was started.
+- 408 when a declared body has not arrived `body_timeout_s` after the headers, and no answer was started (a
+  connection whose request was answered without its body, which then never came, is closed).
 The number of connections is bounded by uvicorn's own `limit_concurrency` (503 beyond it).
 """
 
@@ -120,6 +121,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             cycle.disconnected = True  # what the app still sends is dropped; it sees the client gone
             cycle.message_event.set()
             self._refuse(408, "request_timeout", f"the request's body took over {self.body_timeout_s:g} s")
+        elif not self.transport.is_closing():  # answered already (without reading it): the rest never came
+            self._refused = True
+            self.transport.close()
 
     def _refuse(self, status: int, code: str, message: str) -> None:
         self._refused = True

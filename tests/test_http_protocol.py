@@ -113,6 +113,14 @@ def test_a_body_shorter_than_declared_gets_408(server):
     assert status == 408 and "body" in body["error"]["message"]
 
 
+def test_a_connection_answered_without_its_body_is_closed_when_the_body_never_comes(server):
+    with connect(server) as sock:
+        sock.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nab")
+        started = time.monotonic()
+        response = read_all(sock)  # the answer, then the close at the body timeout
+    assert response.startswith(b"HTTP/1.1 200") and time.monotonic() - started < BODY_TIMEOUT_S + 3
+
+
 def test_many_slow_connections_are_all_closed_within_the_timeout(server):
     sockets = [connect(server) for _ in range(50)]
     try:
