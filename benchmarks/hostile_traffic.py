@@ -36,6 +36,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 SIDE = 7070  # 49.98 megapixels: the largest square under the default MEDSCAN_MAX_IMAGE_PIXELS
 SHORT_BODY = b"POST /predict/malaria HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n\r\nab"
+SHORT_BODY = b"POST /predict/malaria HTTP/1.1\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n\r\nab"
 MODELS = ("malaria", "pneumonia", "brain_tumor", "breast_cancer", "retinopathy")
 
 
@@ -203,11 +204,7 @@ def main() -> int:
             },
             "slow_connections": slow_connections("127.0.0.1", args.port, args.slow, args.header_timeout_s),
             "header_64_kib": raw_status("127.0.0.1", args.port, b"GET / HTTP/1.1\r\nX: " + b"a" * 65536 + b"\r\n\r\n"),
-            "short_body": raw_status(
-                "127.0.0.1",
-                args.port,
-                b"POST /predict/malaria HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n\r\nab",
-            ),
+            "short_body": raw_status("127.0.0.1", args.port, SHORT_BODY),
         }
     finally:
         server.terminate()
