@@ -16,11 +16,8 @@ import asyncio
 import base64
 import io
 import json
-import os
 import random
 import struct
-import subprocess
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -29,6 +26,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 from PIL import Image
+
+from benchmarks.live_service import running_service, write_result
 
 ROOT = Path(__file__).resolve().parent.parent
 TOLERANCE = 1e-5
@@ -201,36 +200,14 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "endurance.json")
     args = parser.parse_args()
     env = {
-        **os.environ,
         "MEDSCAN_MODELS_DIR": str(args.models),
         "MEDSCAN_LOG_LEVEL": "warning",
         "MEDSCAN_MODEL_POLL_INTERVAL_S": "0",
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(args.port)], env=env, cwd=ROOT
-    )
-    base_url = f"http://127.0.0.1:{args.port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(base_url + "/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise RuntimeError("the service did not start")
-            time.sleep(0.5)
-        result = asyncio.run(run(args, base_url, server.pid))
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
-    result["machine"] = f"{os.cpu_count()} cores; client and server on the same machine"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    return 0 if result["passed"] else 1
+    with running_service(args.port, env, startup_timeout_s=120) as server:
+        result = asyncio.run(run(args, f"http://127.0.0.1:{args.port}", server.pid))
+    return write_result(result, args.out)
 
 
 if __name__ == "__main__":

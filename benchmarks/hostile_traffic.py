@@ -20,11 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import json
-import os
 import socket
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -32,6 +28,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 from PIL import Image
+
+from benchmarks.live_service import running_service, write_result
 
 ROOT = Path(__file__).resolve().parent.parent
 SIDE = 7070  # 49.98 megapixels: the largest square under the default MEDSCAN_MAX_IMAGE_PIXELS
@@ -164,7 +162,6 @@ def main() -> int:
     args = parser.parse_args()
     images = large_images()
     env = {
-        **os.environ,
         "MEDSCAN_LOG_LEVEL": "warning",
         "MEDSCAN_MODEL_POLL_INTERVAL_S": "0",
         "MEDSCAN_DECODE_MEMORY_MB": str(args.decode_memory_mb),
@@ -173,20 +170,8 @@ def main() -> int:
         "MEDSCAN_DECODE_WAIT_S": "30",
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
-    command = [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(args.port)]
-    server = subprocess.Popen(command, env=env, cwd=ROOT)
     base = f"http://127.0.0.1:{args.port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if httpx.get(base + "/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise RuntimeError("the service did not start")
-            time.sleep(0.5)
+    with running_service(args.port, env) as server:
         idle = peak_mib(server.pid)
         started = time.monotonic()
         statuses, small_ms = asyncio.run(large_uploads(base, images, args.uploads))
@@ -206,9 +191,6 @@ def main() -> int:
             "header_64_kib": raw_status("127.0.0.1", args.port, b"GET / HTTP/1.1\r\nX: " + b"a" * 65536 + b"\r\n\r\n"),
             "short_body": raw_status("127.0.0.1", args.port, SHORT_BODY),
         }
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
     no_5xx = not any(key.startswith("5") and "retry-after" not in key for key in statuses)
     result["passed"] = bool(
         no_5xx
@@ -216,11 +198,7 @@ def main() -> int:
         and result["header_64_kib"] == 431
         and result["short_body"] == 408
     )
-    result["machine"] = f"{os.cpu_count()} cores; client and server on the same machine"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    return 0 if result["passed"] else 1
+    return write_result(result, args.out)
 
 
 if __name__ == "__main__":
