@@ -30,5 +30,5 @@ def test_not_ready_before_startup_has_run(tmp_path: Path) -> None:
 def test_an_empty_models_folder_still_starts(tmp_path: Path) -> None:
     with TestClient(create_app(Settings(models_dir=tmp_path))) as client:
         assert client.get("/health/ready").status_code == 200
-        assert client.get("/models").json() == {"models": [], "scan_error": None}
+        assert client.get("/models").json() == {"models": [], "scan_error": None, "modality_check": None}
         assert client.post("/predict/malaria", files={"file": ("x", b"1")}).status_code == 404
