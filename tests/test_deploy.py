@@ -99,4 +99,4 @@ def test_the_compose_file_restarts_the_service_and_gives_the_drain_time() -> Non
     compose = yaml.safe_load((Path(__file__).resolve().parent.parent / "deploy/compose/docker-compose.yml").read_text())
     service = compose["services"]["medscan"]
     assert service["restart"] == "unless-stopped" and service["stop_grace_period"] == "30s"
-    assert service["deploy"]["resources"]["limits"]["memory"] == "1536M"
+    assert service["deploy"]["resources"]["limits"]["memory"] == "4G"  # the Deployment's limit

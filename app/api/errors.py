@@ -6,8 +6,9 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from app import request_context
 from app.api.multipart import MalformedForm
@@ -109,9 +110,15 @@ async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
     return error_response(500, "internal_error", "internal error; it has been logged", headers)
 
 
+async def _client_gone(request: Request, error: Exception) -> Response:
+    # The client went away (or the server's body timeout cut it off, answering 408 itself): nobody reads this.
+    return Response(status_code=400)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     for error_type in STATUS_OF:
         app.add_exception_handler(error_type, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(Exception, _unexpected_error)
