@@ -259,9 +259,11 @@ def open_chooser_by_keyboard(page):
     (seen once in a fresh clone), so Enter, the other key that opens it, is tried next."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-    for key in ("Space", "Enter"):
+    # Twice each, 10 s a try: under a loaded CI machine (the full suite in two processes) 5 s was once too short.
+    for key in ("Space", "Enter", "Space", "Enter"):
+        assert page.evaluate("document.activeElement.id") == "files"  # still the file input: a key, not a click
         try:
-            with page.expect_file_chooser(timeout=5000) as chooser:
+            with page.expect_file_chooser(timeout=10_000) as chooser:
                 page.keyboard.press(key)
             return chooser.value
         except PlaywrightTimeout:
