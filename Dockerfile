@@ -28,10 +28,14 @@ ENV PATH=/opt/venv/bin:$PATH \
     TF_CPP_MIN_LOG_LEVEL=2 \
     MEDSCAN_MODELS_DIR=/srv/medscan/models \
     MEDSCAN_HOST=0.0.0.0 \
-    MEDSCAN_PORT=8000
-RUN useradd --system --uid 10001 --user-group --no-create-home medscan
+    MEDSCAN_PORT=8000 \
+    MEDSCAN_RESULTS_OUTBOX_DIR=/srv/medscan/outbox
+# The outbox holds DICOM SRs until the PACS takes them (docs/pacs.md): mount a volume there to keep them.
+RUN useradd --system --uid 10001 --user-group --no-create-home medscan \
+    && mkdir -p /srv/medscan/outbox && chown medscan:medscan /srv/medscan/outbox
 WORKDIR /srv/medscan
-EXPOSE 8000
+# 8000: HTTP; 11112: the C-STORE SCP, when MEDSCAN_DICOM_PORT=11112
+EXPOSE 8000 11112
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health/ready' % os.environ.get('MEDSCAN_PORT', '8000'), timeout=2)"]
 CMD ["medscan", "serve"]

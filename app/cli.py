@@ -1,4 +1,5 @@
-"""`medscan serve`: start the service with the settings from the environment."""
+"""`medscan serve`: start the service with the settings from the environment; `medscan predict`: score files
+and folders (app/batch.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,14 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default=None, help="default: MEDSCAN_HOST or 0.0.0.0")
     serve.add_argument("--port", type=int, default=None, help="default: MEDSCAN_PORT or 8000")
     serve.add_argument("--workers", type=int, default=None, help="default: MEDSCAN_WORKERS or 1")
-    args = parser.parse_args(argv)
+    commands.add_parser("predict", add_help=False, help="score files and folders into a table (medscan predict --help)")
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "predict":
+        from app import batch
+
+        return batch.main(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
 
     import uvicorn
 
@@ -38,10 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         # ended in a client ReadError (3 of 20,000 requests in benchmarks/endurance.py)
         timeout_keep_alive=settings.keep_alive_s,
         access_log=False,
-        http="app.http_protocol:GuardedHttpToolsProtocol",  # time and size limits on headers and bodies
+        http="app.api.http_protocol:GuardedHttpToolsProtocol",  # time and size limits on headers and bodies
         limit_concurrency=settings.max_connections,
     )  # our request middleware logs each request, with its id
-    from app import server
+    from app.api import server
 
     if workers > 1:  # uvicorn's process manager; each worker loads the app and drains on SIGTERM
         server.run_workers(uvicorn.Config("app.main:app", workers=workers, **options))

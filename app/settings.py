@@ -9,7 +9,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
-from app.version_policy import VersionPolicy
+from app.pacs.routing import DEFAULT_ROUTES, Route
+from app.runtime.version_policy import VersionPolicy
 
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
@@ -18,12 +19,19 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MEDSCAN_", env_file=".env", extra="ignore")
 
     def decode_memory_bytes(self) -> int:
-        from app.decode_budget import default_budget_bytes
+        from app.runtime.decode_budget import default_budget_bytes
 
         return self.decode_memory_mb * 2**20 if self.decode_memory_mb else default_budget_bytes()
 
     models_dir: Path = Field(DEFAULT_MODELS_DIR, description="folder of <disease>/<version>/ SavedModels")
     max_upload_bytes: int = Field(20 * 1024 * 1024, gt=0, description="largest request body, checked while streaming")
+    spool_memory_bytes: int = Field(
+        1024 * 1024,
+        ge=0,
+        description="an image request's body is kept in memory up to this size while it arrives, beyond it in a "
+        "temporary file (app/api/spool.py)",
+    )
+    spool_dir: Path | None = Field(None, description="where bodies beyond spool_memory_bytes wait (default: TMPDIR)")
     max_image_pixels: int = Field(
         50_000_000, gt=0, description="largest image (width x height), checked before decoding"
     )
@@ -34,15 +42,31 @@ class Settings(BaseSettings):
     modality_check: bool = Field(
         True,
         description="load the latest <models>/_modality/<version>/ at start-up and answer 'wrong kind of image' by "
-        "it (app/modality_check.py); false: by each model's own feature distance, as before",
+        "it (app/runtime/modality_check.py); false: by each model's own feature distance, as before",
     )
+    dicom_routes: list[Route] = Field(
+        default_factory=lambda: list(DEFAULT_ROUTES),
+        description="which models answer a DICOM instance (STOW-RS, C-STORE), as JSON: rules on Modality, "
+        "BodyPartExamined and SeriesDescription naming a kind of image (app/pacs/routing.py)",
+    )
+    results_dicomweb_url: str | None = Field(
+        None, description="send each answer's DICOM SR to this DICOMweb server by STOW-RS (e.g. a PACS's /dicom-web)"
+    )
+    results_cstore: str | None = Field(None, description="or to this DICOM node by C-STORE: AE_TITLE@host:port")
+    results_outbox_dir: Path = Field(
+        Path("results-outbox"), description="where SRs wait until the PACS has taken them (durable: keep it on disk)"
+    )
+    results_poll_s: float = Field(1.0, gt=0, description="how often the outbox tries what is due")
+    dicom_port: int | None = Field(None, ge=1, le=65535, description="start a C-STORE SCP on this port")
+    dicom_host: str = Field("0.0.0.0", description="the C-STORE SCP's listen address")
+    dicom_ae_title: str = Field("MEDSCAN", max_length=16, description="MedScan's AE title (SCP, and calling C-STORE)")
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     log_format: Literal["text", "json"] = Field("text", description="json: one JSON object per line, with request ids")
     # Versions and hot reload (TensorFlow Serving's model_version_policy and file-system polling).
     version_policy: VersionPolicy = Field(VersionPolicy.LATEST, description="latest N, all, or specific versions")
     version_policy_latest: int = Field(1, ge=1, description="N of the `latest` policy")
     version_policy_versions: dict[str, list[int]] = Field(
-        default_factory=dict, description='the `specific` policy, per disease, as JSON: {"malaria": [3, 4]}'
+        default_factory=dict, description='the `specific` policy, per disease, as JSON: {"<disease>": [3, 4]}'
     )
     model_poll_interval_s: float = Field(
         10.0,
@@ -94,8 +118,8 @@ class Settings(BaseSettings):
     decode_memory_mb: int | None = Field(
         None,
         gt=0,
-        description="memory for decoding images at once (app/decode_budget.py); unset: 70% of what the process may "
-        "still use once its models are loaded (the container's cgroup limit, else the machine's memory)",
+        description="memory for decoding images at once (app/runtime/decode_budget.py); unset: 70% of what the "
+        "process may still use once its models are loaded (the container's cgroup limit, else the machine's memory)",
     )
     decode_wait_s: float = Field(
         5.0, ge=0, description="how long an image waits for decode memory before 503 with Retry-After"
@@ -118,7 +142,7 @@ class Settings(BaseSettings):
         ge=0,
         description="TensorFlow threads per op; 0 = chosen from the cores available (cgroup quota included) and "
         "the models' sizes: all but one core when every model is light (<= 64x64 pixels per image), so that the "
-        "event loop keeps one, else every core (app/tf_runtime.py)",
+        "event loop keeps one, else every core (app/runtime/tf_runtime.py)",
     )
     tf_inter_op_threads: int = Field(1, ge=0, description="TensorFlow ops run at once; 0 = TensorFlow's choice")
 

@@ -22,6 +22,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -57,7 +58,7 @@ def synthetic_images(count: int, seed: int = 0) -> list[bytes]:
 INVALID = (b"not an image at all", b"\x89PNG\r\n\x1a\n" + b"\0" * 40, b"")
 
 
-def request_for(case: Case, data: bytes) -> tuple[str, str, dict[str, object]]:
+def request_for(case: Case, data: bytes) -> tuple[str, str, dict[str, Any]]:
     """(method, path, httpx keyword arguments) for one case."""
     if case.protocol == "predict":
         return "POST", f"/predict/{case.model}", {"files": {"file": ("image", data, "application/octet-stream")}}
@@ -109,30 +110,39 @@ def resident_mib(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
-async def run(args: argparse.Namespace, base_url: str, pid: int) -> dict[str, object]:
+async def reference_answers(client: httpx.AsyncClient, images: list[bytes]) -> dict[tuple[str, int], float]:
+    """Sequential answers to compare the concurrent ones with; they also warm every model and path."""
+    reference: dict[tuple[str, int], float] = {}
+    for model in MODELS:
+        for index, data in enumerate(images):
+            response = await client.post(f"/predict/{model}", files={"file": ("image", data, "image/png")})
+            response.raise_for_status()
+            reference[(model, index)] = response.json()["score"]
+    return reference
+
+
+def random_cases(requests: int, invalid_share: float, images: int) -> list[Case]:
+    rng = random.Random(1)
+    protocols = ("predict", "tf_serving", "v2_json", "v2_binary")
+    return [
+        Case(rng.choice(MODELS), rng.choice(protocols), -1, rng.choice(INVALID))
+        if rng.random() < invalid_share
+        else Case(rng.choice(MODELS), rng.choice(protocols), rng.randrange(images))
+        for _ in range(requests)
+    ]
+
+
+async def run(args: argparse.Namespace, base_url: str, pid: int) -> dict[str, Any]:
     images = synthetic_images(args.images)
     async with httpx.AsyncClient(
         base_url=base_url, timeout=60, limits=httpx.Limits(max_connections=args.concurrency)
     ) as client:
-        # Sequential reference answers, which also warm every model and path.
-        reference: dict[tuple[str, int], float] = {}
-        for model in MODELS:
-            for index, data in enumerate(images):
-                response = await client.post(f"/predict/{model}", files={"file": ("image", data, "image/png")})
-                response.raise_for_status()
-                reference[(model, index)] = response.json()["score"]
+        reference = await reference_answers(client, images)
         rss_warm = resident_mib(pid)
-        rng = random.Random(1)
-        protocols = ("predict", "tf_serving", "v2_json", "v2_binary")
-        cases = [
-            Case(rng.choice(MODELS), rng.choice(protocols), -1, rng.choice(INVALID))
-            if rng.random() < args.invalid
-            else Case(rng.choice(MODELS), rng.choice(protocols), rng.randrange(len(images)))
-            for _ in range(args.requests)
-        ]
+        cases = random_cases(args.requests, args.invalid, len(images))
         statuses: Counter[str] = Counter()
-        mismatches: list[dict[str, object]] = []
-        transport_errors: list[dict[str, object]] = []
+        mismatches: list[dict[str, Any]] = []
+        transport_errors: list[dict[str, Any]] = []
         latencies: list[float] = []
         queue: asyncio.Queue[Case] = asyncio.Queue()
         for case in cases:
@@ -163,9 +173,22 @@ async def run(args: argparse.Namespace, base_url: str, pid: int) -> dict[str, ob
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(args.concurrency)))
         seconds = time.perf_counter() - started
+    return summary(args, statuses, latencies, mismatches, transport_errors, seconds, rss_warm, resident_mib(pid))
+
+
+def summary(
+    args: argparse.Namespace,
+    statuses: Counter[str],
+    latencies: list[float],
+    mismatches: list[dict[str, Any]],
+    transport_errors: list[dict[str, Any]],
+    seconds: float,
+    rss_warm: float,
+    rss_after: float,
+) -> dict[str, Any]:
     sent = sum(statuses.values())
-    rss_after = resident_mib(pid)
     server_errors = sum(n for status, n in statuses.items() if status.startswith("5") or status.startswith("transport"))
+    percentiles = (("p50", 50), ("p99", 99), ("max", 100))
     return {
         "requests": sent,
         "concurrency": args.concurrency,
@@ -176,9 +199,7 @@ async def run(args: argparse.Namespace, base_url: str, pid: int) -> dict[str, ob
         "transport_error_examples": transport_errors[:5],
         "mismatches": len(mismatches),
         "mismatch_examples": mismatches[:5],
-        "latency_ms": {
-            q: round(float(np.percentile(latencies, p)) * 1000, 1) for q, p in (("p50", 50), ("p99", 99), ("max", 100))
-        }
+        "latency_ms": {q: round(float(np.percentile(latencies, p)) * 1000, 1) for q, p in percentiles}
         if latencies
         else {},
         "rss_mib_after_warm_up": round(rss_warm, 1),

@@ -3,7 +3,7 @@
     python -m benchmarks.explain_png --data ../shared/datasets --models models --diseases pneumonia malaria
 
 For each disease, a few real test images are explained by the shipped model exactly as the service does it
-(`class_heatmap`, `overlay` of `app/explanations.py`); each overlay is then encoded with every setting below
+(`class_heatmap`, `overlay` of `app/runtime/explanations.py`); each overlay is then encoded with every setting below
 and the median time and size are reported (each checked to decode to the same pixels). Writes
 benchmarks/results/explain-png.{json,md}. Without --data, synthetic gradients stand in for the images (the times
 then say little about real overlays).
@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from app.explanations import class_heatmap, overlay, png_bytes
-from app.model_store import latest_version, version_dir
-from app.preprocessing import load_first_frame, model_region, read_header, to_pixels
-from app.savedmodel import load_model
+from app.contract.model_store import latest_version_dir
+from app.contract.preprocessing import load_first_frame, model_region, read_header, to_pixels
+from app.contract.savedmodel import load_model
+from app.runtime.explanations import class_heatmap, overlay, png_bytes
 
 
 def pillow(**options: int) -> Callable[[Image.Image], bytes]:
@@ -42,7 +42,7 @@ SETTINGS: dict[str, Callable[[Image.Image], bytes]] = {  # name -> encoder
     "Pillow, level 6 (its default)": pillow(compress_level=6),
     "Pillow, level 1": pillow(compress_level=1),
     "Pillow, level 1, run-length only": pillow(compress_level=1, compress_type=zlib.Z_RLE),
-    "Up filter + ISA-L level 1 (served: app/png.py)": png_bytes,
+    "Up filter + ISA-L level 1 (served: app/runtime/png.py)": png_bytes,
 }
 RESULTS = Path(__file__).parent / "results"
 
@@ -58,7 +58,7 @@ def images_of(data_dir: Path | None, disease: str, count: int) -> list[bytes]:
 
 
 def measure(disease: str, models_dir: Path, data_dir: Path | None, count: int, repeats: int) -> dict:
-    model = load_model(version_dir(models_dir, disease, latest_version(models_dir, disease)))
+    model = load_model(latest_version_dir(models_dir, disease))
     spec = model.card.input.spec()
     overlays = []
     for data in images_of(data_dir, disease, count):

@@ -24,6 +24,7 @@ import socket
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -61,11 +62,11 @@ def large_images() -> dict[str, tuple[bytes, str]]:
 def dicom_bytes(side: int) -> bytes:
     import pydicom
     from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
     meta = FileMetaDataset()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    meta.MediaStorageSOPClassUID = UID("1.2.840.10008.5.1.4.1.1.1.1")
     meta.MediaStorageSOPInstanceUID = generate_uid()
     dataset = pydicom.Dataset()
     dataset.file_meta = meta
@@ -175,7 +176,7 @@ def main() -> int:
         idle = peak_mib(server.pid)
         started = time.monotonic()
         statuses, small_ms = asyncio.run(large_uploads(base, images, args.uploads))
-        result: dict[str, object] = {
+        result: dict[str, Any] = {
             "uploads": args.uploads,
             "images": {name: f"{len(data) / 2**20:.1f} MB" for name, (data, _) in images.items()},
             "decode_memory_mb": args.decode_memory_mb,

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from app.memory import keep_freed_memory
+from app.contract.memory import keep_freed_memory
 from training.data.config import get_disease
 from training.data.pipeline import decode_samples, scale_batch, training_batches
 from training.data.samples import find_samples, split_by_group
@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternate the two a few times")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
-    keep_freed_memory()  # as training does (app/memory.py)
+    keep_freed_memory()  # as training does (app/contract/memory.py)
 
     config = get_disease(args.disease)
     spec = config.spec()

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -39,7 +40,7 @@ def running_service(port: int, env: dict[str, str], startup_timeout_s: float = 1
         server.wait(timeout=60)
 
 
-def write_result(result: dict[str, object], out: Path) -> int:
+def write_result(result: dict[str, Any], out: Path) -> int:
     """The result with the machine it ran on, as JSON to `out` and stdout; exit code 0 if it passed."""
     result["machine"] = f"{os.cpu_count()} cores; client and server on the same machine"
     out.parent.mkdir(parents=True, exist_ok=True)

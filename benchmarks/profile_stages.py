@@ -101,7 +101,7 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--disease", default="pneumonia")
@@ -110,47 +110,47 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def profile_under_load(args: argparse.Namespace, pid: int, image: Path, raw_path: Path) -> tuple[dict, dict, dict]:
+    """py-spy's raw stacks (into raw_path) and a flame graph, each over a window of load: (load, stage metrics
+    before, after)."""
+    url = f"http://127.0.0.1:{args.port}/predict/{args.disease}"
+    wrk(url, image, 4, 2)  # warm-up
+    before = stage_metrics(args.port)
+    load: dict = {}
+    # wrk runs the whole sampling window and one second either side, so that every sample is under load
+    runner = threading.Thread(target=lambda: load.update(wrk(url, image, args.concurrency, args.seconds + 2)))
+    runner.start()
+    # --nonblocking: read the stacks without pausing the server, which would slow what is measured
+    py_spy = str(ROOT / ".venv" / "bin" / "py-spy")
+    profile = [py_spy, "record", "-p", str(pid), "-d", str(args.seconds), "-r", str(args.rate), "--nonblocking"]
+    subprocess.run([*profile, "--threads", "-f", "raw", "-o", str(raw_path)], check=True, capture_output=True)
+    runner.join()
+    after = stage_metrics(args.port)
+    # a second window for the flame graph (py-spy writes one format per run)
+    runner = threading.Thread(target=lambda: wrk(url, image, args.concurrency, args.seconds + 2))
+    runner.start()
+    svg = args.out / "serving-profile.svg"
+    subprocess.run([*profile, "-f", "flamegraph", "-o", str(svg)], check=True, capture_output=True)
+    runner.join()
+    return load, before, after
+
+
+def main() -> None:
+    args = parse_args()
     image = test_image(args.data, args.disease)
     system = systems(args.port, ROOT / "models")["medscan"]
     process = subprocess.Popen(
         system.command, env={**os.environ, **system.env}, cwd=ROOT, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    py_spy = str(ROOT / ".venv" / "bin" / "py-spy")
     args.out.mkdir(parents=True, exist_ok=True)
     raw_path = args.out / "serving-profile.raw.txt"
     try:
         wait_ready(f"http://127.0.0.1:{args.port}/health/ready", process)
-        url = f"http://127.0.0.1:{args.port}/predict/{args.disease}"
-        wrk(url, image, 4, 2)  # warm-up
-        before = stage_metrics(args.port)
-        load: dict = {}
-        # wrk runs the whole sampling window and one second either side, so that every sample is under load
-        runner = threading.Thread(target=lambda: load.update(wrk(url, image, args.concurrency, args.seconds + 2)))
-        runner.start()
-        # --nonblocking: read the stacks without pausing the server, which would slow what is measured
-        profile = [
-            py_spy,
-            "record",
-            "-p",
-            str(process.pid),
-            "-d",
-            str(args.seconds),
-            "-r",
-            str(args.rate),
-            "--nonblocking",
-        ]
-        subprocess.run([*profile, "--threads", "-f", "raw", "-o", str(raw_path)], check=True, capture_output=True)
-        runner.join()
-        after = stage_metrics(args.port)
-        # a second window for the flame graph (py-spy writes one format per run)
-        runner = threading.Thread(target=lambda: wrk(url, image, args.concurrency, args.seconds + 2))
-        runner.start()
-        svg = args.out / "serving-profile.svg"
-        subprocess.run([*profile, "-f", "flamegraph", "-o", str(svg)], check=True, capture_output=True)
-        runner.join()
+        load, before, after = profile_under_load(args, process.pid, image, raw_path)
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(20)

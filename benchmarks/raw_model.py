@@ -17,16 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
-from app import tf_runtime
-from app.model_store import latest_version, version_dir
-from app.savedmodel import load_model
+from app.contract.model_store import latest_version_dir
+from app.contract.savedmodel import load_model
+from app.runtime import tf_runtime
 from app.settings import Settings
 
 
 def measure(disease: str, models_dir: Path, batch_sizes: list[int], seconds: float, signature: str = "analyse") -> dict:
     """`analyse` is what the service calls (scores, log-odds, out-of-distribution distance);
     `serving_default` is the bare network, as TF Serving would run it."""
-    loaded = load_model(version_dir(models_dir, disease, latest_version(models_dir, disease)))
+    loaded = load_model(latest_version_dir(models_dir, disease))
     call = loaded.analyse if signature == "analyse" else loaded.predict
     shape = loaded.card.input.spec().shape
     rng = np.random.default_rng(0)
@@ -55,7 +55,7 @@ def measure(disease: str, models_dir: Path, batch_sizes: list[int], seconds: flo
             call(batch)
             calls += 1
         throughput[size] = round(calls * size / (time.perf_counter() - started), 1)
-    best = max(throughput, key=throughput.get)
+    best = max(throughput, key=lambda size: throughput[size])
     return {
         "disease": disease,
         "version": loaded.card.version,

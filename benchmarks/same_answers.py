@@ -31,7 +31,7 @@ def predict(base_url: str, disease: str, image: Path) -> dict:
 
 def differences(first: dict, second: dict, tolerance: float, path: str = "") -> tuple[float, list[str]]:
     """(largest difference of a number field, the other fields that differ)."""
-    largest, unequal = 0.0, []
+    largest, unequal = 0.0, list[str]()
     for key in sorted(set(first) | set(second)):
         a, b = first.get(key), second.get(key)
         where = f"{path}{key}"
@@ -65,7 +65,7 @@ def main() -> None:
     for disease in diseases:
         test = split_by_group(disease_samples(args.data, disease)).test
         images = test[:: max(1, len(test) // args.per_model)][: args.per_model]
-        largest, unequal = 0.0, []
+        largest, unequal = 0.0, list[str]()
         for sample in images:
             found, fields = differences(
                 predict(args.first, disease, sample.path), predict(args.second, disease, sample.path), args.tolerance

@@ -24,6 +24,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA = ROOT / "benchmarks" / "post_image.lua"
@@ -42,7 +43,7 @@ def systems(port: int, models: Path) -> dict[str, System]:
     base = {"MEDSCAN_MODELS_DIR": str(models), "MEDSCAN_PORT": str(port), "MEDSCAN_LOG_LEVEL": "warning"}
     return {
         "medscan": System("medscan", [py, "-m", "app.cli", "serve"], base),
-        "medscan-1thread": System(  # what the default chooses when every model is light (app/tf_runtime.py)
+        "medscan-1thread": System(  # what the default chooses when every model is light (app/runtime/tf_runtime.py)
             "medscan-1thread", [py, "-m", "app.cli", "serve"], {**base, "MEDSCAN_TF_INTRA_OP_THREADS": "1"}
         ),
         "medscan-2workers": System(
@@ -211,7 +212,11 @@ def run_system(
     )
     try:
         ready_s = wait_ready(f"http://127.0.0.1:{port}{system.ready_path}", process)
-        result = {"ready_seconds": round(ready_s, 2), "rss_mb_after_start": rss_mb(process.pid), "load": {}}
+        result: dict[str, Any] = {
+            "ready_seconds": round(ready_s, 2),
+            "rss_mb_after_start": rss_mb(process.pid),
+            "load": {},
+        }
         for disease, image in images.items():
             url = f"http://127.0.0.1:{port}/predict/{disease}"
             wrk(url, image, 4, 2)  # warm-up
@@ -231,7 +236,7 @@ def run_system(
             os.killpg(process.pid, signal.SIGKILL)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--models", type=Path, default=ROOT / "models")
@@ -261,7 +266,11 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--name", default="serving", help="results file name, without extension")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
 
     images = {d: test_image(args.data, d) for d in args.diseases}
     models = args.models
@@ -332,6 +341,25 @@ def markdown(report: dict) -> str:
     return "\n".join(lines + ["", *targets_markdown(report)]) + "\n"
 
 
+def _at_32(report: dict, model: str, at32: dict) -> list[tuple[str, str, bool]]:
+    r = next(row for row in report["raw"] if row["disease"] == model)["R_images_per_second"]
+    rps, p99 = at32["requests_per_second"], at32["latency_ms"]["p99"]
+    errors = at32["status_other"] + at32["socket_errors"] + at32["timeouts"] + at32["status_503"]
+    found = [(f"{model}, concurrency 32: >= 0.5 x R", f"{rps:.0f} req/s = {rps / r:.2f} x R ({r:.0f})", rps >= 0.5 * r)]
+    tutorial = report["systems"].get("tutorial", {}).get("load", {}).get(model, {}).get("32")
+    if tutorial:
+        ratio = rps / tutorial["requests_per_second"]
+        found.append((f"{model}, concurrency 32: >= 2.5 x the tutorial-style service", f"{ratio:.2f} x", ratio >= 2.5))
+    found.append(
+        (
+            f"{model}, concurrency 32: p99 <= 60 ms, no errors",
+            f"p99 {p99:.1f} ms, {errors} errors",
+            p99 <= 60 and errors == 0,
+        )
+    )
+    return found
+
+
 def targets(report: dict, model: str = "pneumonia", colour_model: str = "malaria") -> list[tuple[str, str, bool]]:
     """Issue 24's targets: (what, measured, met) from one run."""
     raw = {r["disease"]: r for r in report["raw"]}
@@ -340,27 +368,7 @@ def targets(report: dict, model: str = "pneumonia", colour_model: str = "malaria
     if ours is None or model not in raw:
         return []
     at32, at1 = ours["load"][model].get("32"), ours["load"][model].get("1")
-    found = []
-    if at32:
-        r = raw[model]["R_images_per_second"]
-        rps, p99 = at32["requests_per_second"], at32["latency_ms"]["p99"]
-        errors = at32["status_other"] + at32["socket_errors"] + at32["timeouts"] + at32["status_503"]
-        found.append(
-            (f"{model}, concurrency 32: >= 0.5 x R", f"{rps:.0f} req/s = {rps / r:.2f} x R ({r:.0f})", rps >= 0.5 * r)
-        )
-        tutorial = systems.get("tutorial", {}).get("load", {}).get(model, {}).get("32")
-        if tutorial:
-            ratio = rps / tutorial["requests_per_second"]
-            found.append(
-                (f"{model}, concurrency 32: >= 2.5 x the tutorial-style service", f"{ratio:.2f} x", ratio >= 2.5)
-            )
-        found.append(
-            (
-                f"{model}, concurrency 32: p99 <= 60 ms, no errors",
-                f"p99 {p99:.1f} ms, {errors} errors",
-                p99 <= 60 and errors == 0,
-            )
-        )
+    found = _at_32(report, model, at32) if at32 else []
     if at1:
         single = raw[model]["single_call_ms"]["p50"]
         p50 = at1["latency_ms"]["p50"]

@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from app.model_card import InputCard, read_card
-from app.model_store import METADATA_FILE, latest_version, version_dir
-from app.preprocessing import ColourMode, InputSpec
+from app.contract.model_card import InputCard, read_card
+from app.contract.model_store import METADATA_FILE, latest_version_dir
+from app.contract.preprocessing import ColourMode, InputSpec
 
 TEMPLATE_DISEASE = "pneumonia"  # its card is copied, with the input and description changed
 
@@ -32,9 +32,7 @@ def export_synthetic(models_dir: Path, size: int, card_source: Path, seed: int =
     keras.utils.set_random_seed(seed)
     spec = InputSpec(height=size, width=size, colour_mode=ColourMode.GRAYSCALE)
     name = f"paper{size}"
-    template = read_card(
-        version_dir(card_source, TEMPLATE_DISEASE, latest_version(card_source, TEMPLATE_DISEASE)) / METADATA_FILE
-    )
+    template = read_card(latest_version_dir(card_source, TEMPLATE_DISEASE) / METADATA_FILE)
 
     card = template.model_copy(
         update={

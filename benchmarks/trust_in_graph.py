@@ -28,10 +28,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from app import tf_runtime
-from app.model_card import read_card
-from app.model_store import METADATA_FILE, latest_version, version_dir
-from app.savedmodel import load_model
+from app.contract.model_card import read_card
+from app.contract.model_store import METADATA_FILE, latest_version_dir
+from app.contract.savedmodel import load_model
+from app.runtime import tf_runtime
 from app.settings import Settings
 from training.networks import servable
 from training.networks.architectures import make_architecture
@@ -110,7 +110,7 @@ def variants(folder: Path) -> dict[str, Call]:
 
 
 def measure(disease: str, models_dir: Path, batch_sizes: list[int], rounds: int, calls: int) -> dict:
-    folder = version_dir(models_dir, disease, latest_version(models_dir, disease))
+    folder = latest_version_dir(models_dir, disease)
     calls_by_name = variants(folder)
     spec = read_card(folder / METADATA_FILE).input.spec()  # the card alone: variants() has loaded the model
     rng = np.random.default_rng(0)

@@ -4,5 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-.venv/bin/mypy  # app/, as configured in pyproject.toml
+.venv/bin/mypy  # app/, training/ and benchmarks/, as configured in pyproject.toml
 NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --site-dir "$(mktemp -d)"

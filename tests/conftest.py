@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from app.model_card import (
+from app.contract.model_card import (
     CrossValidation,
     EnsembleMember,
     Generalisation,

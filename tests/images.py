@@ -7,7 +7,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from app.preprocessing import InputSpec, decode, scale
+from app.contract.preprocessing import InputSpec, decode, scale
 
 
 def image_bytes(image: Image.Image, fmt: str = "PNG", **options) -> bytes:

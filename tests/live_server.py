@@ -20,9 +20,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def live_server(app: FastAPI, startup_timeout_s: float = 60.0, **config) -> Iterator[str]:
+def live_server(app: FastAPI, startup_timeout_s: float = 60.0, port: int | None = None, **config) -> Iterator[str]:
     """Serve `app` until the block ends; yields its base URL once startup (model loading) is done."""
-    port = free_port()
+    port = port or free_port()
     options = {"host": "127.0.0.1", "port": port, "log_level": "warning", "lifespan": "on", **config}
     server = uvicorn.Server(uvicorn.Config(app, **options))
     thread = threading.Thread(target=server.run, name="live-server", daemon=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import keras
 
-from app.model_card import (
+from app.contract.model_card import (
     Calibration,
     CrossValidation,
     DataCard,
@@ -23,7 +23,7 @@ from app.model_card import (
     TestMetrics,
     TrainingCard,
 )
-from app.preprocessing import ColourMode, Enhancement, InputSpec
+from app.contract.preprocessing import ColourMode, Enhancement, InputSpec
 from training.networks.model import make_model
 from training.networks.servable import write_savedmodel
 from training.release.export import stage_version
@@ -154,7 +154,7 @@ def export_modality_check(models_dir: Path, minimum_probability: float = 0.5) ->
     anything else near even between the two (and far from the other kinds)."""
     import numpy as np
 
-    from app.modality import SIDE, Modality, ModalityCard
+    from app.contract.modality import SIDE, Modality, ModalityCard
     from training.modality.check import publish_check
 
     classes = [*(kind for kind in Modality if kind is not Modality.OTHER), Modality.OTHER]

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from app.preprocessing import ColourMode, InputSpec
+from app.contract.preprocessing import ColourMode, InputSpec
 from training.networks.architectures import APPLICATIONS, ARCHITECTURES, make_architecture, min_side
 from training.networks.model import compile_model
 
@@ -23,7 +23,7 @@ def tiny_spec(arch: str, colour_mode: ColourMode = ColourMode.GRAYSCALE) -> Inpu
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_each_architecture_trains_a_step_and_exports_three_signatures(arch: str, tmp_path: Path) -> None:
-    from app.savedmodel import load_model
+    from app.contract.savedmodel import load_model
     from tests.model_fixtures import fixture_card
     from training.networks.servable import write_savedmodel
     from training.release.export import stage_version

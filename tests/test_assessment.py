@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.preprocessing import ColourMode, InputSpec
+from app.contract.preprocessing import ColourMode, InputSpec
 from training.evaluation.assessment import (
     PHOTOGRAPHS,
     brier_score,

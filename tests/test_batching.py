@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from app.batching import Admission, DynamicBatcher, QueueFull
+from app.runtime.batching import Admission, DynamicBatcher, QueueFull
 
 
 async def answer(admission: Admission, image: np.ndarray) -> np.ndarray:

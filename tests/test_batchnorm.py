@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from app.preprocessing import ColourMode, InputSpec
+from app.contract.preprocessing import ColourMode, InputSpec
 from training.networks.batchnorm import keep_best_epoch, recalibrate_batch_norm
 from training.networks.model import make_model
 

@@ -132,7 +132,7 @@ def test_the_targets_are_judged_from_the_same_run() -> None:
 
 
 def test_synthetic_model_is_served_like_a_shipped_one(model_factory, tmp_path: Path) -> None:
-    from app.savedmodel import load_model
+    from app.contract.savedmodel import load_model
     from benchmarks.synthetic_model import export_synthetic
 
     shipped = tmp_path / "shipped"
@@ -200,7 +200,7 @@ def test_answers_compare_numbers_within_the_tolerance_and_everything_else_exactl
 def test_trust_in_graph_rebuilds_the_exported_analyse_and_times_every_variant(model_factory, tmp_path, flips) -> None:
     import numpy as np
 
-    from app.savedmodel import load_model
+    from app.contract.savedmodel import load_model
     from benchmarks import trust_in_graph
 
     folder = model_factory(tmp_path / "models", "malaria", flips=flips)
@@ -216,7 +216,7 @@ def test_trust_in_graph_rebuilds_the_exported_analyse_and_times_every_variant(mo
 
 
 def test_hostile_traffic_makes_a_dicom_the_service_reads_and_small_images() -> None:
-    from app.dicom import dicom_decoded_bytes, read_dicom
+    from app.contract.dicom import dicom_decoded_bytes, read_dicom
     from benchmarks import hostile_traffic
 
     data = hostile_traffic.dicom_bytes(64)

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.model_card import read_card, write_card
-from app.preprocessing import ColourMode, InputSpec
+from app.contract.model_card import read_card, write_card
+from app.contract.preprocessing import ColourMode, InputSpec
 from tests.model_fixtures import fixture_card
 from training.cli import main
 

@@ -121,12 +121,12 @@ def fake_round(trained: list[str]):
 def faked_compare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """compare() on a small synthetic set with fake rounds: (run it, the architectures trained, in order)."""
     from training.experiments import compare as module
-    from training.release.train import TrainOptions
+    from training.release.train import options_for
 
     trained: list[str] = []
     monkeypatch.setattr(module, "evaluate_round", fake_round(trained))
     data = write_synthetic_dataset(tmp_path / "data", per_class=12, size=48)
-    options = TrainOptions(disease="malaria", data_dir=data, models_dir=tmp_path / "models", epochs=1)
+    options = options_for("malaria", data, tmp_path / "models", epochs=1)
 
     def run(archs: list[str], **changes) -> dict:
         return module.compare(replace(options, **changes), archs, folds=2, report_dir=tmp_path / "reports")

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.preprocessing import ColourMode, Enhancement
+from app.contract.preprocessing import ColourMode, Enhancement
 from training.data.config import DISEASES, get_disease
 
 
@@ -66,8 +66,8 @@ def test_a_known_disease_keeps_its_tuned_defaults(tmp_path) -> None:
 
 
 def test_the_card_records_the_enhancement_and_older_cards_read_as_none() -> None:
-    from app.model_card import InputCard
-    from app.preprocessing import InputSpec
+    from app.contract.model_card import InputCard
+    from app.contract.preprocessing import InputSpec
 
     spec = InputSpec(96, 96, ColourMode.RGB, Enhancement.FUNDUS)
     card = InputCard.from_spec(spec)
@@ -85,11 +85,52 @@ def test_referable_retinopathy_reads_the_retinopathy_images_labelled_by_grade() 
 
 @pytest.mark.parametrize("field", ["stain_jitter", "dihedral"])
 def test_augmentation_flags_set_the_recipe_from_the_command_line(field: str) -> None:
-    from training.cli import _options, build_parser
+    from training.cli import build_parser
+    from training.commands.arguments import train_options
     from training.release.train import resolve_recipe
 
     config = get_disease("malaria")
     flag = "--" + field.replace("_", "-")
     for given, expected in ((flag, True), (flag.replace("--", "--no-"), False), (None, getattr(config.medscan, field))):
         args = build_parser().parse_args(["train", "malaria", "--data", "d", *([given] if given else [])])
-        assert getattr(resolve_recipe(config, _options(args, "malaria")), field) is expected
+        assert getattr(resolve_recipe(config, train_options(args)), field) is expected
+
+
+def test_each_built_in_disease_is_a_data_file_with_its_modality() -> None:
+    from app.contract.modality import Modality
+    from training.data.config import DISEASES_DIR
+
+    assert {path.stem for path in DISEASES_DIR.glob("*.json")} == set(DISEASES)
+    assert all(config.modality is not Modality.OTHER for config in DISEASES.values())
+    referable, any_grade = get_disease("referable_retinopathy"), get_disease("retinopathy")
+    # `like`: the second Messidor-2 model shares the first's input, recipe and sites, and says its own labels
+    assert (referable.spec(), referable.medscan, referable.sites) == (
+        any_grade.spec(),
+        any_grade.medscan,
+        any_grade.sites,
+    )
+    assert referable.labels is not None and any_grade.labels is None and referable.paper == ("-", "-")
+
+
+def test_a_labs_disease_can_start_like_a_built_in_one(tmp_path) -> None:
+    import json
+
+    from tests.conftest import write_synthetic_dataset
+    from training.data.config import describe_disease
+
+    data = write_synthetic_dataset(tmp_path, "cataract", per_class=4)
+    file = data / "cataract" / "disease.json"
+    file.write_text(json.dumps({"like": "retinopathy", "description": "cataract vs none", "sites": []}))
+    described = describe_disease("cataract", data)
+    retinopathy = get_disease("retinopathy")
+    assert (described.name, described.description, described.sites) == ("cataract", "cataract vs none", ())
+    assert (described.modality, described.enhancement, described.medscan) == (
+        retinopathy.modality, retinopathy.enhancement, retinopathy.medscan
+    )  # fmt: skip
+    assert described.described_by.startswith("MedScan's retinopathy + ")
+    file.write_text(json.dumps({"like": "cholera"}))
+    with pytest.raises(ValueError, match="'like' names another built-in disease"):
+        describe_disease("cataract", data)
+    file.write_text(json.dumps(["not", "an", "object"]))
+    with pytest.raises(ValueError, match="one JSON object"):
+        describe_disease("cataract", data)

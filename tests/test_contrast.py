@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from app.contrast import equalise
-from app.preprocessing import ColourMode, Enhancement, InputSpec, decode, describe
+from app.contract.contrast import equalise
+from app.contract.preprocessing import ColourMode, Enhancement, InputSpec, decode, describe
 from tests.images import gradient, image_bytes
 
 CONTRAST = InputSpec(64, 64, ColourMode.GRAYSCALE, Enhancement.CONTRAST)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.model_card import read_card
+from app.contract.model_card import read_card
 from tests.images import blob
 from training.cli import main
 from training.data.config import describe_disease, disease_samples, sites_of

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.model_card import SplitSpec
+from app.contract.model_card import SplitSpec
 from tests.conftest import write_synthetic_dataset
 from training.data.samples import Sample, find_samples, split_as
 from training.experiments.crossval import fold_of_each
@@ -309,7 +309,7 @@ class LeftHalfModel:
 
 
 def test_a_rounds_flip_scores_are_the_models_answers_on_the_flipped_images(monkeypatch) -> None:
-    from app.preprocessing import ColourMode, InputSpec
+    from app.contract.preprocessing import ColourMode, InputSpec
     from training.data.config import DISEASES
     from training.experiments import crossval
     from training.networks.fitting import FittedModel
@@ -322,7 +322,7 @@ def test_a_rounds_flip_scores_are_the_models_answers_on_the_flipped_images(monke
     fitted = FittedModel(model=LeftHalfModel(), history={"loss": [1.0]}, best_epoch=1, seconds=0.0, class_weights=None)
     monkeypatch.setattr(crossval, "fit_model", lambda *args, **kwargs: fitted)
     recipe = DISEASES["malaria"].medscan  # horizontal and vertical flips
-    options = TrainOptions(disease="malaria", data_dir=Path("."), models_dir=Path("."))
+    options = TrainOptions(config=DISEASES["malaria"], data_dir=Path("."), models_dir=Path("."))
     result, _, _, _ = crossval.evaluate_round(options, InputSpec(8, 8, ColourMode.GRAYSCALE), recipe, pool, 0, 3)
 
     held = pixels[pool.folds == 0].astype(np.float64) / 255

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.decode_budget import WORKING_COPIES, DecodeBudget, decoded_bytes, memory_limit_bytes, reduced_size
-from app.errors import DecodeBusy
-from app.image_errors import ImageTooLarge
+from app.contract.image_errors import ImageTooLarge
+from app.runtime.decode_budget import WORKING_COPIES, DecodeBudget, decoded_bytes, memory_limit_bytes, reduced_size
+from app.runtime.errors import DecodeBusy
 from tests.images import image_bytes
 
 

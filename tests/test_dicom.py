@@ -10,8 +10,8 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from app.dicom import looks_like_dicom, read_dicom
-from app.image_errors import ImageTooLarge, UnsupportedImage
+from app.contract.dicom import looks_like_dicom, read_dicom
+from app.contract.image_errors import ImageTooLarge, UnsupportedImage
 
 LIMIT = 10**8
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.preprocessing import ColourMode, InputSpec
+from app.contract.preprocessing import ColourMode, InputSpec
 from training.networks.efficientnet_lite import (
     efficientnet_lite0,
     imagenet_network,

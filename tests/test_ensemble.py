@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.model_card import SplitSpec, read_card
-from app.model_store import METADATA_FILE, versions
-from app.preprocessing import file_pixels
-from app.savedmodel import load_model
-from app.scoring import calibrated_probability
+from app.contract.model_card import SplitSpec, read_card
+from app.contract.model_store import METADATA_FILE, versions
+from app.contract.preprocessing import file_pixels
+from app.contract.savedmodel import load_model
+from app.contract.scoring import calibrated_probability
 from tests.conftest import write_synthetic_dataset
 from tests.model_fixtures import export_untrained
 from training.cli import main

@@ -5,7 +5,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from app.explanations import OVERLAY_MAX_SIDE, class_heatmap, colourise, overlay, png_bytes
+from app.runtime.explanations import OVERLAY_MAX_SIDE, class_heatmap, colourise, overlay, png_bytes
 
 
 def test_each_class_sees_its_own_evidence_scaled_to_0_1() -> None:
@@ -42,7 +42,7 @@ def test_the_heatmap_covers_only_the_region_the_model_saw() -> None:
 
 
 def test_a_fundus_model_sees_the_disc_and_its_heatmap_lands_there() -> None:
-    from app.preprocessing import ColourMode, Enhancement, InputSpec, model_region
+    from app.contract.preprocessing import ColourMode, Enhancement, InputSpec, model_region
     from tests.test_fundus import fundus_photo
 
     photo = fundus_photo(300, 240, box=(60, 20, 260, 220))

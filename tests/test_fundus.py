@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from app.fundus import circle_mask, disc_box, normalise_fundus
-from app.preprocessing import ColourMode, Enhancement, InputSpec, decode
+from app.contract.fundus import circle_mask, disc_box, normalise_fundus
+from app.contract.preprocessing import ColourMode, Enhancement, InputSpec, decode
 from tests.images import image_bytes
 
 
@@ -82,8 +82,8 @@ def test_the_service_prepares_a_fundus_upload_to_the_model_input() -> None:
 
 
 def test_a_large_jpeg_is_decoded_no_smaller_than_the_fundus_work_size() -> None:
-    from app.fundus import work_side
-    from app.preprocessing import load_first_frame, read_header
+    from app.contract.fundus import work_side
+    from app.contract.preprocessing import load_first_frame, read_header
 
     data = image_bytes(fundus_photo(1600, 1200, box=(300, 100, 1300, 1100)), "JPEG")
     fundus = load_first_frame(

@@ -20,7 +20,7 @@ def test_live_and_ready_once_every_model_has_loaded_or_failed(client) -> None:
 
 def test_not_ready_before_startup_has_run(tmp_path: Path) -> None:
     app = create_app(Settings(models_dir=tmp_path))
-    from app.registry import ModelRegistry
+    from app.runtime.registry import ModelRegistry
 
     app.state.registry = ModelRegistry(Settings(models_dir=tmp_path))  # as it is while loading
     response = TestClient(app).get("/health/ready")  # no `with`: the lifespan has not run

@@ -19,7 +19,7 @@ HEADER_TIMEOUT_S, BODY_TIMEOUT_S = 1.0, 1.0
 
 @pytest.fixture(scope="module")
 def server(monkeypatch_module) -> Iterator[tuple[str, int]]:
-    from app import http_protocol
+    from app.api import http_protocol
 
     limits = Settings(header_timeout_s=HEADER_TIMEOUT_S, body_timeout_s=BODY_TIMEOUT_S, max_header_bytes=8192)
     monkeypatch_module.setattr(http_protocol, "get_settings", lambda: limits)
@@ -33,7 +33,7 @@ def server(monkeypatch_module) -> Iterator[tuple[str, int]]:
     async def ping() -> dict:
         return {"ok": True}
 
-    with live_server(app, http="app.http_protocol:GuardedHttpToolsProtocol") as url:
+    with live_server(app, http="app.api.http_protocol:GuardedHttpToolsProtocol") as url:
         host, port = url.removeprefix("http://").split(":")
         yield host, int(port)
 

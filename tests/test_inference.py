@@ -15,8 +15,8 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 
 from app.api.schemas import ImageError, PredictionItem, Predictions
-from app.savedmodel import load_model
-from app.scoring import calibrated_probability
+from app.contract.savedmodel import load_model
+from app.contract.scoring import calibrated_probability
 from tests.conftest import BIAS, TEMPERATURE, THRESHOLD
 from tests.images import gradient, image_bytes, model_input
 
@@ -211,8 +211,8 @@ def test_models_list_shows_the_trust_layer_from_the_cards(trust_client) -> None:
 @pytest.mark.parametrize("threshold", [1.5, -0.1, float("nan"), float("inf")])
 def test_the_pipeline_itself_refuses_a_threshold_outside_0_to_1(threshold: float) -> None:
     """Whatever door a threshold comes through, the pipeline checks it before any work (InvalidThreshold)."""
-    from app.errors import InvalidThreshold
-    from app.inference import check_threshold
+    from app.runtime.errors import InvalidThreshold
+    from app.runtime.inference import check_threshold
 
     with pytest.raises(InvalidThreshold, match="threshold must be a number from 0 to 1"):
         check_threshold(threshold)
@@ -246,7 +246,7 @@ def test_a_dicom_file_is_opened_and_decoded_off_the_event_loop(trust_client, mon
     """pydicom decodes every pixel as it opens a file: on the event loop that stalled every other request."""
     import threading
 
-    from app import preprocessing
+    from app.contract import preprocessing
 
     threads: list[str] = []
     original = preprocessing.read_dicom

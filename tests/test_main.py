@@ -84,7 +84,8 @@ def test_unknown_route_and_method_use_the_error_shape(client) -> None:
 def test_medscan_serve_starts_uvicorn_with_the_settings(monkeypatch) -> None:
     import uvicorn
 
-    from app import cli, server
+    from app import cli
+    from app.api import server
     from app.settings import get_settings
 
     calls: list[uvicorn.Config] = []
@@ -101,7 +102,7 @@ def test_medscan_serve_starts_uvicorn_with_the_settings(monkeypatch) -> None:
     assert config.app == "app.main:app"
     assert (config.host, config.port, config.workers) == ("127.0.0.1", 9123, 3)
     assert config.timeout_keep_alive == 30
-    assert config.http == "app.http_protocol:GuardedHttpToolsProtocol" and config.limit_concurrency == 1000
+    assert config.http == "app.api.http_protocol:GuardedHttpToolsProtocol" and config.limit_concurrency == 1000
 
 
 def test_startup_freezes_what_it_loaded(service_settings) -> None:

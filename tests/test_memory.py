@@ -6,13 +6,13 @@ import sys
 
 import pytest
 
-from app.memory import freeze_loaded_objects
+from app.contract.memory import freeze_loaded_objects
 
 FAULTS_PER_ROUND = """
 import resource, sys
 import numpy as np
 if sys.argv[1] == "tuned":
-    from app.memory import keep_freed_memory
+    from app.contract.memory import keep_freed_memory
     assert keep_freed_memory()
 MB = 1024 * 1024 // 8
 

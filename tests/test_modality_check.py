@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.modality import MODALITY_DIR, SIDE, modality_pixels
-from app.preprocessing import kind_input
+from app.contract.modality import MODALITY_DIR, SIDE, modality_pixels
+from app.contract.preprocessing import kind_input
 from tests.images import image_bytes
 
 pytestmark = pytest.mark.slow  # exports models and starts the app

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.modality import Modality
+from app.contract.modality import Modality
 from tests.conftest import write_synthetic_dataset
 from training.modality.check import (
     Features,
@@ -75,7 +75,7 @@ def test_a_head_fitted_on_separable_kinds_recognises_them_and_refuses_the_others
 
 @pytest.mark.slow  # runs EfficientNet-Lite0 over ~150 images and exports the check
 def test_the_command_fits_measures_and_exports_a_check_the_service_loads(tmp_path: Path):
-    from app.modality_check import load_modality_check
+    from app.runtime.modality_check import load_modality_check
 
     data = tmp_path / "data"
     write_synthetic_dataset(data, "malaria", per_class=16)

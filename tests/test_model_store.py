@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from app.model_store import disease_names, is_disease_name, latest_version, next_version, version_dir, versions
+from app.contract.model_store import disease_names, is_disease_name, latest_version, next_version, version_dir, versions
 
 
 def test_versions_are_integer_folders_sorted_numerically(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.preprocessing import ColourMode, Enhancement, InputSpec
+from app.contract.preprocessing import ColourMode, Enhancement, InputSpec
 from tests.images import gradient, image_bytes, model_input
 from training.data.pipeline import decode_samples, evaluation_batches, training_batches
 from training.data.samples import find_samples
@@ -69,7 +69,7 @@ def test_augmentation_keeps_shape_and_range(synthetic_data: Path, flip: bool) ->
 
 @pytest.mark.parametrize("enhancement, surround", [("none", 0.0), ("fundus", 128 / 255)])
 def test_augmentation_fills_what_it_uncovers_with_the_images_own_surround(enhancement: str, surround: float) -> None:
-    from app.preprocessing import Enhancement
+    from app.contract.preprocessing import Enhancement
     from training.data.pipeline import decoded_from_arrays, make_augmenter
 
     spec = InputSpec(height=32, width=32, colour_mode=ColourMode.RGB, enhancement=Enhancement(enhancement))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.png import SIGNATURE, encode_rgb
+from app.runtime.png import SIGNATURE, encode_rgb
 
 
 def decoded(data: bytes) -> np.ndarray:

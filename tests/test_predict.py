@@ -8,9 +8,9 @@ import pytest
 from PIL import Image
 
 from app.api.schemas import Prediction
+from app.contract.savedmodel import load_model
+from app.contract.scoring import normalise
 from app.main import create_app
-from app.savedmodel import load_model
-from app.scoring import normalise
 from tests.images import blob, gradient, image_bytes, model_input
 
 
@@ -181,7 +181,7 @@ def test_small_images_decode_on_the_loop_large_ones_in_a_thread_with_the_same_an
 ) -> None:
     from fastapi.testclient import TestClient
 
-    from app import inference as route
+    from app.runtime import inference as route
 
     where: list[bool] = []
     real_decode = route.decode_opened
@@ -233,6 +233,21 @@ def test_a_raw_image_body_is_answered_like_the_same_image_in_a_form(client) -> N
         headers={"Content-Type": "image/jpeg"},
     )
     assert jpeg.status_code == 200 and jpeg.json()["threshold"] == 0.5
+
+
+def test_bodies_spooled_to_disk_are_answered_like_bodies_in_memory(client, service_settings) -> None:
+    """With no memory for the spool every body goes to its temporary file: the answers stay the same."""
+    from fastapi.testclient import TestClient
+
+    images = [image_bytes(gradient(400, 300)), image_bytes(blob(64, True, 3))]
+    files = [("file", (f"{i}.png", data, "image/png")) for i, data in enumerate(images)]
+    on_disk = create_app(service_settings.model_copy(update={"spool_memory_bytes": 0}))
+    with TestClient(on_disk) as spooling:
+        spooled_form = spooling.post("/predict/malaria", files=files).json()["results"]
+        spooled_raw = spooling.post("/predict/malaria", content=images[0], headers={"Content-Type": "image/png"})
+    in_memory = client.post("/predict/malaria", files=files).json()["results"]
+    assert [r["score"] for r in spooled_form] == [r["score"] for r in in_memory]
+    assert spooled_raw.status_code == 200 and spooled_raw.json()["score"] == in_memory[0]["score"]
 
 
 @pytest.mark.parametrize(

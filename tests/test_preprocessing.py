@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.image_errors import CorruptImage, ImageTooLarge, UnsupportedImage
-from app.preprocessing import (
+from app.contract.image_errors import CorruptImage, ImageTooLarge, UnsupportedImage
+from app.contract.preprocessing import (
     COLOUR_PICTURE_CHROMA,
     ColourMode,
     InputSpec,

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from app.model_card import SplitSpec
+from app.contract.model_card import SplitSpec
 from tests.conftest import write_synthetic_dataset
 from training.data.config import DISEASES
 from training.data.samples import DataError, Sample, find_samples, split_as
@@ -189,7 +189,7 @@ def test_cross_validation_from_a_backbone_says_what_it_was_pretrained_on(
 
 
 def test_breast_cancer_starts_from_a_backbone_made_on_first_use_and_kept(data: Path, tmp_path: Path) -> None:
-    from app.model_card import read_card
+    from app.contract.model_card import read_card
     from training.cli import main
 
     target = tmp_path / "data"

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.batching import QueueFull
-from app.errors import UnknownDisease, UnknownVersion
-from app.registry import ModelRegistry, ModelStatus
+from app.runtime.batching import QueueFull
+from app.runtime.errors import UnknownDisease, UnknownVersion
+from app.runtime.registry import ModelRegistry, ModelStatus
 from app.settings import Settings
 
 
@@ -49,7 +49,7 @@ async def test_latest_version_is_loaded_and_bad_folders_are_reported(
 async def test_an_unexpected_failure_in_one_model_leaves_the_others_served(
     served_models_dir: Path, monkeypatch
 ) -> None:
-    import app.registry as registry_module
+    import app.runtime.registry as registry_module
 
     real_load = registry_module.load_model
 
@@ -285,7 +285,7 @@ async def test_a_version_copied_file_by_file_is_served_once_complete(tmp_path: P
 
 
 async def test_a_card_rewritten_in_place_is_what_is_served_after_one_poll(tmp_path: Path, model_factory) -> None:
-    from app.model_card import read_card, replace_card
+    from app.contract.model_card import read_card, replace_card
 
     models = tmp_path / "models"
     folder = model_factory(models, "malaria")

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.model_card import CrossValidation, EnsembleMember, ScreeningCrossValidation, SourceConfound, write_card
-from app.preprocessing import ColourMode, InputSpec
+from app.contract.model_card import (
+    CrossValidation,
+    EnsembleMember,
+    ScreeningCrossValidation,
+    SourceConfound,
+    write_card,
+)
+from app.contract.preprocessing import ColourMode, InputSpec
 from tests.model_fixtures import fixture_card
 from training.evaluation.results_table import crossval_table, table
 

@@ -5,10 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.model_card import write_card
-from app.model_store import METADATA_FILE
-from app.preprocessing import ColourMode, InputSpec
-from app.savedmodel import ModelLoadError, load_model
+from app.contract.model_card import write_card
+from app.contract.model_store import METADATA_FILE
+from app.contract.preprocessing import ColourMode, InputSpec
+from app.contract.savedmodel import ModelLoadError, load_model
 from tests.model_fixtures import fixture_card
 
 SPEC = InputSpec(height=8, width=8, colour_mode=ColourMode.GRAYSCALE)

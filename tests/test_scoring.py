@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.scoring import as_percentages, calibrated_probability, label_index, log_odds_from_scores, normalise
+from app.contract.scoring import as_percentages, calibrated_probability, label_index, log_odds_from_scores, normalise
 
 
 def test_two_sigmoid_scores_become_probabilities_that_sum_to_one() -> None:
@@ -50,7 +50,7 @@ def test_percentages_are_rounded_and_sum_to_exactly_100() -> None:
 
 
 def test_one_answers_calibrated_score_is_the_array_formula() -> None:
-    from app.scoring import calibrated_score
+    from app.contract.scoring import calibrated_score
 
     log_odds = np.random.default_rng(1).normal(0, 30, 500)
     for temperature, bias in ((0.5, 0.0), (1.0, 0.0), (2.7, 0.0), (1.3, -0.9), (0.8, 2.0)):

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from app.preprocessing import ColourMode, InputSpec
-from app.savedmodel import load_model
-from app.scoring import log_odds_from_scores
+from app.contract.preprocessing import ColourMode, InputSpec
+from app.contract.savedmodel import load_model
+from app.contract.scoring import log_odds_from_scores
 from tests.model_fixtures import export_legacy, export_untrained
 from training.networks.model import compile_model, make_model
 from training.networks.servable import analysis_model, features_and_log_odds, rebuild_keras_model
@@ -49,7 +49,7 @@ def quadrant_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.slow  # the quadrant model trains for 40 s
 def test_grad_cam_mass_falls_in_the_quadrant_that_decides_the_class(quadrant_model: Path) -> None:
-    from app.explanations import class_heatmap
+    from app.runtime.explanations import class_heatmap
 
     model = load_model(quadrant_model)
     images, labels = quadrant_images(60, seed=99)
@@ -97,7 +97,7 @@ def plain_and_flipped(quadrant_model: Path, tmp_path_factory: pytest.TempPathFac
 
 @pytest.mark.slow
 def test_flipped_export_answers_the_mean_probability_over_the_image_and_its_flips(plain_and_flipped) -> None:
-    from app.scoring import calibrated_probability
+    from app.contract.scoring import calibrated_probability
 
     plain, flipped = plain_and_flipped
     images, _ = quadrant_images(6, seed=11)
@@ -188,7 +188,7 @@ def test_the_feature_grid_of_the_paper_cnn_sits_in_the_middle_of_the_input() -> 
 def test_the_feature_grid_of_a_depthwise_network_counts_its_depthwise_strides() -> None:
     """EfficientNet-Lite0 strides by 32 in all, four times of it in depthwise convolutions: a grid taken from the
     Conv2D layers alone would put the Grad-CAM map at a sixteenth of its size."""
-    from app.preprocessing import ColourMode, InputSpec
+    from app.contract.preprocessing import ColourMode, InputSpec
     from training.networks.architectures import make_architecture
     from training.networks.servable import conv_layers, feature_grid
 

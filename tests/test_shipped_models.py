@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
+from app.contract.model_store import disease_names, latest_version, version_dir
+from app.contract.savedmodel import load_model
 from app.main import create_app
-from app.model_store import disease_names, latest_version, version_dir
-from app.savedmodel import load_model
 from app.settings import Settings
 from tests.conftest import REPO_MODELS, SHARED_DATASETS
 from training.data.config import DISEASES, other_diseases
@@ -89,7 +89,7 @@ def test_shipped_model_flags_every_other_organ_as_its_card_says(disease: str) ->
     ood = model.card.out_of_distribution
     assert ood is not None
     # each other images folder once (referable_retinopathy reads retinopathy's photographs)
-    folders = [other for other in other_diseases(SHARED_DATASETS, disease) if DISEASES[other].images_folder == other]
+    folders = [other for other in other_diseases(DISEASES[disease]) if DISEASES[other].images_folder == other]
     others = [other_disease_key(other) for other in folders]
     rates = {name: rate.flagged for name, rate in ood.flagged.items()}
     assert rates[OWN_TEST] <= 0.05 and all(rates[key] >= 0.95 for key in others), rates
@@ -102,7 +102,7 @@ def test_shipped_model_flags_every_other_organ_as_its_card_says(disease: str) ->
 
 
 def shipped_check():
-    from app.modality_check import load_modality_check
+    from app.runtime.modality_check import load_modality_check
 
     check = load_modality_check(REPO_MODELS)
     assert check is not None, "models/_modality/ holds no modality check"
@@ -125,8 +125,8 @@ def test_a_fundus_photograph_at_camera_size_and_aspect_is_the_right_kind_whereve
     import skimage.data
     from PIL import Image
 
-    from app.modality import Modality
-    from app.preprocessing import kind_input
+    from app.contract.modality import Modality
+    from app.contract.preprocessing import kind_input
 
     retina = Image.fromarray(skimage.data.retina()).resize((1800, 1800))
     frames = []

@@ -8,15 +8,15 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.main import create_app
-from app.settings import Settings
-from app.site_shift import (
+from app.contract.site_shift import (
     PERCENTILES,
     distance_percentile,
     distance_quantiles,
     unlike_training_sites,
     with_threshold,
 )
+from app.main import create_app
+from app.settings import Settings
 from tests.images import blob, gradient, image_bytes
 
 NEAR = [i * 1e-6 for i in range(len(PERCENTILES))]  # every real distance lies beyond these: percentile 100
@@ -105,7 +105,7 @@ def test_an_image_beyond_the_out_of_distribution_threshold_is_placed_beyond_its_
 
 
 def test_the_percentile_is_numpys_interpolation_ties_and_both_ends_included() -> None:
-    from app.site_shift import PERCENTILES, distance_percentile
+    from app.contract.site_shift import PERCENTILES, distance_percentile
 
     rng = np.random.default_rng(0)
     for trial in range(200):

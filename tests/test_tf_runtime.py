@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app.tf_runtime import available_cores, heaviest_model_pixels, intra_op_threads
+from app.runtime.tf_runtime import available_cores, heaviest_model_pixels, intra_op_threads
 
 LIGHT, HEAVY = 64 * 64, 64 * 64 * 3  # pneumonia; malaria answered over three views
 
@@ -32,9 +32,9 @@ def test_the_setting_wins_else_light_models_leave_the_event_loop_a_core(
 
 
 def test_the_heaviest_model_is_read_from_the_cards_views_included(tmp_path: Path) -> None:
-    from app.model_card import write_card
-    from app.model_store import METADATA_FILE
-    from app.preprocessing import ColourMode, InputSpec
+    from app.contract.model_card import write_card
+    from app.contract.model_store import METADATA_FILE
+    from app.contract.preprocessing import ColourMode, InputSpec
     from tests.model_fixtures import fixture_card
 
     models = tmp_path / "models"
@@ -69,9 +69,9 @@ def test_the_service_starts_tensorflow_without_importing_keras(served_models_dir
     import sys
 
     program = (
-        "import sys, numpy as np; from pathlib import Path; from app import tf_runtime; "
+        "import sys, numpy as np; from pathlib import Path; from app.runtime import tf_runtime; "
         f"tf_runtime.configure(1, 1, Path({str(served_models_dir)!r})); "
-        "from app.savedmodel import load_model; "
+        "from app.contract.savedmodel import load_model; "
         f"m = load_model(Path({str(served_models_dir / 'malaria' / '1')!r})); "
         "m.analyse(np.zeros((1, *m.card.input.spec().shape), np.float32)); "
         "print(sorted(name for name in ('keras', 'sklearn') if name in sys.modules))"

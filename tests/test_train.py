@@ -8,17 +8,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.model_card import read_card
-from app.model_store import versions
-from app.savedmodel import load_model
+from app.contract.model_card import read_card
+from app.contract.model_store import versions
+from app.contract.savedmodel import load_model
 from tests.images import model_input
 from training.cli import main
+from training.data.config import DiseaseFlags
 from training.evaluation.run import evaluate_version
-from training.release.train import TrainOptions, train
+from training.release.train import options_for, train
 
 pytestmark = pytest.mark.slow  # trains and exports models: 141 s on 2 cores
 
-FAST = {"epochs": 2, "batch_size": 16, "image_size": 50, "verbose": 0}
+FAST = {"epochs": 2, "batch_size": 16, "verbose": 0}
+SMALL = DiseaseFlags(image_size=50)
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +30,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]
     root = tmp_path_factory.mktemp("train")
     data = write_synthetic_dataset(root / "data", per_class=30)
     models = root / "models"
-    target = train(TrainOptions(disease="malaria", data_dir=data, models_dir=models, **FAST))
+    target = train(options_for("malaria", data, models, SMALL, **FAST))
     return data, models, target
 
 
@@ -93,7 +95,7 @@ def test_exported_model_predicts_like_the_card_says(trained) -> None:
 def test_a_second_run_never_overwrites_and_a_failed_export_leaves_nothing(trained, monkeypatch) -> None:
     data, models, target = trained
     before = (target / "metadata.json").read_text()
-    second = train(TrainOptions(disease="malaria", data_dir=data, models_dir=models, seed=5, **FAST))
+    second = train(options_for("malaria", data, models, SMALL, seed=5, **FAST))
     assert second == models / "malaria" / "2"
     assert (target / "metadata.json").read_text() == before
 
@@ -104,20 +106,20 @@ def test_a_second_run_never_overwrites_and_a_failed_export_leaves_nothing(traine
 
     monkeypatch.setattr(assessment_module, "write_report", failing_report)
     with pytest.raises(RuntimeError, match="disk full"):
-        train(TrainOptions(disease="malaria", data_dir=data, models_dir=models, **FAST))
+        train(options_for("malaria", data, models, SMALL, **FAST))
     assert versions(models, "malaria") == [1, 2]
     assert [p.name for p in (models / "malaria").iterdir() if p.name.startswith(".")] == []
 
 
 def test_the_same_seed_gives_the_same_split_and_card_counts(trained, tmp_path: Path) -> None:
     data, models, target = trained
-    again = train(TrainOptions(disease="malaria", data_dir=data, models_dir=tmp_path, **FAST))
+    again = train(options_for("malaria", data, tmp_path, SMALL, **FAST))
     assert read_card(again / "metadata.json").data.counts == read_card(target / "metadata.json").data.counts
 
 
 def test_another_init_seed_keeps_the_split_and_trains_another_network(trained, tmp_path: Path) -> None:
     data, _, target = trained
-    other = train(TrainOptions(disease="malaria", data_dir=data, models_dir=tmp_path, init_seed=3, **FAST))
+    other = train(options_for("malaria", data, tmp_path, SMALL, init_seed=3, **FAST))
     ours, theirs = read_card(target / "metadata.json"), read_card(other / "metadata.json")
     assert theirs.data.counts == ours.data.counts and theirs.data.split_spec == ours.data.split_spec
     assert theirs.training.settings["init_seed"] == 3 and ours.training.settings["init_seed"] == 42
@@ -216,6 +218,7 @@ def test_a_lab_trains_and_serves_a_disease_of_its_own_without_code(tmp_path: Pat
         json.dumps(
             {
                 "description": "TB vs normal chest X-rays",
+                "modality": "chest_xray",
                 "image_size": 48,
                 "colour_mode": "rgb",
                 "augment": False,
@@ -257,7 +260,10 @@ def test_a_lab_trains_and_serves_a_disease_of_its_own_without_code(tmp_path: Pat
     assert card.screening.target_sensitivity == 0.9 and card.test_time_flips == ["horizontal"]
     with TestClient(create_app(Settings(models_dir=models))) as client:
         response = client.post("/predict/tuberculosis", files={"file": ("x.png", image_bytes(blob(40, True, 1)))})
+        listed = client.get("/models/tuberculosis").json()
     assert response.status_code == 200 and response.json()["disease"] == "tuberculosis"
+    # its kind of image, from its data file alone, in the card the page reads it from
+    assert card.modality == "chest_xray" and listed["card"]["modality"] == "chest_xray"
 
 
 def test_calibrate_with_test_time_flips_makes_a_version_that_answers_for_the_image_and_its_flips(
@@ -298,7 +304,7 @@ def test_calibrate_with_test_time_flips_makes_a_version_that_answers_for_the_ima
 def test_fitting_runs_every_epoch_and_keeps_the_one_with_the_lowest_validation_loss(trained) -> None:
     from dataclasses import replace
 
-    from app.model_card import SplitSpec
+    from app.contract.model_card import SplitSpec
     from training.data.config import DISEASES
     from training.data.pipeline import decode_samples, evaluation_batches
     from training.data.samples import find_samples, split_as

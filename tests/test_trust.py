@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.scoring import calibrated_probability
+from app.contract.scoring import calibrated_probability
 from training.evaluation.metrics import expected_calibration_error, operating_point
 from training.release.trust import choose_calibration, fit_ood, fit_platt, fit_temperature, screening_threshold
 

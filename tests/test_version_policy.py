@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from app.version_policy import VersionPolicy, chosen_versions
+from app.runtime.version_policy import VersionPolicy, chosen_versions
 
 
 def test_latest_keeps_the_newest_n() -> None:

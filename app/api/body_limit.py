@@ -10,7 +10,7 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import error_response
-from app.errors import BodyTooLarge
+from app.runtime.errors import BodyTooLarge
 
 
 class BodySizeLimitMiddleware:

@@ -10,8 +10,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from app.inference import InferencePipeline
-from app.registry import ModelRegistry
+from app.runtime.inference import InferencePipeline
+from app.runtime.model_lookup import ModelLookup
+from app.runtime.registry import ModelRegistry
 from app.settings import Settings
 
 
@@ -27,6 +28,11 @@ async def get_pipeline(request: Request) -> InferencePipeline:
     return request.app.state.pipeline
 
 
+async def get_lookup(request: Request) -> ModelLookup:
+    return ModelLookup(request.app.state.registry)
+
+
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 PipelineDep = Annotated[InferencePipeline, Depends(get_pipeline)]
+LookupDep = Annotated[ModelLookup, Depends(get_lookup)]

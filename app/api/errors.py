@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -11,10 +13,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from app import request_context
-from app.api.multipart import MalformedForm
+from app.api.multipart import MalformedForm, NotMultipartRelated
 from app.api.query import InvalidQuery
 from app.api.schemas import ErrorBody, ErrorDetail
-from app.errors import (
+from app.contract.image_errors import CorruptImage, ImageTooLarge, UnsupportedImage
+from app.contract.savedmodel import ExplanationUnavailable
+from app.runtime.errors import (
     BodyTooLarge,
     DecodeBusy,
     EmptyUpload,
@@ -27,8 +31,6 @@ from app.errors import (
     UnknownDisease,
     UnknownVersion,
 )
-from app.image_errors import CorruptImage, ImageTooLarge, UnsupportedImage
-from app.savedmodel import ExplanationUnavailable
 
 log = logging.getLogger("medscan.errors")
 
@@ -50,6 +52,7 @@ STATUS_OF: dict[type[Exception], tuple[int, str]] = {
     InvalidInput: (422, "invalid_input"),
     ExplanationUnavailable: (409, "explanation_unavailable"),
     MalformedForm: (400, "malformed_form"),
+    NotMultipartRelated: (415, "unsupported_media_type"),
     InvalidQuery: (422, "invalid_request"),  # the code FastAPI's own parameter validation answers with
 }
 
@@ -65,13 +68,30 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
+def protocol_message(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """TF Serving's and KServe V2's error shape: {"error": "<message>"}."""
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
 def protocol_error(error: Exception) -> JSONResponse:
-    """A domain error as TF Serving and KServe V2 write errors: {"error": "<message>"}. They have no
-    413, 415 or 422: what the client sent wrong is 400 there."""
+    """A domain error in the protocols' shape. They have no 413, 415 or 422: what the client sent wrong is 400
+    there."""
     status, _ = STATUS_OF[type(error)]
     status = 400 if status in (413, 415, 422) else status
     headers = {"Retry-After": str(error.retry_after_s)} if isinstance(error, Overloaded) else None
-    return JSONResponse({"error": str(error)}, status_code=status, headers=headers)
+    return protocol_message(status, str(error), headers)
+
+
+# A protocol's own status and words for some errors (TF Serving's "Servable not found", V2's "unknown model").
+ProtocolWords = dict[type[Exception], Callable[[Any], tuple[int, str]]]
+
+
+def protocol_answer(error: Exception, words: ProtocolWords) -> JSONResponse:
+    """An error as a protocol writes it: in its own words where it has them, else the domain error's."""
+    for kind, say in words.items():
+        if isinstance(error, kind):
+            return protocol_message(*say(error))
+    return protocol_error(error)
 
 
 def responses(*statuses: int) -> dict[int | str, dict]:

@@ -1,24 +1,34 @@
-"""multipart/form-data bodies (RFC 7578) -> the files of one field, found in memory in one pass.
+"""multipart bodies (form-data, RFC 7578; related, RFC 2387) -> their parts, found in one pass.
 
 Starlette's form parser (python-multipart) runs a byte-by-byte state machine in Python and spools every
 part through a temporary file; for the one image of a /predict request it cost more than decoding the image
-(benchmarks/results/serving-profile.md). Here the body is already in memory (the body limit bounds it), so the
-parts are found with `bytes.find`. Header parameters (quoted names, escaped quotes) are read with
-python-multipart's own `parse_options_header`, as Starlette does.
+(benchmarks/results/serving-profile.md). Here the body is already spooled (app/api/spool.py: bytes, or a
+memory map of its file), so the parts are found with `find` and only their contents are copied out. Header
+parameters (quoted names, escaped quotes) are read with python-multipart's own `parse_options_header`, as
+Starlette does.
 """
 
 from __future__ import annotations
 
+import mmap
+from collections.abc import Iterator
+from dataclasses import dataclass
+
 from python_multipart.multipart import parse_options_header
 
-from app.inference import Upload
+from app.runtime.inference import Upload
 
+Body = bytes | mmap.mmap  # a spooled body (app/api/spool.py)
 CRLF = b"\r\n"
 HEADERS_END = b"\r\n\r\n"
 
 
 class MalformedForm(Exception):
     """The body says it is multipart/form-data but is not."""
+
+
+class NotMultipartRelated(Exception):
+    """A STOW-RS body that is not multipart/related."""
 
 
 def boundary_of(content_type: str) -> bytes:
@@ -29,23 +39,32 @@ def boundary_of(content_type: str) -> bytes:
     return boundary
 
 
-def form_files(body: bytes, content_type: str, field: str) -> list[Upload]:
-    """Every part named `field`, in order, as uploads (with or without a filename); other fields are ignored."""
+def _at(body: Body, position: int, expected: bytes) -> bool:
+    """`body.startswith(expected, position)`, for a memory map too."""
+    return body[position : position + len(expected)] == expected
+
+
+@dataclass(frozen=True)
+class Part:
+    headers: dict[str, str]  # lower-case names
+    data: bytes
+
+
+def parts_of(body: Body, content_type: str) -> Iterator[Part]:
+    """Every part of a multipart body (form-data or related), in order, its contents copied out."""
     delimiter = b"--" + boundary_of(content_type)
-    if body.startswith(delimiter):
+    if _at(body, 0, delimiter):
         position = len(delimiter)
     else:  # a preamble before the first delimiter
         found = body.find(CRLF + delimiter)
         if found < 0:
             raise MalformedForm("the multipart body has no part: its boundary does not occur in it")
         position = found + len(CRLF) + len(delimiter)
-    wanted = field.encode()
-    files: list[Upload] = []
     while True:
-        if body.startswith(b"--", position):  # the closing delimiter
-            return files
+        if _at(body, position, b"--"):  # the closing delimiter
+            return
         position = _skip_line_end(body, position)
-        if body.startswith(CRLF, position):  # a part without headers
+        if _at(body, position, CRLF):  # a part without headers
             headers_end, data_start = position, position + len(CRLF)
         else:
             headers_end = body.find(HEADERS_END, position)
@@ -55,25 +74,33 @@ def form_files(body: bytes, content_type: str, field: str) -> list[Upload]:
         data_end = body.find(CRLF + delimiter, data_start)
         if data_end < 0:
             raise MalformedForm("the multipart body ends inside a part: its closing boundary is missing")
-        headers = _headers(body[position:headers_end])
-        _, disposition = parse_options_header(headers.get("content-disposition", ""))
+        yield Part(_headers(body[position:headers_end]), body[data_start:data_end])
+        position = data_end + len(CRLF) + len(delimiter)
+
+
+def form_files(body: Body, content_type: str, field: str) -> list[Upload]:
+    """Every part named `field`, in order, as uploads (with or without a filename); other fields are ignored."""
+    wanted = field.encode()
+    files: list[Upload] = []
+    for part in parts_of(body, content_type):
+        _, disposition = parse_options_header(part.headers.get("content-disposition", ""))
         if disposition.get(b"name") == wanted:
             filename = disposition.get(b"filename")
             files.append(
                 Upload(
-                    data=body[data_start:data_end],
+                    data=part.data,
                     filename=filename.decode("utf-8", "replace") if filename is not None else None,
-                    content_type=headers.get("content-type"),
+                    content_type=part.headers.get("content-type"),
                 )
             )
-        position = data_end + len(CRLF) + len(delimiter)
+    return files
 
 
-def _skip_line_end(body: bytes, position: int) -> int:
+def _skip_line_end(body: Body, position: int) -> int:
     """After a delimiter: optional spaces or tabs (RFC 2046's transport padding), then CRLF."""
     while body[position : position + 1] in (b" ", b"\t"):
         position += 1
-    if not body.startswith(CRLF, position):
+    if not _at(body, position, CRLF):
         raise MalformedForm("a multipart boundary is not followed by a line end")
     return position + len(CRLF)
 

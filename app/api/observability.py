@@ -12,7 +12,7 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import request_context
-from app.metrics import ServiceMetrics
+from app.runtime.metrics import ServiceMetrics
 
 log = logging.getLogger("medscan.access")
 REQUEST_ID_HEADER = b"x-request-id"

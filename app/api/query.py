@@ -3,7 +3,7 @@
 FastAPI validating three optional query parameters cost 0.34 ms per request (benchmarks/results/
 serving-profile.md), more than decoding a small image, so the hot route reads them itself; `PARAMETERS`
 documents them in OpenAPI as FastAPI would. A value of the wrong type is InvalidQuery (422); a threshold
-outside 0-1 reaches the pipeline, whose own check answers it (app/inference.py).
+outside 0-1 reaches the pipeline, whose own check answers it (app/runtime/inference.py).
 """
 
 from __future__ import annotations

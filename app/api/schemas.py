@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from app.modality import Modality, ModalityCard
-from app.model_card import INTENDED_USE, ModelCard
-from app.registry import ModelStatus
+from app.contract.modality import Modality, ModalityCard
+from app.contract.model_card import INTENDED_USE, ModelCard
+from app.runtime.registry import ModelStatus
 
 
 class ImageSize(BaseModel):

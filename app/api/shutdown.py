@@ -6,7 +6,7 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.errors import error_response
-from app.server import ShutdownGate
+from app.api.server import ShutdownGate
 
 LIVENESS_PATHS = ("/health/live", "/v2/health/live")
 

@@ -6,7 +6,7 @@ const METRICS = [
   ["accuracy", "Accuracy", true], ["sensitivity", "Sensitivity", true], ["specificity", "Specificity", true],
   ["precision", "Precision", true], ["f1", "F1", false], ["roc_auc", "ROC AUC", false],
 ];
-// The kinds of image a model card names (its `modality`, app/modality.py), in words.
+// The kinds of image a model card names (its `modality`, app/contract/modality.py), in words.
 const KIND_WORDS = {
   blood_smear_cell: "a single blood-smear cell", chest_xray: "a chest X-ray", brain_mri: "a brain MRI slice",
   breast_ultrasound: "a breast ultrasound image", fundus_photograph: "a colour fundus photograph",

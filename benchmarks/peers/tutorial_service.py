@@ -10,6 +10,7 @@ import io
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -18,7 +19,7 @@ from PIL import Image
 
 MODELS = Path(os.environ.get("MODELS", "models"))
 app = FastAPI()
-models: dict[str, tuple[object, str, dict]] = {}
+models: dict[str, tuple[Any, str, dict]] = {}
 
 for folder in sorted(MODELS.iterdir()):
     if folder.is_dir():

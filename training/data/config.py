@@ -1,6 +1,7 @@
 """Per-disease settings, one record per disease: input size and colour mode (chosen per data set), the
-tuned recipe, source, caveats and target; and how a disease we do not know is described (a
-`disease.json` beside its images, or flags)."""
+tuned recipe, source, caveats and target. Every built-in disease is a data file, `training/diseases/<name>.json`,
+of the schema a lab's `disease.json` beside its images uses; flags win over both. Why each built-in recipe is
+what it is, with the measurements, is in docs/models.md."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import json
 import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
-from app.modality import Modality
-from app.model_store import DISEASE_NAME
-from app.preprocessing import ColourMode, Enhancement, InputSpec
+from app.contract.modality import Modality
+from app.contract.model_store import DISEASE_NAME
+from app.contract.preprocessing import ColourMode, Enhancement, InputSpec
 from training.data.samples import LabelRule, Sample, find_samples
 
 DEFAULT_LEARNING_RATE = 1e-3  # Adam's default, as the paper uses it
@@ -110,7 +112,7 @@ class DiseaseConfig:
     grade_pattern: str | None = None
     # The sites its images come from, for leave-one-site-out evaluation (training/experiments/cross_site.py).
     sites: tuple[SiteRule, ...] = ()
-    # The kind of image the model reads (app/modality.py): the service's modality check compares it with the
+    # The kind of image the model reads (app/contract/modality.py): the service's modality check compares it with the
     # kind an image is; OTHER for a disease of a kind MedScan does not know (no check then).
     modality: Modality = Modality.OTHER
 
@@ -131,186 +133,31 @@ class DiseaseConfig:
         raise ValueError(f"unknown recipe {name!r}; choose 'paper' or 'medscan'")
 
 
-# Messidor-2's two collections: the extension's IM00NNNN files (Brest) and the original Messidor departments.
-MESSIDOR_COLLECTIONS = (
-    SiteRule("Messidor-2 extension (IM00 files)", r"^messidor2_IM"),
-    SiteRule("Messidor original", ""),
-)
+DISEASES_DIR = Path(__file__).resolve().parent.parent / "diseases"  # training/diseases/<name>.json
 
-# What both Messidor-2 models (any retinopathy, referable retinopathy) share: the images, their input and its
-# preparation, the recipe, the sites and the grades.
-MESSIDOR_2 = DiseaseConfig(
-    name="messidor_2",
-    description="",
-    # The disc preparation crops the eye disc wherever it lies (so a camera's uncropped photograph is answered like
-    # the cropped training images) and keeps its colours (app/fundus.py). The fundus preparation, which also
-    # normalises colour and illumination away, left almost nothing to learn: on the validation part (same split
-    # and seed) referable_retinopathy reached ROC AUC 0.549 with it and 0.670 with the disc preparation;
-    # retinopathy 0.783 with the disc preparation, and with the fundus one never more than 0.60 by the training
-    # log's metric (its test part: 0.485). 96 px: at 128 px the paper's CNN (its Dense 256 on the flattened
-    # 8x8x256) exports 25 MB, over the 20 MB a model may take.
-    image_size=96,
-    colour_mode=ColourMode.RGB,
-    enhancement=Enhancement.DISC,
-    # Each collection's classes weigh alike: the collections differ in their share of grade 0 (about 44% and 80%),
-    # and retinopathy v5, trained without this, learned the collection (test part AUC within the extension's
-    # images 0.33, within the original's 0.69: python -m training evaluate retinopathy).
-    medscan=replace(MEDSCAN, epochs=30, batch_size=64, augment=True, balance_sites=True),
-    source="Messidor-2 (Decencière et al. 2014; adjudicated grades of Abramoff et al. 2013), French ophthalmology "
-    "departments",
-    caveats=(
-        "Macula-centred photographs from French clinics; at a clinic it has not seen, read the leave-one-"
-        "collection-out figures.",
-        "Exam groups chain consecutive files and may join more than one exam; they never split one.",
-    ),
-    grade_pattern=ICDR_GRADE,
-    sites=MESSIDOR_COLLECTIONS,
-    modality=Modality.FUNDUS_PHOTOGRAPH,
-)
 
-DISEASES: dict[str, DiseaseConfig] = {
-    config.name: config
-    for config in (
-        DiseaseConfig(
-            name="malaria",
-            description="Parasitized vs uninfected red blood cells from thin Giemsa-stained blood smears, in colour",
-            modality=Modality.BLOOD_SMEAR_CELL,
-            # Colour since 2026-11-29: the stain's purple is the parasite, which the grayscale copy threw away.
-            image_size=64,
-            colour_mode=ColourMode.RGB,
-            # A cell has no up or down: trained in a random one of its 8 flips and quarter turns. Grouped 3-fold CV
-            # of the colour cells (reports/crossval/malaria-medscan-*64px-20ep.json): ROC AUC 0.9866 +- 0.0030
-            # against 0.9818 +- 0.0026 without, higher in all 3 rounds, best epoch 13-16 instead of 5-6; stain
-            # jitter gave 0.9836 +- 0.0052 (2 of 3 rounds, within the noise): not used.
-            medscan=replace(MEDSCAN, flip_vertical=True, dihedral=True),
-            # Flips chosen by grouped 5-fold CV on the grayscale copy (better in all 5 rounds, +0.5 to +1.7
-            # points; reports/crossval/malaria-medscan-50px-20ep.json), for 4 network passes an image.
-            test_time_flips=("horizontal", "vertical"),
-            source="NIH/NLM malaria cell images (Rajaraman et al., 2018), colour originals fitted within 64x64",
-            caveats=(
-                (
-                    "Single cells segmented from thin smears of one hospital (Chittagong), one staining protocol and "
-                    "one smartphone-on-microscope setup; other stains and microscopes are unmeasured."
-                ),
-                (
-                    "Input is one segmented red blood cell in colour, not a whole smear; a grayscale cell is answered "
-                    "from its gray copy and flagged."
-                ),
-                "50 of the 201 patients have uninfected cells only.",
-            ),
-            target="accuracy >= 95.6% (paper)",
-            goal="accuracy >= 97.5%, AUC >= 0.995",
-            paper=("-", "95.6%"),
-        ),
-        DiseaseConfig(
-            name="pneumonia",
-            description="Pneumonia vs normal paediatric chest X-rays",
-            modality=Modality.CHEST_XRAY,
-            image_size=64,
-            colour_mode=ColourMode.GRAYSCALE,
-            # Not used: a start pretrained on the other four data sets. Grouped 5-fold CV of a first backbone: ROC
-            # AUC 0.9966 vs 0.9948, served at 0.98 97.52 +- 0.83% vs 96.99%, within the noise (paired t 1.0); a
-            # second one, made without the other sets' test parts, lost: 95.91 +- 2.23%, AUC 0.9926
-            # (reports/crossval/pneumonia-pretrained-*-25ep.json): the gain lies within pretraining's own spread.
-            medscan=replace(MEDSCAN, epochs=25, augment=True, flip_horizontal=False),
-            source="Kermany et al., Cell 2018 (Guangzhou Women and Children's Medical Center), train part",
-            caveats=(
-                "Paediatric chest X-rays from one centre; performance on adults or other centres is unknown.",
-                "Imbalanced (about 3:1 pneumonia:normal): read sensitivity, specificity and AUC, not accuracy alone.",
-                "Images were squashed to 224x224 by their publisher; the model sees them squashed further.",
-            ),
-            target="accuracy >= 95%",
-            goal="accuracy >= 97.5%, AUC >= 0.99",
-            paper=("59.5%", "99.5%"),
-            # grouped 5-fold CV, served accuracy by target: 0.95 -> 95.30%, 0.97 -> 96.62%, 0.98 -> 96.99%,
-            # 0.99 -> 96.15% (python -m training operating-points
-            # reports/crossval/pneumonia-medscan-augment-64px-25ep.json)
-            screening_sensitivity=0.98,
-            # Not adopted, within the noise of 5 folds: CLAHE (--enhancement contrast) 97.34 +- 0.55% at 0.98,
-            # better in 3 of 5 rounds, AUC 0.996 vs 0.995; 96 px input 96.75% (reports/crossval/pneumonia-*)
-        ),
-        DiseaseConfig(
-            name="brain_tumor",
-            description="Tumour (glioma, meningioma, pituitary) vs no tumour, brain MRI",
-            modality=Modality.BRAIN_MRI,
-            image_size=96,
-            colour_mode=ColourMode.GRAYSCALE,
-            medscan=replace(MEDSCAN, epochs=25, augment=True),
-            source="Brain Tumor MRI Dataset (M. Nickparvar, Kaggle), both parts, duplicates removed",
-            caveats=(
-                "Tumour classes (glioma, meningioma, pituitary) are merged into 'infected'; no tumour type is given.",
-                "Near-duplicate images share a group and stay on one side of a split.",
-            ),
-            target="accuracy >= 97%",
-            goal="accuracy >= 98.5%",
-            paper=("95.5%", "-"),
-            # grouped 5-fold CV, served accuracy by target: 0.95 -> 96.00%, 0.97 -> 97.13%, 0.98 -> 97.53%,
-            # 0.99 -> 96.53%; horizontal flips add nothing (97.49% at 0.98)
-            # (python -m training operating-points reports/crossval/brain_tumor-medscan-augment-96px-25ep.json)
-            screening_sensitivity=0.98,
-        ),
-        DiseaseConfig(
-            name="breast_cancer",
-            description="Malignant vs benign or normal breast ultrasound",
-            modality=Modality.BREAST_ULTRASOUND,
-            image_size=64,
-            colour_mode=ColourMode.GRAYSCALE,
-            # The recipe chosen on BUSI alone by grouped 5-fold CV: from a start pretrained on the other four
-            # data sets' non-test parts 85.44 +- 3.01%, AUC 0.879, against 83.31 +- 3.55%, AUC 0.849 from scratch
-            # (reports/crossval/breast_cancer-pretrained-medscan-augment-64px-60ep-busi-only.json). Since 2026-11-29 it
-            # trains on BUSI and BUS-BRA; leave-one-site-out figures are in the card (python -m training cross-site).
-            medscan=replace(MEDSCAN, epochs=60, batch_size=32, augment=True, pretrained_start=True),
-            source="BUSI (Al-Dhabyani et al., Data in Brief 2020, Cairo) and BUS-BRA (Gomez-Flores et al., Medical "
-            "Physics 2024, Brazil: biopsy-proven, four scanners)",
-            caveats=(
-                "Breast ultrasound (BUSI, BUS-BRA), not histopathology or mammography.",
-                (
-                    "Two hospitals and five scanners; at a hospital it has not seen, read the leave-one-site-out "
-                    "figures, not the test part."
-                ),
-                (
-                    "Some BUS-BRA images carry burned-in calipers and text; the card reports how much the answer moves "
-                    "when they are painted out."
-                ),
-                "'uninfected' means benign or normal tissue, not 'no finding'.",
-            ),
-            sites=(SiteRule("BUS-BRA (Brazil)", r"^busbra_"), SiteRule("BUSI (Egypt)", "")),
-            target="AUC >= 0.90",
-            goal="AUC >= 0.93 on every held-out site; specificity >= 0.60 at sensitivity >= 0.95",
-            paper=("88.1% (CNN+VGG16)", "92.2%"),
-        ),
-        replace(
-            MESSIDOR_2,
-            name="retinopathy",
-            description="Diabetic retinopathy of any grade (ICDR >= 1) vs none, colour fundus photographs",
-            caveats=(
-                "'infected' means diabetic retinopathy of any grade (ICDR 1-4); grade 1 (microaneurysms only) is "
-                "hard to see at 96 px. For the referral target (grade >= 2) use referable_retinopathy.",
-                *MESSIDOR_2.caveats,
-            ),
-            target="AUC >= 0.90",
-            goal="AUC >= 0.90 within Messidor-2, >= 0.85 on the other collection",
-            paper=("87.2%", "95.6%"),
-        ),
-        replace(
-            MESSIDOR_2,
-            name="referable_retinopathy",
-            description="Referable diabetic retinopathy (ICDR grade >= 2: moderate or worse) vs grades 0-1, colour "
-            "fundus photographs",
-            # The retinopathy images, labelled from each one's adjudicated grade in the manifest: the referral
-            # target of screening programmes.
-            labels=LabelRule(images_from="retinopathy", pattern=ICDR_GRADE, infected_from=2),
-            source=MESSIDOR_2.source + "; label = ICDR grade >= 2 from each image's grade",
-            caveats=(
-                "'infected' means referable retinopathy (ICDR grade 2-4); grade 1 counts as 'uninfected', as in "
-                "referral programmes. Macular oedema alone does not make an image referable here.",
-                *MESSIDOR_2.caveats,
-            ),
-            target="AUC >= 0.93",
-            goal="AUC >= 0.93; sensitivity >= 0.90 at specificity >= 0.80",
-        ),
-    )
-}
+def _builtin(name: str) -> DiseaseConfig:
+    """A disease MedScan ships: its data file, of a lab's `disease.json` schema, over MedScan's recipe; `like`
+    starts from another built-in disease (the two Messidor-2 models share images, input, recipe and sites)."""
+    file = DISEASES_DIR / f"{name}.json"
+    like = _read_json(file).get("like")
+    base = (
+        _builtin(_known_like(like, file))
+        if like
+        else DiseaseConfig(name=name, description="", image_size=0, colour_mode=ColourMode.GRAYSCALE, medscan=MEDSCAN,
+                           source="")
+    )  # fmt: skip
+    config = _apply_file(replace(base, name=name), file)
+    if config.image_size <= 0 or not config.description or not config.source:
+        raise ValueError(f"{file}: a built-in disease names its description, source, image_size and colour_mode")
+    return config
+
+
+def _known_like(like: object, file: Path) -> str:
+    if not isinstance(like, str) or not (DISEASES_DIR / f"{like}.json").is_file() or like == file.stem:
+        known = ", ".join(path.stem for path in sorted(DISEASES_DIR.glob("*.json")))
+        raise ValueError(f"{file}: 'like' names another built-in disease ({known}), not {like!r}")
+    return like
 
 
 def get_disease(name: str) -> DiseaseConfig:
@@ -340,8 +187,8 @@ RECIPE_KEYS = frozenset(
     }
 )
 CONFIG_KEYS = RECIPE_KEYS | {
-    "description", "source", "image_size", "colour_mode", "enhancement", "caveats", "target",
-    "screening_sensitivity", "test_time_flips", "labels", "grade_pattern", "sites", "modality",
+    "description", "source", "image_size", "colour_mode", "enhancement", "caveats", "target", "goal", "paper",
+    "screening_sensitivity", "test_time_flips", "labels", "grade_pattern", "sites", "modality", "like",
 }  # fmt: skip
 
 
@@ -376,11 +223,16 @@ def describe_disease(name: str, data_dir: Path, flags: DiseaseFlags = DiseaseFla
     sources = [config.described_by]
     file = data_dir / name / CONFIG_FILE
     if file.is_file():
+        like = _read_json(file).get("like")
+        if like is not None and name not in DISEASES:  # a lab's disease that starts from one of ours
+            like = _known_like(like, file)
+            config = replace(DISEASES[like], name=name, described_by=f"MedScan's {like}")
+            sources = [config.described_by]
         config = _apply_file(config, file)
         sources.append(str(file))
         if name not in DISEASES and config.labels and '"colour_mode"' not in file.read_text(encoding="utf-8"):
             config = replace(config, colour_mode=_colour_mode_of(data_dir / config.images_folder))
-    said = {
+    said: dict[str, Any] = {
         key: value
         for key, value in (
             ("image_size", flags.image_size),
@@ -396,13 +248,21 @@ def describe_disease(name: str, data_dir: Path, flags: DiseaseFlags = DiseaseFla
     return replace(config, described_by=" + ".join(sources))
 
 
-def _apply_file(config: DiseaseConfig, file: Path) -> DiseaseConfig:
+def _read_json(file: Path) -> dict:
     try:
         values = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise ValueError(f"{file} is not readable JSON: {error}") from None
-    if not isinstance(values, dict) or set(values) - CONFIG_KEYS:
-        unknown = sorted(set(values) - CONFIG_KEYS) if isinstance(values, dict) else values
+    if not isinstance(values, dict):
+        raise ValueError(f"{file}: a disease file is one JSON object, not {type(values).__name__}")
+    return values
+
+
+def _apply_file(config: DiseaseConfig, file: Path) -> DiseaseConfig:
+    values = _read_json(file)
+    values.pop("like", None)  # read by _builtin
+    if set(values) - CONFIG_KEYS:
+        unknown = sorted(set(values) - CONFIG_KEYS)
         raise ValueError(f"{file}: unknown keys {unknown}; allowed: {', '.join(sorted(CONFIG_KEYS))}")
     recipe = replace(config.medscan, **{k: v for k, v in values.items() if k in RECIPE_KEYS})
     fields = {k: v for k, v in values.items() if k not in RECIPE_KEYS}
@@ -416,7 +276,7 @@ def _apply_file(config: DiseaseConfig, file: Path) -> DiseaseConfig:
         fields["labels"] = _label_rule(fields["labels"], file)
     if "sites" in fields:
         fields["sites"] = _site_rules(fields["sites"], file)
-    for key in ("caveats", "test_time_flips"):
+    for key in ("caveats", "test_time_flips", "paper"):
         if key in fields:
             fields[key] = tuple(fields[key])
     return replace(config, medscan=recipe, **fields)
@@ -446,17 +306,19 @@ def _label_rule(values: object, file: Path) -> LabelRule:
     return rule
 
 
-def other_diseases(data_dir: Path, name: str) -> list[str]:
+def other_diseases(config: DiseaseConfig) -> list[str]:
     """The diseases whose images a model's out-of-distribution check must flag: every known one but itself and
     those trained on its own images (a label rule over the same folder is no other organ)."""
-    own = describe_disease(name, data_dir).images_folder
-    return [other for other in sorted(DISEASES) if other != name and DISEASES[other].images_folder != own]
+    own = config.images_folder
+    return [other for other in sorted(DISEASES) if other != config.name and DISEASES[other].images_folder != own]
 
 
 def _site_rules(values: object, file: Path) -> tuple[SiteRule, ...]:
     """`"sites": [{"name": "...", "pattern": "<regex>", "column": "file" or "note"}, ...]`."""
     try:
-        rules = tuple(SiteRule(**rule) for rule in values)  # type: ignore[union-attr]
+        if not isinstance(values, list):
+            raise TypeError(f"a list, not {type(values).__name__}")
+        rules = tuple(SiteRule(**rule) for rule in values)
         for rule in rules:
             re.compile(rule.pattern)
             if rule.column not in ("file", "note"):
@@ -466,9 +328,13 @@ def _site_rules(values: object, file: Path) -> tuple[SiteRule, ...]:
     return rules
 
 
-def disease_samples(data_dir: Path, name: str) -> list[Sample]:
+def samples_of(config: DiseaseConfig, data_dir: Path) -> list[Sample]:
     """A disease's labelled images: its class folders, or its label rule's (built in or in disease.json)."""
-    return find_samples(data_dir, name, describe_disease(name, data_dir).labels)
+    return find_samples(data_dir, config.name, config.labels)
+
+
+def disease_samples(data_dir: Path, name: str) -> list[Sample]:
+    return samples_of(describe_disease(name, data_dir), data_dir)
 
 
 def _colour_mode_of(folder: Path, sample: int = 20) -> ColourMode:
@@ -487,3 +353,7 @@ def _colour_mode_of(folder: Path, sample: int = 20) -> ColourMode:
         except OSError:
             continue
     return ColourMode.GRAYSCALE
+
+
+# Built last: the records need the file schema's readers above.
+DISEASES: dict[str, DiseaseConfig] = {path.stem: _builtin(path.stem) for path in sorted(DISEASES_DIR.glob("*.json"))}

@@ -12,9 +12,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from app.image_errors import ImageError
-from app.model_card import CLASS_NAMES
-from app.preprocessing import ColourMode, InputSpec, file_pixels, surround_value
+from app.contract.image_errors import ImageError
+from app.contract.model_card import CLASS_NAMES
+from app.contract.preprocessing import ColourMode, InputSpec, file_pixels, surround_value
 from training.data.config import Recipe
 from training.data.samples import DataError, Sample, Split
 
@@ -81,7 +81,7 @@ def decoded_from_arrays(pixels: np.ndarray, labels: np.ndarray) -> DecodedSet:
 
 
 def scale_batch(pixels: tf.Tensor) -> tf.Tensor:
-    # Same arithmetic as app.preprocessing.scale (float32 division by 255); a test checks parity.
+    # Same arithmetic as app.contract.preprocessing.scale (float32 division by 255); a test checks parity.
     return tf.cast(pixels, tf.float32) / tf.constant(255.0, tf.float32)
 
 

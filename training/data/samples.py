@@ -15,7 +15,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.model_card import CLASS_NAMES, ModelCard, SplitSpec
+from app.contract.model_card import CLASS_NAMES, ModelCard, SplitSpec
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif"})
 MANIFEST_FILE = "MANIFEST.csv"

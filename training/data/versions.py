@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.model_store import latest_version, version_dir, versions
+from app.contract.model_store import latest_version, version_dir, versions
 from training.data.samples import DataError
 
 

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 from scipy.stats import bootstrap
 
-from app.model_card import (
+from app.contract.model_card import (
     CalibrationFigures,
     FlagRate,
     ModelCard,
@@ -20,10 +20,10 @@ from app.model_card import (
     SplitSpec,
     TestMetrics,
 )
-from app.model_store import REPORT_DIR
-from app.preprocessing import ColourMode, InputSpec, decode, is_colour_picture, scale, to_pixels
-from app.savedmodel import ImageOutputs, LoadedModel
-from app.scoring import calibrated_probability
+from app.contract.model_store import REPORT_DIR
+from app.contract.preprocessing import ColourMode, InputSpec, decode, is_colour_picture, scale, to_pixels
+from app.contract.savedmodel import ImageOutputs, LoadedModel
+from app.contract.scoring import calibrated_probability
 from training.data.pipeline import decode_samples, kept_samples, pixels_of
 from training.data.samples import DataError, Sample, find_samples, split_as
 from training.evaluation.metrics import (
@@ -63,7 +63,7 @@ NOISE_KEY = "noise and blank images"
 @dataclass(frozen=True)
 class Probe:
     """Images the out-of-distribution check must flag, prepared at the model's input, and which of them the
-    service flags before any distance: colour pictures sent to a gray-modality model (app.preprocessing)."""
+    service flags before any distance: colour pictures sent to a gray-modality model (app.contract.preprocessing)."""
 
     pixels: np.ndarray
     colour_picture: np.ndarray  # bool per image
@@ -133,7 +133,7 @@ def group_intervals(
     since images of one patient are not independent."""
     names = ("accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc")
     group_ids = {name: index for index, name in enumerate(sorted(set(groups)))}
-    members = [[] for _ in group_ids]
+    members: list[list[int]] = [[] for _ in group_ids]
     for image, group in enumerate(groups):
         members[group_ids[group]].append(image)
     members_arrays = [np.array(m) for m in members]

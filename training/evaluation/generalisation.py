@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from app.model_card import Generalisation, GradeFigure, ModelCard, SiteFigures, read_card, replace_card
-from app.model_store import METADATA_FILE
-from app.site_shift import distance_quantiles
-from training.data.config import describe_disease, sites_of
+from app.contract.model_card import Generalisation, GradeFigure, ModelCard, SiteFigures, read_card, replace_card
+from app.contract.model_store import METADATA_FILE
+from app.contract.site_shift import distance_quantiles
+from training.data.config import DiseaseConfig, sites_of
 from training.data.samples import DataError, Sample, manifest_notes
 from training.data.versions import published_version
 from training.evaluation.metrics import compute_metrics, probabilities_of
@@ -69,6 +69,7 @@ def within_site(
 
 def breakdowns(
     card: ModelCard,
+    config: DiseaseConfig,
     data_dir: Path,
     test: list[Sample],
     labels: np.ndarray,
@@ -77,7 +78,6 @@ def breakdowns(
     validation_distances: np.ndarray | None,
 ) -> dict[str, object]:
     """The card fields this module owns, recomputed from the test part's answers (in `test`'s order)."""
-    config = describe_disease(card.disease, data_dir)
     threshold = card.screening.threshold if card.screening else 0.5
     notes = manifest_notes(data_dir, test)
     update: dict[str, object] = {

@@ -13,8 +13,8 @@ import numpy as np  # noqa: E402
 from sklearn.calibration import calibration_curve  # noqa: E402
 from sklearn.metrics import classification_report, roc_auc_score, roc_curve  # noqa: E402
 
-from app.model_card import CLASS_NAMES, OperatingPoint, TestMetrics  # noqa: E402
-from app.scoring import POSITIVE  # noqa: E402
+from app.contract.model_card import CLASS_NAMES, OperatingPoint, TestMetrics  # noqa: E402
+from app.contract.scoring import POSITIVE  # noqa: E402
 
 INFECTED = 0  # index of the positive class in CLASS_NAMES
 ECE_BINS = 15

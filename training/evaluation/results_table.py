@@ -1,12 +1,12 @@
-"""The README's results tables, from the shipped model cards: `python -m training.evaluation.results_table models/`."""
+"""The README's results tables, from the shipped model cards: `python -m training results-table models/`."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
+from typing import Any
 
-from app.model_card import Calibration, ModelCard, read_card
-from app.model_store import METADATA_FILE, disease_names, latest_version, version_dir
+from app.contract.model_card import Calibration, ModelCard, read_card
+from app.contract.model_store import METADATA_FILE, disease_names, latest_version, version_dir
 from training.data.config import DISEASES
 
 
@@ -217,7 +217,8 @@ def sites_table(models_dir: Path) -> str:
         if card.generalisation is None:
             continue
         for site in card.generalisation.sites:
-            within, out = site.within or {}, site.held_out
+            within: dict[str, Any] = site.within or {}
+            out: dict[str, Any] | None = site.held_out
             auc = _number(within.get("roc_auc"))
             if out is None:
                 lines.append(
@@ -296,21 +297,3 @@ def write_generated(models_dir: Path, files: tuple[Path, ...] = (README, MODELS_
             path.write_text(updated, encoding="utf-8")
             changed.append(path)
     return changed
-
-
-if __name__ == "__main__":
-    arguments = [a for a in sys.argv[1:] if not a.startswith("--")]
-    folder = Path(arguments[0] if arguments else "models")
-    if "--write" in sys.argv:  # the README's and docs/models.md's generated blocks
-        print("\n".join(str(path) for path in write_generated(folder)) or "unchanged")
-        sys.exit(0)
-    if "--glance" in sys.argv:
-        print(glance_table(folder))
-        sys.exit(0)
-    print(table(folder))
-    print()
-    print(crossval_table(folder))
-    print()
-    print(sites_table(folder))
-    print()
-    print(trust_table(folder))

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from app.model_card import ModelCard, replace_card
-from app.model_store import METADATA_FILE
-from app.savedmodel import LoadedModel, load_model
-from app.scoring import normalise
-from training.data.config import disease_samples, other_diseases
+from app.contract.model_card import ModelCard, replace_card
+from app.contract.model_store import METADATA_FILE
+from app.contract.savedmodel import LoadedModel, load_model
+from app.contract.scoring import normalise
+from training.data.config import describe_disease, disease_samples, other_diseases, samples_of
 from training.data.pipeline import decode_samples, images_only, kept_samples, pixels_of
 from training.data.samples import DataError, Sample, card_split_spec, split_as
 from training.data.versions import published_version
@@ -60,17 +60,19 @@ def evaluate_version(
     out-of-distribution flags, per-site and per-grade figures) and keep its validation part's distances for
     the site-shift signal; with `write`, replace its card's figures and report in place."""
     model = load_version(disease, models_dir, version)
+    config = describe_disease(model.card.disease, data_dir)
     spec = model.card.input.spec()
-    split = split_as(disease_samples(data_dir, model.card.disease), card_split_spec(model.card))
+    split = split_as(samples_of(config, data_dir), card_split_spec(model.card))
     decoded = decode_samples(split.test, spec)
     test = kept_samples(split.test, decoded)
-    probes = probe_sets(data_dir, disease, spec, known=other_diseases(data_dir, disease))
+    probes = probe_sets(data_dir, disease, spec, known=other_diseases(config))
     assessment = assess(model, pixels_of(decoded), decoded.labels, [s.group for s in test], probes)
     validation = run_model(model, pixels_of(decode_samples(split.validation, spec)))
     card = with_assessment(model.card, assessment)
     card = card.model_copy(
         update=breakdowns(
             card,
+            config,
             data_dir,
             test,
             assessment.labels,

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from app.model_card import CrossValidation, ModelCard, read_card, replace_card
-from app.model_store import METADATA_FILE
+from app.contract.model_card import CrossValidation, ModelCard, read_card, replace_card
+from app.contract.model_store import METADATA_FILE
 from training.data.samples import DataError
 from training.data.versions import published_version
 from training.experiments.crossval import kept_rounds, measured_with

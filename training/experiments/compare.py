@@ -15,13 +15,15 @@ import platform
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from training.data.config import DISEASES
-from training.experiments.crossval import METRICS, cross_validation_pool, evaluate_round, summarise
+from app.contract.preprocessing import InputSpec
+from training.data.config import DISEASES, Recipe
+from training.experiments.crossval import METRICS, Pool, cross_validation_pool, evaluate_round, summarise
 from training.networks.architectures import min_side
-from training.release.train import TrainOptions, resolve_disease, resolve_recipe, resolve_start
+from training.release.train import TrainOptions, resolve_recipe, resolve_start
 
 log = logging.getLogger("training")
 
@@ -35,6 +37,32 @@ PAPER_TABLE_2 = {
 }
 
 
+def _architecture(
+    options: TrainOptions, spec: InputSpec, recipe: Recipe, pool: Pool, folds: int, start: str | None
+) -> dict[str, Any]:
+    """One architecture on every fold: its figures, size, speed and ROC curve."""
+    started = time.perf_counter()
+    rounds, labels, scores, parameters = [], [], [], 0
+    for fold in range(folds):
+        result, held_labels, held_scores, fitted = evaluate_round(options, spec, recipe, pool, fold, folds, start)
+        rounds.append(result)
+        labels.append(held_labels)
+        scores.append(held_scores[:, 0])
+        parameters = fitted.model.count_params()
+    train_images = sum(r.n_train * max(r.epochs_run, 1) for r in rounds)
+    return {
+        "summary": summarise(rounds),
+        "rounds": [asdict(replace(r, scores=None)) for r in rounds],
+        "parameters": int(parameters),
+        "train_ms_per_image_epoch": round(1000 * sum(r.seconds for r in rounds) / train_images, 3),
+        "inference_ms_per_image": round(
+            1000 * sum(r.predict_seconds for r in rounds) / sum(r.n_evaluated for r in rounds), 3
+        ),
+        "roc": roc_points(np.concatenate(labels), np.concatenate(scores)),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
 def compare(
     options: TrainOptions,
     archs: list[str],
@@ -43,8 +71,8 @@ def compare(
     image_size: int | None = None,
     report_dir: Path = Path("reports"),
     per_group: int | None = None,
-) -> dict[str, object]:
-    config = resolve_disease(options)
+) -> dict[str, Any]:
+    config = options.config
     recipe = resolve_recipe(config, options)
     if options.weights is None:  # every architecture starts as --weights says (none: scratch), alike
         recipe = replace(recipe, pretrained_start=False)
@@ -73,29 +101,7 @@ def compare(
         if arch in earlier:  # same folds, data and recipe: measured by an earlier run, kept
             results[arch] = earlier[arch]
             continue
-        arch_options = replace(options, arch=arch)
-        arch_started = time.perf_counter()
-        rounds, labels, scores, parameters = [], [], [], 0
-        for fold in range(folds):
-            result, held_labels, held_scores, fitted = evaluate_round(
-                arch_options, spec, recipe, pool, fold, folds, start
-            )
-            rounds.append(result)
-            labels.append(held_labels)
-            scores.append(held_scores[:, 0])
-            parameters = fitted.model.count_params()
-        train_images = sum(r.n_train * max(r.epochs_run, 1) for r in rounds)
-        results[arch] = {
-            "summary": summarise(rounds),
-            "rounds": [asdict(replace(r, scores=None)) for r in rounds],
-            "parameters": int(parameters),
-            "train_ms_per_image_epoch": round(1000 * sum(r.seconds for r in rounds) / train_images, 3),
-            "inference_ms_per_image": round(
-                1000 * sum(r.predict_seconds for r in rounds) / sum(r.n_evaluated for r in rounds), 3
-            ),
-            "roc": roc_points(np.concatenate(labels), np.concatenate(scores)),
-            "seconds": round(time.perf_counter() - arch_started, 1),
-        }
+        results[arch] = _architecture(replace(options, arch=arch), spec, recipe, pool, folds, start)
         # every architecture's time, those measured by an earlier part of the run included
         comparison["seconds"] = round(sum(_arch_seconds(r) for r in results.values()), 1)
         write_report(comparison, report_dir / options.disease)  # after each architecture: a long run stays useful

@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from app.model_card import ModelCard, SourceConfound, read_card, replace_card
-from app.model_store import METADATA_FILE
-from app.preprocessing import InputSpec
-from training.data.config import disease_samples
+from app.contract.model_card import ModelCard, SourceConfound, read_card, replace_card
+from app.contract.model_store import METADATA_FILE
+from app.contract.preprocessing import InputSpec
+from training.data.config import samples_of
 from training.data.pipeline import decode_samples, kept_samples, pixels_of
 from training.data.samples import DataError, Sample
 from training.data.versions import published_version
-from training.release.train import TrainOptions, resolve_disease
+from training.release.train import TrainOptions
 
 FEATURES = ("mean_r", "mean_g", "mean_b", "std_r", "std_g", "std_b", "dark_share", "frame_mean", "centre_mean")
 DARK = 0.1  # of full scale: the black surround of a fundus photograph
@@ -81,13 +82,13 @@ def out_of_fold_auc(
     }
 
 
-def confound_check(options: TrainOptions, report_dir: Path | None = None) -> dict[str, object]:
+def confound_check(options: TrainOptions, report_dir: Path | None = None) -> dict[str, Any]:
     """Measure the blind classifier on every image of the disease, prepared as `options` prepares them."""
-    spec: InputSpec = resolve_disease(options).spec()
-    samples: list[Sample] = disease_samples(options.data_dir, options.disease)
+    spec: InputSpec = options.config.spec()
+    samples: list[Sample] = samples_of(options.config, options.data_dir)
     decoded = decode_samples(samples, spec)
     samples = kept_samples(samples, decoded)
-    result = {
+    result: dict[str, Any] = {
         "disease": options.disease,
         "input": list(spec.shape),
         "enhancement": spec.enhancement.value,

@@ -24,14 +24,16 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import keras
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from app.scoring import POSITIVE, calibrated_probability
-from app.site_shift import SITE_SHIFT_PERCENTILE
-from training.data.config import DiseaseConfig, disease_samples, sites_of
-from training.data.pipeline import decode_samples, images_only, kept_samples
+from app.contract.scoring import POSITIVE, calibrated_probability
+from app.contract.site_shift import SITE_SHIFT_PERCENTILE
+from training.data.config import DiseaseConfig, samples_of, sites_of
+from training.data.pipeline import DecodedSet, decode_samples, images_only, kept_samples
 from training.data.samples import DataError, Sample, manifest_notes, split_by_group
 from training.evaluation.assessment import group_intervals
 from training.evaluation.metrics import compute_metrics, expected_calibration_error, operating_point, probabilities_of
@@ -40,7 +42,7 @@ from training.networks.architectures import PAPER_CNN
 from training.networks.fitting import fit_model
 from training.networks.pretrain import pretraining_record
 from training.networks.servable import features_and_log_odds
-from training.release.train import TrainOptions, fit_seed, resolve_disease, resolve_recipe, resolve_start
+from training.release.train import TrainOptions, fit_seed, resolve_recipe, resolve_start
 from training.release.trust import fit_trust
 
 log = logging.getLogger("training")
@@ -64,7 +66,7 @@ class HeldOutSite:
     n_evaluated: int
     best_epoch: int
     seconds: float
-    figures: dict[str, object]
+    figures: dict[str, Any]
     scores: dict[str, list]  # labels (0: infected) and calibrated P(infected) of every held-out image
 
 
@@ -94,7 +96,7 @@ def measure_site(
     trust,
     validation_distances: np.ndarray,
     calibrated_at: float,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """A held-out site's figures as the service would answer there, with the trust layer of the known sites."""
     raw = calibrated_probability(log_odds, 1.0)
     calibrated = calibrated_probability(log_odds, *trust.calibration.parameters)
@@ -157,34 +159,12 @@ def hold_out(
         initial_weights=resolve_start(config, recipe, options),
         strata=[where[s.path] for s in kept_samples(split.train, train_part)],
     )
-    batches = {
-        name: images_only(part, batch_size=recipe.batch_size)
-        for name, part in (("train", train_part), ("validation", validation_part), ("held_out", evaluated))
+    parts = {"train": train_part, "validation": validation_part, "held_out": evaluated}
+    groups = {
+        "validation": [s.group for s in kept_samples(split.validation, validation_part)],
+        "held_out": [s.group for s in kept_samples(held_out, evaluated)],
     }
-    train_features, _ = features_and_log_odds(fitted.model, batches["train"])
-    validation_features, validation_odds = features_and_log_odds(
-        fitted.model, batches["validation"], config.test_time_flips
-    )
-    held_features, held_odds = features_and_log_odds(fitted.model, batches["held_out"], config.test_time_flips)
-    validation_groups = [s.group for s in kept_samples(split.validation, validation_part)]
-    trust = fit_trust(
-        train_features,
-        train_part.labels,
-        validation_features,
-        validation_odds,
-        validation_part.labels,
-        validation_groups,
-        target_sensitivity=config.screening_sensitivity,
-    )
-    figures = measure_site(
-        evaluated.labels,
-        [s.group for s in kept_samples(held_out, evaluated)],
-        held_odds,
-        trust.ood.distances(held_features),
-        trust,
-        trust.ood.distances(validation_features),
-        calibrated_at=float(np.mean(validation_part.labels == POSITIVE)),
-    )
+    figures, probability = _measured(fitted.model, config, recipe.batch_size, parts, groups)
     log.info(
         "%s without %s: AUC %.4f, accuracy %.4f; screening sensitivity %.3f specificity %.3f; ECE %.3f",
         options.disease,
@@ -203,21 +183,51 @@ def hold_out(
         best_epoch=fitted.best_epoch,
         seconds=round(fitted.seconds, 1),
         figures=figures,
-        scores={
-            "labels": evaluated.labels.astype(int).tolist(),
-            "probability": np.round(calibrated_probability(held_odds, *trust.calibration.parameters), 6).tolist(),
-        },
+        scores={"labels": evaluated.labels.astype(int).tolist(), "probability": np.round(probability, 6).tolist()},
     )
 
 
-def cross_site(
-    options: TrainOptions, report_dir: Path | None = None, only: list[str] | None = None
-) -> dict[str, object]:
+def _measured(
+    model: keras.Model,
+    config: DiseaseConfig,
+    batch_size: int,
+    parts: dict[str, DecodedSet],
+    groups: dict[str, list[str]],
+) -> tuple[dict[str, Any], np.ndarray]:
+    """The trust layer fitted on the known sites' parts, as `train` fits it, and the held-out site measured as
+    served: (its figures, each held-out image's calibrated probability)."""
+    batches = {name: images_only(part, batch_size=batch_size) for name, part in parts.items()}
+    train_part, validation_part, evaluated = parts["train"], parts["validation"], parts["held_out"]
+    train_features, _ = features_and_log_odds(model, batches["train"])
+    validation_features, validation_odds = features_and_log_odds(model, batches["validation"], config.test_time_flips)
+    held_features, held_odds = features_and_log_odds(model, batches["held_out"], config.test_time_flips)
+    trust = fit_trust(
+        train_features,
+        train_part.labels,
+        validation_features,
+        validation_odds,
+        validation_part.labels,
+        groups["validation"],
+        target_sensitivity=config.screening_sensitivity,
+    )
+    figures = measure_site(
+        evaluated.labels,
+        groups["held_out"],
+        held_odds,
+        trust.ood.distances(held_features),
+        trust,
+        trust.ood.distances(validation_features),
+        calibrated_at=float(np.mean(validation_part.labels == POSITIVE)),
+    )
+    return figures, calibrated_probability(held_odds, *trust.calibration.parameters)
+
+
+def cross_site(options: TrainOptions, report_dir: Path | None = None, only: list[str] | None = None) -> dict[str, Any]:
     """Every site (or those in `only`) held out in turn; the report is written to <report_dir>/<tag>.json."""
-    config = resolve_disease(options)
+    config = options.config
     if not config.sites:
         raise DataError(f"{options.disease} names no sites; give it 'sites' in its disease.json")
-    samples = disease_samples(options.data_dir, options.disease)
+    samples = samples_of(options.config, options.data_dir)
     sites = sites_of(samples, manifest_notes(options.data_dir, samples), config.sites)
     counts = {name: sites.count(name) for name in dict.fromkeys(sites)}
     chosen = only or list(counts)
@@ -229,7 +239,7 @@ def cross_site(
     spec = config.spec()
     recipe = resolve_recipe(config, options)
     start = resolve_start(config, recipe, options)
-    result = {
+    result: dict[str, Any] = {
         "disease": options.disease,
         "method": "leave one site out",
         "seed": options.seed,

@@ -20,14 +20,15 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
-from app.model_card import SplitSpec
-from app.preprocessing import Enhancement, InputSpec
-from app.scoring import normalise
-from training.data.config import DEFAULT_LEARNING_RATE, Recipe, disease_samples
+from app.contract.model_card import SplitSpec
+from app.contract.preprocessing import Enhancement, InputSpec
+from app.contract.scoring import normalise
+from training.data.config import DEFAULT_LEARNING_RATE, Recipe, samples_of
 from training.data.pipeline import decode_samples, decoded_from_arrays, images_only, kept_samples, pixels_of
 from training.data.samples import DataError, Sample, check_trainable, split_as
 from training.evaluation.metrics import compute_metrics, probabilities_of
@@ -37,7 +38,6 @@ from training.networks.servable import flip_views
 from training.release.train import (
     TrainOptions,
     fit_seed,
-    resolve_disease,
     resolve_recipe,
     resolve_start,
 )
@@ -82,7 +82,7 @@ def summarise(rounds: list[RoundResult], at_screening: bool = False) -> dict[str
 def _over_rounds(measured: list[dict[str, float | None] | None]) -> dict[str, dict[str, float]]:
     summary = {}
     for name in METRICS:
-        values = [m[name] for m in measured if m is not None and m[name] is not None]
+        values = [value for m in measured if m is not None and (value := m[name]) is not None]
         if values:
             summary[name] = {
                 "mean": float(np.mean(values)),
@@ -111,7 +111,7 @@ def cross_validation_pool(
 ) -> Pool:
     """The non-test part (optionally a grouped subset of about `subset` images, at most `per_group` of each
     patient) in folds."""
-    split = split_as(disease_samples(options.data_dir, options.disease), SplitSpec(seed=options.seed))
+    split = split_as(samples_of(options.config, options.data_dir), SplitSpec(seed=options.seed))
     check_trainable(split)
     pool = split.train + split.validation  # everything but the test part
     if per_group is not None:
@@ -234,7 +234,10 @@ def recipe_flips(recipe: Recipe) -> list[str]:
 
 def _flipped_scores(fitted: FittedModel, pixels: np.ndarray, recipe: Recipe) -> list[np.ndarray]:
     """Scores of every flipped view, the same views an export with these flips answers from."""
-    return [_scores(fitted, np.flip(pixels, axis=axes), recipe.batch_size) for axes in flip_views(recipe_flips(recipe))]
+    return [
+        _scores(fitted, np.flip(pixels, axis=tuple(axes)), recipe.batch_size)
+        for axes in flip_views(recipe_flips(recipe))
+    ]
 
 
 def _kept(labels: np.ndarray, scores: np.ndarray, flipped: list[np.ndarray]) -> dict[str, list]:
@@ -252,7 +255,8 @@ def measured_with(
 ) -> dict[str, dict[str, dict[str, float]]]:
     """Every metric over rounds from kept scores (`infected` or `infected_with_flips`), at 0.5 and at each
     round's screening threshold for `target_sensitivity`, chosen on its validation fold."""
-    at_half, at_screening = [], []
+    at_half: list[dict[str, float | None] | None] = []
+    at_screening: list[dict[str, float | None] | None] = []
     for round_ in rounds:
         held_out, validation = round_["scores"]["held_out"], round_["scores"]["validation"]
         threshold = screening_threshold(np.array(validation[key]), np.array(validation["labels"]), target_sensitivity)
@@ -272,7 +276,7 @@ def kept_rounds(report: Path, result: dict) -> list[dict]:
 TARGETS = (0.80, 0.85, 0.90, 0.95, 0.97, 0.98, 0.99)
 
 
-def operating_points(report: Path, targets: tuple[float, ...] = TARGETS) -> list[dict[str, object]]:
+def operating_points(report: Path, targets: tuple[float, ...] = TARGETS) -> list[dict[str, Any]]:
     """How the rounds would have been answered at each target sensitivity, with and without the flips the
     report measured: what a disease's screening sensitivity and test-time flips are chosen by."""
     result = json.loads(report.read_text(encoding="utf-8"))
@@ -294,15 +298,15 @@ def operating_points(report: Path, targets: tuple[float, ...] = TARGETS) -> list
     return rows
 
 
-def cross_validate(options: TrainOptions, folds: int = 5, report_dir: Path | None = None) -> dict[str, object]:
-    config = resolve_disease(options)
+def cross_validate(options: TrainOptions, folds: int = 5, report_dir: Path | None = None) -> dict[str, Any]:
+    config = options.config
     recipe = resolve_recipe(config, options)
     spec = config.spec()
     start = resolve_start(config, recipe, options)  # pretrained without the disease's images: no fold leaks
     pool = cross_validation_pool(options, spec, folds)
     started = time.perf_counter()
     rounds = [evaluate_round(options, spec, recipe, pool, fold, folds, start)[0] for fold in range(folds)]
-    result = {
+    result: dict[str, Any] = {
         "disease": options.disease,
         "folds": folds,
         "seed": options.seed,

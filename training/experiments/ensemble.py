@@ -25,9 +25,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from app.model_card import EnsembleMember, ModelCard, TrainingCard, read_card
-from app.model_store import METADATA_FILE
-from training.data.config import disease_samples
+from app.contract.model_card import EnsembleMember, ModelCard, TrainingCard, read_card
+from app.contract.model_store import METADATA_FILE
+from training.data.config import describe_disease, samples_of
 from training.data.pipeline import decode_split
 from training.data.samples import DataError, card_split_spec, split_as
 from training.data.versions import published_version
@@ -135,10 +135,11 @@ def ensemble_versions(
         )
     card = ensemble_card(cards, test_time_flips)
     spec = card.input.spec()
-    split = split_as(disease_samples(data_dir, disease), card_split_spec(card))
+    config = describe_disease(disease, data_dir)
+    split = split_as(samples_of(config, data_dir), card_split_spec(card))
     decoded = decode_split(split, spec)
     card = card.model_copy(update={"data": card.data.model_copy(update={"counts": split_counts(split, decoded)})})
-    data = release_data(disease, split, decoded, data_dir, spec)
+    data = release_data(config, split, decoded, data_dir, spec)
     return release(
         networks, spec, data, card, models_dir, target_sensitivity=target_sensitivity or target_sensitivity_of(cards[0])
     )

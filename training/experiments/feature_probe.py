@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from training.experiments.crossval import cross_validation_pool
 from training.networks.architectures import make_architecture
-from training.release.train import TrainOptions, resolve_disease
+from training.release.train import TrainOptions
 
 log = logging.getLogger("training")
 # Where EfficientNet-Lite0's stages end: (name, layer); the network's input side / 16 and / 32, and its head.
@@ -86,7 +86,7 @@ def probe_round(plain, mirrored, infected, train, validation, evaluated) -> dict
 
 
 def feature_probe(options: TrainOptions, weights: str, folds: int = 5, report: Path | None = None) -> dict:
-    config = resolve_disease(options)
+    config = options.config
     spec = config.spec()
     pool = cross_validation_pool(options, spec, folds)
     model = make_architecture(options.arch, spec, weights=weights)

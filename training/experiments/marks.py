@@ -10,18 +10,20 @@ that reads the tissue barely moves; one that reads the marks changes its answers
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 from PIL import Image
 
-from app.model_card import BurnedInMarks, replace_card
-from app.model_store import METADATA_FILE
-from app.preprocessing import load_first_frame, read_header, to_pixels
-from app.scoring import calibrated_probability
-from training.data.config import describe_disease, disease_samples, sites_of
-from training.data.samples import card_split_spec, manifest_notes, split_as
+from app.contract.model_card import BurnedInMarks, replace_card
+from app.contract.model_store import METADATA_FILE
+from app.contract.preprocessing import InputSpec, load_first_frame, read_header, to_pixels
+from app.contract.scoring import calibrated_probability
+from training.data.config import describe_disease, samples_of, sites_of
+from training.data.samples import Sample, card_split_spec, manifest_notes, split_as
 from training.evaluation.assessment import run_model
 from training.evaluation.metrics import compute_metrics, probabilities_of
 from training.evaluation.run import load_version
@@ -59,20 +61,19 @@ def paint_out(gray: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return cv2.inpaint(gray, mask.astype(np.uint8), 3, cv2.INPAINT_TELEA)
 
 
-def marks_check(
-    disease: str,
-    *,
-    data_dir: Path,
-    models_dir: Path,
-    version: int | None = None,
-    report_dir: Path | None = None,
-    write: bool = False,
-) -> dict[str, object]:
-    model = load_version(disease, models_dir, version)
-    card = model.card
-    spec = card.input.spec()
-    test = split_as(disease_samples(data_dir, disease), card_split_spec(card)).test
-    as_is, painted, labels, marked, marked_share = [], [], [], [], []
+@dataclass(frozen=True)
+class PaintedOut:
+    """Each test image as the model is fed it, with and without its burned-in marks."""
+
+    as_is: np.ndarray
+    painted: np.ndarray
+    labels: np.ndarray
+    marked: np.ndarray  # bool: enough marked pixels to count as marked
+    marked_share: list[float]
+
+
+def paint_out_marks(test: list[Sample], spec: InputSpec) -> PaintedOut:
+    as_is, painted, marked, marked_share = [], [], [], []
     for sample in test:
         image = load_first_frame(read_header(sample.path.read_bytes(), max_pixels=10**8))
         gray = np.asarray(image.convert("L"))
@@ -81,43 +82,63 @@ def marks_check(
         cleaned = Image.fromarray(paint_out(gray, mask)) if has_marks else image
         as_is.append(to_pixels(image, spec))
         painted.append(to_pixels(cleaned, spec))
-        labels.append(sample.label)
         marked.append(has_marks)
         marked_share.append(float(mask.mean()))
-    labels_array, marked_array = np.array(labels), np.array(marked)
+    labels = np.array([sample.label for sample in test])
+    return PaintedOut(np.stack(as_is), np.stack(painted), labels, np.array(marked), marked_share)
+
+
+def _figures(
+    members: np.ndarray, images: PaintedOut, before: np.ndarray, after: np.ndarray, threshold: float, classes: list[str]
+) -> dict[str, Any]:
+    chosen = members & images.marked
+    labels = images.labels
+
+    def auc(probabilities: np.ndarray) -> float | None:
+        if len(set(labels[members].tolist())) < 2:
+            return None
+        return compute_metrics(labels[members], probabilities_of(probabilities[members])).roc_auc
+
+    return {
+        "images": int(members.sum()),
+        "with_marks": int(chosen.sum()),
+        "with_marks_by_class": {name: int(chosen[labels == index].sum()) for index, name in enumerate(classes)},
+        "mean_abs_change": float(np.abs(after - before)[chosen].mean()) if chosen.any() else 0.0,
+        "flipped_at_screening_threshold": int(np.sum(((before >= threshold) != (after >= threshold))[members])),
+        "roc_auc_as_is": auc(before),
+        "roc_auc_painted_out": auc(after),
+    }
+
+
+def marks_check(
+    disease: str,
+    *,
+    data_dir: Path,
+    models_dir: Path,
+    version: int | None = None,
+    report_dir: Path | None = None,
+    write: bool = False,
+) -> dict[str, Any]:
+    model = load_version(disease, models_dir, version)
+    card = model.card
+    config = describe_disease(disease, data_dir)
+    test = split_as(samples_of(config, data_dir), card_split_spec(card)).test
+    images = paint_out_marks(test, card.input.spec())
     calibration = card.calibration_parameters()
     threshold = card.screening.threshold if card.screening else 0.5
-    before = calibrated_probability(run_model(model, np.stack(as_is)).log_odds, *calibration)
-    after = calibrated_probability(run_model(model, np.stack(painted)).log_odds, *calibration)
-    change = np.abs(after - before)
+    before = calibrated_probability(run_model(model, images.as_is).log_odds, *calibration)
+    after = calibrated_probability(run_model(model, images.painted).log_odds, *calibration)
 
-    def figures(members: np.ndarray) -> dict[str, object]:
-        chosen = members & marked_array
+    def figures(members: np.ndarray) -> dict[str, Any]:
+        return _figures(members, images, before, after, threshold, card.classes)
 
-        def auc(probabilities: np.ndarray, among: np.ndarray) -> float | None:
-            if len(set(labels_array[among].tolist())) < 2:
-                return None
-            return compute_metrics(labels_array[among], probabilities_of(probabilities[among])).roc_auc
-
-        return {
-            "images": int(members.sum()),
-            "with_marks": int(chosen.sum()),
-            "with_marks_by_class": {
-                name: int(chosen[labels_array == index].sum()) for index, name in enumerate(card.classes)
-            },
-            "mean_abs_change": float(change[chosen].mean()) if chosen.any() else 0.0,
-            "flipped_at_screening_threshold": int(np.sum(((before >= threshold) != (after >= threshold))[members])),
-            "roc_auc_as_is": auc(before, members),
-            "roc_auc_painted_out": auc(after, members),
-        }
-
-    config = describe_disease(disease, data_dir)
+    marked, marked_share = images.marked.tolist(), images.marked_share
     sites = sites_of(test, manifest_notes(data_dir, test), config.sites) if config.sites else ["all"] * len(test)
     result = {
         "disease": disease,
         "version": card.version,
         "method": METHOD,
-        **figures(np.ones(len(labels_array), bool)),
+        **figures(np.ones(len(images.labels), bool)),
         "mean_marked_area": float(np.mean([a for a, m in zip(marked_share, marked) if m])) if any(marked) else 0.0,
         # A site without burned-in marks is the control: there only speckle is painted out.
         "by_site": {site: figures(np.array([s == site for s in sites])) for site in dict.fromkeys(sites)},

@@ -1,1 +1,1 @@
-"""The modality check: which kind of image is this (app/modality.py), fitted on every data set."""
+"""The modality check: which kind of image is this (app/contract/modality.py), fitted on every data set."""

@@ -16,16 +16,17 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from app.modality import MODALITY_DIR, SIDE, Modality, ModalityCard, ModalityFigures
-from app.model_store import METADATA_FILE, next_version
-from app.preprocessing import ColourMode, kind_input, to_colour_mode
-from app.savedmodel import SERVE
+from app.contract.modality import MODALITY_DIR, SIDE, Modality, ModalityCard, ModalityFigures
+from app.contract.model_store import METADATA_FILE, next_version
+from app.contract.preprocessing import ColourMode, kind_input, to_colour_mode
+from app.contract.savedmodel import SERVE
 from training.modality.data import KindImage, known_kinds, medical_images, other_images
 from training.networks.efficientnet_lite import (
     ARCH,
@@ -142,14 +143,14 @@ def recognised(head: KindHead, features: np.ndarray, kind: Modality) -> np.ndarr
     return head.probabilities(features)[:, head.classes.index(kind)] >= MINIMUM_PROBABILITY
 
 
-def measure(head: KindHead, measured: Features) -> dict[str, dict[str, object]]:
+def measure(head: KindHead, measured: Features) -> dict[str, dict[str, Any]]:
     """Per kind: how often its own images are recognised (plain and at 3:2), and how often each other kind's
     images, the photographs and the synthetic ones are refused as that kind."""
     kinds = measured.kinds
-    figures: dict[str, dict[str, object]] = {}
+    figures: dict[str, dict[str, Any]] = {}
     for kind in head.classes:
         own = kinds == kind.value
-        entry: dict[str, object] = {
+        entry: dict[str, Any] = {
             "own_recognised": _share(recognised(head, measured.plain[own], kind)),
             "own_recognised_at_3_2": _share(recognised(head, measured.framed[own], kind)),
             "n_own": int(own.sum()),
@@ -228,7 +229,7 @@ def publish_check(model: keras.Model, card: ModalityCard, models_dir: Path) -> P
     return folder
 
 
-def run(options: ModalityOptions) -> dict[str, object]:
+def run(options: ModalityOptions) -> dict[str, Any]:
     started = time.perf_counter()
     medical = medical_images(options.data_dir, options.per_kind, options.measure_per_kind, options.seed)
     others = other_images(options.synthetic_fit, options.synthetic_measure, options.seed)
@@ -242,7 +243,7 @@ def run(options: ModalityOptions) -> dict[str, object]:
     import skimage.data  # a real fundus photograph from another camera, 1411 px, never fitted on
 
     retina = extractor(kind_input(Image.fromarray(skimage.data.retina()))[np.newaxis])
-    result: dict[str, object] = {
+    result: dict[str, Any] = {
         "classes": [c.value for c in classes],
         "minimum_probability": MINIMUM_PROBABILITY,
         "fit_images": {c.value: int((fit.kinds == c.value).sum()) for c in classes},

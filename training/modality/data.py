@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from app.modality import Modality
-from app.model_card import SplitSpec
+from app.contract.modality import Modality
+from app.contract.model_card import SplitSpec
 from training.data.config import DISEASES, SiteRule, describe_disease, site_of
 from training.data.samples import Sample, diseases_in, find_samples, manifest_notes, split_as
 from training.modality.synthetic import synthetic_images
@@ -87,6 +87,10 @@ def _sites(data_dir: Path, samples: list[Sample], rules: tuple[SiteRule, ...]) -
     return [site_of(s, note, rules) for s, note in zip(samples, manifest_notes(data_dir, samples), strict=True)]
 
 
+def _constant(image: Image.Image) -> Callable[[], Image.Image]:
+    return lambda: image
+
+
 def other_images(synthetic_fit: int, synthetic_measure: int, seed: int) -> KindSets:
     """Synthetic images and photographs, none of them medical."""
     import skimage.data
@@ -100,7 +104,7 @@ def other_images(synthetic_fit: int, synthetic_measure: int, seed: int) -> KindS
 
     def synthetic(count: int, seed: int, tag: str) -> list[KindImage]:
         return [
-            KindImage(Modality.OTHER, f"synthetic:{tag}:{i}", make=lambda image=image: image)
+            KindImage(Modality.OTHER, f"synthetic:{tag}:{i}", make=_constant(image))
             for i, image in enumerate(synthetic_images(count, seed))
         ]
 

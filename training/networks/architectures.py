@@ -17,7 +17,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from app.preprocessing import InputSpec
+from app.contract.preprocessing import InputSpec
 from training.networks.efficientnet_lite import INPUT_MEAN, INPUT_STD, efficientnet_lite0
 from training.networks.model import MIN_SIDE as PAPER_MIN_SIDE
 from training.networks.model import make_model

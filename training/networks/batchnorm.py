@@ -70,6 +70,8 @@ def recalibrate_batch_norm(model: keras.Model, images: tf.data.Dataset, max_batc
             total = flat.sum(axis=0) if total is None else total + flat.sum(axis=0)
             total_sq = (flat**2).sum(axis=0) if total_sq is None else total_sq + (flat**2).sum(axis=0)
             count += flat.shape[0]
+        if total is None or total_sq is None:
+            raise ValueError("no batch to re-estimate the BatchNorm statistics on")
         mean = total / count
         variance = np.maximum(total_sq / count - mean**2, 0.0)
         layer.moving_mean.assign(mean.astype(np.float32))

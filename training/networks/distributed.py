@@ -32,7 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from app.preprocessing import InputSpec
+from app.contract.preprocessing import InputSpec
 from training.data.config import Recipe
 from training.data.pipeline import DecodedSet, augmenter_for, evaluation_batches, images_only, training_batches
 from training.networks.architectures import make_architecture
@@ -89,39 +89,20 @@ def fit_distributed(
     replicas = strategy.num_replicas_in_sync
     global_batch = recipe.batch_size * replicas
     class_weights = balanced_class_weights(train_part.labels) if recipe.class_weights else None
-    augmenter = augmenter_for(spec, recipe, seed=seed)
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     batches = training_batches(
-        train_part, batch_size=global_batch, seed=seed, class_weights=class_weights, augmenter=augmenter
-    ).with_options(options)
+        train_part,
+        batch_size=global_batch,
+        seed=seed,
+        class_weights=class_weights,
+        augmenter=augmenter_for(spec, recipe, seed=seed),
+    ).with_options(_sharded_by_data())
     distributed = strategy.experimental_distribute_dataset(batches)
     steps_per_epoch = -(-train_part.size // global_batch)
-    with strategy.scope():
-        model = make_architecture(arch, spec, weights=initial_weights, bn_momentum=recipe.bn_momentum)
-        schedule = learning_rate_schedule(
-            recipe.learning_rate * replicas, recipe.lr_schedule, recipe.epochs * steps_per_epoch
-        )
-        optimizer = keras.optimizers.Adam(schedule)
-        optimizer.build(model.trainable_variables)
-        epoch_done = tf.Variable(0, dtype=tf.int64, trainable=False)
+    model, optimizer, epoch_done = _replicated(strategy, arch, spec, recipe, initial_weights, steps_per_epoch)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_done)
     manager = _checkpoints(checkpoint, checkpoint_dir)
-    loss_of = keras.losses.BinaryCrossentropy(reduction=None)
-
-    @tf.function
-    def train_step(batch):
-        def on_replica(images, labels, weights):
-            with tf.GradientTape() as tape:
-                per_image = loss_of(labels, model(images, training=True)) * weights
-                loss = tf.nn.compute_average_loss(per_image, global_batch_size=global_batch)
-            optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
-            return loss
-
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(on_replica, args=batch), axis=None)
-
-    local = make_architecture(arch, spec, bn_momentum=recipe.bn_momentum)  # undistributed: validation, export
-    local.compile(loss=keras.losses.BinaryCrossentropy(), metrics=[keras.metrics.BinaryAccuracy(name="accuracy")])
+    train_step = _train_step(model, optimizer, strategy, global_batch)
+    local = _local_copy(arch, spec, recipe)
     clean_train = images_only(train_part, batch_size=recipe.batch_size)
     validation = evaluation_batches(validation_part, batch_size=recipe.batch_size)
     history: dict[str, list[float]] = {"loss": [], "val_loss": [], "val_accuracy": []}
@@ -133,18 +114,8 @@ def fit_distributed(
         if recipe.recalibrate_bn and worth_recalibrating(local):
             recalibrate_batch_norm(local, clean_train)
         results = local.evaluate(validation, verbose=0, return_dict=True)
-        history["loss"].append(total / steps_per_epoch)
-        history["val_loss"].append(float(results["loss"]))
-        history["val_accuracy"].append(float(results["accuracy"]))
-        log.info(
-            "epoch %d/%d (%d replicas): loss %.4f val_loss %.4f val_accuracy %.4f",
-            epoch + 1,
-            recipe.epochs,
-            replicas,
-            history["loss"][-1],
-            history["val_loss"][-1],
-            history["val_accuracy"][-1],
-        )
+        _record_epoch(history, total / steps_per_epoch, results)
+        log.info("epoch %d/%d (%d replicas): %s", epoch + 1, recipe.epochs, replicas, _last_epoch(history))
         if not recipe.keep_best or results["loss"] < best_loss:
             best_loss, best_epoch, best_weights = float(results["loss"]), epoch + 1, local.get_weights()
         epoch_done.assign(epoch + 1)
@@ -159,6 +130,68 @@ def fit_distributed(
         seconds=time.perf_counter() - started,
         class_weights=class_weights,
     )
+
+
+def _replicated(
+    strategy: tf.distribute.Strategy,
+    arch: str,
+    spec: InputSpec,
+    recipe: Recipe,
+    initial_weights: str | None,
+    steps_per_epoch: int,
+) -> tuple[keras.Model, keras.optimizers.Optimizer, tf.Variable]:
+    """The network, its optimizer (the rate scaled with the replicas) and the epoch counter, in the strategy's scope."""
+    replicas = strategy.num_replicas_in_sync
+    with strategy.scope():
+        model = make_architecture(arch, spec, weights=initial_weights, bn_momentum=recipe.bn_momentum)
+        schedule = learning_rate_schedule(
+            recipe.learning_rate * replicas, recipe.lr_schedule, recipe.epochs * steps_per_epoch
+        )
+        optimizer = keras.optimizers.Adam(schedule)
+        optimizer.build(model.trainable_variables)
+        epoch_done = tf.Variable(0, dtype=tf.int64, trainable=False)
+    return model, optimizer, epoch_done
+
+
+def _local_copy(arch: str, spec: InputSpec, recipe: Recipe) -> keras.Model:
+    """An undistributed copy of the network, for validation and export."""
+    local = make_architecture(arch, spec, bn_momentum=recipe.bn_momentum)
+    local.compile(loss=keras.losses.BinaryCrossentropy(), metrics=[keras.metrics.BinaryAccuracy(name="accuracy")])
+    return local
+
+
+def _sharded_by_data() -> tf.data.Options:
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return options
+
+
+def _train_step(model: keras.Model, optimizer, strategy: tf.distribute.Strategy, global_batch: int):
+    """One distributed step: each replica's weighted loss over the global batch, gradients applied, losses summed."""
+    loss_of = keras.losses.BinaryCrossentropy(reduction=None)
+
+    @tf.function
+    def train_step(batch):
+        def on_replica(images, labels, weights):
+            with tf.GradientTape() as tape:
+                per_image = loss_of(labels, model(images, training=True)) * weights
+                loss = tf.nn.compute_average_loss(per_image, global_batch_size=global_batch)
+            optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+            return loss
+
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(on_replica, args=batch), axis=None)
+
+    return train_step
+
+
+def _record_epoch(history: dict[str, list[float]], loss: float, validation: dict) -> None:
+    history["loss"].append(loss)
+    history["val_loss"].append(float(validation["loss"]))
+    history["val_accuracy"].append(float(validation["accuracy"]))
+
+
+def _last_epoch(history: dict[str, list[float]]) -> str:
+    return " ".join(f"{name} {values[-1]:.4f}" for name, values in history.items())
 
 
 def _checkpoints(checkpoint: tf.train.Checkpoint, checkpoint_dir: Path | None) -> tf.train.CheckpointManager | None:

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 import keras
 import numpy as np
+import tensorflow as tf
 
-from app.preprocessing import InputSpec
+from app.contract.preprocessing import InputSpec
 from training.data.config import Recipe
 from training.data.pipeline import DecodedSet, augmenter_for, evaluation_batches, images_only, training_batches
 from training.networks.architectures import PAPER_CNN, make_architecture
@@ -38,6 +39,17 @@ class FittedModel:
     best_epoch: int  # 1-based: the epoch whose weights were kept
     seconds: float
     class_weights: dict[int, float] | None
+
+
+def _validation(
+    model: keras.Model, recipe: Recipe, train_part: DecodedSet, validation_batches: tf.data.Dataset
+) -> tuple[list[keras.callbacks.Callback], tf.data.Dataset | None]:
+    """(callbacks, Keras' validation_data): Keras validates, or, where BatchNorm statistics are re-estimated
+    first, a callback does after re-estimating them."""
+    if recipe.recalibrate_bn and worth_recalibrating(model):
+        clean_train = images_only(train_part, batch_size=recipe.batch_size)
+        return [RecalibratedValidation(clean_train, validation_batches)], None
+    return [], validation_batches
 
 
 def fit_model(
@@ -77,13 +89,7 @@ def fit_model(
         learning_rate=learning_rate_schedule(recipe.learning_rate, recipe.lr_schedule, recipe.epochs * steps_per_epoch),
     )
     keep_best = keep_best_epoch(recipe.epochs)
-    callbacks: list[keras.callbacks.Callback] = []
-    validation_data = validation_batches
-    if recipe.recalibrate_bn and worth_recalibrating(model):
-        # Validation happens inside the callback, after the BatchNorm statistics are re-estimated.
-        clean_train = images_only(train_part, batch_size=recipe.batch_size)
-        callbacks.append(RecalibratedValidation(clean_train, validation_batches))
-        validation_data = None
+    callbacks, validation_data = _validation(model, recipe, train_part, validation_batches)
     if recipe.keep_best:
         callbacks.append(keep_best)
     started = time.perf_counter()

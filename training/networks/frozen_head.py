@@ -22,7 +22,9 @@ from training.data.pipeline import DecodedSet, images_only
 
 log = logging.getLogger("training")
 POOL = "pool"  # make_architecture's pooled features, before the dropout and the head
-STRENGTHS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)  # inverse L2 strength C, on standardised features
+# Inverse L2 strength C, on standardised features. Referable retinopathy chose the smallest of 0.001-1.0, the
+# grid's edge (2026-12-03): it reaches down to 0.0001 since.
+STRENGTHS = (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 FLIPS = {"horizontal": 2, "vertical": 1}  # image axis (batch, height, width, channel) each flip reverses
 
 

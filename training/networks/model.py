@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from app.preprocessing import InputSpec
+from app.contract.preprocessing import InputSpec
 
 CONV_FILTERS = (32, 64, 128, 256)
 DENSE_UNITS = (256, 128, 64)

@@ -26,8 +26,8 @@ import keras
 import numpy as np
 from keras import layers
 
-from app.model_card import SplitSpec
-from app.preprocessing import InputSpec
+from app.contract.model_card import SplitSpec
+from app.contract.preprocessing import InputSpec
 from training.data.pipeline import decode_samples, make_augmenter, training_batches
 from training.data.samples import DataError, Sample, diseases_in, find_samples, split_as
 from training.networks.model import learning_rate_schedule, make_model

@@ -1,6 +1,6 @@
 """The exported SavedModel: the paper's output plus the signatures MedScan serves from.
 
-Signatures (names in app/savedmodel.py):
+Signatures (names in app/contract/savedmodel.py):
 - `serving_default`: image -> N x 2 sigmoid scores, exactly the trained network (TF Serving's default);
 - `analyse`: image -> scores, the log-odds log(s_infected / s_uninfected) computed from the logits
   (so it does not saturate where the sigmoids round to 0 or 1), and the out-of-distribution distance;
@@ -26,13 +26,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
+from typing import TypeAlias
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from app.preprocessing import InputSpec
-from app.savedmodel import ANALYSE, EXPLAIN, SERVE
+from app.contract.preprocessing import InputSpec
+from app.contract.savedmodel import ANALYSE, EXPLAIN, SERVE
 
 
 @dataclass(frozen=True)
@@ -77,13 +78,14 @@ class MahalanobisDistance(keras.layers.Layer):
         self.whitening = self._constant("whitening", statistics.whitening)
         self.class_means = self._constant("class_means", statistics.class_means)
         self.residual = statistics.residual_variance is not None
-        if self.residual:
+        if statistics.residual_variance is not None:
+            assert statistics.variances is not None and statistics.standard_means is not None  # fitted together
             self.variances = self._constant("variances", statistics.variances)
             self.standard_means = self._constant("standard_means", statistics.standard_means)
             self.residual_variance = self._constant("residual_variance", np.float32(statistics.residual_variance))
         self.built = True  # the weights are fixed above; there is nothing left to build
 
-    def _constant(self, name: str, value: np.ndarray) -> keras.Variable:
+    def _constant(self, name: str, value: np.ndarray | np.floating) -> keras.Variable:
         return self.add_weight(
             name=name,
             shape=np.shape(value),
@@ -233,7 +235,7 @@ def resample_to_input(maps, offset: float, stride: float, height: int, width: in
     return along(along(maps, 1, height), 2, width)
 
 
-Networks = keras.Model | Sequence[keras.Model]  # one network, or the members of an ensemble
+Networks: TypeAlias = keras.Model | Sequence[keras.Model]  # one network, or the members of an ensemble
 
 
 def members_of(networks: Networks) -> list[keras.Model]:
@@ -334,6 +336,42 @@ def features_and_log_odds(
     return np.concatenate(features).astype(np.float64), np.concatenate(log_odds).astype(np.float64)
 
 
+def hires_cam(
+    members: list[keras.Model],
+    analyses: list[keras.Model],
+    grids: list[tuple[float, float]],
+    image: tf.Tensor,
+    flips: Sequence[str],
+    spec: InputSpec,
+) -> tf.Tensor:
+    """The explanation signature's heatmaps, N x H x W on the image as sent."""
+    with tf.GradientTape() as tape:
+        outputs = analysed(members, analyses, image, flips)
+        last_convs = outputs["last_convs"]
+        # The logit difference, not the log-odds: log_sigmoid saturates for a confident answer and
+        # its gradient then only shows the other class's evidence. Summed over members, each member's
+        # convolution gets the gradient of its own difference.
+        target = tf.add_n([logits[:, 0] - logits[:, 1] for logits in outputs["logits"]])
+    gradients = tape.gradient(target, last_convs)
+    # HiResCAM (Draelos & Carin, 2020): gradient x activation per position, summed over channels.
+    # Grad-CAM's spatially averaged gradients suit heads that pool globally; the paper's head is
+    # Flatten + Dense, whose weights differ per position, and the averages cancel there (measured
+    # on a toy task: 42% of the heatmap on the deciding quadrant, some maps all negative).
+    maps = tf.add_n(
+        [
+            resample_to_input(tf.reduce_sum(gradient * last_conv, axis=-1), *grid, spec.height, spec.width)
+            for gradient, last_conv, grid in zip(gradients, last_convs, grids)
+        ]
+    ) / len(members)
+    if flips:  # each view's map flipped back onto the image as sent, then averaged
+        views = flip_views(flips)
+        per_view = tf.split(maps, 1 + len(views), axis=0)
+        maps = tf.add_n([per_view[0]] + [tf.reverse(view, axis=axes) for view, axes in zip(per_view[1:], views)]) / (
+            1 + len(views)
+        )
+    return maps
+
+
 def write_savedmodel(
     networks: Networks, spec: InputSpec, statistics: OodStatistics, folder: Path, flips: Sequence[str] = ()
 ) -> None:
@@ -367,31 +405,7 @@ def write_savedmodel(
         }
 
     def explain(image):
-        with tf.GradientTape() as tape:
-            outputs = analysed(members, analyses, image, flips)
-            last_convs = outputs["last_convs"]
-            # The logit difference, not the log-odds: log_sigmoid saturates for a confident answer and
-            # its gradient then only shows the other class's evidence. Summed over members, each member's
-            # convolution gets the gradient of its own difference.
-            target = tf.add_n([logits[:, 0] - logits[:, 1] for logits in outputs["logits"]])
-        gradients = tape.gradient(target, last_convs)
-        # HiResCAM (Draelos & Carin, 2020): gradient x activation per position, summed over channels.
-        # Grad-CAM's spatially averaged gradients suit heads that pool globally; the paper's head is
-        # Flatten + Dense, whose weights differ per position, and the averages cancel there (measured
-        # on a toy task: 42% of the heatmap on the deciding quadrant, some maps all negative).
-        maps = tf.add_n(
-            [
-                resample_to_input(tf.reduce_sum(gradient * last_conv, axis=-1), *grid, spec.height, spec.width)
-                for gradient, last_conv, grid in zip(gradients, last_convs, grids)
-            ]
-        ) / len(members)
-        if flips:  # each view's map flipped back onto the image as sent, then averaged
-            views = flip_views(flips)
-            per_view = tf.split(maps, 1 + len(views), axis=0)
-            maps = tf.add_n(
-                [per_view[0]] + [tf.reverse(view, axis=axes) for view, axes in zip(per_view[1:], views)]
-            ) / (1 + len(views))
-        return {"gradcam": maps}
+        return {"gradcam": hires_cam(members, analyses, grids, image, flips, spec)}
 
     write_signatures(
         folder,

@@ -17,9 +17,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from app.model_store import REPORT_DIR
-from app.savedmodel import LoadedModel, load_model
-from training.data.config import disease_samples
+from app.contract.model_store import REPORT_DIR
+from app.contract.savedmodel import LoadedModel, load_model
+from training.data.config import describe_disease, samples_of
 from training.data.pipeline import decode_split
 from training.data.samples import DataError, card_split_spec, split_as
 from training.data.versions import published_version
@@ -67,9 +67,10 @@ def calibrate_version(
     model, exported = rebuilt_network(folder)
     card = exported.card
     spec = card.input.spec()
-    split = split_as(disease_samples(data_dir, disease), card_split_spec(card))
+    config = describe_disease(disease, data_dir)
+    split = split_as(samples_of(config, data_dir), card_split_spec(card))
     decoded = decode_split(split, spec)
-    data = release_data(disease, split, decoded, data_dir, spec)
+    data = release_data(config, split, decoded, data_dir, spec)
     new_card = card.model_copy(
         update={
             "format_version": 2,

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from app.model_card import ModelCard, write_card
-from app.model_store import METADATA_FILE, next_version, version_dir
+from app.contract.model_card import ModelCard, write_card
+from app.contract.model_store import METADATA_FILE, next_version, version_dir
 
 
 class StagedVersion:

@@ -10,17 +10,26 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from app.model_card import CLASS_NAMES, Calibration, ModelCard, OutOfDistribution, Screening, SplitCounts, write_card
-from app.model_store import METADATA_FILE, REPORT_DIR
-from app.preprocessing import InputSpec
-from app.savedmodel import load_model
-from app.scoring import calibrated_probability
-from training.data.config import other_diseases
+from app.contract.model_card import (
+    CLASS_NAMES,
+    Calibration,
+    ModelCard,
+    OutOfDistribution,
+    Screening,
+    SplitCounts,
+    write_card,
+)
+from app.contract.model_store import METADATA_FILE, REPORT_DIR
+from app.contract.preprocessing import InputSpec
+from app.contract.savedmodel import load_model
+from app.contract.scoring import calibrated_probability
+from training.data.config import DiseaseConfig, other_diseases
 from training.data.pipeline import DecodedSet, images_only, kept_samples, pixels_of
 from training.data.samples import Sample, Split
 from training.evaluation.assessment import Probe, assess, probe_sets, with_assessment, write_assessment_report
@@ -41,7 +50,7 @@ OUTPUT_DESCRIPTION = (
     "P(infected) = sigmoid(log(s_infected / s_uninfected) / temperature + bias) (the `analyse` signature gives "
     "the log-odds from the logits; temperature 1 and bias 0 is each score divided by their sum) and labels "
     "`infected` from "
-    "the screening threshold up (app/scoring.py)"
+    "the screening threshold up (app/contract/scoring.py)"
 )
 PARITY_TOLERANCE = 1e-3  # log-odds: the SavedModel must answer as the Keras model did
 
@@ -56,10 +65,11 @@ class ReleaseData:
     probes: dict[str, Probe]  # images the out-of-distribution check must flag
     test_samples: list[Sample] = field(default_factory=list)  # the readable test files, for per-site/grade figures
     data_dir: Path | None = None
+    config: DiseaseConfig | None = None  # the disease's sites and grades, for the per-site/grade figures
 
 
 def release_data(
-    disease: str, split: Split, decoded: dict[str, DecodedSet], data_dir: Path, spec: InputSpec
+    config: DiseaseConfig, split: Split, decoded: dict[str, DecodedSet], data_dir: Path, spec: InputSpec
 ) -> ReleaseData:
     """The decoded parts of a split, their patient groups, and the images the OOD check must refuse."""
     return ReleaseData(
@@ -70,7 +80,8 @@ def release_data(
         test_groups=[s.group for s in kept_samples(split.test, decoded["test"])],
         test_samples=kept_samples(split.test, decoded["test"]),
         data_dir=data_dir,
-        probes=probe_sets(data_dir, disease, spec, known=other_diseases(data_dir, disease)),
+        config=config,
+        probes=probe_sets(data_dir, config.name, spec, known=other_diseases(config)),
     )
 
 
@@ -114,6 +125,28 @@ def with_trust(card: ModelCard, trust: FittedTrust, target_sensitivity: float, v
     )
 
 
+def _fitted_trust(
+    networks: Networks, data: ReleaseData, flips: Sequence[str], batch_size: int, target_sensitivity: float
+) -> tuple[FittedTrust, np.ndarray, np.ndarray]:
+    """The trust layer fitted on the validation part as the export will answer it (with its flips): (the trust
+    layer, the validation part's features, the test part's log-odds)."""
+    train_features, _ = features_and_log_odds(networks, images_only(data.train, batch_size=batch_size))
+    validation_features, validation_odds = features_and_log_odds(
+        networks, images_only(data.validation, batch_size=batch_size), flips
+    )
+    _, test_odds = features_and_log_odds(networks, images_only(data.test, batch_size=batch_size), flips)
+    trust = fit_trust(
+        train_features,
+        data.train.labels,
+        validation_features,
+        validation_odds,
+        data.validation.labels,
+        data.validation_groups,
+        target_sensitivity=target_sensitivity,
+    )
+    return trust, validation_features, test_odds
+
+
 def release(
     networks: Networks,
     spec: InputSpec,
@@ -130,20 +163,7 @@ def release(
     The card's test-time flips are exported into the graph, and the temperature and thresholds are fitted on
     the answers with them."""
     flips = card.test_time_flips
-    train_features, _ = features_and_log_odds(networks, images_only(data.train, batch_size=batch_size))
-    validation_features, validation_odds = features_and_log_odds(
-        networks, images_only(data.validation, batch_size=batch_size), flips
-    )
-    _, test_odds = features_and_log_odds(networks, images_only(data.test, batch_size=batch_size), flips)
-    trust = fit_trust(
-        train_features,
-        data.train.labels,
-        validation_features,
-        validation_odds,
-        data.validation.labels,
-        data.validation_groups,
-        target_sensitivity=target_sensitivity,
-    )
+    trust, validation_features, test_odds = _fitted_trust(networks, data, flips, batch_size, target_sensitivity)
     log.info(
         "%s: calibration %s (temperature %.3f, bias %.3f), screening threshold %.4f, ood threshold %.2f",
         card.disease,
@@ -168,10 +188,11 @@ def release(
         if drift > PARITY_TOLERANCE:
             raise RuntimeError(f"the exported model answers differently from the trained one (log-odds {drift:.2e})")
         final = with_assessment(provisional, assessment)
-        if data.data_dir is not None:
+        if data.data_dir is not None and data.config is not None:
             final = final.model_copy(
                 update=breakdowns(
                     final,
+                    data.config,
                     data.data_dir,
                     data.test_samples,
                     assessment.labels,

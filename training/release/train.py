@@ -8,26 +8,28 @@ import platform
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from app import preprocessing
-from app.model_card import (
+from app.contract import preprocessing
+from app.contract.model_card import (
     DataCard,
     InputCard,
     ModelCard,
+    SplitCounts,
     SplitSpec,
     TestMetrics,
     TrainingCard,
 )
-from training.data.config import DiseaseConfig, DiseaseFlags, Recipe, describe_disease, disease_samples, sites_of
+from training.data.config import DiseaseConfig, DiseaseFlags, Recipe, describe_disease, samples_of, sites_of
 from training.data.pipeline import DecodedSet, decode_split, kept_samples
 from training.data.samples import Split, check_trainable, manifest_notes, split_as
 from training.networks.architectures import PAPER_CNN
 from training.networks.distributed import StrategyName, fit_distributed, is_chief, make_strategy, task
-from training.networks.fitting import fit_model
+from training.networks.fitting import FittedModel, fit_model
 from training.networks.pretrain import backbone_for, pretraining_record
 from training.release.publish import OUTPUT_DESCRIPTION, release, release_data, split_counts
 
@@ -48,26 +50,21 @@ PENDING_METRICS = TestMetrics(
 
 @dataclass(frozen=True)
 class TrainOptions:
-    disease: str
+    config: DiseaseConfig  # the disease, described once at the command's edge (`options_for`)
     data_dir: Path
     models_dir: Path
     recipe: str = "medscan"
     epochs: int | None = None
     batch_size: int | None = None
     learning_rate: float | None = None
-    image_size: int | None = None
     augment: bool | None = None  # None: the recipe's own choice
     stain_jitter: bool | None = None  # None: the recipe's own choice
     frozen_backbone: bool | None = None  # None: the recipe's own choice
     dihedral: bool | None = None  # None: the recipe's own choice
-    colour_mode: str | None = None  # for a disease we have no defaults for; see training/data/config.py
-    enhancement: str | None = None  # None: the disease's own (app/preprocessing.py Enhancement)
-    description: str | None = None
-    caveats: tuple[str, ...] = ()
     seed: int = 42  # the split and the cross-validation folds; and, without init_seed, the training below
     init_seed: int | None = None  # initial weights, shuffling, augmentation; runs that differ only in it share
     # their test part and folds, so their models can form a seed ensemble (training/experiments/ensemble.py)
-    target_sensitivity: float | None = None  # None: the disease's (training/data/config.py)
+    target_sensitivity: float | None = None  # None: the disease's (training/diseases/<name>.json)
     arch: str = PAPER_CNN
     weights: str | None = None  # None: the recipe's start; "none": from scratch; "imagenet"; or a local weights file
     backbones_dir: Path = Path("backbones")  # where a recipe's pretrained start is kept (training/networks/pretrain.py)
@@ -75,20 +72,22 @@ class TrainOptions:
     checkpoint_dir: Path | None = None  # per-epoch checkpoints to resume from (mirrored, multiworker)
     verbose: int = 1
 
+    @property
+    def disease(self) -> str:
+        return self.config.name
+
+
+def options_for(
+    disease: str, data_dir: Path, models_dir: Path, flags: DiseaseFlags = DiseaseFlags(), **choices: Any
+) -> TrainOptions:
+    """A run's options, its disease described once: the built-in record or `disease.json`, then the flags."""
+    return TrainOptions(
+        config=describe_disease(disease, data_dir, flags), data_dir=data_dir, models_dir=models_dir, **choices
+    )
+
 
 def fit_seed(options: TrainOptions) -> int:
     return options.seed if options.init_seed is None else options.init_seed
-
-
-def resolve_disease(options: TrainOptions) -> DiseaseConfig:
-    flags = DiseaseFlags(
-        image_size=options.image_size,
-        colour_mode=options.colour_mode,
-        enhancement=options.enhancement,
-        description=options.description,
-        caveats=options.caveats,
-    )
-    return describe_disease(options.disease, options.data_dir, flags)
 
 
 def resolve_recipe(config: DiseaseConfig, options: TrainOptions) -> Recipe:
@@ -129,14 +128,14 @@ def train(options: TrainOptions) -> Path | None:
     strategy_name = StrategyName(options.strategy)
     # Made before any other TensorFlow work, as MultiWorkerMirroredStrategy requires.
     strategy = make_strategy(strategy_name) if strategy_name is not StrategyName.DEFAULT else None
-    config = resolve_disease(options)
+    config = options.config
     recipe = resolve_recipe(config, options)
     spec = config.spec()
     start = resolve_start(config, recipe, options)
     keras.utils.set_random_seed(options.seed)
 
     # Data: group split, decode once into the cache.
-    samples = disease_samples(options.data_dir, options.disease)
+    samples = samples_of(options.config, options.data_dir)
     split_spec = SplitSpec(seed=options.seed)
     split = split_as(samples, split_spec)
     check_trainable(split)
@@ -144,8 +143,41 @@ def train(options: TrainOptions) -> Path | None:
         "%s: %d images, split %s", options.disease, len(samples), {part: len(s) for part, s in split.parts().items()}
     )
     decoded = decode_split(split, spec)
+    fitted = _fit(options, recipe, start, split, decoded, strategy)
+    if fitted is None:
+        log.info("trained as %s %d; the chief exports", *task())
+        return None
+
+    # Fit the trust layer, export, measure on the untouched test part as served, publish.
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    card = _card(options, recipe, start, split_spec, split_counts(split, decoded), fitted, replicas)
+    data = release_data(options.config, split, decoded, options.data_dir, spec)
+    target = release(
+        fitted.model,
+        spec,
+        data,
+        card,
+        options.models_dir,
+        history=fitted.history,
+        target_sensitivity=options.target_sensitivity or config.screening_sensitivity,
+        batch_size=recipe.batch_size,
+    )
+    log.info("exported %s", target)
+    return target
+
+
+def _fit(
+    options: TrainOptions,
+    recipe: Recipe,
+    start: str | None,
+    split: Split,
+    decoded: dict[str, DecodedSet],
+    strategy: tf.distribute.Strategy | None,
+) -> FittedModel | None:
+    """The network fitted in this process, or across the strategy's workers (None on a worker but the chief)."""
+    spec = options.config.spec()
     if strategy is None:
-        fitted = fit_model(
+        return fit_model(
             spec,
             recipe,
             decoded["train"],
@@ -154,27 +186,33 @@ def train(options: TrainOptions) -> Path | None:
             verbose=options.verbose,
             arch=options.arch,
             initial_weights=start,
-            strata=training_sites(config, options.data_dir, split, decoded),
+            strata=training_sites(options.config, options.data_dir, split, decoded),
         )
-    else:
-        fitted = fit_distributed(
-            spec,
-            recipe,
-            decoded["train"],
-            decoded["validation"],
-            seed=fit_seed(options),
-            strategy=strategy,
-            checkpoint_dir=options.checkpoint_dir,
-            arch=options.arch,
-            initial_weights=start,
-        )
-        if not is_chief():
-            log.info("trained as %s %d; the chief exports", *task())
-            return None
-    model, history, seconds, weights = fitted.model, fitted.history, fitted.seconds, fitted.class_weights
+    fitted = fit_distributed(
+        spec,
+        recipe,
+        decoded["train"],
+        decoded["validation"],
+        seed=fit_seed(options),
+        strategy=strategy,
+        checkpoint_dir=options.checkpoint_dir,
+        arch=options.arch,
+        initial_weights=start,
+    )
+    return fitted if is_chief() else None
 
-    # Fit the trust layer, export, measure on the untouched test part as served, publish.
-    counts = split_counts(split, decoded)
+
+def _card(
+    options: TrainOptions,
+    recipe: Recipe,
+    start: str | None,
+    split_spec: SplitSpec,
+    counts: SplitCounts,
+    fitted: FittedModel,
+    replicas: int,
+) -> ModelCard:
+    """The new version's card before its figures: what was trained on what, how, and by which recipe."""
+    config, spec = options.config, options.config.spec()
     settings = {
         **recipe.as_dict(),
         "architecture": options.arch,
@@ -182,13 +220,17 @@ def train(options: TrainOptions) -> Path | None:
         "init_seed": fit_seed(options),
         "pretraining": pretraining_record(start),
         "strategy": options.strategy,
-        "replicas": strategy.num_replicas_in_sync if strategy is not None else 1,
-        "class_weights_used": weights,
+        "replicas": replicas,
+        "class_weights_used": fitted.class_weights,
         "disease_config": config.described_by,
         "selection": "lowest validation loss" if recipe.keep_best else "last epoch",
     }
-    epochs_run = len(history.get("loss", []))
-    card = ModelCard(
+    split = (
+        f"by patient/slide group (MANIFEST.csv; one group per file where unknown), seed {split_spec.seed}: test "
+        f"{split_spec.test_fraction:.0%} of images, validation {split_spec.validation_fraction:.0%} of the rest, "
+        "stratified by class"
+    )
+    return ModelCard(
         disease=options.disease,
         version=0,
         description=config.description,
@@ -199,42 +241,21 @@ def train(options: TrainOptions) -> Path | None:
         test_time_flips=list(config.test_time_flips),
         metrics=PENDING_METRICS,
         data=DataCard(
-            source=config.source,
-            split=(
-                f"by patient/slide group (MANIFEST.csv; one group per file where unknown), seed "
-                f"{split_spec.seed}: test {split_spec.test_fraction:.0%} of images, validation "
-                f"{split_spec.validation_fraction:.0%} of the rest, stratified by class"
-            ),
-            split_spec=split_spec,
-            counts=counts,
-            caveats=list(config.caveats),
+            source=config.source, split=split, split_spec=split_spec, counts=counts, caveats=list(config.caveats)
         ),
         training=TrainingCard(
             recipe=recipe.name,
             architecture=options.arch,
             settings=settings,
             seed=options.seed,
-            epochs_run=epochs_run,
+            epochs_run=len(fitted.history.get("loss", [])),
             best_epoch=fitted.best_epoch,
-            seconds=round(seconds, 1),
+            seconds=round(fitted.seconds, 1),
             machine=machine_description(),
         ),
         frameworks=framework_versions(),
         created=datetime.now(UTC).isoformat(timespec="seconds"),
     )
-    data = release_data(options.disease, split, decoded, options.data_dir, spec)
-    target = release(
-        model,
-        spec,
-        data,
-        card,
-        options.models_dir,
-        history=history,
-        target_sensitivity=options.target_sensitivity or config.screening_sensitivity,
-        batch_size=recipe.batch_size,
-    )
-    log.info("exported %s", target)
-    return target
 
 
 def training_sites(

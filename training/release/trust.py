@@ -14,8 +14,8 @@ import numpy as np
 from scipy.optimize import minimize, minimize_scalar
 from sklearn.covariance import LedoitWolf
 
-from app.model_card import UNCALIBRATED, ModelCard, OperatingPoint
-from app.scoring import POSITIVE, calibrated_probability
+from app.contract.model_card import UNCALIBRATED, ModelCard, OperatingPoint
+from app.contract.scoring import POSITIVE, calibrated_probability
 from training.evaluation.metrics import expected_calibration_error, operating_point
 from training.networks.servable import OodStatistics
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api.deps import PipelineDep, RegistryDep
+from app.api.deps import LookupDep, PipelineDep, RegistryDep
 from app.api.routes.models import model_list
 from app.api.schemas import ModelList
 
@@ -16,6 +16,6 @@ router = APIRouter(prefix="/admin", tags=["admin"])
     response_model=ModelList,
     summary="Load new or changed versions, retire removed ones; answers when done, with every model's state",
 )
-async def reload_models(registry: RegistryDep, pipeline: PipelineDep) -> ModelList:
+async def reload_models(registry: RegistryDep, lookup: LookupDep, pipeline: PipelineDep) -> ModelList:
     await registry.sync()
-    return model_list(registry, pipeline.modality)
+    return model_list(lookup, registry.scan_error, pipeline.modality)

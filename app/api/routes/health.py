@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from app.api.deps import RegistryDep
+from app.api.deps import LookupDep, RegistryDep
 from app.api.schemas import Liveness, Readiness
 
 router = APIRouter(prefix="/health", tags=["health"])
@@ -22,9 +22,9 @@ async def live() -> Liveness:
     responses={503: {"model": Readiness}},
     summary="Every model found has loaded and warmed up, or failed and been reported",
 )
-async def ready(registry: RegistryDep) -> JSONResponse:
+async def ready(registry: RegistryDep, lookup: LookupDep) -> JSONResponse:
     body = Readiness(
         status="ready" if registry.ready else "starting",
-        models={name: served.status for name, served in registry.models.items()},
+        models={name: lookup.state(name).status for name in lookup.diseases},
     )
     return JSONResponse(body.model_dump(mode="json"), status_code=200 if registry.ready else 503)

@@ -24,11 +24,12 @@ import numpy as np
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from app.api.deps import PipelineDep, RegistryDep
-from app.api.errors import STATUS_OF, protocol_error
+from app.api.deps import LookupDep, PipelineDep, RegistryDep
+from app.api.errors import STATUS_OF, ProtocolWords, protocol_answer
 from app.api.v2_tensors import HEADER_LENGTH, Tensor, TensorError, encode_outputs, read_inputs, split_body
-from app.inference import InferencePipeline, Screening, Upload
-from app.registry import ModelRegistry, ModelStatus, ServedModel
+from app.runtime.errors import UnknownDisease, UnknownVersion
+from app.runtime.inference import InferencePipeline, Screening, Upload
+from app.runtime.model_lookup import ModelLookup, parse_version
 
 router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (KServe V2)"])
 SERVER_NAME = "medscan"
@@ -44,20 +45,22 @@ OUTPUTS = {
 }
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+# Every error a V2 route can meet is answered in the protocol's shape (as Triton words it), mapped here once.
+V2_WORDS: ProtocolWords = {
+    TensorError: lambda error: (400, str(error)),
+    UnknownDisease: lambda error: (404, f"Request for unknown model: '{error.name}' is not found"),
+    UnknownVersion: lambda error: (
+        404,
+        f"Request for unknown model: '{error.disease}' version {error.version} is not found",
+    ),
+}
 
 
-def _held(registry: ModelRegistry, name: str, version: str | None) -> ServedModel | JSONResponse:
-    """The version asked for (any state), or the error answer."""
-    held = registry.versions(name)
-    if not held:
-        return _error(404, f"Request for unknown model: '{name}' is not found")
-    if version is None:
-        return registry.models[name]
-    if not version.isdigit() or int(version) not in held:
-        return _error(404, f"Request for unknown model: '{name}' version {version} is not found")
-    return held[int(version)]
+def _v2_error(error: Exception) -> JSONResponse:
+    return protocol_answer(error, V2_WORDS)
+
+
+ANSWERED: tuple[type[Exception], ...] = (TensorError, *STATUS_OF)
 
 
 @router.get("", summary="Server metadata")
@@ -76,50 +79,50 @@ async def ready(registry: RegistryDep) -> JSONResponse:
 
 
 @router.get("/models/{name}", summary="Model metadata")
-async def model_metadata(name: str, registry: RegistryDep) -> JSONResponse:
-    return _metadata(registry, name, None)
+async def model_metadata(name: str, lookup: LookupDep) -> JSONResponse:
+    return _metadata(lookup, name, None)
 
 
 @router.get("/models/{name}/versions/{version}", summary="Model metadata of one version")
-async def version_metadata(name: str, version: str, registry: RegistryDep) -> JSONResponse:
-    return _metadata(registry, name, version)
+async def version_metadata(name: str, version: str, lookup: LookupDep) -> JSONResponse:
+    return _metadata(lookup, name, version)
 
 
 @router.get("/models/{name}/ready", summary="200 when the model answers")
-async def model_ready(name: str, registry: RegistryDep) -> JSONResponse:
-    return _ready(registry, name, None)
+async def model_ready(name: str, lookup: LookupDep) -> JSONResponse:
+    return _ready(lookup, name, None)
 
 
 @router.get("/models/{name}/versions/{version}/ready", summary="200 when that version answers")
-async def version_ready(name: str, version: str, registry: RegistryDep) -> JSONResponse:
-    return _ready(registry, name, version)
+async def version_ready(name: str, version: str, lookup: LookupDep) -> JSONResponse:
+    return _ready(lookup, name, version)
 
 
 @router.post("/models/{name}/infer", summary="Inference with the newest ready version")
-async def infer(name: str, request: Request, pipeline: PipelineDep) -> Response:
-    return await _infer(pipeline, request, name, None)
+async def infer(name: str, request: Request, lookup: LookupDep, pipeline: PipelineDep) -> Response:
+    return await _infer(lookup, pipeline, request, name, None)
 
 
 @router.post("/models/{name}/versions/{version}/infer", summary="Inference with one version")
-async def infer_version(name: str, version: str, request: Request, pipeline: PipelineDep) -> Response:
-    return await _infer(pipeline, request, name, version)
+async def infer_version(
+    name: str, version: str, request: Request, lookup: LookupDep, pipeline: PipelineDep
+) -> Response:
+    return await _infer(lookup, pipeline, request, name, version)
 
 
-def _metadata(registry: ModelRegistry, name: str, version: str | None) -> JSONResponse:
-    served = _held(registry, name, version)
-    if isinstance(served, JSONResponse):
-        return served
-    if served.model is None:
-        return _error(503, f"model '{name}' version {served.version} is {served.status.value}: {served.error or ''}")
-    shape = list(served.model.card.input.spec().shape)
+def _metadata(lookup: ModelLookup, name: str, version: str | None) -> JSONResponse:
+    try:
+        model = lookup.model_metadata(name, parse_version(name, version))
+    except ANSWERED as error:
+        return _v2_error(error)
     return JSONResponse(
         {
             "name": name,
-            "versions": [str(v) for v, s in registry.versions(name).items() if s.status is ModelStatus.READY],
+            "versions": [str(v) for v in model.ready_versions],
             "platform": "tensorflow_savedmodel",
             "inputs": [
                 {"name": BYTES_INPUT, "datatype": "BYTES", "shape": [-1]},
-                {"name": ARRAY_INPUT, "datatype": "FP32", "shape": [-1, *shape]},
+                {"name": ARRAY_INPUT, "datatype": "FP32", "shape": [-1, *model.input_shape]},
             ],
             "outputs": [
                 {"name": output, "datatype": datatype, "shape": [-1, 2] if output == "probabilities" else [-1]}
@@ -129,19 +132,19 @@ def _metadata(registry: ModelRegistry, name: str, version: str | None) -> JSONRe
     )
 
 
-def _ready(registry: ModelRegistry, name: str, version: str | None) -> JSONResponse:
-    served = _held(registry, name, version)
-    if isinstance(served, JSONResponse):
-        return served
-    is_ready = served.status is ModelStatus.READY
+def _ready(lookup: ModelLookup, name: str, version: str | None) -> JSONResponse:
+    try:
+        is_ready = lookup.model_ready(name, parse_version(name, version))
+    except ANSWERED as error:
+        return _v2_error(error)
     return JSONResponse({"name": name, "ready": is_ready}, status_code=200 if is_ready else 503)
 
 
-async def _infer(pipeline: InferencePipeline, request: Request, name: str, version: str | None) -> Response:
-    held = _held(pipeline.registry, name, version)
-    if isinstance(held, JSONResponse):
-        return held
+async def _infer(
+    lookup: ModelLookup, pipeline: InferencePipeline, request: Request, name: str, version: str | None
+) -> Response:
     try:
+        pinned = lookup.state(name, parse_version(name, version)).version
         body, binary = split_body(await request.body(), request.headers.get(HEADER_LENGTH))
         (image,) = _one_input(read_inputs(body, binary))
         parameters = body.get("parameters") or {}
@@ -149,11 +152,9 @@ async def _infer(pipeline: InferencePipeline, request: Request, name: str, versi
         if threshold is not None and not isinstance(threshold, int | float):
             raise TensorError("parameter 'threshold' must be a number from 0 to 1")
         requested = _requested_outputs(body)
-        answers = await _screen(pipeline, name, held.version, image, threshold)
-    except TensorError as error:
-        return _error(400, str(error))
-    except tuple(STATUS_OF) as error:  # type: ignore[misc]
-        return protocol_error(error)
+        answers = await _screen(pipeline, name, pinned, image, threshold)
+    except ANSWERED as error:
+        return _v2_error(error)
     outputs = [tensor for tensor in _output_tensors(answers) if tensor.name in requested]
     binary_names = {n for n, as_binary in requested.items() if as_binary or parameters.get("binary_data_output")}
     header, chunks = encode_outputs(outputs, binary_names)

@@ -4,45 +4,41 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api.deps import PipelineDep, RegistryDep
+from app.api.deps import LookupDep, PipelineDep
 from app.api.errors import responses
 from app.api.schemas import ModelInfo, ModelList, VersionInfo
-from app.errors import UnknownDisease
-from app.modality_check import ModalityCheck
-from app.registry import ModelRegistry, ServedModel
+from app.runtime.modality_check import ModalityCheck
+from app.runtime.model_lookup import ModelLookup
 
 router = APIRouter(tags=["models"])
 
 
-def _info(registry: ModelRegistry, served: ServedModel) -> ModelInfo:
-    held = reversed(registry.versions(served.disease).values())
+def _info(lookup: ModelLookup, disease: str) -> ModelInfo:
+    answering = lookup.state(disease)
     return ModelInfo(
-        disease=served.disease,
-        version=served.version,
-        status=served.status,
-        error=served.error,
-        explainable=served.model is not None and served.model.can_explain,
-        card=served.card,
-        versions=[VersionInfo(version=v.version, status=v.status, error=v.error) for v in held],
+        disease=disease,
+        version=answering.version,
+        status=answering.status,
+        error=answering.error,
+        explainable=answering.explainable,
+        card=answering.card,
+        versions=[VersionInfo(version=v.version, status=v.status, error=v.error) for v in lookup.states(disease)],
     )
 
 
-def model_list(registry: ModelRegistry, modality: ModalityCheck | None = None) -> ModelList:
+def model_list(lookup: ModelLookup, scan_error: str | None, modality: ModalityCheck | None = None) -> ModelList:
     return ModelList(
-        models=[_info(registry, served) for served in registry.models.values()],
-        scan_error=registry.scan_error,
+        models=[_info(lookup, disease) for disease in lookup.diseases],
+        scan_error=scan_error,
         modality_check=modality.card if modality else None,
     )
 
 
 @router.get("/models", response_model=ModelList, summary="Every model found, loaded or failed")
-async def list_models(registry: RegistryDep, pipeline: PipelineDep) -> ModelList:
-    return model_list(registry, pipeline.modality)
+async def list_models(lookup: LookupDep, pipeline: PipelineDep) -> ModelList:
+    return model_list(lookup, pipeline.registry.scan_error, pipeline.modality)
 
 
 @router.get("/models/{disease}", response_model=ModelInfo, responses=responses(404), summary="One model")
-async def get_model(disease: str, registry: RegistryDep) -> ModelInfo:
-    served = registry.models.get(disease)
-    if served is None:
-        raise UnknownDisease(disease, sorted(registry.models))
-    return _info(registry, served)
+async def get_model(disease: str, lookup: LookupDep) -> ModelInfo:
+    return _info(lookup, disease)

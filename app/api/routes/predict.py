@@ -8,14 +8,16 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Query, Request, Response, UploadFile
 
-from app.api.deps import PipelineDep
+from app.api.deps import PipelineDep, SettingsDep
 from app.api.errors import error_detail, responses
 from app.api.multipart import form_files
 from app.api.query import PARAMETERS as QUERY_PARAMETERS
 from app.api.query import THRESHOLD_DOC, VERSION_DOC, predict_options
 from app.api.schemas import Prediction, Predictions
-from app.errors import MissingImage
-from app.inference import Screening, Upload
+from app.api.spool import spooled
+from app.runtime.errors import MissingImage
+from app.runtime.inference import Screening, Upload
+from app.settings import Settings
 
 router = APIRouter(tags=["predict"])
 
@@ -54,14 +56,16 @@ async def read_uploads(parts: list[UploadFile]) -> list[Upload]:
     return [Upload(data=await part.read(), filename=part.filename, content_type=part.content_type) for part in parts]
 
 
-async def read_request_images(request: Request) -> list[Upload]:
-    """The form's `file` parts, or the raw body as one image; anything else is MissingImage."""
+async def read_request_images(request: Request, settings: Settings) -> list[Upload]:
+    """The form's `file` parts, or the raw body as one image; anything else is MissingImage. The body streams
+    into a spool (app/api/spool.py): one copy of each image is what stays in memory."""
     content_type = request.headers.get("content-type", "")
     media_type = content_type.split(";")[0].strip().lower()
-    if media_type.startswith(RAW_TYPES):
-        return [Upload(data=await request.body(), content_type=media_type)]
-    if media_type == "multipart/form-data":
-        files = form_files(await request.body(), content_type, FIELD)
+    if media_type.startswith(RAW_TYPES) or media_type == "multipart/form-data":
+        async with spooled(request, settings.spool_memory_bytes, settings.spool_dir) as spool:
+            if media_type != "multipart/form-data":
+                return [Upload(data=spool.read(), content_type=media_type)]
+            files = form_files(spool.view(), content_type, FIELD)
         if files:
             return files
     raise MissingImage()
@@ -133,9 +137,9 @@ class JSONAnswer(Response):
     summary="Screen one image (answer: a prediction) or several (answer: a list, one entry per image)",
     openapi_extra={"requestBody": REQUEST_BODY, "parameters": QUERY_PARAMETERS},
 )
-async def predict(disease: str, request: Request, pipeline: PipelineDep) -> JSONAnswer:
+async def predict(disease: str, request: Request, pipeline: PipelineDep, settings: SettingsDep) -> JSONAnswer:
     options = predict_options(request.query_params)
-    uploads = await read_request_images(request)
+    uploads = await read_request_images(request, settings)
     outcomes = await pipeline.screen(
         disease, uploads, threshold=options.threshold, explain=options.explain, version=options.version
     )

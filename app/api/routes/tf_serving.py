@@ -18,19 +18,18 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from app.api.deps import PipelineDep, RegistryDep
-from app.api.errors import STATUS_OF, protocol_error
-from app.errors import ModelUnavailable, UnknownDisease, UnknownVersion
-from app.inference import Screening, Upload
-from app.registry import ModelRegistry, ModelStatus, ServedModel
+from app.api.deps import LookupDep, PipelineDep
+from app.api.errors import STATUS_OF, ProtocolWords, protocol_answer
+from app.runtime.errors import UnknownVersion
+from app.runtime.inference import InferencePipeline, Screening, Upload
+from app.runtime.model_lookup import ModelMetadata, VersionState, parse_version
+from app.runtime.registry import ModelStatus
 
 router = APIRouter(prefix="/v1/models", tags=["TensorFlow Serving REST API"])
 TARGET = re.compile(r"^(?P<name>[a-z][a-z0-9_]{0,63})(?:/versions/(?P<version>\d+))?(?P<rest>/metadata|:predict)?$")
@@ -42,79 +41,72 @@ class BadRequest(Exception):
     """A request TF Serving would answer with 400 INVALID_ARGUMENT."""
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+class MalformedRequest(Exception):
+    """A path TF Serving does not serve: 404."""
 
 
-@contextmanager
-def _tf_serving_errors() -> Iterator[None]:
-    """Our domain errors, in TF Serving's shape."""
-    try:
-        yield
-    except BadRequest as error:
-        raise _Answer(_error(400, str(error))) from None
-    except tuple(STATUS_OF) as error:  # type: ignore[misc]
-        raise _Answer(protocol_error(error)) from None
+# Every error a TF Serving route can meet is answered in TF Serving's shape, mapped here once.
+TF_SERVING_WORDS: ProtocolWords = {
+    BadRequest: lambda error: (400, str(error)),
+    MalformedRequest: lambda error: (404, f"Malformed request: {error}"),
+    UnknownVersion: lambda error: (404, f"Servable not found for request: Specific({error.disease}, {error.version})"),
+}
 
 
-class _Answer(Exception):
-    def __init__(self, response: JSONResponse) -> None:
-        self.response = response
+def _tf_serving_error(error: Exception) -> JSONResponse:
+    return protocol_answer(error, TF_SERVING_WORDS)
 
 
-def _served(registry: ModelRegistry, name: str, version: str | None) -> ServedModel:
-    if not registry.versions(name):
-        raise UnknownDisease(name, sorted(registry.models))
-    try:
-        return registry.get(name, int(version) if version is not None else None)
-    except UnknownVersion:
-        raise _Answer(_error(404, f"Servable not found for request: Specific({name}, {version})")) from None
+ANSWERED: tuple[type[Exception], ...] = (BadRequest, MalformedRequest, *STATUS_OF)
 
 
 def _parse(target: str) -> re.Match[str]:
     match = TARGET.match(target)
     if match is None:
-        raise _Answer(_error(404, f"Malformed request: {target}"))
+        raise MalformedRequest(target)
     return match
 
 
+def _version(match: re.Match[str]) -> int | None:
+    return parse_version(match["name"], match["version"])
+
+
 @router.get("/{target:path}", summary="Model version status, or with /metadata the signatures")
-async def status_or_metadata(target: str, registry: RegistryDep) -> JSONResponse:
+async def status_or_metadata(target: str, lookup: LookupDep) -> JSONResponse:
     try:
         match = _parse(target)
-        with _tf_serving_errors():
-            if match["rest"] is None:  # status of every version held, or of the one asked for
-                return JSONResponse(_status(registry, match["name"], match["version"]))
-            if match["rest"] != "/metadata":
-                raise _Answer(_error(404, f"Malformed request: GET {target}"))
-            return JSONResponse(_metadata(_served(registry, match["name"], match["version"])))
-    except _Answer as answer:
-        return answer.response
+        if match["rest"] is None:  # status of every version held, or of the one asked for
+            states = lookup.states(match["name"], _version(match))
+            return JSONResponse({"model_version_status": [_version_status(state) for state in states]})
+        if match["rest"] != "/metadata":
+            raise MalformedRequest(f"GET {target}")
+        return JSONResponse(_metadata(lookup.model_metadata(match["name"], _version(match))))
+    except ANSWERED as error:
+        return _tf_serving_error(error)
 
 
 @router.post("/{target:path}", summary=":predict with instances (row format) or inputs (columnar)")
-async def predict(target: str, request: Request, pipeline: PipelineDep) -> JSONResponse:
+async def predict(target: str, request: Request, lookup: LookupDep, pipeline: PipelineDep) -> JSONResponse:
     try:
         match = _parse(target)
         if match["rest"] != ":predict":
-            raise _Answer(_error(404, f"Malformed request: POST {target} (only :predict is served)"))
-        with _tf_serving_errors():
-            body = await _json(request)
-            served = _served(pipeline.registry, match["name"], match["version"])
-            signature = body.get("signature_name") or "serving_default"
-            if signature not in SIGNATURES:
-                raise BadRequest(
-                    f'Serving signature name: "{signature}" not found in signature def; served: {", ".join(SIGNATURES)}'
-                )
-            row_format = "instances" in body
-            instances = _instances(body)
-            answers = await _screen(pipeline, served, instances)
-            values = [_value(answer, signature) for answer in answers]
-            if row_format:
-                return JSONResponse({"predictions": values})
-            return JSONResponse({"outputs": values})
-    except _Answer as answer:
-        return answer.response
+            raise MalformedRequest(f"POST {target} (only :predict is served)")
+        body = await _json(request)
+        model = lookup.model_metadata(match["name"], _version(match))
+        signature = body.get("signature_name") or "serving_default"
+        if signature not in SIGNATURES:
+            raise BadRequest(
+                f'Serving signature name: "{signature}" not found in signature def; served: {", ".join(SIGNATURES)}'
+            )
+        row_format = "instances" in body
+        instances = _instances(body)
+        answers = await _screen(pipeline, model, instances)
+        values = [_value(answer, signature) for answer in answers]
+        if row_format:
+            return JSONResponse({"predictions": values})
+        return JSONResponse({"outputs": values})
+    except ANSWERED as error:
+        return _tf_serving_error(error)
 
 
 async def _json(request: Request) -> dict[str, Any]:
@@ -140,14 +132,14 @@ def _instances(body: dict[str, Any]) -> list[Any]:
     return [value[INPUT_NAME] if isinstance(value, dict) and INPUT_NAME in value else value for value in values]
 
 
-async def _screen(pipeline, served: ServedModel, instances: list[Any]) -> list[Screening]:
+async def _screen(pipeline: InferencePipeline, model: ModelMetadata, instances: list[Any]) -> list[Screening]:
     """Encoded images through the decoding pipeline, arrays straight to the model; order kept."""
-    shape = served.loaded.card.input.spec().shape
+    shape = model.input_shape
     encoded = [(i, _decode_b64(v)) for i, v in enumerate(instances) if isinstance(v, dict)]
     arrays = [(i, _array(v, shape)) for i, v in enumerate(instances) if not isinstance(v, dict)]
     answers: dict[int, Screening] = {}
     if encoded:
-        outcomes = await pipeline.screen(served.disease, [Upload(data) for _, data in encoded], version=served.version)
+        outcomes = await pipeline.screen(model.disease, [Upload(data) for _, data in encoded], version=model.version)
         for (index, _), outcome in zip(encoded, outcomes, strict=True):
             if isinstance(outcome, Exception):
                 raise outcome  # TF Serving fails the whole request
@@ -156,9 +148,9 @@ async def _screen(pipeline, served: ServedModel, instances: list[Any]) -> list[S
         if len({array.shape for _, array in arrays}) > 1:
             raise BadRequest(f"array instances must all have the model's input shape {list(shape)}")
         batch = np.stack([array for _, array in arrays])
-        outcomes = await pipeline.screen_arrays(served.disease, batch, version=served.version)
-        for (index, _), outcome in zip(arrays, outcomes, strict=True):
-            answers[index] = outcome
+        screened = await pipeline.screen_arrays(model.disease, batch, version=model.version)
+        for (index, _), answer in zip(arrays, screened, strict=True):
+            answers[index] = answer
     return [answers[i] for i in range(len(instances))]
 
 
@@ -194,23 +186,13 @@ def _value(answer: Screening, signature: str) -> Any:
     return [answer.score, 1.0 - answer.score]
 
 
-def _status(registry: ModelRegistry, name: str, version: str | None) -> dict[str, Any]:
-    held = registry.versions(name)
-    if not held:
-        raise UnknownDisease(name, sorted(registry.models))
-    if version is not None:
-        if int(version) not in held:
-            raise _Answer(_error(404, f"Servable not found for request: Specific({name}, {version})"))
-        held = {int(version): held[int(version)]}
-    return {"model_version_status": [_version_status(served) for served in reversed(held.values())]}
-
-
-def _version_status(served: ServedModel) -> dict[str, Any]:
-    state = {ModelStatus.READY: "AVAILABLE", ModelStatus.LOADING: "LOADING", ModelStatus.FAILED: "END"}[served.status]
-    code, message = ("OK", "") if served.status is not ModelStatus.FAILED else ("UNKNOWN", served.error or "")
+def _version_status(state: VersionState) -> dict[str, Any]:
+    code, message = ("OK", "") if state.status is not ModelStatus.FAILED else ("UNKNOWN", state.error or "")
     return {
-        "version": str(served.version or 0),
-        "state": state,
+        "version": str(state.version or 0),
+        "state": {ModelStatus.READY: "AVAILABLE", ModelStatus.LOADING: "LOADING", ModelStatus.FAILED: "END"}[
+            state.status
+        ],
         "status": {"error_code": code, "error_message": message},
     }
 
@@ -223,13 +205,10 @@ def _tensor(dtype: str, dims: list[int], name: str) -> dict[str, Any]:
     }
 
 
-def _metadata(served: ServedModel) -> dict[str, Any]:
-    if served.model is None:
-        raise ModelUnavailable(f"the {served.disease} model is {served.status.value}: {served.error or ''}")
-    shape = list(served.model.card.input.spec().shape)
-    image = {INPUT_NAME: _tensor("DT_FLOAT", [-1, *shape], f"{INPUT_NAME}:0")}
+def _metadata(model: ModelMetadata) -> dict[str, Any]:
+    image = {INPUT_NAME: _tensor("DT_FLOAT", [-1, *model.input_shape], f"{INPUT_NAME}:0")}
     return {
-        "model_spec": {"name": served.disease, "signature_name": "", "version": str(served.version)},
+        "model_spec": {"name": model.disease, "signature_name": "", "version": str(model.version)},
         "metadata": {
             "signature_def": {
                 "signature_def": {

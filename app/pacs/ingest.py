@@ -1,0 +1,91 @@
+"""One DICOM instance in, MedScan's answers out: read its header, route it to the models of its kind (or the one
+asked for), answer it through the one inference pipeline, and queue an SR for each answer in the outbox. STOW-RS
+and the C-STORE SCP both adapt to this; a bad instance gets its reason and never stops the others."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from dataclasses import dataclass, field
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+
+from app.pacs.outbox import Outbox
+from app.pacs.report import structured_report
+from app.pacs.routing import Route, route
+from app.runtime.inference import InferencePipeline, Screening, Upload
+from app.runtime.model_lookup import ModelLookup
+
+# DICOM failure reasons (PS3.4 GG.4, PS3.18 STOW-RS): what a failed instance is reported with.
+CANNOT_UNDERSTAND = 0xC000  # not a readable DICOM instance
+NOT_AN_IMAGE = 0xA900  # a dataset without pixel data (a report, a plan)
+NO_ROUTE = 0x0122  # no model answers this kind of instance
+PROCESSING_FAILURE = 0x0110  # every model it was routed to failed on it
+
+
+@dataclass
+class InstanceOutcome:
+    sop_class_uid: str = ""
+    sop_instance_uid: str = ""
+    answers: dict[str, Screening] = field(default_factory=dict)  # disease -> answer
+    errors: dict[str, Exception] = field(default_factory=dict)  # disease -> why its model could not answer
+    failure: str | None = None  # why the instance as a whole was not answered
+    failure_code: int = 0
+    reports: list[str] = field(default_factory=list)  # SOP Instance UIDs of the SRs queued
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+
+def read_header(data: bytes) -> Dataset:
+    return dcmread(io.BytesIO(data), stop_before_pixels=True)
+
+
+class PacsIngest:
+    def __init__(self, pipeline: InferencePipeline, routes: list[Route], outbox: Outbox | None) -> None:
+        self.pipeline = pipeline
+        self.routes = routes
+        self.outbox = outbox
+
+    def _kinds(self) -> dict:
+        lookup = ModelLookup(self.pipeline.registry)
+        return {disease: card.modality for disease in lookup.diseases if (card := lookup.state(disease).card)}
+
+    async def instance(self, data: bytes, disease: str | None = None) -> InstanceOutcome:
+        try:
+            header = await asyncio.to_thread(read_header, data)
+            outcome = InstanceOutcome(str(header.SOPClassUID), str(header.SOPInstanceUID))
+        except Exception as error:  # noqa: BLE001 - anything unreadable is this instance's failure, not the request's
+            return InstanceOutcome(failure=f"not a readable DICOM instance ({type(error).__name__})",
+                                   failure_code=CANNOT_UNDERSTAND)  # fmt: skip
+        kinds = self._kinds()
+        diseases = ([disease] if disease in kinds else []) if disease else route(header, self.routes, kinds)
+        if not diseases:
+            outcome.failure, outcome.failure_code = self._no_route(header, disease), NO_ROUTE
+            return outcome
+        for name in diseases:
+            (answer,) = await self.pipeline.screen(name, [Upload(data, content_type="application/dicom")])
+            if isinstance(answer, Exception):
+                outcome.errors[name] = answer
+            else:
+                outcome.answers[name] = answer
+        if not outcome.answers:
+            first = next(iter(outcome.errors.values()))
+            outcome.failure = str(first)
+            outcome.failure_code = NOT_AN_IMAGE if "no pixel data" in str(first) else PROCESSING_FAILURE
+            return outcome
+        if self.outbox is not None:
+            for answer in outcome.answers.values():
+                report = await asyncio.to_thread(structured_report, header, answer)
+                await asyncio.to_thread(self.outbox.put, report)
+                outcome.reports.append(str(report.SOPInstanceUID))
+        return outcome
+
+    @staticmethod
+    def _no_route(header: Dataset, disease: str | None) -> str:
+        if disease:
+            return f"no model named {disease!r} is served"
+        modality, part = header.get("Modality", ""), header.get("BodyPartExamined", "")
+        return f"no model answers this kind of instance (Modality {modality or '-'}, BodyPartExamined {part or '-'})"

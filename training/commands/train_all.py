@@ -1,0 +1,17 @@
+"""`train-all`: retrain every disease that the data folder holds."""
+
+from __future__ import annotations
+
+import argparse
+
+from training.commands.arguments import Command, add_training
+from training.commands.train import train_one
+
+
+def run(args: argparse.Namespace) -> str:
+    from training.data.samples import diseases_in
+
+    return "\n".join(train_one(args, disease) for disease in diseases_in(args.data))
+
+
+COMMAND = Command("train-all", "retrain every disease that the data folder holds", add_training, run)
