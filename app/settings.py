@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     results_outbox_dir: Path = Field(
         Path("results-outbox"), description="where SRs wait until the PACS has taken them (durable: keep it on disk)"
     )
+    results_overlays: bool = Field(
+        False, description="also send each answer's Grad-CAM overlay as a DICOM Secondary Capture, beside its SR"
+    )
     results_poll_s: float = Field(1.0, gt=0, description="how often the outbox tries what is due")
     dicom_port: int | None = Field(None, ge=1, le=65535, description="start a C-STORE SCP on this port")
     dicom_host: str = Field("0.0.0.0", description="the C-STORE SCP's listen address")

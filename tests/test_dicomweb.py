@@ -95,3 +95,21 @@ def test_a_named_model_a_study_url_and_wrong_bodies(stow) -> None:
     assert none.status_code == 409
     wrong = client.post("/dicomweb/studies", content=encoded(smear), headers={"Content-Type": "application/dicom"})
     assert wrong.status_code == 415 and wrong.json()["error"]["code"] == "unsupported_media_type"
+
+
+def test_with_overlays_each_answer_also_queues_its_grad_cam_as_a_secondary_capture(pacs_models, tmp_path) -> None:
+    from pydicom import dcmread
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    settings = Settings(models_dir=pacs_models, modality_check=False, results_dicomweb_url="http://127.0.0.1:9/",
+                        results_outbox_dir=tmp_path, results_poll_s=30, results_overlays=True)  # fmt: skip
+    chest = instance("DX", "CHEST", seed=6)
+    with TestClient(create_app(settings)) as client:
+        response = post(client, [(encoded(chest), "application/dicom")], Accept="application/json")
+    (answered,) = response.json()["answers"]
+    report, overlay = (dcmread(tmp_path / f"{uid}.dcm") for uid in answered["reports"])
+    assert report.Modality == "SR" and overlay.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7"
+    assert overlay.SeriesInstanceUID == report.SeriesInstanceUID and overlay.StudyInstanceUID == chest.StudyInstanceUID
+    assert overlay.SamplesPerPixel == 3 and overlay.Rows > 0

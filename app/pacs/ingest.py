@@ -12,7 +12,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from app.pacs.outbox import Outbox
-from app.pacs.report import structured_report
+from app.pacs.report import overlay_capture, structured_report
 from app.pacs.routing import Route, route
 from app.runtime.inference import InferencePipeline, Screening, Upload
 from app.runtime.model_lookup import ModelLookup
@@ -44,10 +44,13 @@ def read_header(data: bytes) -> Dataset:
 
 
 class PacsIngest:
-    def __init__(self, pipeline: InferencePipeline, routes: list[Route], outbox: Outbox | None) -> None:
+    def __init__(
+        self, pipeline: InferencePipeline, routes: list[Route], outbox: Outbox | None, overlays: bool = False
+    ) -> None:
         self.pipeline = pipeline
         self.routes = routes
         self.outbox = outbox
+        self.overlays = overlays  # also send each answer's Grad-CAM overlay, as a Secondary Capture
 
     def _kinds(self) -> dict:
         lookup = ModelLookup(self.pipeline.registry)
@@ -66,7 +69,8 @@ class PacsIngest:
             outcome.failure, outcome.failure_code = self._no_route(header, disease), NO_ROUTE
             return outcome
         for name in diseases:
-            (answer,) = await self.pipeline.screen(name, [Upload(data, content_type="application/dicom")])
+            upload = Upload(data, content_type="application/dicom")
+            (answer,) = await self.pipeline.screen(name, [upload], explain=self._overlay_of(name))
             if isinstance(answer, Exception):
                 outcome.errors[name] = answer
             else:
@@ -78,10 +82,23 @@ class PacsIngest:
             return outcome
         if self.outbox is not None:
             for answer in outcome.answers.values():
-                report = await asyncio.to_thread(structured_report, header, answer)
-                await asyncio.to_thread(self.outbox.put, report)
-                outcome.reports.append(str(report.SOPInstanceUID))
+                outcome.reports += await asyncio.to_thread(self._queue, header, answer)
         return outcome
+
+    def _overlay_of(self, disease: str) -> bool:
+        return (
+            self.overlays and self.outbox is not None and ModelLookup(self.pipeline.registry).state(disease).explainable
+        )
+
+    def _queue(self, header: Dataset, answer: Screening) -> list[str]:
+        """The SR (and overlay) of one answer into the outbox; their SOP Instance UIDs."""
+        assert self.outbox is not None
+        objects = [structured_report(header, answer)]
+        if answer.explanation is not None:
+            objects.append(overlay_capture(header, answer))
+        for dataset in objects:
+            self.outbox.put(dataset)
+        return [str(dataset.SOPInstanceUID) for dataset in objects]
 
     @staticmethod
     def _no_route(header: Dataset, disease: str | None) -> str:

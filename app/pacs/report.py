@@ -5,7 +5,11 @@ instance and the model version, so an SR sent twice is the same object, stored o
 
 from __future__ import annotations
 
+import io
+
 import highdicom as hd
+import numpy as np
+from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
@@ -33,6 +37,27 @@ def label_code(disease: str, label: str) -> Code:
 def uid_for(*parts: object) -> str:
     """A UID that is always the same for the same parts (pydicom hashes them under its root)."""
     return str(generate_uid(entropy_srcs=[str(part) for part in parts]))
+
+
+def overlay_capture(source: Dataset, screening: Screening) -> Dataset:
+    """The Grad-CAM overlay of an explained answer as a Secondary Capture, in the SR's series."""
+    assert screening.explanation is not None
+    with Image.open(io.BytesIO(screening.explanation.overlay_png)) as png:
+        pixels = np.asarray(png.convert("RGB"))
+    return hd.sc.SCImage.from_ref_dataset(
+        ref_dataset=source,
+        pixel_array=pixels,
+        photometric_interpretation="RGB",
+        bits_allocated=8,
+        coordinate_system="PATIENT",
+        series_instance_uid=uid_for(source.StudyInstanceUID, "medscan-results"),
+        series_number=SERIES_NUMBER,
+        sop_instance_uid=uid_for(source.SOPInstanceUID, screening.disease, screening.model_version, "overlay"),
+        instance_number=2,
+        manufacturer="MedScan",
+        patient_orientation=("L", "F"),
+        series_description="MedScan screening results (research use only)",
+    )
 
 
 def structured_report(source: Dataset, screening: Screening) -> Dataset:

@@ -42,7 +42,7 @@ class PacsService:
 def start(settings: Settings, pipeline: InferencePipeline) -> PacsService:
     sender = results_sender(settings)
     outbox = Outbox(settings.results_outbox_dir, sender, settings.results_poll_s) if sender else None
-    service = PacsService(PacsIngest(pipeline, settings.dicom_routes, outbox), outbox)
+    service = PacsService(PacsIngest(pipeline, settings.dicom_routes, outbox, settings.results_overlays), outbox)
     if outbox is not None:
         service.delivery = asyncio.create_task(outbox.run())
         log.info("results go to %s; %d waiting in %s", settings.results_dicomweb_url or settings.results_cstore,
