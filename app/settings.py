@@ -18,6 +18,12 @@ DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MEDSCAN_", env_file=".env", extra="ignore")
 
+    def decode_threads_count(self) -> int:
+        from app.runtime.decode_budget import default_decode_threads
+        from app.runtime.tf_runtime import available_cores
+
+        return self.decode_threads or default_decode_threads(available_cores())
+
     def decode_memory_bytes(self) -> int:
         from app.runtime.decode_budget import default_budget_bytes
 
@@ -123,6 +129,12 @@ class Settings(BaseSettings):
         gt=0,
         description="memory for decoding images at once (app/runtime/decode_budget.py); unset: 70% of what the "
         "process may still use once its models are loaded (the container's cgroup limit, else the machine's memory)",
+    )
+    decode_threads: int = Field(
+        0,
+        ge=0,
+        description="large images (above inline_decode_max_pixels) decoded at once; 0: every core but one, so "
+        "that small requests keep a core while large ones decode",
     )
     decode_wait_s: float = Field(
         5.0, ge=0, description="how long an image waits for decode memory before 503 with Retry-After"

@@ -52,6 +52,28 @@ async def test_decodes_are_admitted_while_they_fit_and_wait_for_room():
     assert budget.in_use == 0
 
 
+async def test_no_more_large_decodes_at_once_than_it_allows_though_memory_would_fit():
+    budget = DecodeBudget(limit_bytes=1000, wait_s=2, max_decodes=1)
+    at_once, most = 0, 0
+
+    async def decode(hold: float):
+        nonlocal at_once, most
+        async with budget.reserve(10):
+            at_once += 1
+            most = max(most, at_once)
+            await asyncio.sleep(hold)
+            at_once -= 1
+
+    await asyncio.gather(*(decode(0.02) for _ in range(5)))
+    assert most == 1 and budget.decoding == 0 and budget.in_use == 0
+
+
+def test_by_default_every_core_but_one_decodes() -> None:
+    from app.runtime.decode_budget import default_decode_threads
+
+    assert [default_decode_threads(cores) for cores in (1, 2, 8)] == [1, 1, 7]
+
+
 async def test_a_full_budget_answers_busy_after_the_wait_and_too_large_at_once():
     budget = DecodeBudget(limit_bytes=100, wait_s=0.1)
     async with budget.reserve(90):

@@ -155,7 +155,9 @@ class InferencePipeline:
         self.settings = settings
         self.metrics = metrics
         self.modality = modality  # the service's modality check (app/runtime/modality_check.py), where it has one
-        self.budget = DecodeBudget(settings.decode_memory_bytes(), settings.decode_wait_s)
+        self.budget = DecodeBudget(
+            settings.decode_memory_bytes(), settings.decode_wait_s, settings.decode_threads_count()
+        )
         self._kind_executor = ThreadPoolExecutor(1, thread_name_prefix="modality")
 
     async def screen(
