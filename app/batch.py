@@ -5,6 +5,7 @@ bar, several at a time, into a CSV or JSON-lines table that a second run resumes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import json
 import signal
@@ -250,13 +251,20 @@ def main(argv: list[str] | None = None) -> int:
 async def _run(
     todo: list[Path], score: Scorer, close: Callable, table: ResultsTable, concurrency: int, progress: tqdm
 ) -> Summary:
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    if task is not None:  # Ctrl-C: stop the workers where they are; each row already written stays
-        loop.add_signal_handler(signal.SIGINT, task.cancel)
-    try:
-        return await score_all(todo, score, table, concurrency, progress)
-    except asyncio.CancelledError:
-        raise KeyboardInterrupt from None
-    finally:
-        await close()
+    """Score until done or Ctrl-C: then the workers stop where they are (each row already written stays), the
+    models are released, and KeyboardInterrupt tells the caller."""
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
+    work = asyncio.create_task(score_all(todo, score, table, concurrency, progress))
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    if stop.is_set():
+        work.cancel()
+    else:
+        stopped.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await work
+    await close()
+    if stop.is_set():
+        raise KeyboardInterrupt
+    return work.result()
