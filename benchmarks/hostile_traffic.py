@@ -34,7 +34,6 @@ from benchmarks.live_service import running_service, write_result
 
 ROOT = Path(__file__).resolve().parent.parent
 SIDE = 7070  # 49.98 megapixels: the largest square under the default MEDSCAN_MAX_IMAGE_PIXELS
-SHORT_BODY = b"POST /predict/malaria HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n\r\nab"
 SHORT_BODY = b"POST /predict/malaria HTTP/1.1\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n\r\nab"
 MODELS = ("malaria", "pneumonia", "brain_tumor", "breast_cancer", "retinopathy")
 

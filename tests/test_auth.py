@@ -43,6 +43,10 @@ def test_requests_without_a_valid_key_get_401_in_the_error_shape(keyed_client) -
     for protected in ("/models", "/v1/models/malaria", "/v2/models/malaria"):
         assert keyed_client.get(protected).status_code == 401, protected
     assert keyed_client.post("/admin/reload").status_code == 401
+    stow = keyed_client.post(
+        "/dicomweb/studies", content=b"--b--", headers={"Content-Type": "multipart/related; boundary=b"}
+    )
+    assert stow.status_code == 401  # a PACS needs a key like any client
 
 
 def test_keys_from_the_environment_and_the_file_by_either_header(keyed_client) -> None:
