@@ -7,7 +7,7 @@ oversized headers and short bodies (issue 35's targets).
    deflate TIFF and JPEG; a 16-bit DICOM as large as the body limit allows), spread over the models, while a
    client sends small images one after another: every answer must be 200, 413 or 503 with Retry-After (no
    5xx), the server's peak resident memory (VmHWM) stays under `--memory-limit-mib` (our Kubernetes
-   Deployment's 1,536 MiB), and the small requests' p99 is reported (target <= 250 ms).
+   Deployment's limit, 4 GiB since 2026-12-03), and the small requests' p99 is reported (target <= 250 ms).
 2. `--slow` connections that send half a request line and stop: all closed within the header timeout.
 3. A 64 KiB header: 431. A body shorter than its Content-Length: 408.
 
@@ -155,7 +155,7 @@ def main() -> int:
     parser.add_argument("--uploads", type=int, default=64)
     parser.add_argument("--slow", type=int, default=200)
     parser.add_argument("--decode-memory-mb", type=int, default=445)
-    parser.add_argument("--memory-limit-mib", type=float, default=1536)
+    parser.add_argument("--memory-limit-mib", type=float, default=4096)
     parser.add_argument("--header-timeout-s", type=float, default=10)
     parser.add_argument("--port", type=int, default=8798)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "hostile-traffic.json")
