@@ -69,3 +69,20 @@ def test_lists_and_mappings_are_read_as_json(monkeypatch) -> None:
     assert [key.get_secret_value() for key in settings.api_keys] == ["lab-1", "lab-2"]
     assert settings.version_policy_versions == {"malaria": [4, 5]}
     assert settings.cors_origins == ["https://lab.example"]
+
+
+def test_the_dicom_routing_table_is_json_in_the_environment(monkeypatch) -> None:
+    from app.contract.modality import Modality
+    from app.settings import InvalidSettings, get_settings
+
+    monkeypatch.setenv("MEDSCAN_DICOM_ROUTES", '[{"modality": ["CT"], "body_part": ["CHEST"], "kind": "chest_xray"}]')
+    get_settings.cache_clear()
+    try:
+        (rule,) = get_settings().dicom_routes
+        assert (rule.modality, rule.body_part, rule.kind) == (["CT"], ["CHEST"], Modality.CHEST_XRAY)
+        monkeypatch.setenv("MEDSCAN_DICOM_ROUTES", '[{"modality": ["CT"], "kind": "lung"}]')
+        get_settings.cache_clear()
+        with pytest.raises(InvalidSettings, match="MEDSCAN_DICOM_ROUTES"):
+            get_settings()
+    finally:
+        get_settings.cache_clear()  # the next test reads its own environment
