@@ -227,11 +227,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     done = already_scored(args.out) if args.out else set()
     todo = [path for path in files if str(path) not in done]
-    score, close = (
-        remote_scorer(args.url, args.disease, args.api_key, args.timeout)
-        if args.url
-        else local_scorer(args.models, args.disease)
-    )
+    from app.settings import InvalidSettings
+
+    try:
+        score, close = (
+            remote_scorer(args.url, args.disease, args.api_key, args.timeout)
+            if args.url
+            else local_scorer(args.models, args.disease)
+        )
+    except InvalidSettings as error:
+        print(f"medscan predict: {error}", file=sys.stderr)
+        return 2
     table = ResultsTable(args.out)
     progress = tqdm(total=len(todo), unit="file", desc=args.disease, file=sys.stderr)
     try:
