@@ -97,14 +97,16 @@ def pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Orthanc, st
     export_untrained(models, "pneumonia", size=48, modality="chest_xray")
     medscan_port, scp_port = free_port(), free_port()
     orthanc = Orthanc(folder, f"http://127.0.0.1:{medscan_port}", scp_port)
-    orthanc.start()
     settings = Settings(
         models_dir=models, modality_check=False, results_dicomweb_url=f"{orthanc.url}/dicom-web",
         results_outbox_dir=folder / "outbox", results_poll_s=0.2, dicom_port=scp_port, dicom_host="127.0.0.1",
     )  # fmt: skip
-    with live_server(create_app(settings), port=medscan_port) as url:
-        yield orthanc, url
-    orthanc.stop()
+    orthanc.start()
+    try:
+        with live_server(create_app(settings), port=medscan_port) as url:
+            yield orthanc, url
+    finally:
+        orthanc.stop()  # also when MedScan failed to start: no Orthanc left behind
 
 
 def read_sr(orthanc: Orthanc, study_uid: str, item: dict):
