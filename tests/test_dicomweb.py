@@ -85,12 +85,14 @@ def test_each_bad_part_fails_alone_with_its_reason(stow) -> None:
 
 
 def test_a_named_model_a_study_url_and_wrong_bodies(stow) -> None:
-    client, _ = stow
+    client, outbox = stow
     smear = instance("XC", "", seed=4)
     named = post(client, [(encoded(smear), "application/dicom")], "/dicomweb/studies?disease=malaria")
     assert named.status_code == 200 and named.headers["content-type"] == "application/dicom+json"
+    queued = len(list(outbox.glob("*.dcm")))
     other_study = post(client, [(encoded(instance(seed=5)), "application/dicom")], "/dicomweb/studies/1.2.3")
     assert other_study.status_code == 409 and other_study.json()[FAILED]["Value"][0][REASON]["Value"] == [0xA900]
+    assert len(list(outbox.glob("*.dcm"))) == queued  # refused before it was answered: no SR for it
     none = post(client, [(encoded(smear), "application/dicom")], "/dicomweb/studies?disease=cholera")
     assert none.status_code == 409
     wrong = client.post("/dicomweb/studies", content=encoded(smear), headers={"Content-Type": "application/dicom"})

@@ -19,7 +19,7 @@ from app.runtime.model_lookup import ModelLookup
 
 # DICOM failure reasons (PS3.4 GG.4, PS3.18 STOW-RS): what a failed instance is reported with.
 CANNOT_UNDERSTAND = 0xC000  # not a readable DICOM instance
-NOT_AN_IMAGE = 0xA900  # a dataset without pixel data (a report, a plan)
+NOT_AN_IMAGE = 0xA900  # a dataset without pixel data (a report, a plan); or not of the study asked for
 NO_ROUTE = 0x0122  # no model answers this kind of instance
 PROCESSING_FAILURE = 0x0110  # every model it was routed to failed on it
 
@@ -56,13 +56,17 @@ class PacsIngest:
         lookup = ModelLookup(self.pipeline.registry)
         return {disease: card.modality for disease in lookup.diseases if (card := lookup.state(disease).card)}
 
-    async def instance(self, data: bytes, disease: str | None = None) -> InstanceOutcome:
+    async def instance(self, data: bytes, disease: str | None = None, study: str | None = None) -> InstanceOutcome:
+        """`disease`: that model instead of the routing table's; `study`: refuse an instance of another study."""
         try:
             header = await asyncio.to_thread(read_header, data)
             outcome = InstanceOutcome(str(header.SOPClassUID), str(header.SOPInstanceUID))
         except Exception as error:  # noqa: BLE001 - anything unreadable is this instance's failure, not the request's
             return InstanceOutcome(failure=f"not a readable DICOM instance ({type(error).__name__})",
                                    failure_code=CANNOT_UNDERSTAND)  # fmt: skip
+        if study and str(header.get("StudyInstanceUID", "")) != study:
+            outcome.failure, outcome.failure_code = f"not of study {study}", NOT_AN_IMAGE
+            return outcome
         kinds = self._kinds()
         diseases = ([disease] if disease in kinds else []) if disease else route(header, self.routes, kinds)
         if not diseases:

@@ -25,7 +25,6 @@ from app.pacs.ingest import CANNOT_UNDERSTAND, InstanceOutcome, PacsIngest
 
 router = APIRouter(prefix="/dicomweb", tags=["DICOMweb (STOW-RS)"])
 DICOM_JSON = "application/dicom+json"
-STUDY_MISMATCH = 0xA900  # the instance is not of the study the URL names
 
 
 def _ingest(request: Request) -> PacsIngest:
@@ -76,17 +75,7 @@ async def _one(ingest: PacsIngest, part: Part, study: str | None, disease: str |
     if media_type != "application/dicom":
         return InstanceOutcome(failure=f"a part of type {media_type}, not application/dicom",
                                failure_code=CANNOT_UNDERSTAND)  # fmt: skip
-    outcome = await ingest.instance(part.data, disease)
-    if study and outcome.ok and not _in_study(part.data, study):
-        return InstanceOutcome(outcome.sop_class_uid, outcome.sop_instance_uid, failure=f"not of study {study}",
-                               failure_code=STUDY_MISMATCH)  # fmt: skip
-    return outcome
-
-
-def _in_study(data: bytes, study: str) -> bool:
-    from app.pacs.ingest import read_header
-
-    return str(read_header(data).get("StudyInstanceUID", "")) == study
+    return await ingest.instance(part.data, disease, study)
 
 
 async def _store(request: Request, settings: SettingsDep, study: str | None) -> JSONResponse:
