@@ -133,6 +133,13 @@ def add_training(parser: argparse.ArgumentParser) -> None:
         "keep an ImageNet backbone (--arch, --weights) frozen and fit only a logistic-regression head on "
         "its pooled features (default: the recipe's choice)",
     )
+    parser.add_argument(
+        "--fine-tune-from",
+        default=None,
+        metavar="LAYER",
+        help="train only the layers above this one (e.g. block10_add, the end of EfficientNet-Lite0's stage 5), "
+        "on its outputs computed once per image and flip; with --frozen-backbone, after the head's regression",
+    )
     add_description(parser)
     add_network(parser)
     add_target_sensitivity(parser)
@@ -221,6 +228,7 @@ def train_options(args: argparse.Namespace, disease: str | None = None):
         augment=args.augment,
         stain_jitter=args.stain_jitter,
         frozen_backbone=args.frozen_backbone,
+        fine_tune_from=args.fine_tune_from,
         dihedral=args.dihedral,
         seed=args.seed,
         init_seed=args.init_seed,

@@ -49,6 +49,9 @@ class Recipe:
     # Keep an ImageNet backbone frozen and fit only a logistic-regression head on its pooled features, computed
     # once per image (training/networks/frozen_head.py); with `augment`, once per flip too.
     frozen_backbone: bool = False
+    # Train only the layers above this one, on its outputs computed once per image and flip; with
+    # frozen_backbone, after the head's logistic regression (training/networks/top_finetune.py).
+    fine_tune_from: str | None = None
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -184,6 +187,7 @@ RECIPE_KEYS = frozenset(
         "pretrained_start",
         "balance_sites",
         "frozen_backbone",
+        "fine_tune_from",
     }
 )
 CONFIG_KEYS = RECIPE_KEYS | {

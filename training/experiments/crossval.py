@@ -299,6 +299,8 @@ def operating_points(report: Path, targets: tuple[float, ...] = TARGETS) -> list
 
 
 def cross_validate(options: TrainOptions, folds: int = 5, report_dir: Path | None = None) -> dict[str, Any]:
+    if folds < 3:  # each round holds one fold out, validates on the next and trains on the rest
+        raise ValueError(f"cross-validation needs at least 3 folds (held out, validation, training), not {folds}")
     config = options.config
     recipe = resolve_recipe(config, options)
     spec = config.spec()

@@ -17,6 +17,7 @@ from training.networks.architectures import PAPER_CNN, make_architecture
 from training.networks.batchnorm import RecalibratedValidation, keep_best_epoch, worth_recalibrating
 from training.networks.frozen_head import fit_head
 from training.networks.model import compile_model, learning_rate_schedule
+from training.networks.top_finetune import fine_tune_top
 
 
 def balanced_within_strata(labels: np.ndarray, strata: list[str]) -> np.ndarray:
@@ -81,8 +82,8 @@ def fit_model(
     )
     validation_batches = evaluation_batches(validation_part, batch_size=recipe.batch_size)
     model = make_architecture(arch, spec, weights=initial_weights, bn_momentum=recipe.bn_momentum)
-    if recipe.frozen_backbone:
-        return _fit_frozen(model, recipe, train_part, validation_part, weights, per_image)
+    if recipe.frozen_backbone or recipe.fine_tune_from:
+        return _fit_frozen(model, recipe, train_part, validation_part, weights, per_image, verbose)
     steps_per_epoch = -(-train_part.size // recipe.batch_size)
     compile_model(
         model,
@@ -118,8 +119,10 @@ def _fit_frozen(
     validation_part: DecodedSet,
     class_weights: dict[int, float] | None,
     per_image: np.ndarray | None,
+    verbose: int = 0,
 ) -> FittedModel:
-    """Only the head, on the frozen backbone's features (Recipe.frozen_backbone)."""
+    """Only the head, on the frozen backbone's features (Recipe.frozen_backbone); and then, or alone, the layers
+    above `Recipe.fine_tune_from`, on their inputs cached once (top_finetune.py)."""
     if per_image is None and class_weights is not None:
         per_image = np.array([class_weights[int(label)] for label in train_part.labels])
     flips = tuple(
@@ -128,9 +131,29 @@ def _fit_frozen(
         if recipe.augment and wanted
     )
     started = time.perf_counter()
-    history, _ = fit_head(
-        model, train_part, validation_part, batch_size=recipe.batch_size, sample_weights=per_image, flips=flips
-    )
+    history: dict[str, list[float]] = {}
+    best_epoch = 1
+    if recipe.frozen_backbone:
+        history, _ = fit_head(
+            model, train_part, validation_part, batch_size=recipe.batch_size, sample_weights=per_image, flips=flips
+        )
+    if recipe.fine_tune_from:
+        history, best_epoch, _ = fine_tune_top(
+            model,
+            recipe.fine_tune_from,
+            train_part,
+            validation_part,
+            epochs=recipe.epochs,
+            batch_size=recipe.batch_size,
+            learning_rate=recipe.learning_rate,
+            sample_weights=per_image,
+            flips=flips,
+            verbose=verbose,
+        )
     return FittedModel(
-        model=model, history=history, best_epoch=1, seconds=time.perf_counter() - started, class_weights=class_weights
+        model=model,
+        history=history,
+        best_epoch=best_epoch,
+        seconds=time.perf_counter() - started,
+        class_weights=class_weights,
     )

@@ -60,6 +60,7 @@ class TrainOptions:
     augment: bool | None = None  # None: the recipe's own choice
     stain_jitter: bool | None = None  # None: the recipe's own choice
     frozen_backbone: bool | None = None  # None: the recipe's own choice
+    fine_tune_from: str | None = None  # None: the recipe's own choice (training/networks/top_finetune.py)
     dihedral: bool | None = None  # None: the recipe's own choice
     seed: int = 42  # the split and the cross-validation folds; and, without init_seed, the training below
     init_seed: int | None = None  # initial weights, shuffling, augmentation; runs that differ only in it share
@@ -106,6 +107,8 @@ def resolve_recipe(config: DiseaseConfig, options: TrainOptions) -> Recipe:
         recipe = replace(recipe, dihedral=options.dihedral)
     if options.frozen_backbone is not None:
         recipe = replace(recipe, frozen_backbone=options.frozen_backbone)
+    if options.fine_tune_from is not None:
+        recipe = replace(recipe, fine_tune_from=options.fine_tune_from or None)
     if options.weights is not None:  # an explicit start replaces the recipe's
         recipe = replace(recipe, pretrained_start=options.weights.endswith(".keras"))
     return recipe
