@@ -340,10 +340,11 @@ def report_tag(disease: str, arch: str, spec: InputSpec, recipe: Recipe, init_se
     arch_part = ("" if arch == "paper_cnn" else f"-{arch}") + ("-pretrained" if recipe.pretrained_start else "")
     enhancement = "" if spec.enhancement is Enhancement.NONE else f"-{spec.enhancement}"
     learning_rate = "" if recipe.learning_rate == DEFAULT_LEARNING_RATE else f"-lr{recipe.learning_rate:g}"
+    fine_tuned = f"-from-{recipe.fine_tune_from}" if recipe.fine_tune_from else ""
     return (
         f"{disease}{arch_part}{enhancement}-{recipe.name}{'-augment' if recipe.augment else ''}"
         f"{'-dihedral' if recipe.dihedral else ''}{'-stain' if recipe.stain_jitter else ''}"
-        f"{'-frozen' if recipe.frozen_backbone else ''}-{spec.height}px-"
+        f"{'-frozen' if recipe.frozen_backbone else ''}{fine_tuned}-{spec.height}px-"
         f"{recipe.epochs}ep{learning_rate}{'' if init_seed is None else f'-init{init_seed}'}"
     )
 
