@@ -160,7 +160,9 @@ def remote_scorer(url: str, disease: str, api_key: str | None, timeout_s: float)
 
 def _media(body: bytes) -> str:
     """A raw body's type: DICOM by its marker, else any image (the service reads the format itself)."""
-    return "application/dicom" if body[128:132] == b"DICM" else "image/*"
+    from app.contract.dicom import looks_like_dicom
+
+    return "application/dicom" if looks_like_dicom(body) else "image/*"
 
 
 def local_scorer(models_dir: Path | None, disease: str) -> tuple[Scorer, Callable]:
