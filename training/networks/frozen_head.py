@@ -19,23 +19,31 @@ import numpy as np
 import tensorflow as tf
 
 from training.data.pipeline import DecodedSet, images_only
+from training.networks.servable import flip_views
 
 log = logging.getLogger("training")
 POOL = "pool"  # make_architecture's pooled features, before the dropout and the head
 # Inverse L2 strength C, on standardised features. Referable retinopathy chose the smallest of 0.001-1.0, the
 # grid's edge (2026-12-03): it reaches down to 0.0001 since.
 STRENGTHS = (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
-FLIPS = {"horizontal": 2, "vertical": 1}  # image axis (batch, height, width, channel) each flip reverses
 
 
 def pooled_features(
     model: keras.Model, part: DecodedSet, *, batch_size: int, flips: tuple[str, ...] = ()
 ) -> np.ndarray:
-    """N x F pooled features of a part's images, as they are and under each flip: (1 + flips) x N rows."""
+    """N x F pooled features of a part's images, as they are and under every combination of the flips (as the
+    served graph answers): views x N rows."""
     extractor = keras.Model(model.inputs, model.get_layer(POOL).output)
-    views = [images_only(part, batch_size=batch_size)]
-    views += [images_only(part, batch_size=batch_size).map(lambda x, a=FLIPS[f]: tf.reverse(x, [a])) for f in flips]
+    views = flipped_views(part, batch_size=batch_size, flips=flips)
     return np.concatenate([extractor.predict(view, verbose=0) for view in views]).astype(np.float64)
+
+
+def flipped_views(part: DecodedSet, *, batch_size: int, flips: tuple[str, ...] = ()) -> list[tf.data.Dataset]:
+    """A part's images as they are, then under every combination of the flips, each a dataset."""
+    plain = [images_only(part, batch_size=batch_size)]
+    return plain + [
+        images_only(part, batch_size=batch_size).map(lambda x, a=axes: tf.reverse(x, a)) for axes in flip_views(flips)
+    ]
 
 
 def fit_head(
@@ -57,9 +65,10 @@ def fit_head(
     log.info("frozen features: %d + %d rows in %.0f s", len(train_features), len(validation_features),
              time.perf_counter() - started)  # fmt: skip
     infected = (train_part.labels == 0).astype(int)  # CLASS_NAMES[0] is "infected"
-    targets = np.tile(infected, 1 + len(flips))
+    views = 1 + len(flip_views(flips))
+    targets = np.tile(infected, views)
     weights = np.ones(len(infected)) if sample_weights is None else np.asarray(sample_weights, dtype=np.float64)
-    weights = np.tile(weights, 1 + len(flips))
+    weights = np.tile(weights, views)
     center, scale = train_features.mean(axis=0), train_features.std(axis=0) + 1e-6
     validation_infected = (validation_part.labels == 0).astype(int)
     history: dict[str, list[float]] = {"strength": [], "val_loss": [], "val_auc": []}

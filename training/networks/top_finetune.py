@@ -15,11 +15,11 @@ import time
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from training.data.pipeline import DecodedSet, images_only
+from training.data.pipeline import DecodedSet
 from training.networks.batchnorm import keep_best_epoch
-from training.networks.frozen_head import FLIPS
+from training.networks.frozen_head import flipped_views
+from training.networks.servable import flip_views
 
 
 def split_at(model: keras.Model, layer_name: str) -> tuple[keras.Model, keras.Model]:
@@ -38,9 +38,8 @@ def split_at(model: keras.Model, layer_name: str) -> tuple[keras.Model, keras.Mo
 
 
 def cached(bottom: keras.Model, part: DecodedSet, batch_size: int, flips: tuple[str, ...] = ()) -> np.ndarray:
-    """The bottom's outputs for a part's images, as they are and under each flip: (1 + flips) x N rows."""
-    views = [images_only(part, batch_size=batch_size)]
-    views += [images_only(part, batch_size=batch_size).map(lambda x, a=FLIPS[f]: tf.reverse(x, [a])) for f in flips]
+    """The bottom's outputs for a part's images, as they are and under every combination of the flips."""
+    views = flipped_views(part, batch_size=batch_size, flips=flips)
     return np.concatenate([bottom.predict(view, verbose=0) for view in views])
 
 
@@ -70,8 +69,9 @@ def fine_tune_top(
     for layer in top.layers:
         layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)
     train_x = cached(bottom, train_part, batch_size, flips)
-    train_y = np.tile(one_hot(train_part.labels), (1 + len(flips), 1))
-    weights = None if sample_weights is None else np.tile(np.asarray(sample_weights, np.float32), 1 + len(flips))
+    views = 1 + len(flip_views(flips))
+    train_y = np.tile(one_hot(train_part.labels), (views, 1))
+    weights = None if sample_weights is None else np.tile(np.asarray(sample_weights, np.float32), views)
     validation = (cached(bottom, validation_part, batch_size), one_hot(validation_part.labels))
     top.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=keras.losses.BinaryCrossentropy())
     best = keep_best_epoch(epochs)
