@@ -45,7 +45,8 @@ def test_the_heaviest_model_is_read_from_the_cards_views_included(tmp_path: Path
         write_card(card.model_copy(update={"test_time_flips": flips}), models / disease / "1" / METADATA_FILE)
     (models / "broken" / "1").mkdir(parents=True)
     (models / "broken" / "1" / METADATA_FILE).write_text("{not json")
-    assert heaviest_model_pixels(models) == 48 * 48 * 3  # the smaller input, but three views of it
+    # the smaller input, but four views of it: as sent, mirrored, upside down and both, as the graph runs them
+    assert heaviest_model_pixels(models) == 48 * 48 * 4
 
 
 def test_a_container_quota_caps_the_cores(tmp_path: Path) -> None:

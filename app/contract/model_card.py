@@ -339,6 +339,10 @@ class ModelCard(BaseModel):
         """(temperature, bias) as the service applies them; (1, 0) for a card without calibration."""
         return self.calibration.parameters() if self.calibration else UNCALIBRATED
 
+    def views_per_image(self) -> int:
+        """The network passes one image costs: itself and every combination of its test-time flips."""
+        return 2 ** len(self.test_time_flips)
+
 
 def read_card(path: Path) -> ModelCard:
     return ModelCard.model_validate_json(path.read_text(encoding="utf-8"))

@@ -299,7 +299,7 @@ class ModelRegistry:
         a batch holds at most MEDSCAN_MAX_BATCH_PIXELS (views included). A 448 px network's activations at
         batch 32 would take GBs; at 8, one tenth of that."""
         spec = model.card.input.spec()
-        views = 2 ** len(model.card.test_time_flips)
+        views = model.card.views_per_image()
         fitting = self.settings.max_batch_pixels // (spec.height * spec.width * views)
         return max(1, min(self.settings.max_batch_size, fitting))
 

@@ -42,7 +42,7 @@ def heaviest_model_pixels(models_dir: Path) -> int:
             except (OSError, ValueError):  # the registry reports a bad card; it does not decide threads
                 continue
             spec = card.input.spec()
-            heaviest = max(heaviest, spec.height * spec.width * (1 + len(card.test_time_flips)))
+            heaviest = max(heaviest, spec.height * spec.width * card.views_per_image())
     return heaviest
 
 
@@ -50,7 +50,7 @@ def intra_op_threads(setting: int, cores: int, heaviest_pixels: int) -> int:
     """The threads one TensorFlow op may use: the setting, or (0) the fastest measured choice.
 
     Measured on 2 cores with every shipped model loaded (benchmarks/serving.py, concurrency 32): the blood-smear
-    cell model (64x64x3 over 3 views) served 233 requests/s with one op thread and 365 with two, and 230 / 335 in
+    cell model (64x64x3, four views) served 233 requests/s with one op thread and 365 with two, and 230 / 335 in
     a second run; the light chest X-ray model (64x64x1) 911 with one and 867 with two in the first run, where the
     event loop's work per request outweighed the model's, but 657 / 908 in the second. So when every model is
     light the loop keeps a core (all but one for TensorFlow); otherwise TensorFlow takes every core."""
