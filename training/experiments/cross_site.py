@@ -257,7 +257,7 @@ def cross_site(options: TrainOptions, report_dir: Path | None = None, only: list
     if report_dir is not None:
         report_dir.mkdir(parents=True, exist_ok=True)
         arch = "" if options.arch == PAPER_CNN else f"-{options.arch}"  # another network, another report
-        arch += "-frozen" if options.frozen_backbone else ""
+        arch += ("-frozen" if options.frozen_backbone else "") + ("-vflip" if recipe.flip_vertical else "")
         path = report_dir / f"{options.disease}{arch}-{spec.height}px.json"
         result["report"] = str(path)
         result["scores_file"] = path.with_suffix(".scores.json").name

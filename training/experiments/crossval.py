@@ -343,7 +343,8 @@ def report_tag(disease: str, arch: str, spec: InputSpec, recipe: Recipe, init_se
     fine_tuned = f"-from-{recipe.fine_tune_from}" if recipe.fine_tune_from else ""
     return (
         f"{disease}{arch_part}{enhancement}-{recipe.name}{'-augment' if recipe.augment else ''}"
-        f"{'-dihedral' if recipe.dihedral else ''}{'-stain' if recipe.stain_jitter else ''}"
+        f"{'-vflip' if recipe.flip_vertical else ''}{'-dihedral' if recipe.dihedral else ''}"
+        f"{'-stain' if recipe.stain_jitter else ''}"
         f"{'-frozen' if recipe.frozen_backbone else ''}{fine_tuned}-{spec.height}px-"
         f"{recipe.epochs}ep{learning_rate}{'' if init_seed is None else f'-init{init_seed}'}"
     )
