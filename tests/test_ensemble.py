@@ -178,3 +178,31 @@ def test_reports_of_other_folds_do_not_combine(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="differs between the reports"):
         combine_crossvalidations([first, second], tmp_path)
     assert not list(tmp_path.glob("*ensemble*"))
+
+
+def test_recipes_of_different_inputs_combine_each_over_its_own_flips(published, tmp_path: Path) -> None:
+    from training.experiments.card_crossval import record_in_card
+    from training.experiments.ensemble import combine_crossvalidations
+
+    labels = [[0, 0, 1, 1], [0, 1, 0, 1]]
+    first = write_crossval(tmp_path, "malaria-a", [[0.9, 0.4, 0.6, 0.1], [0.8, 0.2, 0.3, 0.1]], labels)
+    second = write_crossval(tmp_path, "malaria-b", [[0.7, 0.8, 0.2, 0.3], [0.6, 0.4, 0.1, 0.5]], labels)
+    for path, side, flips, flipped in ((first, 32, ["horizontal"], 0.2), (second, 64, ["horizontal", "vertical"], 0.4)):
+        report = json.loads(path.read_text())
+        report.update(input=[side, side, 3], with_flips={"flips": flips})
+        path.write_text(json.dumps(report))
+        scores = path.with_suffix(".scores.json")
+        rounds = json.loads(scores.read_text())
+        for round_ in rounds:
+            for part in ("held_out", "validation"):
+                round_[part]["infected_with_flips"] = [flipped] * 4
+        scores.write_text(json.dumps(rounds))
+    result, written = combine_crossvalidations([first, second], tmp_path)
+    assert result["input"] == [[32, 32, 3], [64, 64, 3]] and result["enhancement"] == ["none", "none"]
+    assert result["with_flips"]["member_flips"] == [["horizontal"], ["horizontal", "vertical"]]
+    kept = json.loads((tmp_path / result["scores_file"]).read_text())
+    assert kept[0]["held_out"]["infected_with_flips"] == pytest.approx([0.3] * 4)  # each member as it answers
+
+    _, models = published
+    with pytest.raises(DataError, match="different inputs"):
+        record_in_card(models, "malaria", written, version=3)

@@ -60,6 +60,8 @@ def record_in_card(models_dir: Path, disease: str, report: Path, version: int | 
     result = json.loads(report.read_text(encoding="utf-8"))
     if result.get("disease") != disease:
         raise DataError(f"{report} is a cross-validation of {result.get('disease')!r}, not {disease!r}")
+    if any(isinstance(side, list) for side in result["input"]):
+        raise DataError(f"{report} measured members of different inputs together: no version is that ensemble")
     folder = published_version(models_dir, disease, version)
     card = read_card(folder / METADATA_FILE)
     summary, screening = as_served(card, result, report)

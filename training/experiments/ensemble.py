@@ -13,7 +13,8 @@
   threshold is chosen on the averaged validation fold, as an export chooses it.
 
 Members must take the same input and come from the same split, so that no member has trained on a patient
-of the test part the ensemble is measured on.
+of the test part the ensemble is measured on. `ensemble-crossval` also combines recipes of different inputs
+(what such an ensemble would score, each member over its own flips); its report lists each member's input.
 """
 
 from __future__ import annotations
@@ -175,6 +176,16 @@ def averaged_rounds(kept: list[list[dict]], names: list[str]) -> list[dict]:
     return averaged
 
 
+def _member_inputs(results: list[dict]) -> dict:
+    """The members' input and enhancement: one, or where they differ each member's (what such an ensemble would
+    score; `ensemble` itself still exports members of one input only, and no card takes such a report)."""
+    inputs = [result["input"] for result in results]
+    enhancements = [result.get("enhancement", "none") for result in results]
+    if all(value == inputs[0] for value in inputs) and all(value == enhancements[0] for value in enhancements):
+        return {"input": inputs[0], "enhancement": enhancements[0]}
+    return {"input": inputs, "enhancement": enhancements}
+
+
 def combine_crossvalidations(reports: list[Path], report_dir: Path) -> tuple[dict, Path]:
     """The cross-validation report of the ensemble of the reports' recipes, written beside them."""
     if len(reports) < 2:
@@ -182,7 +193,7 @@ def combine_crossvalidations(reports: list[Path], report_dir: Path) -> tuple[dic
     read = [_read_report(report) for report in reports]
     results = [result for result, _ in read]
     first = results[0]
-    for key in ("disease", "folds", "seed", "input", "enhancement", "images", "groups"):
+    for key in ("disease", "folds", "seed", "images", "groups"):
         values = [result.get(key) for result in results]
         if any(value != values[0] for value in values):
             raise DataError(f"the reports differ in {key} ({values}): members must be cross-validated alike")
@@ -198,8 +209,7 @@ def combine_crossvalidations(reports: list[Path], report_dir: Path) -> tuple[dic
         "folds": first["folds"],
         "seed": first["seed"],
         "arch": ensemble_architecture([r.get("arch", "paper_cnn") for r in results]),
-        "input": first["input"],
-        "enhancement": first.get("enhancement", "none"),
+        **_member_inputs(results),
         "recipe": {"combination": COMBINATION, "member_reports": names},
         "images": first["images"],
         "groups": first["groups"],
@@ -208,8 +218,11 @@ def combine_crossvalidations(reports: list[Path], report_dir: Path) -> tuple[dic
         "rounds": rounds,
         "seconds": round(sum(r["seconds"] for r in results), 1),
     }
-    if flips[0] and all(f == flips[0] for f in flips):
-        result["with_flips"] = {"flips": flips[0], **measured_with(rounds, "infected_with_flips")}
+    if all(flips):  # each member as it answers, over its own flips
+        union = sorted({flip for member in flips for flip in member})
+        result["with_flips"] = {"flips": union, **measured_with(rounds, "infected_with_flips")}
+        if any(member != flips[0] for member in flips):
+            result["with_flips"]["member_flips"] = flips
     tag = f"{first['disease']}-ensemble-" + "+".join(name.removeprefix(f"{first['disease']}-") for name in names)
     write_report(result, report_dir, tag)
     return result, report_dir / f"{tag}.json"
