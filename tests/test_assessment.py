@@ -76,3 +76,15 @@ def test_other_diseases_colour_files_are_counted_as_the_service_flags_them(tmp_p
     assert gray["retinopathy test part"].colour_picture.all() and len(gray["retinopathy test part"].pixels) > 0
     assert not gray["brain_tumor test part"].colour_picture.any()
     assert not any(probe.colour_picture.any() for probe in colour.values())
+
+
+def test_a_large_model_under_flips_is_measured_in_batches_the_service_would_run() -> None:
+    from tests.model_fixtures import fixture_card
+    from training.evaluation.assessment import BATCH, MAX_BATCH_PIXELS, batch_for
+
+    small = fixture_card("malaria", 1, InputSpec(96, 96, ColourMode.RGB))
+    large = fixture_card("referable_retinopathy", 1, InputSpec(448, 448, ColourMode.RGB))
+    assert batch_for(small) == BATCH
+    assert batch_for(large) == MAX_BATCH_PIXELS // (448 * 448)
+    flipped = large.model_copy(update={"test_time_flips": ["horizontal", "vertical"]})
+    assert batch_for(flipped) == MAX_BATCH_PIXELS // (448 * 448 * 4) == 20  # every view counts
