@@ -104,11 +104,12 @@ def test_each_built_in_disease_is_a_data_file_with_its_modality() -> None:
     assert all(config.modality is not Modality.OTHER for config in DISEASES.values())
     referable, any_grade = get_disease("referable_retinopathy"), get_disease("retinopathy")
     # `like`: the second Messidor-2 model shares the first's input, recipe and sites, and says its own labels
-    assert (referable.spec(), referable.medscan, referable.sites) == (
-        any_grade.spec(),
-        any_grade.medscan,
-        any_grade.sites,
-    )
+    # and what it changes: vertical flips, chosen by its grouped CV (docs/models.md, referable v5)
+    from dataclasses import replace
+
+    assert (referable.spec(), referable.sites) == (any_grade.spec(), any_grade.sites)
+    assert referable.medscan == replace(any_grade.medscan, flip_vertical=True)
+    assert referable.test_time_flips == ("horizontal", "vertical") and any_grade.test_time_flips == ()
     assert referable.labels is not None and any_grade.labels is None and referable.paper == ("-", "-")
 
 

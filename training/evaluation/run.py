@@ -14,7 +14,14 @@ from training.data.config import describe_disease, disease_samples, other_diseas
 from training.data.pipeline import decode_samples, images_only, kept_samples, pixels_of
 from training.data.samples import DataError, Sample, card_split_spec, split_as
 from training.data.versions import published_version
-from training.evaluation.assessment import assess, probe_sets, run_model, with_assessment, write_assessment_report
+from training.evaluation.assessment import (
+    assess,
+    batch_for,
+    probe_sets,
+    run_model,
+    with_assessment,
+    write_assessment_report,
+)
 from training.evaluation.generalisation import breakdowns
 
 
@@ -43,7 +50,7 @@ def predict_test_part(
         # A fixed, class-stratified sample: every k-th file of the (sorted) test part.
         test = test[:: max(1, len(test) // limit)][:limit]
     decoded = decode_samples(test, model.card.input.spec())
-    batches = images_only(decoded, batch_size=128)
+    batches = images_only(decoded, batch_size=batch_for(model.card))
     scores = np.concatenate([model.predict(batch.numpy()) for batch in batches])
     return decoded.labels, normalise(scores)
 
