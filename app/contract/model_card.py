@@ -343,6 +343,11 @@ class ModelCard(BaseModel):
         """The network passes one image costs: itself and every combination of its test-time flips."""
         return 2 ** len(self.test_time_flips)
 
+    def batch_within(self, max_pixels: int, max_images: int) -> int:
+        """The most images one call may take so that it holds at most `max_pixels` over every view."""
+        spec = self.input.spec()
+        return max(1, min(max_images, max_pixels // (spec.height * spec.width * self.views_per_image())))
+
 
 def read_card(path: Path) -> ModelCard:
     return ModelCard.model_validate_json(path.read_text(encoding="utf-8"))

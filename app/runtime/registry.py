@@ -298,10 +298,7 @@ class ModelRegistry:
         """The largest batch of this model: MEDSCAN_MAX_BATCH_SIZE, fewer images where they are large, so that
         a batch holds at most MEDSCAN_MAX_BATCH_PIXELS (views included). A 448 px network's activations at
         batch 32 would take GBs; at 8, one tenth of that."""
-        spec = model.card.input.spec()
-        views = model.card.views_per_image()
-        fitting = self.settings.max_batch_pixels // (spec.height * spec.width * views)
-        return max(1, min(self.settings.max_batch_size, fitting))
+        return model.card.batch_within(self.settings.max_batch_pixels, self.settings.max_batch_size)
 
     def get(self, disease: str, version: int | None = None) -> ServedModel:
         """The version to answer with: the pinned one, or the newest ready one."""

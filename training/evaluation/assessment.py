@@ -97,8 +97,7 @@ class Outputs:
 def batch_for(card: ModelCard) -> int:
     """Images per call, bounded in pixels over every test-time view as the service bounds its batches: 128
     images of 448 px under four flips (205 M pixels in one call) crashed TensorFlow inside the SavedModel."""
-    spec = card.input.spec()
-    return max(1, min(BATCH, MAX_BATCH_PIXELS // (spec.height * spec.width * card.views_per_image())))
+    return card.batch_within(MAX_BATCH_PIXELS, BATCH)
 
 
 def run_model(model: LoadedModel, pixels: np.ndarray) -> Outputs:

@@ -65,7 +65,7 @@ def fit_head(
     log.info("frozen features: %d + %d rows in %.0f s", len(train_features), len(validation_features),
              time.perf_counter() - started)  # fmt: skip
     infected = (train_part.labels == 0).astype(int)  # CLASS_NAMES[0] is "infected"
-    views = 1 + len(flip_views(flips))
+    views = len(train_features) // len(infected)  # the image, then each flipped view of it
     targets = np.tile(infected, views)
     weights = np.ones(len(infected)) if sample_weights is None else np.asarray(sample_weights, dtype=np.float64)
     weights = np.tile(weights, views)

@@ -19,7 +19,6 @@ import numpy as np
 from training.data.pipeline import DecodedSet
 from training.networks.batchnorm import keep_best_epoch
 from training.networks.frozen_head import flipped_views
-from training.networks.servable import flip_views
 
 
 def split_at(model: keras.Model, layer_name: str) -> tuple[keras.Model, keras.Model]:
@@ -69,7 +68,7 @@ def fine_tune_top(
     for layer in top.layers:
         layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)
     train_x = cached(bottom, train_part, batch_size, flips)
-    views = 1 + len(flip_views(flips))
+    views = len(train_x) // train_part.size  # the image, then each flipped view of it
     train_y = np.tile(one_hot(train_part.labels), (views, 1))
     weights = None if sample_weights is None else np.tile(np.asarray(sample_weights, np.float32), views)
     validation = (cached(bottom, validation_part, batch_size), one_hot(validation_part.labels))
