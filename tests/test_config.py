@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from app.contract.preprocessing import ColourMode, Enhancement
@@ -135,3 +136,20 @@ def test_a_labs_disease_can_start_like_a_built_in_one(tmp_path) -> None:
     file.write_text(json.dumps(["not", "an", "object"]))
     with pytest.raises(ValueError, match="one JSON object"):
         describe_disease("cataract", data)
+
+
+def test_ordinal_levels_are_read_as_numbers_and_need_a_frozen_backbone(tmp_path) -> None:
+    import json
+
+    from tests.conftest import write_synthetic_dataset
+    from training.data.config import describe_disease
+    from training.data.pipeline import decoded_from_arrays
+    from training.networks.fitting import fit_model
+
+    data = write_synthetic_dataset(tmp_path, "graded", per_class=4)
+    (data / "graded" / "disease.json").write_text(json.dumps({"ordinal_levels": [1, 2, 3]}))
+    config = describe_disease("graded", data)
+    assert config.medscan.ordinal_levels == (1.0, 2.0, 3.0)
+    part = decoded_from_arrays(np.zeros((4, *config.spec().shape), np.uint8), np.array([0, 1, 0, 1]))
+    with pytest.raises(ValueError, match="--frozen-backbone"):
+        fit_model(config.spec(), config.medscan, part, part, seed=1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from app.contract.model_card import read_card
 from tests.images import blob
 from training.cli import main
 from training.data.config import describe_disease, disease_samples, sites_of
+from training.data.pipeline import decode_samples
 from training.data.samples import DataError, manifest_notes
 from training.evaluation.generalisation import grade_figures, grades_of, within_site
 
@@ -80,6 +82,12 @@ def test_labels_come_from_a_grade_in_the_manifest_note(two_sites: Path) -> None:
         assert (sample.label == 0) == ("grade 3" in note)
     assert sum(s.label == 0 for s in samples) == 24  # every other infected image is grade 3
     assert describe_disease("severe", two_sites).images_folder == "lesion"
+    # each image keeps the grade its label was read from, through decoding (an ordinal head fits on it)
+    assert [s.level for s in samples] == [float(re.search(r"grade (\d)", note).group(1)) for note in notes]
+    decoded = decode_samples(samples[:8], describe_disease("severe", two_sites).spec())
+    assert decoded.levels is not None and decoded.levels.tolist() == [s.level for s in samples[:8]]
+    folders = disease_samples(two_sites, "lesion")[:4]  # labels from the class folders: no levels
+    assert decode_samples(folders, describe_disease("lesion", two_sites).spec()).levels is None
 
 
 def test_an_image_without_the_grade_is_a_clear_error(two_sites: Path, tmp_path: Path) -> None:

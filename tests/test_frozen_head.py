@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import pytest
 
 from training.data.pipeline import decoded_from_arrays
 from training.networks.frozen_head import POOL, fit_head, pooled_features
@@ -64,3 +65,37 @@ def test_the_network_answers_as_the_fitted_regression() -> None:
     wanted = regression.predict_proba((features_of(model, validation_pixels) - center) / scale)[:, 1]
     np.testing.assert_allclose(served[:, 0], wanted, atol=1e-3)  # P(infected), class 0
     np.testing.assert_allclose(served[:, 1], 1 - wanted, atol=1e-3)
+
+
+def graded_images(count: int, seed: int):
+    """Levels 0-3 (a grade) shown by how bright a corner is, with noise; labelled infected from level 2."""
+    rng = np.random.default_rng(seed)
+    levels = np.arange(count) % 4
+    pixels = rng.integers(40, 120, (count, 32, 32, 3)).astype(np.uint8)
+    brightness = np.clip(60 + 50 * levels[:, None] + rng.normal(0, 25, (count, 1)), 0, 255)
+    pixels[:, :10, :6] = brightness[:, :, None, None].astype(np.uint8)
+    labels = np.where(levels >= 2, 0, 1)  # CLASS_NAMES[0] is "infected"
+    return decoded_from_arrays(pixels, labels, levels.astype(np.float64)), pixels, levels
+
+
+def test_an_ordinal_head_orders_every_level_and_answers_the_labels_probability() -> None:
+    model = small_network()
+    train, _, _ = graded_images(160, 4)
+    validation, validation_pixels, validation_levels = graded_images(80, 5)
+    fit_head(model, train, validation, batch_size=16, sample_weights=None, levels=(1.0, 2.0, 3.0))
+    infected = model.predict(validation_pixels.astype(np.float32) / 255.0, verbose=0)[:, 0]
+    by_level = [infected[validation_levels == level].mean() for level in range(4)]
+    assert by_level == sorted(by_level) and by_level[3] - by_level[0] > 0.5  # each grade above the one below
+    # the summed logits are scaled into the label's own probability: on the part that scaled them, the mean
+    # answer is the share of infected images (a logistic fit's property), not three logits' overconfident sum
+    assert abs(infected.mean() - (validation.labels == 0).mean()) < 0.01
+
+
+def test_an_ordinal_head_refuses_labels_without_levels_or_levels_without_the_labels_own() -> None:
+    model = small_network()
+    graded, _, _ = graded_images(40, 6)
+    plain, _ = images(40, 7)
+    with pytest.raises(ValueError, match="labels read from a number"):
+        fit_head(model, plain, plain, batch_size=16, sample_weights=None, levels=(1.0, 2.0))
+    with pytest.raises(ValueError, match="must include the level the label is read from"):
+        fit_head(model, graded, graded, batch_size=16, sample_weights=None, levels=(1.0, 3.0))

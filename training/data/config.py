@@ -52,6 +52,9 @@ class Recipe:
     # Train only the layers above this one, on its outputs computed once per image and flip; with
     # frozen_backbone, after the head's logistic regression (training/networks/top_finetune.py).
     fine_tune_from: str | None = None
+    # With a frozen backbone and labels read from a number (e.g. a grade >= 2): one regression per level here
+    # (e.g. grade >= 1, 2, 3), their logits summed into the head (training/networks/frozen_head.py).
+    ordinal_levels: tuple[float, ...] = ()
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -188,6 +191,7 @@ RECIPE_KEYS = frozenset(
         "balance_sites",
         "frozen_backbone",
         "fine_tune_from",
+        "ordinal_levels",
     }
 )
 CONFIG_KEYS = RECIPE_KEYS | {
@@ -269,6 +273,8 @@ def _apply_file(config: DiseaseConfig, file: Path) -> DiseaseConfig:
         unknown = sorted(set(values) - CONFIG_KEYS)
         raise ValueError(f"{file}: unknown keys {unknown}; allowed: {', '.join(sorted(CONFIG_KEYS))}")
     recipe = replace(config.medscan, **{k: v for k, v in values.items() if k in RECIPE_KEYS})
+    if "ordinal_levels" in values:
+        recipe = replace(recipe, ordinal_levels=tuple(float(level) for level in values["ordinal_levels"]))
     fields = {k: v for k, v in values.items() if k not in RECIPE_KEYS}
     if "colour_mode" in fields:
         fields["colour_mode"] = ColourMode(fields["colour_mode"])

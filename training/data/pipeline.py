@@ -41,6 +41,15 @@ class DecodedSet:
     size: int
     labels: np.ndarray
     unreadable: list[str]
+    # Each image's level (the number its label was read from, e.g. a grade), where every sample has one.
+    levels: np.ndarray | None = None
+
+
+def levels_of(samples: list[Sample]) -> np.ndarray | None:
+    """The samples' levels (Sample.level), or None unless every one has a level."""
+    if not samples or any(sample.level is None for sample in samples):
+        return None
+    return np.array([sample.level for sample in samples], dtype=np.float64)
 
 
 def decode_samples(samples: list[Sample], spec: InputSpec) -> DecodedSet:
@@ -71,13 +80,20 @@ def decode_samples(samples: list[Sample], spec: InputSpec) -> DecodedSet:
     )
     kept = np.fromiter((int(label) for _, label in dataset.as_numpy_iterator()), dtype=np.int32)  # fills the cache
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(kept)))  # known length for Keras
-    return DecodedSet(dataset=dataset, size=len(kept), labels=kept, unreadable=sorted(log.unreadable))
+    unreadable = set(log.unreadable)
+    return DecodedSet(
+        dataset=dataset,
+        size=len(kept),
+        labels=kept,
+        unreadable=sorted(unreadable),
+        levels=levels_of([sample for sample in samples if str(sample.path) not in unreadable]),
+    )
 
 
-def decoded_from_arrays(pixels: np.ndarray, labels: np.ndarray) -> DecodedSet:
+def decoded_from_arrays(pixels: np.ndarray, labels: np.ndarray, levels: np.ndarray | None = None) -> DecodedSet:
     """Images already decoded (N x H x W x C uint8) as a DecodedSet, e.g. one fold of a decoded pool."""
     dataset = tf.data.Dataset.from_tensor_slices((pixels, labels.astype(np.int32)))
-    return DecodedSet(dataset=dataset, size=len(labels), labels=labels.astype(np.int32), unreadable=[])
+    return DecodedSet(dataset=dataset, size=len(labels), labels=labels.astype(np.int32), unreadable=[], levels=levels)
 
 
 def scale_batch(pixels: tf.Tensor) -> tf.Tensor:

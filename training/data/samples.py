@@ -30,6 +30,8 @@ class Sample:
     path: Path
     label: int  # index into CLASS_NAMES
     group: str
+    # The number a label rule read the label from (e.g. an ICDR grade); None where labels are the class folders.
+    level: float | None = None
 
 
 @dataclass(frozen=True)
@@ -43,19 +45,19 @@ class LabelRule:
     infected_from: float
     column: str = "note"
 
-    def label_of(self, row: dict[str, str] | None, key: str) -> int:
-        """The class index of one manifest row."""
+    def level_of(self, row: dict[str, str] | None, key: str) -> float:
+        """The number one manifest row's label is read from."""
         found = re.search(self.pattern, (row or {}).get(self.column) or "")
         if found is None:
             raise DataError(
                 f"{key}: no {self.pattern!r} in the {self.column!r} column of {MANIFEST_FILE}, so its "
                 "label cannot be read"
             )
-        return (
-            CLASS_NAMES.index("infected")
-            if float(found.group(1)) >= self.infected_from
-            else CLASS_NAMES.index("uninfected")
-        )
+        return float(found.group(1))
+
+    def label_of(self, level: float) -> int:
+        """The class index of a level."""
+        return CLASS_NAMES.index("infected") if level >= self.infected_from else CLASS_NAMES.index("uninfected")
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,11 @@ def find_samples(data_dir: Path, disease: str, labels: LabelRule | None = None) 
             row = manifest.get(key)
             # Without a manifest entry a file is its own group.
             group = (row or {}).get("group") or f"file:{key}"
-            samples.append(Sample(path=path, label=labels.label_of(row, key) if labels else label, group=group))
+            if labels:
+                level = labels.level_of(row, key)
+                samples.append(Sample(path=path, label=labels.label_of(level), group=group, level=level))
+            else:
+                samples.append(Sample(path=path, label=label, group=group))
     return samples
 
 

@@ -29,7 +29,15 @@ from app.contract.model_card import SplitSpec
 from app.contract.preprocessing import Enhancement, InputSpec
 from app.contract.scoring import normalise
 from training.data.config import DEFAULT_LEARNING_RATE, Recipe, samples_of
-from training.data.pipeline import decode_samples, decoded_from_arrays, images_only, kept_samples, pixels_of
+from training.data.pipeline import (
+    DecodedSet,
+    decode_samples,
+    decoded_from_arrays,
+    images_only,
+    kept_samples,
+    levels_of,
+    pixels_of,
+)
 from training.data.samples import DataError, Sample, check_trainable, split_as
 from training.evaluation.metrics import compute_metrics, probabilities_of
 from training.networks.fitting import FittedModel, fit_model
@@ -105,6 +113,11 @@ class Pool:
         evaluated, validation = self.folds == fold, self.folds == (fold + 1) % count
         return ~(evaluated | validation), validation, evaluated
 
+    def part(self, rows: np.ndarray) -> DecodedSet:
+        """The images of a mask of rows, with their levels where the samples have them."""
+        levels = levels_of(self.samples)
+        return decoded_from_arrays(self.pixels[rows], self.labels[rows], None if levels is None else levels[rows])
+
 
 def cross_validation_pool(
     options: TrainOptions, spec: InputSpec, folds: int, subset: int | None = None, per_group: int | None = None
@@ -169,8 +182,8 @@ def evaluate_round(
     fitted = fit_model(
         spec,
         recipe,
-        decoded_from_arrays(pool.pixels[training], pool.labels[training]),
-        decoded_from_arrays(pool.pixels[validation], pool.labels[validation]),
+        pool.part(training),
+        pool.part(validation),
         seed=fit_seed(options) + fold,
         verbose=options.verbose,
         arch=options.arch,
@@ -336,6 +349,11 @@ def cross_validate(options: TrainOptions, folds: int = 5, report_dir: Path | Non
     return result
 
 
+def ordinal_tag(recipe: Recipe) -> str:
+    """`-ordinal1-2-3` for a head summed over levels 1, 2 and 3 (Recipe.ordinal_levels)."""
+    return f"-ordinal{'-'.join(f'{level:g}' for level in recipe.ordinal_levels)}" if recipe.ordinal_levels else ""
+
+
 def report_tag(disease: str, arch: str, spec: InputSpec, recipe: Recipe, init_seed: int | None = None) -> str:
     arch_part = ("" if arch == "paper_cnn" else f"-{arch}") + ("-pretrained" if recipe.pretrained_start else "")
     enhancement = "" if spec.enhancement is Enhancement.NONE else f"-{spec.enhancement}"
@@ -345,7 +363,7 @@ def report_tag(disease: str, arch: str, spec: InputSpec, recipe: Recipe, init_se
         f"{disease}{arch_part}{enhancement}-{recipe.name}{'-augment' if recipe.augment else ''}"
         f"{'-vflip' if recipe.flip_vertical else ''}{'-dihedral' if recipe.dihedral else ''}"
         f"{'-stain' if recipe.stain_jitter else ''}"
-        f"{'-frozen' if recipe.frozen_backbone else ''}{fine_tuned}-{spec.height}px-"
+        f"{'-frozen' if recipe.frozen_backbone else ''}{ordinal_tag(recipe)}{fine_tuned}-{spec.height}px-"
         f"{recipe.epochs}ep{learning_rate}{'' if init_seed is None else f'-init{init_seed}'}"
     )
 

@@ -67,6 +67,8 @@ def fit_model(
 ) -> FittedModel:
     """An architecture (the paper's CNN by default) fitted with a recipe; validation picks the epoch
     (and re-estimates BatchNorm)."""
+    if recipe.ordinal_levels and not recipe.frozen_backbone:
+        raise ValueError("ordinal_levels is a frozen backbone's head: train with --frozen-backbone")
     keras.utils.set_random_seed(seed)
     weights = balanced_class_weights(train_part.labels) if recipe.class_weights else None
     # With the training images' sites, each site's classes weigh alike instead (recipe.balance_sites).
@@ -135,7 +137,13 @@ def _fit_frozen(
     best_epoch = 1
     if recipe.frozen_backbone:
         history, _ = fit_head(
-            model, train_part, validation_part, batch_size=recipe.batch_size, sample_weights=per_image, flips=flips
+            model,
+            train_part,
+            validation_part,
+            batch_size=recipe.batch_size,
+            sample_weights=per_image,
+            flips=flips,
+            levels=recipe.ordinal_levels,
         )
     if recipe.fine_tune_from:
         history, best_epoch, _ = fine_tune_top(

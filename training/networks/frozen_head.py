@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import keras
 import numpy as np
@@ -54,41 +56,101 @@ def fit_head(
     batch_size: int,
     sample_weights: np.ndarray | None,
     flips: tuple[str, ...] = (),
+    levels: tuple[float, ...] = (),
 ) -> tuple[dict[str, list[float]], float]:
-    """Fit the head on frozen features; returns a history (validation log loss by strength) and the chosen C."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import log_loss, roc_auc_score
-
+    """Fit the head on frozen features; returns a history (validation log loss by strength) and the chosen C.
+    With `levels` (Recipe.ordinal_levels), one regression per level is summed (ordinal_head)."""
     started = time.perf_counter()
     train_features = pooled_features(model, train_part, batch_size=batch_size, flips=flips)
     validation_features = pooled_features(model, validation_part, batch_size=batch_size)
     log.info("frozen features: %d + %d rows in %.0f s", len(train_features), len(validation_features),
              time.perf_counter() - started)  # fmt: skip
-    infected = (train_part.labels == 0).astype(int)  # CLASS_NAMES[0] is "infected"
-    views = len(train_features) // len(infected)  # the image, then each flipped view of it
-    targets = np.tile(infected, views)
-    weights = np.ones(len(infected)) if sample_weights is None else np.asarray(sample_weights, dtype=np.float64)
-    weights = np.tile(weights, views)
+    views = len(train_features) // train_part.size  # the image, then each flipped view of it
     center, scale = train_features.mean(axis=0), train_features.std(axis=0) + 1e-6
+    train_rows = Rows((train_features - center) / scale, views)
+    validation_rows = Rows((validation_features - center) / scale, 1)
+    infected = (train_part.labels == 0).astype(int)  # CLASS_NAMES[0] is "infected"
+    weights = np.ones(len(infected)) if sample_weights is None else np.asarray(sample_weights, dtype=np.float64)
     validation_infected = (validation_part.labels == 0).astype(int)
+    history, strength, head = fit_regression(train_rows, infected, weights, validation_rows, validation_infected)
+    coef, intercept = head.coef_[0], float(head.intercept_[0])
+    if levels:
+        parts = (train_part, validation_part)
+        coef, intercept = ordinal_head(levels, parts, train_rows, validation_rows, (coef, intercept))
+    write_head(model, coef / scale, intercept - float((coef * center / scale).sum()))
+    losses = [round(value, 4) for value in history["val_loss"]]
+    log.info("frozen head: C %.3g chosen by validation log loss %s", strength, losses)
+    return history, strength
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Standardised features: `views` blocks of the same images, as pooled_features returns them."""
+
+    features: np.ndarray
+    views: int
+
+
+def fit_regression(
+    train: Rows, targets: np.ndarray, weights: np.ndarray, validation: Rows, validation_targets: np.ndarray
+) -> tuple[dict[str, list[float]], float, Any]:
+    """The L2 logistic regression of the strength whose validation log loss is lowest: (history, C, regression)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss, roc_auc_score
+
     history: dict[str, list[float]] = {"strength": [], "val_loss": [], "val_auc": []}
     best: tuple[float, float, LogisticRegression] | None = None
     for strength in STRENGTHS:
         head = LogisticRegression(C=strength, max_iter=2000)
-        head.fit((train_features - center) / scale, targets, sample_weight=weights)
-        scores = head.predict_proba((validation_features - center) / scale)[:, 1]
-        loss = float(log_loss(validation_infected, scores, labels=[0, 1]))
+        head.fit(train.features, np.tile(targets, train.views), sample_weight=np.tile(weights, train.views))
+        scores = head.predict_proba(validation.features)[:, 1]
+        loss = float(log_loss(validation_targets, scores, labels=[0, 1]))
         history["strength"].append(strength)
         history["val_loss"].append(loss)
-        history["val_auc"].append(float(roc_auc_score(validation_infected, scores)))
+        history["val_auc"].append(float(roc_auc_score(validation_targets, scores)))
         if best is None or loss < best[0]:
             best = (loss, strength, head)
     assert best is not None
-    _, strength, head = best
-    write_head(model, head.coef_[0] / scale, float(head.intercept_[0] - (head.coef_[0] * center / scale).sum()))
-    losses = [round(value, 4) for value in history["val_loss"]]
-    log.info("frozen head: C %.3g chosen by validation log loss %s", strength, losses)
-    return history, strength
+    return history, best[1], best[2]
+
+
+def ordinal_head(
+    levels: tuple[float, ...],
+    parts: tuple[DecodedSet, DecodedSet],
+    train: Rows,
+    validation: Rows,
+    label_head: tuple[np.ndarray, float],
+) -> tuple[np.ndarray, float]:
+    """One regression per level (level >= each of `levels`, e.g. ICDR grade >= 1, 2, 3), their logits summed,
+    then scaled on the validation part into the label's logit. The grade's order is information a yes/no
+    label throws away (referable retinopathy, probe of 2026-12-04: grouped CV AUC 0.895 against 0.883).
+    `label_head` is the label's own regression (its level among `levels`, fitted with the recipe's weights);
+    each other level's two sides weigh alike. Still one linear head, so the network serves as before."""
+    from sklearn.linear_model import LogisticRegression
+
+    train_part, validation_part = parts
+    if train_part.levels is None or validation_part.levels is None:
+        raise ValueError("ordinal_levels needs labels read from a number in the manifest (the disease's 'labels')")
+    infected = train_part.labels == 0
+    own = [level for level in levels if np.array_equal(train_part.levels >= level, infected)]
+    if not own:
+        raise ValueError(f"ordinal_levels {list(levels)} must include the level the label is read from")
+    coef, intercept = label_head
+    for level in levels:
+        if level == own[0]:
+            continue
+        targets = (train_part.levels >= level).astype(int)
+        validation_targets = (validation_part.levels >= level).astype(int)
+        if len(set(targets.tolist())) < 2 or len(set(validation_targets.tolist())) < 2:
+            raise ValueError(f"ordinal level {level}: the training or validation part has images on one side only")
+        weights = np.where(targets == 1, 0.5 / targets.mean(), 0.5 / (1 - targets.mean()))
+        _, strength, head = fit_regression(train, targets, weights, validation, validation_targets)
+        log.info("ordinal level >= %g: C %.3g", level, strength)
+        coef, intercept = coef + head.coef_[0], intercept + float(head.intercept_[0])
+    summed = validation.features @ coef + intercept
+    fuse = LogisticRegression(C=1e6, max_iter=1000).fit(summed[:, None], (validation_part.labels == 0).astype(int))
+    slope, offset = float(fuse.coef_[0, 0]), float(fuse.intercept_[0])
+    return coef * slope, intercept * slope + offset
 
 
 def write_head(model: keras.Model, weights: np.ndarray, bias: float) -> None:
