@@ -104,13 +104,15 @@ def test_each_built_in_disease_is_a_data_file_with_its_modality() -> None:
     assert {path.stem for path in DISEASES_DIR.glob("*.json")} == set(DISEASES)
     assert all(config.modality is not Modality.OTHER for config in DISEASES.values())
     referable, any_grade = get_disease("referable_retinopathy"), get_disease("retinopathy")
-    # `like`: the second Messidor-2 model shares the first's input, recipe and sites, and says its own labels
-    # and what it changes: vertical flips, chosen by its grouped CV (docs/models.md, referable v5)
+    # `like`: the second Messidor-2 model shares the first's input, recipe (vertical flips too, chosen by each
+    # one's grouped CV: docs/models.md, referable v5 and retinopathy v10), test-time flips and sites, and says its
+    # own labels and what it changes: an ordinal head over ICDR grades 1, 2, 3 (referable v6)
     from dataclasses import replace
 
     assert (referable.spec(), referable.sites) == (any_grade.spec(), any_grade.sites)
-    assert referable.medscan == replace(any_grade.medscan, flip_vertical=True)
-    assert referable.test_time_flips == ("horizontal", "vertical") and any_grade.test_time_flips == ()
+    assert referable.medscan == replace(any_grade.medscan, ordinal_levels=(1.0, 2.0, 3.0))
+    assert referable.medscan.flip_vertical and referable.test_time_flips == ("horizontal", "vertical")
+    assert referable.test_time_flips == any_grade.test_time_flips
     assert referable.labels is not None and any_grade.labels is None and referable.paper == ("-", "-")
 
 
