@@ -132,3 +132,19 @@ def test_dihedral_augmentation_shows_each_image_in_one_of_its_eight_symmetries()
     np.testing.assert_array_equal(augmenter(batch, training=False).numpy(), batch)  # inference leaves images be
     with pytest.raises(ValueError, match="square"):
         make_augmenter(InputSpec(8, 6, ColourMode.RGB), flip_horizontal=False, seed=2, dihedral=True)
+
+
+def test_prediction_batches_are_bounded_in_pixels_over_every_view_and_keep_every_image_in_order() -> None:
+    from training.data.pipeline import PREDICTION_BATCH_PIXELS, decoded_from_arrays, prediction_batches
+
+    side = 448
+    pixels = np.arange(25, dtype=np.uint8)[:, None, None, None] * np.ones((1, side, side, 3), np.uint8)
+    decoded = decoded_from_arrays(pixels, np.zeros(25, dtype=np.int64))
+    per_call = PREDICTION_BATCH_PIXELS // (side * side)  # 10 images of 448 px
+    sizes = [len(batch) for batch in prediction_batches(decoded, batch_size=64)]
+    assert sizes == [per_call, per_call, 25 - 2 * per_call]
+    under_four_views = [len(batch) for batch in prediction_batches(decoded, batch_size=64, views=4)]
+    assert max(under_four_views) == per_call // 4 and sum(under_four_views) == 25
+    assert [len(batch) for batch in prediction_batches(decoded, batch_size=3)][:2] == [3, 3]  # the caller's cap holds
+    firsts = np.concatenate([batch[:, 0, 0, 0].numpy() for batch in prediction_batches(decoded, batch_size=64)])
+    np.testing.assert_allclose(firsts, np.arange(25) / 255, rtol=1e-6)

@@ -7,6 +7,7 @@ how inputs are prepared, test metrics, data source and intended use.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -341,12 +342,17 @@ class ModelCard(BaseModel):
 
     def views_per_image(self) -> int:
         """The network passes one image costs: itself and every combination of its test-time flips."""
-        return 2 ** len(self.test_time_flips)
+        return views_under(self.test_time_flips)
 
     def batch_within(self, max_pixels: int, max_images: int) -> int:
         """The most images one call may take so that it holds at most `max_pixels` over every view."""
         spec = self.input.spec()
         return max(1, min(max_images, max_pixels // (spec.height * spec.width * self.views_per_image())))
+
+
+def views_under(flips: Sequence[str]) -> int:
+    """The network passes one image costs under test-time flips: itself and every combination of them."""
+    return 2 ** len(flips)
 
 
 def read_card(path: Path) -> ModelCard:

@@ -30,10 +30,11 @@ import keras
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from app.contract.model_card import views_under
 from app.contract.scoring import POSITIVE, calibrated_probability
 from app.contract.site_shift import SITE_SHIFT_PERCENTILE
 from training.data.config import DiseaseConfig, samples_of, sites_of
-from training.data.pipeline import DecodedSet, decode_samples, images_only, kept_samples
+from training.data.pipeline import DecodedSet, decode_samples, kept_samples, prediction_batches
 from training.data.samples import DataError, Sample, manifest_notes, split_by_group
 from training.evaluation.assessment import group_intervals
 from training.evaluation.metrics import compute_metrics, expected_calibration_error, operating_point, probabilities_of
@@ -197,7 +198,8 @@ def _measured(
 ) -> tuple[dict[str, Any], np.ndarray]:
     """The trust layer fitted on the known sites' parts, as `train` fits it, and the held-out site measured as
     served: (its figures, each held-out image's calibrated probability)."""
-    batches = {name: images_only(part, batch_size=batch_size) for name, part in parts.items()}
+    views = views_under(config.test_time_flips)
+    batches = {name: prediction_batches(part, batch_size=batch_size, views=views) for name, part in parts.items()}
     train_part, validation_part, evaluated = parts["train"], parts["validation"], parts["held_out"]
     train_features, _ = features_and_log_odds(model, batches["train"])
     validation_features, validation_odds = features_and_log_odds(model, batches["validation"], config.test_time_flips)

@@ -33,10 +33,10 @@ from training.data.pipeline import (
     DecodedSet,
     decode_samples,
     decoded_from_arrays,
-    images_only,
     kept_samples,
     levels_of,
     pixels_of,
+    prediction_batches,
 )
 from training.data.samples import DataError, Sample, check_trainable, split_as
 from training.evaluation.metrics import compute_metrics, probabilities_of
@@ -233,7 +233,7 @@ def evaluate_round(
 
 def _scores(fitted: FittedModel, pixels: np.ndarray, batch_size: int) -> np.ndarray:
     images = decoded_from_arrays(pixels, np.zeros(len(pixels), dtype=np.int64))
-    return normalise(fitted.model.predict(images_only(images, batch_size=batch_size), verbose=0))
+    return normalise(fitted.model.predict(prediction_batches(images, batch_size=batch_size), verbose=0))
 
 
 def recipe_flips(recipe: Recipe) -> list[str]:

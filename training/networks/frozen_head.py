@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from training.data.pipeline import DecodedSet, images_only
+from training.data.pipeline import DecodedSet, prediction_batches
 from training.networks.servable import flip_views
 
 log = logging.getLogger("training")
@@ -42,9 +42,10 @@ def pooled_features(
 
 def flipped_views(part: DecodedSet, *, batch_size: int, flips: tuple[str, ...] = ()) -> list[tf.data.Dataset]:
     """A part's images as they are, then under every combination of the flips, each a dataset."""
-    plain = [images_only(part, batch_size=batch_size)]
+    plain = [prediction_batches(part, batch_size=batch_size)]
     return plain + [
-        images_only(part, batch_size=batch_size).map(lambda x, a=axes: tf.reverse(x, a)) for axes in flip_views(flips)
+        prediction_batches(part, batch_size=batch_size).map(lambda x, a=axes: tf.reverse(x, a))
+        for axes in flip_views(flips)
     ]
 
 

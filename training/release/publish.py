@@ -23,6 +23,7 @@ from app.contract.model_card import (
     OutOfDistribution,
     Screening,
     SplitCounts,
+    views_under,
     write_card,
 )
 from app.contract.model_store import METADATA_FILE, REPORT_DIR
@@ -30,7 +31,7 @@ from app.contract.preprocessing import InputSpec
 from app.contract.savedmodel import load_model
 from app.contract.scoring import calibrated_probability
 from training.data.config import DiseaseConfig, other_diseases
-from training.data.pipeline import DecodedSet, images_only, kept_samples, pixels_of
+from training.data.pipeline import DecodedSet, kept_samples, pixels_of, prediction_batches
 from training.data.samples import Sample, Split
 from training.evaluation.assessment import Probe, assess, probe_sets, with_assessment, write_assessment_report
 from training.evaluation.generalisation import breakdowns
@@ -130,11 +131,14 @@ def _fitted_trust(
 ) -> tuple[FittedTrust, np.ndarray, np.ndarray]:
     """The trust layer fitted on the validation part as the export will answer it (with its flips): (the trust
     layer, the validation part's features, the test part's log-odds)."""
-    train_features, _ = features_and_log_odds(networks, images_only(data.train, batch_size=batch_size))
+    views = views_under(flips)
+    train_features, _ = features_and_log_odds(networks, prediction_batches(data.train, batch_size=batch_size))
     validation_features, validation_odds = features_and_log_odds(
-        networks, images_only(data.validation, batch_size=batch_size), flips
+        networks, prediction_batches(data.validation, batch_size=batch_size, views=views), flips
     )
-    _, test_odds = features_and_log_odds(networks, images_only(data.test, batch_size=batch_size), flips)
+    _, test_odds = features_and_log_odds(
+        networks, prediction_batches(data.test, batch_size=batch_size, views=views), flips
+    )
     trust = fit_trust(
         train_features,
         data.train.labels,
