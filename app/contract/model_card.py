@@ -347,7 +347,12 @@ class ModelCard(BaseModel):
     def batch_within(self, max_pixels: int, max_images: int) -> int:
         """The most images one call may take so that it holds at most `max_pixels` over every view."""
         spec = self.input.spec()
-        return max(1, min(max_images, max_pixels // (spec.height * spec.width * self.views_per_image())))
+        return images_within(max_pixels, max_images, spec.height * spec.width * self.views_per_image())
+
+
+def images_within(max_pixels: int, max_images: int, pixels_per_image: int) -> int:
+    """The most images one call may take, at least one, so that it holds at most `max_pixels`."""
+    return max(1, min(max_images, max_pixels // pixels_per_image))
 
 
 def views_under(flips: Sequence[str]) -> int:

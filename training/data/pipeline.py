@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from app.contract.image_errors import ImageError
-from app.contract.model_card import CLASS_NAMES
+from app.contract.model_card import CLASS_NAMES, images_within
 from app.contract.preprocessing import ColourMode, InputSpec, file_pixels, surround_value
 from training.data.config import Recipe
 from training.data.samples import DataError, Sample, Split
@@ -264,8 +264,7 @@ def prediction_batches(decoded: DecodedSet, *, batch_size: int, views: int = 1) 
     """A part's images for answers or features, at most `batch_size` a call and at most PREDICTION_BATCH_PIXELS
     over the `views` each image is answered under."""
     height, width = decoded.dataset.element_spec[0].shape[:2]
-    bounded = max(1, min(batch_size, PREDICTION_BATCH_PIXELS // (height * width * views)))
-    return images_only(decoded, batch_size=bounded)
+    return images_only(decoded, batch_size=images_within(PREDICTION_BATCH_PIXELS, batch_size, height * width * views))
 
 
 def pixels_of(decoded: DecodedSet) -> np.ndarray:
