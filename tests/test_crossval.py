@@ -242,11 +242,12 @@ def test_a_recipe_that_differs_gets_its_own_report_name() -> None:
             replace(recipe, pretrained_start=True),
             replace(recipe, epochs=recipe.epochs + 1),
             replace(recipe, stain_jitter=True),
+            replace(recipe, intensity_jitter=True),
             replace(recipe, dihedral=True),
             replace(recipe, flip_vertical=True),
         )
     }
-    assert len(tags) == 7  # none overwrites another's report
+    assert len(tags) == 8  # none overwrites another's report
     slower = replace(recipe, learning_rate=3e-4)
     assert report_tag("pneumonia", "paper_cnn", config.spec(), slower).endswith("-lr0.0003")
     assert report_tag("pneumonia", "paper_cnn", config.spec(), recipe, init_seed=7).endswith("-25ep-init7")

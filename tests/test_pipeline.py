@@ -104,6 +104,26 @@ def test_stain_jitter_moves_each_images_colour_its_own_way_and_keeps_black_black
     assert np.all(images <= 1.0) and np.all(images >= 0.0)
 
 
+def test_intensity_jitter_changes_each_images_gain_and_gamma_keeping_black_black_and_the_order() -> None:
+    from training.data.pipeline import GAIN_SCALE, LOG_GAMMA, decoded_from_arrays, make_augmenter
+
+    ramp = np.tile(np.arange(0, 256, 16, dtype=np.uint8), (16, 1))[..., np.newaxis]  # 0 (black) to 240
+    spec = InputSpec(height=16, width=16, colour_mode=ColourMode.GRAYSCALE)
+    augmenter = make_augmenter(spec, flip_horizontal=False, seed=3, geometric=False, intensity_jitter=True)
+    decoded = decoded_from_arrays(np.repeat(ramp[np.newaxis], 32, axis=0), np.zeros(32, np.int32))
+    images, _, _ = next(iter(training_batches(decoded, batch_size=32, seed=1, augmenter=augmenter)))
+    rows = images.numpy()[:, 0, :, 0]  # one ramp per image
+    assert np.all(rows[:, 0] == 0.0)  # black stays black
+    assert np.all(np.diff(rows, axis=1) >= 0)  # no pixel overtakes a brighter one
+    assert len(np.unique(rows.round(3), axis=0)) == 32  # each image drew its own
+    middle = rows[:, 8]  # 128/255 as sent
+    lowest = (128 / 255) ** np.exp(LOG_GAMMA) * (1 - GAIN_SCALE)
+    highest = (128 / 255) ** np.exp(-LOG_GAMMA) * (1 + GAIN_SCALE)
+    assert middle.min() >= lowest - 1e-4 and middle.max() <= highest + 1e-4  # within range
+    assert middle.max() - middle.min() > (highest - lowest) / 3  # and used
+    assert np.array_equal(augmenter(images, training=False).numpy(), images.numpy())  # served images untouched
+
+
 def test_stain_jitter_refuses_grayscale_and_no_augmentation_is_none() -> None:
     from training.data.pipeline import make_augmenter
 

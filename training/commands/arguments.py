@@ -129,6 +129,11 @@ def add_training(parser: argparse.ArgumentParser) -> None:
     )
     _switch(
         parser,
+        "--intensity-jitter",
+        "vary each training image's gain and gamma, as another scanner's settings would (default: the recipe's choice)",
+    )
+    _switch(
+        parser,
         "--frozen-backbone",
         "keep an ImageNet backbone (--arch, --weights) frozen and fit only a logistic-regression head on "
         "its pooled features (default: the recipe's choice)",
@@ -227,6 +232,7 @@ def train_options(args: argparse.Namespace, disease: str | None = None):
         learning_rate=args.learning_rate,
         augment=args.augment,
         stain_jitter=args.stain_jitter,
+        intensity_jitter=args.intensity_jitter,
         frozen_backbone=args.frozen_backbone,
         fine_tune_from=args.fine_tune_from,
         dihedral=args.dihedral,

@@ -41,6 +41,8 @@ class Recipe:
     dihedral: bool = False
     # Random hue, saturation and brightness per image, as another lab's stain and light would vary them (RGB only).
     stain_jitter: bool = False
+    # Random gain and gamma per image, as another scanner's settings would render the same tissue (any colour mode).
+    intensity_jitter: bool = False
     # Start the paper's CNN from a backbone pretrained on the other data sets (training/networks/pretrain.py), made
     # on first use and kept in backbones/; for the small sets, whose own images are too few for features.
     pretrained_start: bool = False
@@ -186,6 +188,7 @@ RECIPE_KEYS = frozenset(
         "flip_horizontal",
         "flip_vertical",
         "stain_jitter",
+        "intensity_jitter",
         "dihedral",
         "pretrained_start",
         "balance_sites",

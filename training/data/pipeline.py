@@ -107,6 +107,10 @@ def scale_batch(pixels: tf.Tensor) -> tf.Tensor:
 HUE_SHIFT = 0.04
 SATURATION_SCALE = 0.25
 BRIGHTNESS_SCALE = 0.15
+# How far another scanner's or operator's settings move a grayscale image (ultrasound gain and dynamic range):
+# the gain by up to 25% and a gamma between exp(-0.35) and exp(0.35) (0.70-1.42). Both keep black black.
+GAIN_SCALE = 0.25
+LOG_GAMMA = 0.35
 
 
 class RandomPerImage(keras.layers.Layer):
@@ -139,6 +143,16 @@ class RandomStainJitter(RandomPerImage):
         return tf.image.hsv_to_rgb(tf.stack([hue, saturation, value], axis=-1))
 
 
+class RandomIntensityJitter(RandomPerImage):
+    """Per image, a random gamma and gain of [0, 1] batches, every channel alike: the same tissue as another
+    scanner's settings would render it. Monotone, so no pixel changes places with another in brightness."""
+
+    def transform(self, images: tf.Tensor, count: tf.Tensor) -> tf.Tensor:
+        gamma = tf.exp(tf.random.uniform([count, 1, 1, 1], -LOG_GAMMA, LOG_GAMMA, seed=self.seed))
+        gain = 1.0 + tf.random.uniform([count, 1, 1, 1], -GAIN_SCALE, GAIN_SCALE, seed=self.seed + 1)
+        return tf.clip_by_value(tf.pow(tf.clip_by_value(images, 0.0, 1.0), gamma) * gain, 0.0, 1.0)
+
+
 class RandomDihedral(RandomPerImage):
     """Per image, one of the 8 symmetries of a square: a quarter turn (0-3 of them), then a mirror or not."""
 
@@ -159,9 +173,11 @@ def make_augmenter(
     geometric: bool = True,
     stain_jitter: bool = False,
     dihedral: bool = False,
+    intensity_jitter: bool = False,
 ) -> keras.Sequential | None:
     """Flips, small rotations, shifts and zooms (`geometric`), the 8 flips and quarter turns of a square
-    (`dihedral`), then the stain's colour (`stain_jitter`, RGB only); None where none is asked for."""
+    (`dihedral`), then the stain's colour (`stain_jitter`, RGB only) and the scanner's gain and gamma
+    (`intensity_jitter`); None where none is asked for."""
     if stain_jitter and spec.colour_mode is not ColourMode.RGB:
         raise ValueError("stain jitter changes colour: it needs RGB input")
     if dihedral and spec.height != spec.width:
@@ -188,6 +204,8 @@ def make_augmenter(
         ]
     if stain_jitter:
         steps.append(RandomStainJitter(seed=seed + 4))
+    if intensity_jitter:
+        steps.append(RandomIntensityJitter(seed=seed + 6))
     return keras.Sequential(steps, name="augment") if steps else None
 
 
@@ -201,6 +219,7 @@ def augmenter_for(spec: InputSpec, recipe: Recipe, *, seed: int) -> keras.Sequen
         geometric=recipe.augment,
         stain_jitter=recipe.stain_jitter,
         dihedral=recipe.dihedral,
+        intensity_jitter=recipe.intensity_jitter,
     )
 
 

@@ -354,6 +354,11 @@ def ordinal_tag(recipe: Recipe) -> str:
     return f"-ordinal{'-'.join(f'{level:g}' for level in recipe.ordinal_levels)}" if recipe.ordinal_levels else ""
 
 
+def jitter_tag(recipe: Recipe) -> str:
+    """`-stain` and `-intensity` for the colour augmentations a recipe adds."""
+    return f"{'-stain' if recipe.stain_jitter else ''}{'-intensity' if recipe.intensity_jitter else ''}"
+
+
 def report_tag(disease: str, arch: str, spec: InputSpec, recipe: Recipe, init_seed: int | None = None) -> str:
     arch_part = ("" if arch == "paper_cnn" else f"-{arch}") + ("-pretrained" if recipe.pretrained_start else "")
     enhancement = "" if spec.enhancement is Enhancement.NONE else f"-{spec.enhancement}"
@@ -362,7 +367,7 @@ def report_tag(disease: str, arch: str, spec: InputSpec, recipe: Recipe, init_se
     return (
         f"{disease}{arch_part}{enhancement}-{recipe.name}{'-augment' if recipe.augment else ''}"
         f"{'-vflip' if recipe.flip_vertical else ''}{'-dihedral' if recipe.dihedral else ''}"
-        f"{'-stain' if recipe.stain_jitter else ''}"
+        f"{jitter_tag(recipe)}"
         f"{'-frozen' if recipe.frozen_backbone else ''}{ordinal_tag(recipe)}{fine_tuned}-{spec.height}px-"
         f"{recipe.epochs}ep{learning_rate}{'' if init_seed is None else f'-init{init_seed}'}"
     )

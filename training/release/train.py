@@ -59,6 +59,7 @@ class TrainOptions:
     learning_rate: float | None = None
     augment: bool | None = None  # None: the recipe's own choice
     stain_jitter: bool | None = None  # None: the recipe's own choice
+    intensity_jitter: bool | None = None  # None: the recipe's own choice
     frozen_backbone: bool | None = None  # None: the recipe's own choice
     fine_tune_from: str | None = None  # None: the recipe's own choice (training/networks/top_finetune.py)
     dihedral: bool | None = None  # None: the recipe's own choice
@@ -103,6 +104,8 @@ def resolve_recipe(config: DiseaseConfig, options: TrainOptions) -> Recipe:
         recipe = replace(recipe, augment=options.augment)
     if options.stain_jitter is not None:
         recipe = replace(recipe, stain_jitter=options.stain_jitter)
+    if options.intensity_jitter is not None:
+        recipe = replace(recipe, intensity_jitter=options.intensity_jitter)
     if options.dihedral is not None:
         recipe = replace(recipe, dihedral=options.dihedral)
     if options.frozen_backbone is not None:
