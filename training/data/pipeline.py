@@ -107,8 +107,8 @@ def scale_batch(pixels: tf.Tensor) -> tf.Tensor:
 HUE_SHIFT = 0.04
 SATURATION_SCALE = 0.25
 BRIGHTNESS_SCALE = 0.15
-# How far another scanner's or operator's settings move a grayscale image (ultrasound gain and dynamic range):
-# the gain by up to 25% and a gamma between exp(-0.35) and exp(0.35) (0.70-1.42). Both keep black black.
+# How far another scanner's or operator's settings move an image (ultrasound gain and dynamic range), every
+# channel alike: the gain by up to 25% and a gamma between exp(-0.35) and exp(0.35) (0.70-1.42). Both keep black black.
 GAIN_SCALE = 0.25
 LOG_GAMMA = 0.35
 
