@@ -198,3 +198,22 @@ async def test_a_batch_stops_waiting_once_nothing_is_on_its_way() -> None:
     await batcher.stop()
     assert model.batch_sizes == [1]
     assert time.monotonic() - started < 2.5  # not the whole 5 s gather time
+
+
+async def test_a_requests_images_share_a_batch_however_slowly_they_are_queued(monkeypatch) -> None:
+    model = RecordingModel()
+    batcher = DynamicBatcher(model, max_batch_size=2, timeout_s=0.0)
+    batcher.start()
+    queue_one = batcher._enqueue
+
+    def slow_enqueue(pending) -> None:  # the batching thread sees each image well before the next
+        queue_one(pending)
+        time.sleep(0.02)
+
+    monkeypatch.setattr(batcher, "_enqueue", slow_enqueue)
+    images = [np.full((2, 2, 1), i, np.float32) for i in range(5)]
+    with batcher.admit(5) as admission:
+        rows = await asyncio.wait_for(admission.submit_many(images), timeout=5)
+    await batcher.stop()
+    assert [float(row[0]) for row in rows] == [0, 1, 2, 3, 4]
+    assert model.batch_sizes == [2, 2, 1]  # together where they fit, never past the batch size
