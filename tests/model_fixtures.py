@@ -121,16 +121,19 @@ def export_untrained(
     model: keras.Model | None = None,
     flips: tuple[str, ...] = (),
     enhancement: str = "none",
+    kernel_bits: int = 32,
     **card_options,
 ) -> Path:
-    """An exported version with all three signatures (with test-time `flips` if given); OOD statistics
-    from random images."""
+    """An exported version with all three signatures (with test-time `flips` if given, kernels stored at
+    `kernel_bits`); OOD statistics from random images."""
     keras.utils.set_random_seed(seed)
     spec = InputSpec(height=size, width=size, colour_mode=ColourMode(colour_mode), enhancement=Enhancement(enhancement))
     model = model or make_model(spec)
     with stage_version(models_dir, disease) as staged:
-        write_savedmodel(model, spec, random_image_statistics(model, spec, seed), staged.folder, flips)
-        card = fixture_card(disease, 0, spec, **card_options).model_copy(update={"test_time_flips": list(flips)})
+        write_savedmodel(model, spec, random_image_statistics(model, spec, seed), staged.folder, flips, kernel_bits)
+        card = fixture_card(disease, 0, spec, **card_options).model_copy(
+            update={"test_time_flips": list(flips), "kernel_bits": kernel_bits}
+        )
         return staged.publish(card)
 
 

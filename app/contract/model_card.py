@@ -241,6 +241,11 @@ class EnsembleMember(BaseModel):
     initial_weights: str = Field("none", description="the backbone its training started from; none: from scratch")
     best_epoch: int
     seconds: float
+    input: list[int] | None = Field(
+        None,
+        description="height, width, channels it reads; smaller than the ensemble's input: the image is resized to "
+        "it in the graph (absent in older cards: the ensemble's input)",
+    )
 
 
 class ScreeningCrossValidation(BaseModel):
@@ -324,6 +329,11 @@ class ModelCard(BaseModel):
     generalisation: Generalisation | None = Field(None, description="absent: the data set has one site")
     by_grade: list[GradeFigure] = Field(default_factory=list, description="empty: the data set has no grades")
     burned_in_marks: BurnedInMarks | None = Field(None, description="absent: not checked (no burned-in marks expected)")
+    kernel_bits: Literal[16, 32] = Field(
+        32,
+        description="bits each convolution and dense kernel is stored at; 16: float16, computed in float32 (the "
+        "figures are measured on the rounded kernels; biases and normalisation statistics stay 32)",
+    )
     derived_from: int | None = Field(None, description="version whose weights this one re-exports, if any")
     ensemble_of: list[EnsembleMember] = Field(
         default_factory=list,

@@ -204,10 +204,14 @@ function cardContents(card) {
       "the mean probability over every combination of the flips");
   }
   if (card.ensemble_of && card.ensemble_of.length) {
-    const members = card.ensemble_of.map((m) => `version ${m.version} (${m.architecture}, ${m.recipe} recipe, ` +
+    const members = card.ensemble_of.map((m) => `version ${m.version} (${m.architecture}, ` +
+      `${m.input ? `reads ${m.input[0]}x${m.input[1]} px, ` : ""}${m.recipe} recipe, ` +
       `${m.initial_weights === "none" ? "from scratch" : "from a pretrained backbone"})`);
     fact("Ensemble", `the mean probability of ${members.length} networks, each one more pass per image: ` +
       members.join("; "));
+  }
+  if (card.kernel_bits === 16) {
+    fact("Weights", "convolution and dense kernels stored at 16 bits, computed at 32 (the figures are measured so)");
   }
   if (card.calibration) fact("Calibration", `${calibrationText(card.calibration)}. ${card.calibration.selection}`);
   if (card.out_of_distribution) fact("Out-of-distribution check", card.out_of_distribution.method);
@@ -252,9 +256,11 @@ function generalisationTable(generalisation) {
     const row = element("tr");
     row.append(element("th", site.site, { scope: "row" }), element("td", String(site.n_images)),
                element("td", number(within.roc_auc)), element("td", auc),
-               element("td", out ? `${percent(out.screening.sensitivity)} / ${percent(out.screening.specificity)}` : "–"),
-               element("td", out ? number(out.ece.after) : "–"),
-               element("td", out ? percent(out.site_shift.flagged) : "–"));
+               // an ensemble's held-out figures are its members' mean answer: AUC only (the card's method says so)
+               element("td", out && out.screening ?
+                 `${percent(out.screening.sensitivity)} / ${percent(out.screening.specificity)}` : "–"),
+               element("td", out && out.ece ? number(out.ece.after) : "–"),
+               element("td", out && out.site_shift ? percent(out.site_shift.flagged) : "–"));
     table.append(row);
   }
   return [element("h3", "Other hospitals"), table];

@@ -61,7 +61,11 @@ def version_choices(args: argparse.Namespace) -> dict[str, Any]:
 
 def export_choices(args: argparse.Namespace) -> dict[str, Any]:
     """What `add_export_choices` parsed, as keyword arguments."""
-    return {"target_sensitivity": args.target_sensitivity, "test_time_flips": args.test_time_flips}
+    return {
+        "target_sensitivity": args.target_sensitivity,
+        "test_time_flips": args.test_time_flips,
+        "kernel_bits": args.kernel_bits,
+    }
 
 
 def add_report_dir(parser: argparse.ArgumentParser, default: str, what: str) -> None:
@@ -89,6 +93,14 @@ def add_export_choices(parser: argparse.ArgumentParser, default_flips: str) -> N
         default=None,
         help=f"answer for the image and these flips of it together (default: {default_flips}; "
         "give it with no value to export without flips)",
+    )
+    parser.add_argument(
+        "--kernel-bits",
+        type=int,
+        choices=(16, 32),
+        default=None,
+        help="store the convolution and dense kernels at 16 bits (half the size, the figures measured on the "
+        "rounded kernels) or 32 (default: calibrate: as the version; ensemble: 32)",
     )
 
 

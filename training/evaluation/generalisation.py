@@ -140,7 +140,14 @@ def record_cross_site(models_dir: Path, disease: str, report: Path, version: int
         for name, count in result["sites"].items()
     ]
     updated = card.model_copy(
-        update={"generalisation": Generalisation(sites=sites, seconds=result["seconds"], report=str(report))}
+        update={
+            "generalisation": Generalisation(
+                method=result.get("method", "leave one site out"),
+                sites=sites,
+                seconds=result["seconds"],
+                report=str(report),
+            )
+        }
     )
     replace_card(updated, folder / METADATA_FILE)
     return updated

@@ -228,13 +228,23 @@ def sites_table(models_dir: Path) -> str:
                 continue
             bounds = (out.get("intervals") or {}).get("roc_auc")
             held_auc = _number(out.get("roc_auc")) + (f" ({bounds[0]:.3f}-{bounds[1]:.3f})" if bounds else "")
-            screening, shift = out["screening"], out["site_shift"]
             lines.append(
                 f"| {card.disease} | {card.version} | {site.site} | {site.n_images} | {auc} | {held_auc} "
-                f"| {screening['sensitivity']:.1%} / {screening['specificity']:.1%} | {out['ece']['after']:.3f} "
-                f"| {shift['flagged']:.1%} / {out['out_of_distribution']:.1%} |"
+                f"| {_held_out_trust(out)} |"
             )
     return "\n".join(lines)
+
+
+def _held_out_trust(out: dict[str, Any]) -> str:
+    """The screening, ECE and flag columns; `-` where not measured (an ensemble's held-out figures are its
+    members' mean answer: AUC and figures at 0.5 only)."""
+    if "screening" not in out:
+        return "not measured | - | -"
+    screening, shift = out["screening"], out["site_shift"]
+    return (
+        f"{screening['sensitivity']:.1%} / {screening['specificity']:.1%} | {out['ece']['after']:.3f} "
+        f"| {shift['flagged']:.1%} / {out['out_of_distribution']:.1%}"
+    )
 
 
 def _number(value: object) -> str:

@@ -37,6 +37,23 @@ def differences(card: ModelCard, result: dict) -> list[str]:
     return found
 
 
+def one_input(result: dict) -> tuple[dict, list[str]]:
+    """An ensemble's report whose members read different sizes, as the version that takes the largest: (the
+    report with that input, the difference to say). The rounds fed each member its size straight from the file;
+    the version resizes the image it takes down to the smaller members' in the graph."""
+    if not any(isinstance(side, list) for side in result["input"]):
+        return result, []
+    enhancements = set(result["enhancement"])
+    if len(enhancements) > 1:
+        raise DataError(f"the members were cross-validated with different enhancements {sorted(enhancements)}")
+    largest = max(result["input"], key=lambda shape: shape[0] * shape[1])
+    note = (
+        f"input: the members read {result['input']} straight from the file; the version takes {largest} and "
+        f"resizes it to the smaller members' in the graph"
+    )
+    return {**result, "input": largest, "enhancement": enhancements.pop()}, [note]
+
+
 def as_served(card: ModelCard, result: dict, report: Path) -> tuple[dict, dict | None]:
     """(figures at 0.5, figures at the screening threshold) of the rounds answered as this version answers:
     recomputed from the kept scores over the version's flips, at its own target sensitivity. A report
@@ -60,10 +77,9 @@ def record_in_card(models_dir: Path, disease: str, report: Path, version: int | 
     result = json.loads(report.read_text(encoding="utf-8"))
     if result.get("disease") != disease:
         raise DataError(f"{report} is a cross-validation of {result.get('disease')!r}, not {disease!r}")
-    if any(isinstance(side, list) for side in result["input"]):
-        raise DataError(f"{report} measured members of different inputs together: no version is that ensemble")
     folder = published_version(models_dir, disease, version)
     card = read_card(folder / METADATA_FILE)
+    result, resized = one_input(result)
     summary, screening = as_served(card, result, report)
     recorded = CrossValidation(
         folds=result["folds"],
@@ -74,7 +90,7 @@ def record_in_card(models_dir: Path, disease: str, report: Path, version: int | 
         enhancement=result.get("enhancement", "none"),
         architecture=result.get("arch", "paper_cnn"),
         recipe=result["recipe"],
-        differences=differences(card, result),
+        differences=resized + differences(card, result),
         test_time_flips=card.test_time_flips,
         summary=summary,
         screening=screening,

@@ -12,9 +12,11 @@
   then measures the ensemble of the recipes' models fitted on that round's training folds; its screening
   threshold is chosen on the averaged validation fold, as an export chooses it.
 
-Members must take the same input and come from the same split, so that no member has trained on a patient
-of the test part the ensemble is measured on. `ensemble-crossval` also combines recipes of different inputs
-(what such an ensemble would score, each member over its own flips); its report lists each member's input.
+Members must come from the same split, so that no member has trained on a patient of the test part the
+ensemble is measured on, and read the same kind of input (colour mode, enhancement, aspect ratio); their sizes
+may differ: the ensemble takes the largest, and a smaller member sees the image resized to its own size in the
+graph. `ensemble-crossval` combines recipes of any inputs (each member over its own flips); its report lists
+each member's input.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from app.contract.model_card import EnsembleMember, ModelCard, TrainingCard, read_card
+from app.contract.model_card import EnsembleMember, InputCard, ModelCard, TrainingCard, read_card
 from app.contract.model_store import METADATA_FILE
 from training.data.config import describe_disease, samples_of
 from training.data.pipeline import decode_split
@@ -59,22 +61,29 @@ def member_of(card: ModelCard) -> EnsembleMember:
         initial_weights=str(card.training.settings.get("initial_weights", "none")),
         best_epoch=card.training.best_epoch,
         seconds=card.training.seconds,
+        input=list(card.input.spec().shape),
     )
 
 
+def ensemble_input(cards: list[ModelCard]) -> InputCard:
+    """The largest member's input: the others are resized down to theirs in the graph, never up."""
+    return max((card.input for card in cards), key=lambda card_input: card_input.height * card_input.width)
+
+
 def check_members(cards: list[ModelCard]) -> None:
-    """Two or more, same input, same split: otherwise a member may have trained on the ensemble's test part."""
+    """Two or more, the same kind of input, the same split: otherwise a member may have trained on the
+    ensemble's test part."""
     if len(cards) < 2:
         raise DataError("an ensemble needs at least two member versions")
     if len({card.version for card in cards}) < len(cards):
         raise DataError("a version is listed twice among the members")
     first = cards[0]
     for card in cards[1:]:
-        if card.input != first.input:
+        if not same_kind_of_input(card.input, first.input):
             raise DataError(
                 f"version {card.version} takes {card.input.spec().shape} {card.input.enhancement}, "
                 f"version {first.version} {first.input.spec().shape} {first.input.enhancement}: "
-                f"members must take the same input"
+                f"members must take the same colour mode, enhancement and aspect ratio (sizes may differ)"
             )
         if card_split_spec(card) != card_split_spec(first):
             raise DataError(
@@ -83,8 +92,18 @@ def check_members(cards: list[ModelCard]) -> None:
             )
 
 
-def ensemble_card(cards: list[ModelCard], flips: list[str]) -> ModelCard:
-    """The first member's card (data, input, caveats), with the ensemble's training and no figures of its own yet."""
+def same_kind_of_input(one: InputCard, other: InputCard) -> bool:
+    """Resizable into each other: same colour mode and enhancement, same aspect ratio."""
+    return (
+        one.colour_mode == other.colour_mode
+        and one.enhancement == other.enhancement
+        and one.height * other.width == other.height * one.width
+    )
+
+
+def ensemble_card(cards: list[ModelCard], flips: list[str], kernel_bits: int = 32) -> ModelCard:
+    """The first member's card (data, caveats), the largest member's input, the ensemble's training, and no
+    figures of its own yet."""
     first = cards[0]
     members = [member_of(card) for card in cards]
     training = TrainingCard(
@@ -104,7 +123,9 @@ def ensemble_card(cards: list[ModelCard], flips: list[str]) -> ModelCard:
             "ensemble_of": members,
             "output": OUTPUT_DESCRIPTION,
             "training": training,
+            "input": ensemble_input(cards),
             "test_time_flips": flips,
+            "kernel_bits": kernel_bits,
             "cross_validation": None,
             "data": first.data.model_copy(update={"split_spec": card_split_spec(first)}),
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -120,9 +141,10 @@ def ensemble_versions(
     models_dir: Path,
     target_sensitivity: float | None = None,
     test_time_flips: list[str] | None = None,
+    kernel_bits: int | None = None,
 ) -> Path:
-    """Publish the members as one new version. None keeps the first member's target sensitivity, and the flips
-    the members all answer with (none where they differ)."""
+    """Publish the members as one new version. None keeps the first member's target sensitivity, the flips
+    the members all answer with (none where they differ), and kernels at 32 bits."""
     folders = [published_version(models_dir, disease, version) for version in members]
     check_members([read_card(folder / METADATA_FILE) for folder in folders])  # before any network is rebuilt
     rebuilt = [rebuilt_network(folder) for folder in folders]
@@ -134,7 +156,7 @@ def ensemble_versions(
             if all(card.test_time_flips == cards[0].test_time_flips for card in cards)
             else []
         )
-    card = ensemble_card(cards, test_time_flips)
+    card = ensemble_card(cards, test_time_flips, kernel_bits or 32)
     spec = card.input.spec()
     config = describe_disease(disease, data_dir)
     split = split_as(samples_of(config, data_dir), card_split_spec(card))
@@ -177,8 +199,8 @@ def averaged_rounds(kept: list[list[dict]], names: list[str]) -> list[dict]:
 
 
 def _member_inputs(results: list[dict]) -> dict:
-    """The members' input and enhancement: one, or where they differ each member's (what such an ensemble would
-    score; `ensemble` itself still exports members of one input only, and no card takes such a report)."""
+    """The members' input and enhancement: one, or where they differ each member's (`ensemble` exports such
+    members at the largest input, the others resized in the graph)."""
     inputs = [result["input"] for result in results]
     enhancements = [result.get("enhancement", "none") for result in results]
     if all(value == inputs[0] for value in inputs) and all(value == enhancements[0] for value in enhancements):

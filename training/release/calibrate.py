@@ -61,8 +61,9 @@ def calibrate_version(
     version: int | None = None,
     target_sensitivity: float | None = None,
     test_time_flips: list[str] | None = None,
+    kernel_bits: int | None = None,
 ) -> Path:
-    """None keeps the version's own target sensitivity and flips."""
+    """None keeps the version's own target sensitivity, flips and kernel precision."""
     folder = published_version(models_dir, disease, version)
     model, exported = rebuilt_network(folder)
     card = exported.card
@@ -79,6 +80,7 @@ def calibrate_version(
             "data": card.data.model_copy(update={"split_spec": card_split_spec(card)}),
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "test_time_flips": card.test_time_flips if test_time_flips is None else test_time_flips,
+            "kernel_bits": card.kernel_bits if kernel_bits is None else kernel_bits,
         }
     )
     return release(

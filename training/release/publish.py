@@ -36,7 +36,14 @@ from training.data.samples import Sample, Split
 from training.evaluation.assessment import Probe, assess, probe_sets, with_assessment, write_assessment_report
 from training.evaluation.generalisation import breakdowns
 from training.evaluation.metrics import compute_metrics, probabilities_of
-from training.networks.servable import Networks, features_and_log_odds, write_savedmodel
+from training.networks.servable import (
+    MemberwiseOod,
+    Networks,
+    feature_widths,
+    features_and_log_odds,
+    round_kernels,
+    write_savedmodel,
+)
 from training.release.export import stage_version
 from training.release.trust import DEFAULT_TARGET_SENSITIVITY, OOD_QUANTILE, FittedTrust, fit_trust
 
@@ -52,6 +59,10 @@ OUTPUT_DESCRIPTION = (
     "the log-odds from the logits; temperature 1 and bias 0 is each score divided by their sum) and labels "
     "`infected` from "
     "the screening threshold up (app/contract/scoring.py)"
+)
+MEMBERWISE_METHOD = (
+    "; an ensemble's: each member's distance on its own features over that member's 97.5th-percentile "
+    "distance of the validation part, the largest of them (flagged where any member finds the image unlike)"
 )
 PARITY_TOLERANCE = 1e-3  # log-odds: the SavedModel must answer as the Keras model did
 
@@ -117,7 +128,7 @@ def with_trust(card: ModelCard, trust: FittedTrust, target_sensitivity: float, v
                 target_sensitivity=target_sensitivity, threshold=trust.threshold, validation=trust.validation_point
             ),
             "out_of_distribution": OutOfDistribution(
-                method=OOD_METHOD,
+                method=OOD_METHOD + (MEMBERWISE_METHOD if isinstance(trust.ood, MemberwiseOod) else ""),
                 fitted_on="training part (Gaussian); validation part (threshold)",
                 threshold=trust.ood_threshold,
                 threshold_quantile=OOD_QUANTILE,
@@ -147,6 +158,7 @@ def _fitted_trust(
         data.validation.labels,
         data.validation_groups,
         target_sensitivity=target_sensitivity,
+        feature_widths=feature_widths(networks),
     )
     return trust, validation_features, test_odds
 
@@ -165,8 +177,11 @@ def release(
 ) -> Path:
     """Fit, export, check, measure and publish one network or an ensemble's; returns the new version folder.
     The card's test-time flips are exported into the graph, and the temperature and thresholds are fitted on
-    the answers with them."""
+    the answers with them; with the card's `kernel_bits` 16, the networks' kernels are first rounded in place
+    to the float16 the export stores."""
     flips = card.test_time_flips
+    if card.kernel_bits == 16:  # before anything is fitted or measured: the figures are those of the export
+        round_kernels(networks)
     trust, validation_features, test_odds = _fitted_trust(networks, data, flips, batch_size, target_sensitivity)
     log.info(
         "%s: calibration %s (temperature %.3f, bias %.3f), screening threshold %.4f, ood threshold %.2f",
@@ -182,7 +197,7 @@ def release(
     )
 
     with stage_version(models_dir, card.disease) as staged:
-        write_savedmodel(networks, spec, trust.ood, staged.folder, flips)
+        write_savedmodel(networks, spec, trust.ood, staged.folder, flips, card.kernel_bits)
         if previous_report is not None and previous_report.is_dir():
             shutil.copytree(previous_report, staged.folder / REPORT_DIR)
         write_card(provisional, staged.folder / METADATA_FILE)  # load_model reads it

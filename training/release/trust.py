@@ -7,7 +7,7 @@ scaling) and the screening threshold on the validation part.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +17,7 @@ from sklearn.covariance import LedoitWolf
 from app.contract.model_card import UNCALIBRATED, ModelCard, OperatingPoint
 from app.contract.scoring import POSITIVE, calibrated_probability
 from training.evaluation.metrics import expected_calibration_error, operating_point
-from training.networks.servable import OodStatistics
+from training.networks.servable import MemberwiseOod, OodStatistics, OutOfDistribution
 
 DEFAULT_TARGET_SENSITIVITY = 0.95  # a screening setting: miss at most 1 in 20 infected images
 REQUIRED_GAIN = 0.10  # relative ECE on held-out patients a calibration method must gain over a simpler one
@@ -43,7 +43,7 @@ class FittedTrust:
     calibration: CalibrationChoice
     threshold: float
     validation_point: OperatingPoint
-    ood: OodStatistics
+    ood: OutOfDistribution
     ood_threshold: float
 
 
@@ -185,6 +185,19 @@ def fit_ood(features: np.ndarray, labels: np.ndarray) -> OodStatistics:
     )
 
 
+def fit_memberwise_ood(
+    train_features: np.ndarray, train_labels: np.ndarray, validation_features: np.ndarray, widths: Sequence[int]
+) -> MemberwiseOod:
+    """One Gaussian per member on its own features, each scaled by its validation part's OOD_QUANTILE."""
+    bounds = np.cumsum(widths)[:-1]
+    members = tuple(fit_ood(part, train_labels) for part in np.split(train_features, bounds, axis=1))
+    scales = tuple(
+        float(np.quantile(member.distances(part), OOD_QUANTILE))
+        for member, part in zip(members, np.split(validation_features, bounds, axis=1))
+    )
+    return MemberwiseOod(members=members, widths=tuple(int(w) for w in widths), scales=scales)
+
+
 def fit_trust(
     train_features: np.ndarray,
     train_labels: np.ndarray,
@@ -194,11 +207,18 @@ def fit_trust(
     validation_groups: list[str],
     *,
     target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY,
+    feature_widths: Sequence[int] = (),
 ) -> FittedTrust:
+    """`feature_widths`: an ensemble's members' numbers of features side by side; each member then gets its own
+    distance (MemberwiseOod)."""
     calibration = choose_calibration(validation_log_odds, validation_labels, validation_groups)
     probabilities = calibrated_probability(validation_log_odds, *calibration.parameters)
     threshold = screening_threshold(probabilities, validation_labels, target_sensitivity)
-    ood = fit_ood(train_features, train_labels)
+    ood: OutOfDistribution = (
+        fit_memberwise_ood(train_features, train_labels, validation_features, feature_widths)
+        if len(feature_widths) > 1
+        else fit_ood(train_features, train_labels)
+    )
     ood_threshold = float(np.quantile(ood.distances(validation_features), OOD_QUANTILE))
     return FittedTrust(
         calibration=calibration,
