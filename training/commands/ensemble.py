@@ -29,8 +29,9 @@ def run(args: argparse.Namespace) -> str:
 
 COMMAND = Command(
     "ensemble",
-    "publish several versions of a disease (same input, same split) as one new version that "
-    "answers the mean of their P(infected), with its own calibration, thresholds and test figures",
+    "publish several versions of a disease (same split, same kind of input; smaller ones resized in the graph) "
+    "as one new version that answers the mean of their P(infected), with its own calibration, thresholds and "
+    "test figures",
     add_arguments,
     run,
 )
