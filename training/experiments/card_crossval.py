@@ -15,6 +15,7 @@ from app.contract.model_store import METADATA_FILE
 from training.data.samples import DataError
 from training.data.versions import published_version
 from training.experiments.crossval import kept_rounds, measured_with
+from training.experiments.ensemble import largest_input
 from training.release.trust import target_sensitivity_of
 
 
@@ -46,7 +47,7 @@ def one_input(result: dict) -> tuple[dict, list[str]]:
     enhancements = set(result["enhancement"])
     if len(enhancements) > 1:
         raise DataError(f"the members were cross-validated with different enhancements {sorted(enhancements)}")
-    largest = max(result["input"], key=lambda shape: shape[0] * shape[1])
+    largest = largest_input(result["input"])
     note = (
         f"input: the members read {result['input']} straight from the file; the version takes {largest} and "
         f"resizes it to the smaller members' in the graph"

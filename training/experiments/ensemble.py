@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -67,7 +68,8 @@ def member_of(card: ModelCard) -> EnsembleMember:
 
 def ensemble_input(cards: list[ModelCard]) -> InputCard:
     """The largest member's input: the others are resized down to theirs in the graph, never up."""
-    return max((card.input for card in cards), key=lambda card_input: card_input.height * card_input.width)
+    largest = largest_input([list(card.input.spec().shape) for card in cards])
+    return next(card.input for card in cards if list(card.input.spec().shape) == largest)
 
 
 def check_members(cards: list[ModelCard]) -> None:
@@ -168,11 +170,17 @@ def ensemble_versions(
     )
 
 
-def _read_report(report: Path) -> tuple[dict, list[dict]]:
+def report_and_scores(report: Path) -> tuple[dict, Any]:
+    """A cross-validation or cross-site report and the answers it kept beside it (`scores_file`)."""
     result = json.loads(report.read_text(encoding="utf-8"))
     if "scores_file" not in result:
-        raise DataError(f"{report} kept no scores; run its cross-validation again")
+        raise DataError(f"{report} kept no scores; run it again to keep them")
     return result, json.loads((report.parent / result["scores_file"]).read_text(encoding="utf-8"))
+
+
+def largest_input(shapes: list[list[int]]) -> list[int]:
+    """The input an ensemble of members reading `shapes` takes: the largest (the others resized down to theirs)."""
+    return max(shapes, key=lambda shape: shape[0] * shape[1])
 
 
 def averaged_rounds(kept: list[list[dict]], names: list[str]) -> list[dict]:
@@ -212,7 +220,7 @@ def combine_crossvalidations(reports: list[Path], report_dir: Path) -> tuple[dic
     """The cross-validation report of the ensemble of the reports' recipes, written beside them."""
     if len(reports) < 2:
         raise DataError("an ensemble's cross-validation needs the reports of at least two recipes")
-    read = [_read_report(report) for report in reports]
+    read = [report_and_scores(report) for report in reports]
     results = [result for result, _ in read]
     first = results[0]
     for key in ("disease", "folds", "seed", "images", "groups"):

@@ -19,19 +19,12 @@ from training.data.config import describe_disease, samples_of, sites_of
 from training.data.samples import DataError, manifest_notes
 from training.evaluation.assessment import group_intervals
 from training.evaluation.metrics import compute_metrics, probabilities_of
-from training.experiments.ensemble import ensemble_architecture
+from training.experiments.ensemble import ensemble_architecture, largest_input, report_and_scores
 
 METHOD = (
     "leave one site out; the ensemble's answer is the mean of its members' calibrated P(infected), each member "
     "trained without the site (AUC and figures at 0.5 only: no screening threshold, calibration or site shift)"
 )
-
-
-def _read(report: Path) -> tuple[dict, dict]:
-    result = json.loads(report.read_text(encoding="utf-8"))
-    if "scores_file" not in result:
-        raise DataError(f"{report} kept no scores; run its cross-site evaluation again")
-    return result, json.loads((report.parent / result["scores_file"]).read_text(encoding="utf-8"))
 
 
 def held_out_groups(data_dir: Path, disease: str) -> dict[str, list[str]]:
@@ -64,7 +57,7 @@ def combine_cross_sites(reports: list[Path], data_dir: Path, report_dir: Path) -
     """The ensemble's cross-site report, written into `report_dir`, from its members' reports."""
     if len(reports) < 2:
         raise DataError("an ensemble's cross-site figures need the reports of at least two members")
-    read = [_read(report) for report in reports]
+    read = [report_and_scores(report) for report in reports]
     results = [result for result, _ in read]
     first = results[0]
     for key in ("disease", "seed", "sites", "enhancement"):
@@ -94,7 +87,7 @@ def combine_cross_sites(reports: list[Path], data_dir: Path, report_dir: Path) -
         "method": METHOD,
         "seed": first["seed"],
         "arch": ensemble_architecture([r.get("arch", "paper_cnn") for r in results]),
-        "input": max(inputs, key=lambda shape: shape[0] * shape[1]),  # what the ensemble takes
+        "input": largest_input(inputs),  # what the ensemble takes
         "member_inputs": inputs,
         "enhancement": first["enhancement"],
         "member_reports": names,
