@@ -18,6 +18,7 @@ from training.data.config import describe_disease, disease_samples, sites_of
 from training.data.pipeline import decode_samples
 from training.data.samples import DataError, manifest_notes
 from training.evaluation.generalisation import grade_figures, grades_of, within_site
+from training.experiments.ensemble_cross_site import combine_cross_sites
 
 FIELDS = ["path", "sha1", "group", "note", "source_repo", "source_commit", "source_path"]
 SITES = [{"name": "north", "pattern": "^north_"}, {"name": "south", "pattern": ""}]
@@ -168,6 +169,24 @@ def test_cross_site_trains_without_each_site_and_records_it_in_the_card(
     assert set(scores) == {"north", "south"}
     assert all(len(kept["labels"]) == len(kept["probability"]) == 48 for kept in scores.values())
     assert sum(scores["north"]["labels"]) == 24  # 0 is infected: half of each site
+    for site, kept in scores.items():
+        # Distances are kept over the validation quantile: 1 is the out-of-distribution flag.
+        flagged = np.mean(np.array(kept["distance"]) > 1)
+        assert flagged == pytest.approx(held_out[site]["figures"]["out_of_distribution"], abs=1 / 48)
+        validation = kept["validation"]
+        assert len(validation["labels"]) == len(validation["probability"]) == len(validation["groups"])
+        assert len(validation["distance"]) == held_out[site]["n_validation"]
+    # The same member twice is an ensemble that must answer each site exactly as the member did.
+    twin = reports / "lesion-twin-48px.json"
+    twin.write_text((reports / "lesion-48px.json").read_text())
+    combined, _ = combine_cross_sites([reports / "lesion-48px.json", twin], two_sites, tmp_path / "ensemble")
+    assert "threshold fitted on that mean" in combined["method"]
+    for round_ in combined["held_out"]:
+        member, ensemble = held_out[round_["site"]]["figures"], round_["figures"]
+        assert ensemble["roc_auc"] == pytest.approx(member["roc_auc"], abs=1e-4)
+        assert ensemble["out_of_distribution"] == pytest.approx(member["out_of_distribution"], abs=1 / 48)
+        assert ensemble["site_shift"]["flagged"] == pytest.approx(member["site_shift"]["flagged"], abs=1 / 48)
+        assert {"sensitivity", "specificity", "threshold"} <= set(ensemble["screening"])
     # The report goes into a card of the same input.
     folder = model_factory(tmp_path / "models", "lesion", size=48)
     assert (

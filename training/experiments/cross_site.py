@@ -12,9 +12,11 @@ threshold, how many images the out-of-distribution check flags, and how well the
 image's out-of-distribution distance as a percentile of the known sites' validation images) tells the new
 site's images from the known sites' ones. And how much of the calibration error is the site's other share
 of disease (training/evaluation/prevalence.py): the error again after moving the answers to the site's
-prevalence, as estimated from its unlabelled images and as it is. Every image's label and calibrated
-P(infected) are kept beside the report (`<report>.scores.json`), so other corrections can be measured
-without training again.
+prevalence, as estimated from its unlabelled images and as it is. Every held-out and validation image's label,
+calibrated P(infected), log-odds before calibration and out-of-distribution distance (over the validation
+part's OOD_QUANTILE, so 1 is the flag) are kept beside the report (`<report>.scores.json`): other corrections,
+and an ensemble of several recipes' members (`ensemble-cross-site`), can be measured as served without
+training again.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import keras
 import numpy as np
@@ -45,7 +47,7 @@ from training.networks.fitting import fit_model
 from training.networks.pretrain import pretraining_record
 from training.networks.servable import features_and_log_odds
 from training.release.train import TrainOptions, fit_seed, resolve_recipe, resolve_start
-from training.release.trust import fit_trust
+from training.release.trust import CalibrationChoice, fit_trust
 
 log = logging.getLogger("training")
 VALIDATION_FRACTION = 0.3  # of the known sites' images, by patient group, as the paper's validation split
@@ -60,6 +62,17 @@ def site_shift_auc(own: np.ndarray, other: np.ndarray) -> float | None:
     return float(roc_auc_score(labels, np.r_[own, other]))
 
 
+class ServedRule(Protocol):
+    """What the service answers a site with: a calibration, a screening threshold and an OOD threshold."""
+
+    @property
+    def calibration(self) -> CalibrationChoice: ...
+    @property
+    def threshold(self) -> float: ...
+    @property
+    def ood_threshold(self) -> float: ...
+
+
 @dataclass(frozen=True)
 class HeldOutSite:
     site: str
@@ -69,7 +82,9 @@ class HeldOutSite:
     best_epoch: int
     seconds: float
     figures: dict[str, Any]
-    scores: dict[str, list]  # labels (0: infected) and calibrated P(infected) of every held-out image
+    # Labels (0: infected), calibrated P(infected), raw log-odds and relative OOD distance of every held-out
+    # image, and the same (with patient groups) of the validation part under "validation".
+    scores: dict[str, Any]
 
 
 def prior_shift_figures(probabilities: np.ndarray, labels: np.ndarray, calibrated_at: float) -> dict[str, float]:
@@ -95,7 +110,7 @@ def measure_site(
     groups: list[str],
     log_odds: np.ndarray,
     distances: np.ndarray,
-    trust,
+    trust: ServedRule,
     validation_distances: np.ndarray,
     calibrated_at: float,
 ) -> dict[str, Any]:
@@ -166,7 +181,7 @@ def hold_out(
         "validation": [s.group for s in kept_samples(split.validation, validation_part)],
         "held_out": [s.group for s in kept_samples(held_out, evaluated)],
     }
-    figures, probability = _measured(fitted.model, config, recipe.batch_size, parts, groups)
+    figures, kept = _measured(fitted.model, config, recipe.batch_size, parts, groups)
     log.info(
         "%s without %s: AUC %.4f, accuracy %.4f; screening sensitivity %.3f specificity %.3f; ECE %.3f",
         options.disease,
@@ -185,7 +200,7 @@ def hold_out(
         best_epoch=fitted.best_epoch,
         seconds=round(fitted.seconds, 1),
         figures=figures,
-        scores={"labels": evaluated.labels.astype(int).tolist(), "probability": np.round(probability, 6).tolist()},
+        scores=kept,
     )
 
 
@@ -195,9 +210,9 @@ def _measured(
     batch_size: int,
     parts: dict[str, DecodedSet],
     groups: dict[str, list[str]],
-) -> tuple[dict[str, Any], np.ndarray]:
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The trust layer fitted on the known sites' parts, as `train` fits it, and the held-out site measured as
-    served: (its figures, each held-out image's calibrated probability)."""
+    served: (its figures, the answers kept of the held-out and validation images)."""
     views = views_under(config.test_time_flips)
     batches = {name: prediction_batches(part, batch_size=batch_size, views=views) for name, part in parts.items()}
     train_part, validation_part, evaluated = parts["train"], parts["validation"], parts["held_out"]
@@ -213,16 +228,27 @@ def _measured(
         groups["validation"],
         target_sensitivity=config.screening_sensitivity,
     )
+    held_distances, validation_distances = trust.ood.distances(held_features), trust.ood.distances(validation_features)
     figures = measure_site(
         evaluated.labels,
         groups["held_out"],
         held_odds,
-        trust.ood.distances(held_features),
+        held_distances,
         trust,
-        trust.ood.distances(validation_features),
+        validation_distances,
         calibrated_at=float(np.mean(validation_part.labels == POSITIVE)),
     )
-    return figures, calibrated_probability(held_odds, *trust.calibration.parameters)
+
+    def kept(labels: np.ndarray, log_odds: np.ndarray, distances: np.ndarray) -> dict[str, list]:
+        return {
+            "labels": labels.astype(int).tolist(),
+            "probability": np.round(calibrated_probability(log_odds, *trust.calibration.parameters), 6).tolist(),
+            "log_odds": np.round(log_odds, 5).tolist(),  # before calibration: what an ensemble averages
+            "distance": np.round(distances / trust.ood_threshold, 5).tolist(),
+        }
+
+    validation = kept(validation_part.labels, validation_odds, validation_distances) | {"groups": groups["validation"]}
+    return figures, kept(evaluated.labels, held_odds, held_distances) | {"validation": validation}
 
 
 def cross_site(options: TrainOptions, report_dir: Path | None = None, only: list[str] | None = None) -> dict[str, Any]:

@@ -2,29 +2,53 @@
 from its members' cross-site reports and no training.
 
 Each member was trained without the site and kept its calibrated P(infected) of every held-out image; the
-ensemble's answer is their mean, measured by AUC (patient-group bootstrap interval) and at 0.5. The members'
-validation answers were not kept, so an ensemble's own screening threshold, calibration and site-shift figures
-at a held-out site are not measured here: the report says so, and the card shows them as not measured.
+ensemble's answer is their mean, measured by AUC (patient-group bootstrap interval) and at 0.5. Where every
+member also kept its validation part's answers and each image's log-odds before calibration and out-of-distribution
+distance (over its own validation quantile, as `ensemble` scales each member's distance), the site is measured as
+the ensemble serves it: the mean of the members' P(infected) before calibration, a calibration and screening
+threshold fitted on that mean over the validation part, the largest of the members' distances for the
+out-of-distribution and site-shift figures. Older reports kept neither: then
+those figures are not measured, the report says so, and the card shows them as not measured.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.special import log_expit, logsumexp
 
+from app.contract.scoring import POSITIVE
 from training.data.config import describe_disease, samples_of, sites_of
 from training.data.samples import DataError, manifest_notes
 from training.evaluation.assessment import group_intervals
 from training.evaluation.metrics import compute_metrics, probabilities_of
+from training.experiments.cross_site import measure_site
 from training.experiments.ensemble import ensemble_architecture, largest_input, report_and_scores
+from training.release.trust import OOD_QUANTILE, CalibrationChoice, answer_rule
 
-METHOD = (
-    "leave one site out; the ensemble's answer is the mean of its members' calibrated P(infected), each member "
-    "trained without the site (AUC and figures at 0.5 only: no screening threshold, calibration or site shift)"
+METHOD = "leave one site out, each member trained without the site; "
+AS_SERVED = (
+    "the ensemble's answer is the mean of its members' P(infected) before calibration, with a calibration and "
+    "screening threshold fitted on that mean over the members' validation parts, and the largest of the members' "
+    "relative out-of-distribution distances"
 )
+AT_HALF_ONLY = (
+    "the ensemble's answer is the mean of its members' calibrated P(infected) (AUC and figures at 0.5 only: no "
+    "screening threshold, calibration or site shift)"
+)
+
+
+@dataclass(frozen=True)
+class EnsembleRule:
+    """The ensemble's answer rule at a held-out site, fitted on the known sites' validation answers."""
+
+    calibration: CalibrationChoice
+    threshold: float
+    ood_threshold: float
 
 
 def held_out_groups(data_dir: Path, disease: str) -> dict[str, list[str]]:
@@ -38,10 +62,25 @@ def held_out_groups(data_dir: Path, disease: str) -> dict[str, list[str]]:
     return groups
 
 
-def _site_figures(site: str, members: list[dict], groups: list[str]) -> dict[str, Any]:
-    labels = np.asarray(members[0]["labels"])
-    if any(member["labels"] != members[0]["labels"] for member in members) or len(groups) != len(labels):
+def mean_answer_log_odds(log_odds: list[list[float]]) -> np.ndarray:
+    """Members' log-odds -> the log-odds of their mean P(infected), as the ensemble's graph averages them
+    (`mean_over_views`): exact where a sigmoid rounds to 0 or 1."""
+    z = np.asarray(log_odds, dtype=np.float64)
+    return logsumexp(log_expit(z), axis=0) - logsumexp(log_expit(-z), axis=0)
+
+
+def _same_images(site: str, parts: list[dict], key: str = "labels") -> None:
+    if any(part[key] != parts[0][key] for part in parts):
         raise DataError(f"the members measured different images of {site!r}: evaluate them on the same data")
+
+
+def _site_figures(site: str, members: list[dict], groups: list[str], target_sensitivity: float) -> dict[str, Any]:
+    _same_images(site, members)
+    labels = np.asarray(members[0]["labels"])
+    if len(groups) != len(labels):
+        raise DataError(f"the members measured different images of {site!r}: evaluate them on the same data")
+    if all("validation" in member and "log_odds" in member for member in members):
+        return _served_figures(site, members, labels, groups, target_sensitivity)
     probability = np.mean([member["probability"] for member in members], axis=0)
     metrics = compute_metrics(labels, probabilities_of(probability))
     return {
@@ -51,6 +90,36 @@ def _site_figures(site: str, members: list[dict], groups: list[str]) -> dict[str
         "specificity": metrics.specificity,
         "intervals": group_intervals(labels, probabilities_of(probability), groups),
     }
+
+
+def _served_figures(
+    site: str,
+    members: list[dict],
+    labels: np.ndarray,
+    groups: list[str],
+    target_sensitivity: float,
+) -> dict[str, Any]:
+    """The site as the ensemble serves it: the mean of the members' answers before calibration, calibrated and
+    thresholded by a rule fitted on the members' validation answers."""
+    validations = [member["validation"] for member in members]
+    _same_images(site, validations)
+    _same_images(site, validations, "groups")
+    validation_labels = np.asarray(validations[0]["labels"])
+    validation_odds = mean_answer_log_odds([part["log_odds"] for part in validations])
+    calibration, threshold = answer_rule(
+        validation_odds, validation_labels, validations[0]["groups"], target_sensitivity
+    )
+    validation_distances = np.max([part["distance"] for part in validations], axis=0)
+    rule = EnsembleRule(calibration, threshold, float(np.quantile(validation_distances, OOD_QUANTILE)))
+    return measure_site(
+        labels,
+        groups,
+        mean_answer_log_odds([member["log_odds"] for member in members]),
+        np.max([member["distance"] for member in members], axis=0),
+        rule,
+        validation_distances,
+        calibrated_at=float(np.mean(validation_labels == POSITIVE)),
+    )
 
 
 def combine_cross_sites(reports: list[Path], data_dir: Path, report_dir: Path) -> tuple[dict, Path]:
@@ -64,6 +133,7 @@ def combine_cross_sites(reports: list[Path], data_dir: Path, report_dir: Path) -
         if any(result.get(key) != first.get(key) for result in results):
             raise DataError(f"the reports differ in {key}: members must be evaluated on the same sites alike")
     groups = held_out_groups(data_dir, first["disease"])
+    target_sensitivity = describe_disease(first["disease"], data_dir).screening_sensitivity
     rounds = {round_["site"]: round_ for round_ in first["held_out"]}
     held_out = []
     for site in rounds:
@@ -77,14 +147,14 @@ def combine_cross_sites(reports: list[Path], data_dir: Path, report_dir: Path) -
                 "best_epoch": [
                     next(r["best_epoch"] for r in result["held_out"] if r["site"] == site) for result in results
                 ],
-                "figures": _site_figures(site, [kept[site] for _, kept in read], groups[site]),
+                "figures": _site_figures(site, [kept[site] for _, kept in read], groups[site], target_sensitivity),
             }
         )
     names = [report.name.removesuffix(".json") for report in reports]
     inputs = [result["input"] for result in results]
     result = {
         "disease": first["disease"],
-        "method": METHOD,
+        "method": METHOD + (AS_SERVED if all("screening" in r["figures"] for r in held_out) else AT_HALF_ONLY),
         "seed": first["seed"],
         "arch": ensemble_architecture([r.get("arch", "paper_cnn") for r in results]),
         "input": largest_input(inputs),  # what the ensemble takes

@@ -198,6 +198,15 @@ def fit_memberwise_ood(
     return MemberwiseOod(members=members, widths=tuple(int(w) for w in widths), scales=scales)
 
 
+def answer_rule(
+    log_odds: np.ndarray, labels: np.ndarray, groups: list[str], target_sensitivity: float
+) -> tuple[CalibrationChoice, float]:
+    """How the service answers, fitted on a validation part: its calibration and its screening threshold."""
+    calibration = choose_calibration(log_odds, labels, groups)
+    probabilities = calibrated_probability(log_odds, *calibration.parameters)
+    return calibration, screening_threshold(probabilities, labels, target_sensitivity)
+
+
 def fit_trust(
     train_features: np.ndarray,
     train_labels: np.ndarray,
@@ -211,9 +220,8 @@ def fit_trust(
 ) -> FittedTrust:
     """`feature_widths`: an ensemble's members' numbers of features side by side; each member then gets its own
     distance (MemberwiseOod)."""
-    calibration = choose_calibration(validation_log_odds, validation_labels, validation_groups)
+    calibration, threshold = answer_rule(validation_log_odds, validation_labels, validation_groups, target_sensitivity)
     probabilities = calibrated_probability(validation_log_odds, *calibration.parameters)
-    threshold = screening_threshold(probabilities, validation_labels, target_sensitivity)
     ood: OutOfDistribution = (
         fit_memberwise_ood(train_features, train_labels, validation_features, feature_widths)
         if len(feature_widths) > 1
