@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.special import log_expit, logsumexp
+import tensorflow as tf
 
 from app.contract.scoring import POSITIVE
 from training.data.config import describe_disease, samples_of, sites_of
@@ -28,6 +28,7 @@ from training.evaluation.assessment import group_intervals
 from training.evaluation.metrics import compute_metrics, probabilities_of
 from training.experiments.cross_site import measure_site
 from training.experiments.ensemble import ensemble_architecture, largest_input, report_and_scores
+from training.networks.servable import mean_over_views
 from training.release.trust import OOD_QUANTILE, CalibrationChoice, answer_rule
 
 METHOD = "leave one site out, each member trained without the site; "
@@ -63,10 +64,9 @@ def held_out_groups(data_dir: Path, disease: str) -> dict[str, list[str]]:
 
 
 def mean_answer_log_odds(log_odds: list[list[float]]) -> np.ndarray:
-    """Members' log-odds -> the log-odds of their mean P(infected), as the ensemble's graph averages them
-    (`mean_over_views`): exact where a sigmoid rounds to 0 or 1."""
+    """Members' log-odds -> the log-odds of their mean P(infected), by the graph's own `mean_over_views`."""
     z = np.asarray(log_odds, dtype=np.float64)
-    return logsumexp(log_expit(z), axis=0) - logsumexp(log_expit(-z), axis=0)
+    return mean_over_views(tf.constant(z.reshape(-1)), len(z)).numpy()
 
 
 def _same_images(site: str, parts: list[dict], key: str = "labels") -> None:
