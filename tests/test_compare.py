@@ -61,6 +61,18 @@ def test_report_mentions_the_subset_only_when_there_is_one() -> None:
     assert "at most 12 of each group" in report_markdown(comparison | {"per_group": 12})
 
 
+def test_two_folds_are_refused_with_a_reason_before_any_training(tmp_path: Path, capsys) -> None:
+    """Two folds leave nothing to train on once one is held out and the next validates; this crashed inside
+    TensorFlow (an empty shuffle buffer) instead of saying why."""
+    from training.cli import main
+
+    data = write_synthetic_dataset(tmp_path / "data", per_class=18, size=40)
+    arguments = ["--data", str(data), "--archs", "paper_cnn", "--folds", "2", "--report-dir", str(tmp_path / "r")]
+    assert main(["compare", "malaria", *arguments]) == 2
+    assert "at least 3 folds" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()  # nothing half-written
+
+
 @pytest.mark.slow
 def test_compare_runs_every_architecture_on_the_same_folds(tmp_path: Path) -> None:
     from training.cli import main
@@ -129,7 +141,7 @@ def faked_compare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     options = options_for("malaria", data, tmp_path / "models", epochs=1)
 
     def run(archs: list[str], **changes) -> dict:
-        return module.compare(replace(options, **changes), archs, folds=2, report_dir=tmp_path / "reports")
+        return module.compare(replace(options, **changes), archs, folds=3, report_dir=tmp_path / "reports")
 
     return run, trained
 
@@ -137,15 +149,15 @@ def faked_compare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 def test_a_run_in_parts_trains_only_what_an_identical_earlier_run_did_not_and_counts_all_time(faked_compare) -> None:
     run, trained = faked_compare
     run(["paper_cnn"])
-    assert trained == ["paper_cnn", "paper_cnn"]
+    assert trained == ["paper_cnn"] * 3
     second = run(["paper_cnn", "vgg16"])
-    assert trained[2:] == ["vgg16", "vgg16"]  # the earlier part's architecture is kept, not trained again
+    assert trained[3:] == ["vgg16"] * 3  # the earlier part's architecture is kept, not trained again
     assert set(second["architectures"]) == {"paper_cnn", "vgg16"}
-    # wall-clock time of both parts (about 0.2 s each), not the rounds' own 2 x 10 s each
-    assert second["seconds"] == pytest.approx(0.4, abs=0.15)
+    # wall-clock time of both parts (about 0.3 s each), not the rounds' own 3 x 10 s each
+    assert second["seconds"] == pytest.approx(0.6, abs=0.15)
 
     run(["paper_cnn"], seed=7)
-    assert trained[4:] == ["paper_cnn", "paper_cnn"]  # other settings: nothing earlier applies
+    assert trained[6:] == ["paper_cnn"] * 3  # other settings: nothing earlier applies
 
 
 def test_the_total_time_of_an_older_report_counts_its_training_and_prediction(faked_compare, tmp_path: Path) -> None:
@@ -154,5 +166,5 @@ def test_the_total_time_of_an_older_report_counts_its_training_and_prediction(fa
     del first["architectures"]["paper_cnn"]["seconds"]  # reports from before wall-clock time: rounds' times only
     (tmp_path / "reports" / "malaria" / "compare.json").write_text(json.dumps(first))
     second = run(["paper_cnn", "vgg16"])
-    older_seconds = 2 * (9.0 + 1.0)  # two rounds of training and prediction
-    assert second["seconds"] == pytest.approx(older_seconds + 0.2, abs=0.15)
+    older_seconds = 3 * (9.0 + 1.0)  # three rounds of training and prediction
+    assert second["seconds"] == pytest.approx(older_seconds + 0.3, abs=0.15)

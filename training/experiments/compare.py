@@ -21,7 +21,14 @@ import numpy as np
 
 from app.contract.preprocessing import InputSpec
 from training.data.config import DISEASES, Recipe
-from training.experiments.crossval import METRICS, Pool, cross_validation_pool, evaluate_round, summarise
+from training.experiments.crossval import (
+    METRICS,
+    Pool,
+    cross_validation_pool,
+    evaluate_round,
+    require_three_folds,
+    summarise,
+)
 from training.networks.architectures import min_side
 from training.release.train import TrainOptions, resolve_recipe, resolve_start
 
@@ -72,6 +79,7 @@ def compare(
     report_dir: Path = Path("reports"),
     per_group: int | None = None,
 ) -> dict[str, Any]:
+    require_three_folds(folds)  # before any pretraining of a start
     config = options.config
     recipe = resolve_recipe(config, options)
     if options.weights is None:  # every architecture starts as --weights says (none: scratch), alike

@@ -119,11 +119,19 @@ class Pool:
         return decoded_from_arrays(self.pixels[rows], self.labels[rows], None if levels is None else levels[rows])
 
 
+def require_three_folds(folds: int) -> None:
+    """Each round holds one fold out, validates on the next and trains on the rest: with two, nothing is left to
+    train on (TensorFlow then fails on an empty part instead of saying why)."""
+    if folds < 3:
+        raise ValueError(f"cross-validation needs at least 3 folds (held out, validation, training), not {folds}")
+
+
 def cross_validation_pool(
     options: TrainOptions, spec: InputSpec, folds: int, subset: int | None = None, per_group: int | None = None
 ) -> Pool:
     """The non-test part (optionally a grouped subset of about `subset` images, at most `per_group` of each
     patient) in folds."""
+    require_three_folds(folds)
     split = split_as(samples_of(options.config, options.data_dir), SplitSpec(seed=options.seed))
     check_trainable(split)
     pool = split.train + split.validation  # everything but the test part
@@ -312,8 +320,7 @@ def operating_points(report: Path, targets: tuple[float, ...] = TARGETS) -> list
 
 
 def cross_validate(options: TrainOptions, folds: int = 5, report_dir: Path | None = None) -> dict[str, Any]:
-    if folds < 3:  # each round holds one fold out, validates on the next and trains on the rest
-        raise ValueError(f"cross-validation needs at least 3 folds (held out, validation, training), not {folds}")
+    require_three_folds(folds)  # before any pretraining of a start
     config = options.config
     recipe = resolve_recipe(config, options)
     spec = config.spec()
