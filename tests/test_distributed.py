@@ -17,7 +17,7 @@ from tests.live_server import free_port
 
 pytestmark = pytest.mark.slow
 TOLERANCE = 0.1  # test accuracy; the two runs differ in global batch and learning rate (scaled with replicas)
-TRAIN = ["-m", "training", "train", "malaria", "--epochs", "6", "--batch-size", "16", "--image-size", "48"]
+TRAIN = ["-m", "training", "train", "malaria", "--epochs", "4", "--batch-size", "16", "--image-size", "48"]
 
 
 def run_workers(data: Path, outputs: list[Path], strategy: str, checkpoints: Path) -> list[subprocess.CompletedProcess]:
