@@ -106,6 +106,43 @@ def test_the_gaussian_tells_shifted_features_from_the_training_ones() -> None:
     assert np.mean(statistics.distances(held_out) > threshold) <= 0.03
 
 
+def reference_distances(train: np.ndarray, labels: np.ndarray, probe: np.ndarray, kept: int) -> np.ndarray:
+    """The definition, slowly: the full Ledoit-Wolf covariance of standardised residuals, decomposed; its `kept`
+    largest directions whitened and the rest's mean variance for what lies outside them."""
+    from sklearn.covariance import LedoitWolf
+
+    center, scale = train.mean(axis=0), train.std(axis=0) + 1e-6
+    standard, probe = (train - center) / scale, (probe - center) / scale
+    means = np.stack([standard[labels == c].mean(axis=0) for c in (0, 1)])
+    eigenvalues, eigenvectors = np.linalg.eigh(LedoitWolf().fit(standard - means[labels]).covariance_)
+    order = np.argsort(eigenvalues)[::-1]
+    variances, directions, rest = eigenvalues[order[:kept]], eigenvectors[:, order[:kept]], eigenvalues[order[kept:]]
+    offsets = probe[:, None, :] - means[None]
+    along = offsets @ directions
+    outside = (offsets**2).sum(axis=-1) - (along**2).sum(axis=-1)
+    squared = (along**2 / variances).sum(axis=-1) + (outside / rest.mean() if rest.size else 0.0)
+    return np.sqrt(squared.min(axis=1))
+
+
+@pytest.mark.parametrize(
+    ("samples", "width", "kept"),
+    [(40, 1500, 1500), (900, 700, 640)],  # fewer images than features (S of rank 39: exact), and more
+    ids=["wide", "tall"],
+)
+def test_the_many_features_distance_is_the_ledoit_wolf_one_without_the_full_decomposition(
+    samples: int, width: int, kept: int
+) -> None:
+    rng = np.random.default_rng(3)
+    train = rng.normal(size=(samples, width)) * np.linspace(3, 0.5, width)
+    labels = np.arange(samples) % 2
+    train[labels == 0, :5] += 2
+    probe = rng.normal(size=(50, width)) * np.linspace(3, 0.5, width)
+    probe[:10, -1] += 30  # off every direction the images span
+    statistics = fit_ood(train, labels)
+    assert statistics.residual_variance is not None
+    np.testing.assert_allclose(statistics.distances(probe), reference_distances(train, labels, probe, kept), rtol=1e-4)
+
+
 def test_temperature_one_changes_nothing() -> None:
     log_odds = np.linspace(-5, 5, 11)
     np.testing.assert_allclose(calibrated_probability(log_odds, 1.0), 1 / (1 + np.exp(-log_odds)))

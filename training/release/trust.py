@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize, minimize_scalar
-from sklearn.covariance import LedoitWolf
+from sklearn.covariance import LedoitWolf, ledoit_wolf_shrinkage
 
 from app.contract.model_card import UNCALIBRATED, ModelCard, OperatingPoint
 from app.contract.scoring import POSITIVE, calibrated_probability
@@ -160,28 +160,43 @@ def fit_ood(features: np.ndarray, labels: np.ndarray) -> OodStatistics:
     classes = sorted(set(labels.tolist()))
     means = np.stack([standard[labels == c].mean(axis=0) for c in classes])
     residuals = standard - means[np.searchsorted(classes, labels)]
-    covariance = LedoitWolf().fit(residuals).covariance_
-    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+    if residuals.shape[1] > MAX_OOD_COMPONENTS:
+        return _low_rank_ood(center, scale, means, residuals)
+    eigenvalues, eigenvectors = np.linalg.eigh(LedoitWolf().fit(residuals).covariance_)
     eigenvalues = np.maximum(eigenvalues, eigenvalues.max() * 1e-8)
-    if len(eigenvalues) <= MAX_OOD_COMPONENTS:
-        whitening = eigenvectors / np.sqrt(eigenvalues)
-        return OodStatistics(
-            center=center.astype(np.float32),
-            scale=scale.astype(np.float32),
-            whitening=whitening.astype(np.float32),
-            class_means=(means @ whitening).astype(np.float32),
-        )
-    order = np.argsort(eigenvalues)[::-1]
-    kept, rest = order[:MAX_OOD_COMPONENTS], order[MAX_OOD_COMPONENTS:]
-    whitening = eigenvectors[:, kept] / np.sqrt(eigenvalues[kept])
+    whitening = eigenvectors / np.sqrt(eigenvalues)
     return OodStatistics(
         center=center.astype(np.float32),
         scale=scale.astype(np.float32),
         whitening=whitening.astype(np.float32),
         class_means=(means @ whitening).astype(np.float32),
-        variances=eigenvalues[kept].astype(np.float32),
+    )
+
+
+def _low_rank_ood(center: np.ndarray, scale: np.ndarray, means: np.ndarray, residuals: np.ndarray) -> OodStatistics:
+    """The same Ledoit-Wolf covariance, (1 - s) * S + s * mu * I, without forming or decomposing it (an F x F
+    eigendecomposition of a wide backbone's 4,328 features took a minute): S's directions are the residuals'
+    right singular vectors, and every direction S does not span shares the eigenvalue s * mu. Kept are the
+    largest (at most MAX_OOD_COMPONENTS, at most S's rank: a kept direction with the rest's variance would not
+    change a distance); the rest's mean variance follows from the trace, which shrinkage leaves unchanged."""
+    centred = residuals - residuals.mean(axis=0)  # as LedoitWolf does
+    samples, width = centred.shape
+    shrinkage = ledoit_wolf_shrinkage(centred, assume_centered=True)
+    _, singular_values, directions = np.linalg.svd(centred, full_matrices=False)
+    mean_variance = float((singular_values**2).sum()) / (samples * width)  # mu = trace(S) / F
+    variances = (1 - shrinkage) * singular_values**2 / samples + shrinkage * mean_variance
+    kept = min(MAX_OOD_COMPONENTS, int(np.sum(singular_values > singular_values.max() * 1e-6)))
+    variances = np.maximum(variances[:kept], variances.max() * 1e-8)
+    whitening = directions[:kept].T / np.sqrt(variances)
+    residual_variance = (width * mean_variance - variances.sum()) / (width - kept)
+    return OodStatistics(
+        center=center.astype(np.float32),
+        scale=scale.astype(np.float32),
+        whitening=whitening.astype(np.float32),
+        class_means=(means @ whitening).astype(np.float32),
+        variances=variances.astype(np.float32),
         standard_means=means.astype(np.float32),
-        residual_variance=float(eigenvalues[rest].mean()),
+        residual_variance=float(max(residual_variance, variances.max() * 1e-8)),
     )
 
 
