@@ -10,8 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from sklearn.calibration import calibration_curve  # noqa: E402
 from scipy.stats import rankdata  # noqa: E402
+from sklearn.calibration import calibration_curve  # noqa: E402
 from sklearn.metrics import classification_report, roc_curve  # noqa: E402
 
 from app.contract.model_card import CLASS_NAMES, OperatingPoint, TestMetrics  # noqa: E402
