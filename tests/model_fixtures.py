@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 from pathlib import Path
 
 import keras
@@ -128,13 +131,32 @@ def export_untrained(
     `kernel_bits`); OOD statistics from random images."""
     keras.utils.set_random_seed(seed)
     spec = InputSpec(height=size, width=size, colour_mode=ColourMode(colour_mode), enhancement=Enhancement(enhancement))
-    model = model or make_model(spec)
     with stage_version(models_dir, disease) as staged:
-        write_savedmodel(model, spec, random_image_statistics(model, spec, seed), staged.folder, flips, kernel_bits)
+        if model is None:  # the untrained network of this seed: exported once per test process, then copied
+            key = (spec, seed, tuple(flips), kernel_bits)
+            if key not in _EXPORTED:
+                _EXPORTED[key] = _export_once(spec, seed, tuple(flips), kernel_bits)
+            shutil.copytree(_EXPORTED[key], staged.folder, dirs_exist_ok=True)
+        else:
+            write_savedmodel(model, spec, random_image_statistics(model, spec, seed), staged.folder, flips, kernel_bits)
         card = fixture_card(disease, 0, spec, **card_options).model_copy(
             update={"test_time_flips": list(flips), "kernel_bits": kernel_bits}
         )
         return staged.publish(card)
+
+
+# (spec, seed, flips, kernel bits) -> a SavedModel folder. Writing one traces all three signatures (seconds
+# each), and the suite asks for the same few untrained networks over sixty times.
+_EXPORTED: dict[tuple[InputSpec, int, tuple[str, ...], int], Path] = {}
+
+
+def _export_once(spec: InputSpec, seed: int, flips: tuple[str, ...], kernel_bits: int) -> Path:
+    keras.utils.set_random_seed(seed)
+    model = make_model(spec)
+    folder = Path(tempfile.mkdtemp(prefix="medscan-untrained-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    write_savedmodel(model, spec, random_image_statistics(model, spec, seed), folder, flips, kernel_bits)
+    return folder
 
 
 def export_legacy(models_dir: Path, disease: str, *, size: int = 50, seed: int = 1) -> Path:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -54,38 +56,6 @@ def test_folds_are_deterministic_for_a_seed_and_change_with_it() -> None:
     assert (fold_of_each(samples, 5, seed=3) != fold_of_each(samples, 5, seed=4)).any()
 
 
-def test_the_command_reports_every_metric_over_folds_and_never_uses_the_test_part(tmp_path: Path, capsys) -> None:
-    from training.cli import main
-
-    data = write_synthetic_dataset(tmp_path / "data", per_class=30)
-    reports = tmp_path / "reports"
-    code = main(
-        [
-            "cross-validate",
-            "malaria",
-            "--data",
-            str(data),
-            "--folds",
-            "3",
-            "--epochs",
-            "1",
-            "--batch-size",
-            "16",
-            "--report-dir",
-            str(reports),
-        ]
-    )
-    assert code == 0
-    (report,) = reports.glob("malaria-*[0-9]ep.json")
-    result = json.loads(report.read_text())
-    assert set(result["summary"]) == {"accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc"}
-    assert all({"mean", "std"} == set(v) for v in result["summary"].values())
-    test_part = split_as(find_samples(data, "malaria"), SplitSpec()).test
-    assert result["images"] == 60 - len(test_part)
-    assert sum(r["n_evaluated"] for r in result["rounds"]) == result["images"]
-    assert json.loads(capsys.readouterr().out)["folds"] == 3
-
-
 @pytest.fixture(scope="module")
 def a_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     """A 3-fold cross-validation of a small synthetic malaria set: (its report, the report folder)."""
@@ -94,8 +64,9 @@ def a_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     root = tmp_path_factory.mktemp("crossval")
     data = write_synthetic_dataset(root / "data", per_class=30)
     reports = root / "reports"
-    assert (
-        main(
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(
             [
                 "cross-validate",
                 "malaria",
@@ -111,10 +82,20 @@ def a_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
                 str(reports),
             ]
         )
-        == 0
-    )
+    assert code == 0
+    (root / "printed.json").write_text(printed.getvalue())  # the command's answer on stdout
     (report,) = reports.glob("malaria-*[0-9]ep.json")
     return json.loads(report.read_text()), reports
+
+
+def test_the_command_reports_every_metric_over_folds_and_never_uses_the_test_part(a_run) -> None:
+    result, reports = a_run
+    assert set(result["summary"]) == {"accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc"}
+    assert all({"mean", "std"} == set(v) for v in result["summary"].values())
+    test_part = split_as(find_samples(reports.parent / "data", "malaria"), SplitSpec()).test
+    assert result["images"] == 60 - len(test_part)
+    assert sum(r["n_evaluated"] for r in result["rounds"]) == result["images"]
+    assert json.loads((reports.parent / "printed.json").read_text())["folds"] == 3
 
 
 def test_each_round_is_also_measured_at_the_threshold_chosen_on_its_validation_fold(a_run) -> None:

@@ -61,31 +61,36 @@ def card(out: Path) -> dict:
     return json.loads(metadata.read_text())
 
 
-def test_two_workers_train_together_and_only_the_chief_exports(tmp_path: Path) -> None:
-    data = write_synthetic_dataset(tmp_path / "data", per_class=60, size=48, per_group=4)
-    chief, worker = tmp_path / "chief", tmp_path / "worker"
-    results = run_workers(data, [chief, worker], "multiworker", tmp_path / "checkpoints")
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two workers training together, then one process alone on the same data, each with its checkpoints."""
+    root = tmp_path_factory.mktemp("distributed")
+    data = write_synthetic_dataset(root / "data", per_class=60, size=48, per_group=4)
+    results = run_workers(data, [root / "chief", root / "worker"], "multiworker", root / "checkpoints")
     for result in results:
         assert result.returncode == 0, result.stderr[-3000:]
     assert "exported" in results[0].stdout and "the chief exports" in results[1].stdout
-    assert not worker.exists() or not list(worker.glob("malaria/*/metadata.json"))
-    distributed = card(chief)
-    assert distributed["training"]["settings"]["replicas"] == 2
-    assert (tmp_path / "checkpoints" / "checkpoint").exists()  # the chief's checkpoints, to resume from
-
-    (single,) = run_workers(data, [tmp_path / "single"], "mirrored", tmp_path / "single-checkpoints")
+    (single,) = run_workers(data, [root / "single"], "mirrored", root / "single-checkpoints")
     assert single.returncode == 0, single.stderr[-3000:]
-    alone = card(tmp_path / "single")
+    return root
+
+
+def test_two_workers_train_together_and_only_the_chief_exports(runs: Path) -> None:
+    worker = runs / "worker"
+    assert not worker.exists() or not list(worker.glob("malaria/*/metadata.json"))
+    distributed = card(runs / "chief")
+    assert distributed["training"]["settings"]["replicas"] == 2
+    assert (runs / "checkpoints" / "checkpoint").exists()  # the chief's checkpoints, to resume from
+
+    alone = card(runs / "single")
     assert alone["training"]["settings"]["replicas"] == 1
     assert abs(distributed["metrics"]["accuracy"] - alone["metrics"]["accuracy"]) <= TOLERANCE
     assert distributed["metrics"]["accuracy"] >= 0.8  # the toy task is learnt
 
 
-def test_a_restarted_worker_resumes_from_the_last_checkpoint(tmp_path: Path) -> None:
-    data = write_synthetic_dataset(tmp_path / "data", per_class=30, size=48)
-    checkpoints = tmp_path / "checkpoints"
-    (first,) = run_workers(data, [tmp_path / "a"], "mirrored", checkpoints)
-    assert first.returncode == 0, first.stderr[-3000:]
-    (again,) = run_workers(data, [tmp_path / "b"], "mirrored", checkpoints)  # every epoch already done
+def test_a_restarted_worker_resumes_from_the_last_checkpoint(runs: Path) -> None:
+    # The single run's checkpoints hold every epoch: a restart resumes there instead of training again.
+    (again,) = run_workers(runs / "data", [runs / "again"], "mirrored", runs / "single-checkpoints")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resumed from" in again.stderr
+    assert card(runs / "again")["metrics"] == card(runs / "single")["metrics"]

@@ -14,6 +14,7 @@ from app.contract.model_card import SplitSpec
 from tests.conftest import write_synthetic_dataset
 from training.data.config import DISEASES
 from training.data.samples import DataError, Sample, find_samples, split_as
+from training.networks.pretrain import pretraining_record
 
 pytestmark = pytest.mark.slow  # pretrains backbones: 65 s
 
@@ -222,16 +223,21 @@ def test_breast_cancer_starts_from_a_backbone_made_on_first_use_and_kept(data: P
     assert pretraining["unreadable_skipped"] == 0
     assert not list(backbones.glob("*partial*"))
 
-    assert main(train) == 0  # the second run starts from the same backbone, not a new one
-    assert backbone.stat().st_mtime_ns == made
-    assert read_card(models / "breast_cancer" / "2" / "metadata.json").training.settings["initial_weights"] == str(
-        backbone
-    )
+    # A second run starts from the same backbone, not a new one; an explicit --weights none from scratch. Both
+    # resolved as `train` resolves them (training again would only repeat the card's wiring checked above).
+    again = start_of(target, models, backbones)
+    assert again == (True, str(backbone)) and backbone.stat().st_mtime_ns == made
+    assert start_of(target, models, backbones, weights="none") == (False, None)
+    assert pretraining_record(None) is None and not list(backbones.glob("*partial*"))
 
-    assert main([*train, "--weights", "none"]) == 0  # asked for: from scratch
-    scratch = read_card(models / "breast_cancer" / "3" / "metadata.json").training.settings
-    assert scratch["initial_weights"] == "none" and scratch["pretrained_start"] is False
-    assert scratch["pretraining"] is None
+
+def start_of(data: Path, models: Path, backbones: Path, **choices: str) -> tuple[bool, str | None]:
+    """(recipe.pretrained_start, the weights training starts from) of a breast_cancer run with these choices."""
+    from training.release.train import options_for, resolve_recipe, resolve_start
+
+    options = options_for("breast_cancer", data, models, backbones_dir=backbones, **choices)
+    recipe = resolve_recipe(options.config, options)
+    return recipe.pretrained_start, resolve_start(options.config, recipe, options)
 
 
 def test_a_recipe_that_needs_a_backbone_says_how_to_train_without_the_other_data_sets(tmp_path: Path, capsys) -> None:

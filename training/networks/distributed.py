@@ -99,14 +99,14 @@ def fit_distributed(
     distributed = strategy.experimental_distribute_dataset(batches)
     steps_per_epoch = -(-train_part.size // global_batch)
     model, optimizer, epoch_done = _replicated(strategy, arch, spec, recipe, initial_weights, steps_per_epoch)
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_done)
+    local = _local_copy(arch, spec, recipe)
+    best = BestEpoch(_local_copy(arch, spec, recipe))
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_done, best=best.tracked())
     manager = _checkpoints(checkpoint, checkpoint_dir)
     train_step = _train_step(model, optimizer, strategy, global_batch)
-    local = _local_copy(arch, spec, recipe)
     clean_train = images_only(train_part, batch_size=recipe.batch_size)
     validation = evaluation_batches(validation_part, batch_size=recipe.batch_size)
     history: dict[str, list[float]] = {"loss": [], "val_loss": [], "val_accuracy": []}
-    best_loss, best_epoch, best_weights = np.inf, 0, None
     started = time.perf_counter()
     for epoch in range(int(epoch_done.numpy()), recipe.epochs):
         total = sum(float(train_step(batch)) for batch in distributed)
@@ -116,20 +116,45 @@ def fit_distributed(
         results = local.evaluate(validation, verbose=0, return_dict=True)
         _record_epoch(history, total / steps_per_epoch, results)
         log.info("epoch %d/%d (%d replicas): %s", epoch + 1, recipe.epochs, replicas, _last_epoch(history))
-        if not recipe.keep_best or results["loss"] < best_loss:
-            best_loss, best_epoch, best_weights = float(results["loss"]), epoch + 1, local.get_weights()
+        best.offer(epoch + 1, float(results["loss"]), local, keep_best=recipe.keep_best)
         epoch_done.assign(epoch + 1)
         if manager is not None:
             manager.save()
-    # Best validated epoch; after a resume with no epoch left, the checkpoint's weights.
-    local.set_weights(best_weights if best_weights is not None else model.get_weights())
+    local.set_weights(best.weights_or(model))
     return FittedModel(
         model=local,
         history=history,
-        best_epoch=best_epoch,
+        best_epoch=best.epoch,
         seconds=time.perf_counter() - started,
         class_weights=class_weights,
     )
+
+
+class BestEpoch:
+    """The best validated epoch so far, checkpointed with the rest: a restarted run exports what an uninterrupted
+    one would, even when every epoch was already done."""
+
+    def __init__(self, copy: keras.Model) -> None:
+        self.copy = copy
+        self.loss = tf.Variable(np.inf, dtype=tf.float64, trainable=False)
+        self.number = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+    def tracked(self) -> tf.train.Checkpoint:
+        return tf.train.Checkpoint(model=self.copy, loss=self.loss, epoch=self.number)
+
+    @property
+    def epoch(self) -> int:
+        return int(self.number.numpy())
+
+    def offer(self, epoch: int, loss: float, validated: keras.Model, *, keep_best: bool) -> None:
+        if not keep_best or loss < float(self.loss.numpy()):
+            self.copy.set_weights(validated.get_weights())
+            self.loss.assign(loss)
+            self.number.assign(epoch)
+
+    def weights_or(self, model: keras.Model) -> list:
+        """The best epoch's weights; from a checkpoint written before the best was kept, `model`'s (the last)."""
+        return self.copy.get_weights() if self.epoch else model.get_weights()
 
 
 def _replicated(

@@ -394,7 +394,7 @@ def features_and_log_odds(
     members = members_of(networks)
     analyses = [analysis_model(member) for member in members]
 
-    @tf.function
+    @tf.function(input_signature=[images.element_spec])  # one trace, the last (smaller) batch included
     def step(batch):
         outputs = analysed(members, analyses, batch, flips)
         return outputs["features"], outputs["log_odds"]
