@@ -68,8 +68,8 @@ def test_cross_validation_with_a_frozen_head_then_its_top_fine_tuned(tmp_path, c
     from tests.conftest import write_synthetic_dataset
     from training.cli import main
 
-    data = write_synthetic_dataset(tmp_path / "data", per_class=30, size=64)
-    recipe = ["--arch", "efficientnet_lite0_stages", "--weights", "none", "--image-size", "64", "--frozen-backbone",
+    data = write_synthetic_dataset(tmp_path / "data", per_class=16, size=32)
+    recipe = ["--arch", "efficientnet_lite0_stages", "--weights", "none", "--image-size", "32", "--frozen-backbone",
               "--fine-tune-from", "block10_add", "--epochs", "2", "--batch-size", "8"]  # fmt: skip
     reports = ["--folds", "3", "--report-dir", str(tmp_path / "reports")]
     code = main(["cross-validate", "malaria", "--data", str(data), *recipe, *reports])
