@@ -37,7 +37,7 @@ from training.data.config import Recipe
 from training.data.pipeline import DecodedSet, augmenter_for, evaluation_batches, images_only, training_batches
 from training.networks.architectures import make_architecture
 from training.networks.batchnorm import recalibrate_batch_norm, worth_recalibrating
-from training.networks.model import learning_rate_schedule
+from training.networks.model import built_adam, learning_rate_schedule
 
 log = logging.getLogger("training")
 
@@ -172,8 +172,7 @@ def _replicated(
         schedule = learning_rate_schedule(
             recipe.learning_rate * replicas, recipe.lr_schedule, recipe.epochs * steps_per_epoch
         )
-        optimizer = keras.optimizers.Adam(schedule)
-        optimizer.build(model.trainable_variables)
+        optimizer = built_adam(model, schedule)
         epoch_done = tf.Variable(0, dtype=tf.int64, trainable=False)
     return model, optimizer, epoch_done
 

@@ -30,7 +30,7 @@ from app.contract.model_card import SplitSpec
 from app.contract.preprocessing import InputSpec
 from training.data.pipeline import decode_samples, make_augmenter, training_batches
 from training.data.samples import DataError, Sample, diseases_in, find_samples, split_as
-from training.networks.model import learning_rate_schedule, make_model
+from training.networks.model import built_adam, learning_rate_schedule, make_model
 
 log = logging.getLogger("training")
 HEAD = "scores"  # the target model's own two-unit head: the only layer not started from the backbone
@@ -104,7 +104,7 @@ def pretrain(options: PretrainOptions) -> Path:
     model = make_pretraining_model(options.spec, len(drawn))
     steps = options.epochs * -(-decoded.size // options.batch_size)
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate_schedule(options.learning_rate, "cosine", steps)),
+        optimizer=built_adam(model, learning_rate_schedule(options.learning_rate, "cosine", steps)),
         loss=keras.losses.CategoricalCrossentropy(),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
     )

@@ -463,10 +463,23 @@ def write_savedmodel(
     `flips`, every signature answers for the image and those flips of it together, and with several
     networks, for all of them together. `kernel_bits=16` stores the networks' kernels as float16."""
     members = members_of(networks)
+    distance = distance_layer(statistics)
+    write_signatures(
+        folder,
+        [*members, distance],
+        servable_endpoints(members, spec, distance, flips),
+        [tf.TensorSpec((None, *spec.shape), tf.float32, name="image")],
+        halved=members if kernel_bits == 16 else (),
+    )
+
+
+def servable_endpoints(
+    members: list[keras.Model], spec: InputSpec, distance: keras.layers.Layer, flips: Sequence[str] = ()
+) -> dict:
+    """The three signatures' functions of an image batch (`write_savedmodel` traces them; called directly
+    they run eagerly)."""
     analyses = [analysis_model(member) for member in members]
     grids = [grid_on_input(member, spec) for member in members]
-    distance = distance_layer(statistics)
-    image_spec = [tf.TensorSpec((None, *spec.shape), tf.float32, name="image")]
     one_view = len(members) == 1 and not flips  # serving_default is then exactly the trained network
 
     def as_scores(outputs):
@@ -491,13 +504,7 @@ def write_savedmodel(
     def explain(image):
         return {"gradcam": hires_cam(members, analyses, grids, image, flips, spec)}
 
-    write_signatures(
-        folder,
-        [*members, distance],
-        {SERVE: serve, ANALYSE: analyse, EXPLAIN: explain},
-        image_spec,
-        halved=members if kernel_bits == 16 else (),
-    )
+    return {SERVE: serve, ANALYSE: analyse, EXPLAIN: explain}
 
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)

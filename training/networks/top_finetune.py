@@ -19,6 +19,7 @@ import numpy as np
 from training.data.pipeline import DecodedSet
 from training.networks.batchnorm import keep_best_epoch
 from training.networks.frozen_head import flipped_views
+from training.networks.model import built_adam
 
 
 def split_at(model: keras.Model, layer_name: str) -> tuple[keras.Model, keras.Model]:
@@ -72,7 +73,7 @@ def fine_tune_top(
     train_y = np.tile(one_hot(train_part.labels), (views, 1))
     weights = None if sample_weights is None else np.tile(np.asarray(sample_weights, np.float32), views)
     validation = (cached(bottom, validation_part, batch_size), one_hot(validation_part.labels))
-    top.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=keras.losses.BinaryCrossentropy())
+    top.compile(optimizer=built_adam(top, learning_rate), loss=keras.losses.BinaryCrossentropy())
     best = keep_best_epoch(epochs)
     history = top.fit(
         train_x,
