@@ -77,11 +77,13 @@ def test_inference_service_matches_the_kserve_crd() -> None:
     schema = json.loads(gzip.decompress((KSERVE / "schema" / "inferenceservice-v1beta1.schema.json.gz").read_bytes()))
     (service,) = documents(KSERVE / "inferenceservice.yaml")
     assert service["apiVersion"] == "serving.kserve.io/v1beta1" and service["kind"] == "InferenceService"
-    jsonschema.validate(service, strict(schema))
+    # KServe's own schema, not checked against the metaschema first (jsonschema.validate does: 13 s each time)
+    validator = jsonschema.validators.validator_for(schema)(strict(schema))
+    validator.validate(service)
     container = service["spec"]["predictor"]["containers"][0]
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     with pytest.raises(jsonschema.ValidationError):  # the check can fail
-        jsonschema.validate({**service, "spec": {"predictor": {"containerz": []}}}, strict(schema))
+        validator.validate({**service, "spec": {"predictor": {"containerz": []}}})
 
 
 @pytest.mark.parametrize("dockerfile", ["Dockerfile", "deploy/training/Dockerfile"])
