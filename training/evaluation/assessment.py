@@ -28,11 +28,14 @@ from training.data.pipeline import decode_samples, kept_samples, pixels_of
 from training.data.samples import DataError, Sample, find_samples, split_as
 from training.evaluation.metrics import (
     ECE_BINS,
+    INFECTED,
+    INTERVAL_METRICS,
     brier_score,
     compute_metrics,
     expected_calibration_error,
     operating_point,
     probabilities_of,
+    resampled_metrics,
     write_report,
 )
 
@@ -139,23 +142,25 @@ def group_intervals(
 ) -> dict[str, tuple[float, float]]:
     """95% percentile-bootstrap intervals of each metric, resampling patient groups (not images),
     since images of one patient are not independent."""
-    names = ("accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc")
     group_ids = {name: index for index, name in enumerate(sorted(set(groups)))}
-    members: list[list[int]] = [[] for _ in group_ids]
-    for image, group in enumerate(groups):
-        members[group_ids[group]].append(image)
-    members_arrays = [np.array(m) for m in members]
+    image_groups = np.array([group_ids[group] for group in groups], dtype=np.int64)
+    positive = labels == INFECTED
 
-    def statistic(chosen: np.ndarray) -> np.ndarray:
-        images = np.concatenate([members_arrays[int(g)] for g in chosen])
-        metrics = compute_metrics(labels[images], probabilities[images], threshold=threshold)
-        return np.array([getattr(metrics, name) if getattr(metrics, name) is not None else np.nan for name in names])
+    def statistic(chosen: np.ndarray, axis: int = -1) -> np.ndarray:
+        # Each resample as how often it drew each group: every resample's metrics in one array operation
+        # (one compute_metrics call per resample was 1.7 s of every export).
+        drawn = np.atleast_2d(chosen)
+        counts = np.zeros((len(drawn), len(group_ids)))
+        np.add.at(counts, (np.arange(len(drawn))[:, None], drawn), 1.0)
+        values = resampled_metrics(positive, probabilities[:, INFECTED], counts[:, image_groups], threshold)
+        return np.stack([values[name] for name in INTERVAL_METRICS]).reshape(len(INTERVAL_METRICS), *chosen.shape[:-1])
 
     result = bootstrap(
-        (np.arange(len(members)),),
+        (np.arange(len(group_ids)),),
         statistic,
-        vectorized=False,
+        vectorized=True,
         n_resamples=resamples,
+        batch=100,  # resamples x images weights at a time: 100 x 4,000 images is 3 MB
         method="percentile",
         random_state=np.random.default_rng(seed),
     )
@@ -163,7 +168,7 @@ def group_intervals(
     # A metric some resample could not compute (no image of one class: tiny test parts) gets no interval.
     return {
         name: (float(lo), float(hi))
-        for name, lo, hi in zip(names, low, high, strict=True)
+        for name, lo, hi in zip(INTERVAL_METRICS, low, high, strict=True)
         if np.isfinite(lo) and np.isfinite(hi)
     }
 

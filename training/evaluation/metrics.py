@@ -60,6 +60,49 @@ def roc_auc(positive: np.ndarray, scores: np.ndarray) -> float:
     return float((ranks[positive].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
+INTERVAL_METRICS = ("accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc")
+
+
+def resampled_metrics(
+    positive: np.ndarray, scores: np.ndarray, weights: np.ndarray, threshold: float = 0.5
+) -> dict[str, np.ndarray]:
+    """compute_metrics' INTERVAL_METRICS for R resamples of the same images at once: `weights` (R x N) says how
+    often each resample holds each image. A resample without both classes has no ROC AUC (NaN)."""
+    predicted = scores >= threshold
+    tp, fn = weights @ (positive & predicted), weights @ (positive & ~predicted)
+    fp, tn = weights @ (~positive & predicted), weights @ (~positive & ~predicted)
+    sensitivity, precision = _ratios(tp, tp + fn), _ratios(tp, tp + fp)
+    return {
+        "accuracy": _ratios(tp + tn, tp + fn + fp + tn),
+        "sensitivity": sensitivity,
+        "specificity": _ratios(tn, tn + fp),
+        "precision": precision,
+        "f1": _ratios(2 * precision * sensitivity, precision + sensitivity),
+        "roc_auc": weighted_roc_auc(positive, scores, weights),
+    }
+
+
+def weighted_roc_auc(positive: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """roc_auc of each row of image weights (R x N): the weighted share of (positive, negative) pairs the
+    positive outscores, ties a half."""
+    order = np.argsort(scores, kind="stable")
+    ordered, is_positive, w = scores[order], positive[order], weights[:, order]
+    negatives = np.concatenate([np.zeros((len(w), 1)), np.cumsum(w * ~is_positive, axis=1)], axis=1)
+    _, first, tie_sizes = np.unique(ordered, return_index=True, return_counts=True)
+    starts = np.repeat(first, tie_sizes)  # each image's tie group: where it starts and ends in `ordered`
+    ends = starts + np.repeat(tie_sizes, tie_sizes)
+    below, tied = negatives[:, starts], negatives[:, ends] - negatives[:, starts]
+    pairs = (w * is_positive).sum(axis=1) * negatives[:, -1]
+    won = ((w * is_positive) * (below + 0.5 * tied)).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(pairs > 0, won / np.where(pairs > 0, pairs, 1.0), np.nan)
+
+
+def _ratios(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """_ratio for arrays: 0 where the denominator is."""
+    return np.divide(numerator, denominator, out=np.zeros_like(numerator, dtype=np.float64), where=denominator != 0)
+
+
 def _ratio(numerator: float, denominator: float) -> float:
     return float(numerator / denominator) if denominator else 0.0
 
