@@ -8,6 +8,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
@@ -279,16 +280,12 @@ def test_another_init_seed_trains_other_models_on_the_same_folds_into_its_own_re
     )  # a seed ensemble
 
 
-class LeftHalfModel:
-    """A stand-in network whose P(infected) is the mean of the image's left half: a flip changes it in a way
+def left_half_model() -> keras.Model:
+    """A stand-in network whose P(infected) is the mean of an 8x8 image's left half: a flip changes it in a way
     computed here by hand."""
-
-    def predict(self, batches, verbose: int = 0) -> np.ndarray:
-        scores = []
-        for images in batches:
-            left = images.numpy()[:, :, : images.shape[2] // 2].mean(axis=(1, 2, 3))
-            scores.append(np.stack([left, 1 - left], axis=1))
-        return np.concatenate(scores)
+    images = keras.Input((8, 8, 1))
+    left = keras.layers.Lambda(lambda x: keras.ops.mean(x[:, :, :4], axis=(1, 2, 3)))(images)
+    return keras.Model(images, keras.layers.Lambda(lambda p: keras.ops.stack([p, 1 - p], axis=1))(left))
 
 
 def test_a_rounds_flip_scores_are_the_models_answers_on_the_flipped_images(monkeypatch) -> None:
@@ -302,7 +299,8 @@ def test_a_rounds_flip_scores_are_the_models_answers_on_the_flipped_images(monke
     pixels = rng.integers(0, 256, (30, 8, 8, 1), dtype=np.uint8)
     labels = np.arange(30) % 2
     pool = crossval.Pool(samples=[], pixels=pixels, labels=labels, folds=np.arange(30) % 3)
-    fitted = FittedModel(model=LeftHalfModel(), history={"loss": [1.0]}, best_epoch=1, seconds=0.0, class_weights=None)
+    stand_in = left_half_model()
+    fitted = FittedModel(model=stand_in, history={"loss": [1.0]}, best_epoch=1, seconds=0.0, class_weights=None)
     monkeypatch.setattr(crossval, "fit_model", lambda *args, **kwargs: fitted)
     recipe = DISEASES["malaria"].medscan  # horizontal and vertical flips
     options = TrainOptions(config=DISEASES["malaria"], data_dir=Path("."), models_dir=Path("."))

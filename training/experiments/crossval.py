@@ -41,6 +41,7 @@ from training.data.pipeline import (
 from training.data.samples import DataError, Sample, check_trainable, split_as
 from training.evaluation.metrics import compute_metrics, probabilities_of
 from training.networks.fitting import FittedModel, fit_model
+from training.networks.model import Predictor, predictor
 from training.networks.pretrain import pretraining_record
 from training.networks.servable import flip_views
 from training.release.train import (
@@ -198,9 +199,10 @@ def evaluate_round(
         initial_weights=start,
     )
     predict_started = time.perf_counter()
-    scores = _scores(fitted, pool.pixels[evaluated], recipe.batch_size)
+    predict = predictor(fitted.model)
+    scores = _scores(predict, pool.pixels[evaluated], recipe.batch_size)
     predict_seconds = time.perf_counter() - predict_started
-    validation_scores = _scores(fitted, pool.pixels[validation], recipe.batch_size)
+    validation_scores = _scores(predict, pool.pixels[validation], recipe.batch_size)
     threshold = screening_threshold(validation_scores[:, 0], pool.labels[validation], DEFAULT_TARGET_SENSITIVITY)
     metrics = compute_metrics(pool.labels[evaluated], scores)
     at_screening = compute_metrics(pool.labels[evaluated], scores, threshold)
@@ -217,9 +219,9 @@ def evaluate_round(
         screening_threshold=round(threshold, 6),
         metrics_at_screening={name: getattr(at_screening, name) for name in METRICS},
         scores={
-            "held_out": _kept(pool.labels[evaluated], scores, _flipped_scores(fitted, pool.pixels[evaluated], recipe)),
+            "held_out": _kept(pool.labels[evaluated], scores, _flipped_scores(predict, pool.pixels[evaluated], recipe)),
             "validation": _kept(
-                pool.labels[validation], validation_scores, _flipped_scores(fitted, pool.pixels[validation], recipe)
+                pool.labels[validation], validation_scores, _flipped_scores(predict, pool.pixels[validation], recipe)
             ),
         },
     )
@@ -239,9 +241,9 @@ def evaluate_round(
     return result, pool.labels[evaluated], scores, fitted
 
 
-def _scores(fitted: FittedModel, pixels: np.ndarray, batch_size: int) -> np.ndarray:
+def _scores(predict: Predictor, pixels: np.ndarray, batch_size: int) -> np.ndarray:
     images = decoded_from_arrays(pixels, np.zeros(len(pixels), dtype=np.int64))
-    return normalise(fitted.model.predict(prediction_batches(images, batch_size=batch_size), verbose=0))
+    return normalise(predict(prediction_batches(images, batch_size=batch_size)))
 
 
 def recipe_flips(recipe: Recipe) -> list[str]:
@@ -253,10 +255,10 @@ def recipe_flips(recipe: Recipe) -> list[str]:
     ]
 
 
-def _flipped_scores(fitted: FittedModel, pixels: np.ndarray, recipe: Recipe) -> list[np.ndarray]:
+def _flipped_scores(predict: Predictor, pixels: np.ndarray, recipe: Recipe) -> list[np.ndarray]:
     """Scores of every flipped view, the same views an export with these flips answers from."""
     return [
-        _scores(fitted, np.flip(pixels, axis=tuple(axes)), recipe.batch_size)
+        _scores(predict, np.flip(pixels, axis=tuple(axes)), recipe.batch_size)
         for axes in flip_views(recipe_flips(recipe))
     ]
 

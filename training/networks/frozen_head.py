@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from training.data.pipeline import DecodedSet, prediction_batches
+from training.networks.model import predictor
 from training.networks.servable import flip_views
 
 log = logging.getLogger("training")
@@ -35,9 +36,9 @@ def pooled_features(
 ) -> np.ndarray:
     """N x F pooled features of a part's images, as they are and under every combination of the flips (as the
     served graph answers): views x N rows."""
-    extractor = keras.Model(model.inputs, model.get_layer(POOL).output)
+    extract = predictor(keras.Model(model.inputs, model.get_layer(POOL).output))
     views = flipped_views(part, batch_size=batch_size, flips=flips)
-    return np.concatenate([extractor.predict(view, verbose=0) for view in views]).astype(np.float64)
+    return np.concatenate([extract(view) for view in views]).astype(np.float64)
 
 
 def flipped_views(part: DecodedSet, *, batch_size: int, flips: tuple[str, ...] = ()) -> list[tf.data.Dataset]:

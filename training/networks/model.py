@@ -1,8 +1,12 @@
-"""The paper's CNN."""
+"""The paper's CNN, and how our networks are compiled and run over a data set."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import keras
+import numpy as np
+import tensorflow as tf
 from keras import layers
 
 from app.contract.preprocessing import InputSpec
@@ -70,3 +74,15 @@ def built_adam(
     optimizer = keras.optimizers.Adam(learning_rate)
     optimizer.build(model.trainable_variables)
     return optimizer
+
+
+Predictor = Callable[[tf.data.Dataset], np.ndarray]
+
+
+def predictor(model: keras.Model) -> Predictor:
+    """A function of an image-batch dataset -> model(images) in inference mode, traced once for any batch size.
+    Keras' predict traces a new model twice when the last batch is smaller (its shape, then a relaxed one):
+    1.4 s of EfficientNet-Lite0 each time."""
+    spec = tf.TensorSpec((None, *model.inputs[0].shape[1:]), tf.float32)
+    step = tf.function(lambda images: model(images, training=False), input_signature=[spec])
+    return lambda batches: np.concatenate([step(images).numpy() for images in batches])

@@ -19,7 +19,7 @@ import numpy as np
 from training.data.pipeline import DecodedSet
 from training.networks.batchnorm import keep_best_epoch
 from training.networks.frozen_head import flipped_views
-from training.networks.model import built_adam
+from training.networks.model import Predictor, built_adam, predictor
 
 
 def split_at(model: keras.Model, layer_name: str) -> tuple[keras.Model, keras.Model]:
@@ -37,10 +37,11 @@ def split_at(model: keras.Model, layer_name: str) -> tuple[keras.Model, keras.Mo
     return bottom, top
 
 
-def cached(bottom: keras.Model, part: DecodedSet, batch_size: int, flips: tuple[str, ...] = ()) -> np.ndarray:
-    """The bottom's outputs for a part's images, as they are and under every combination of the flips."""
+def cached(bottom: Predictor, part: DecodedSet, batch_size: int, flips: tuple[str, ...] = ()) -> np.ndarray:
+    """The bottom's outputs (a `predictor`) for a part's images, as they are and under every combination of the
+    flips."""
     views = flipped_views(part, batch_size=batch_size, flips=flips)
-    return np.concatenate([bottom.predict(view, verbose=0) for view in views])
+    return np.concatenate([bottom(view) for view in views])
 
 
 def one_hot(labels: np.ndarray) -> np.ndarray:
@@ -68,11 +69,12 @@ def fine_tune_top(
         layer.trainable = False
     for layer in top.layers:
         layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)
-    train_x = cached(bottom, train_part, batch_size, flips)
+    below = predictor(bottom)
+    train_x = cached(below, train_part, batch_size, flips)
     views = len(train_x) // train_part.size  # the image, then each flipped view of it
     train_y = np.tile(one_hot(train_part.labels), (views, 1))
     weights = None if sample_weights is None else np.tile(np.asarray(sample_weights, np.float32), views)
-    validation = (cached(bottom, validation_part, batch_size), one_hot(validation_part.labels))
+    validation = (cached(below, validation_part, batch_size), one_hot(validation_part.labels))
     top.compile(optimizer=built_adam(top, learning_rate), loss=keras.losses.BinaryCrossentropy())
     best = keep_best_epoch(epochs)
     history = top.fit(
