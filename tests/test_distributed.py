@@ -20,7 +20,7 @@ TOLERANCE = 0.1  # test accuracy; the two runs differ in global batch and learni
 TRAIN = ["-m", "training", "train", "malaria", "--epochs", "4", "--batch-size", "16", "--image-size", "48"]
 
 
-def run_workers(data: Path, outputs: list[Path], strategy: str, checkpoints: Path) -> list[subprocess.CompletedProcess]:
+def start_workers(data: Path, outputs: list[Path], strategy: str, checkpoints: Path) -> list[subprocess.Popen]:
     ports = [free_port() for _ in outputs]
     processes = []
     for index, out in enumerate(outputs):
@@ -49,11 +49,19 @@ def run_workers(data: Path, outputs: list[Path], strategy: str, checkpoints: Pat
                 text=True,
             )
         )
+    return processes
+
+
+def finished(processes: list[subprocess.Popen]) -> list[subprocess.CompletedProcess]:
     results = []
     for process in processes:
         stdout, stderr = process.communicate(timeout=600)
         results.append(subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr))
     return results
+
+
+def run_workers(data: Path, outputs: list[Path], strategy: str, checkpoints: Path) -> list[subprocess.CompletedProcess]:
+    return finished(start_workers(data, outputs, strategy, checkpoints))
 
 
 def card(out: Path) -> dict:
@@ -66,11 +74,13 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two workers training together, then one process alone on the same data, each with its checkpoints."""
     root = tmp_path_factory.mktemp("distributed")
     data = write_synthetic_dataset(root / "data", per_class=60, size=48, per_group=4)
-    results = run_workers(data, [root / "chief", root / "worker"], "multiworker", root / "checkpoints")
+    # All three at once: the two workers wait on each other at every step, and the single run uses that time.
+    together = start_workers(data, [root / "chief", root / "worker"], "multiworker", root / "checkpoints")
+    alone = start_workers(data, [root / "single"], "mirrored", root / "single-checkpoints")
+    results, (single,) = finished(together), finished(alone)
     for result in results:
         assert result.returncode == 0, result.stderr[-3000:]
     assert "exported" in results[0].stdout and "the chief exports" in results[1].stdout
-    (single,) = run_workers(data, [root / "single"], "mirrored", root / "single-checkpoints")
     assert single.returncode == 0, single.stderr[-3000:]
     return root
 
