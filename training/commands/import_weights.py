@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> str:
     from training.networks import efficientnet_lite
     from training.networks.tfjs_weights import import_no_top_weights, package_name
 
-    variant = efficientnet_lite.VARIANTS.get(args.arch.removesuffix("_stages"))
+    variant = efficientnet_lite.variant_of(args.arch)
     if variant is not None:
         out = args.out or Path("backbones") / f"{variant.name}-imagenet.weights.h5"
         return json.dumps(efficientnet_lite.import_imagenet_weights(out, args.source, variant), indent=2)

@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from training.experiments.crossval import cross_validation_pool
 from training.networks.architectures import make_architecture
-from training.networks.efficientnet_lite import VARIANTS
+from training.networks.efficientnet_lite import variant_of
 from training.release.train import TrainOptions
 
 log = logging.getLogger("training")
@@ -39,7 +39,9 @@ STRENGTHS = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)
 
 def taps(arch: str) -> dict[str, str]:
     """Where an EfficientNet-Lite's stages end: the network's input side / 16 and / 32, and its head."""
-    variant = VARIANTS[arch.removesuffix("_stages")]
+    variant = variant_of(arch)
+    if variant is None:
+        raise ValueError(f"feature-probe reads an EfficientNet-Lite's stages; {arch} is not one")
     return {"stage5": variant.stage_end(5), "stage6": variant.stage_end(6), "top": TOP}
 
 

