@@ -31,3 +31,33 @@ def test_per_image_weights_travel_with_their_images_through_shuffling() -> None:
         for image, weight in zip(images.numpy(), batch_weights.numpy()):
             seen[int(round(image[0, 0, 0] * 255))] = float(weight)
     assert seen == {index: 10.0 + index for index in range(6)}
+
+
+def test_a_frozen_backbone_learns_its_head_on_kernels_rounded_as_the_export_stores_them() -> None:
+    """With Recipe.kernel_bits 8, every backbone kernel is on its int8 grid from the start (frozen, it stays
+    there), so the head is fitted on the features the export computes."""
+    from dataclasses import replace
+
+    from app.contract.preprocessing import ColourMode, InputSpec
+    from training.data.config import MEDSCAN
+    from training.networks.fitting import fit_model
+    from training.networks.servable import head
+    from training.networks.stored_kernels import is_kernel, rounded
+
+    spec = InputSpec(height=64, width=64, colour_mode=ColourMode.RGB)
+    rng = np.random.default_rng(4)
+    labels = np.arange(24) % 2
+    pixels = rng.integers(0, 255, (24, 64, 64, 3)).astype(np.uint8)
+    pixels[labels == 0, :20, :20] = 250
+    part = decoded_from_arrays(pixels, labels)
+
+    def backbone_kernels(bits: int) -> list[np.ndarray]:
+        recipe = replace(MEDSCAN, epochs=1, batch_size=8, frozen_backbone=True, kernel_bits=bits)
+        model = fit_model(spec, recipe, part, part, seed=1, arch="efficientnet_lite0_stages").model
+        kept = head(model).kernel
+        return [np.asarray(v.numpy()) for v in model.variables if is_kernel(v) and v.path != kept.path]
+
+    backbone = backbone_kernels(8)
+    assert backbone and all(np.array_equal(kernel, rounded(kernel, 8)) for kernel in backbone)
+    unrounded = backbone_kernels(32)
+    assert not all(np.array_equal(kernel, rounded(kernel, 8)) for kernel in unrounded)

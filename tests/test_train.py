@@ -327,3 +327,16 @@ def test_fitting_runs_every_epoch_and_keeps_the_one_with_the_lowest_validation_l
     assert fitted.best_epoch == int(np.argmin(losses)) + 1 < 4
     kept = fitted.model.evaluate(evaluation_batches(validation, batch_size=16), verbose=0, return_dict=True)
     assert kept["loss"] == pytest.approx(min(losses), rel=1e-4)  # the model is the best epoch's, BatchNorm included
+
+
+def test_a_version_trained_at_8_bits_is_stored_and_described_so(trained, tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    data, _, _ = trained
+    target = train(options_for("malaria", data, tmp_path / "models", SMALL, kernel_bits=8, **{**FAST, "epochs": 1}))
+    card = read_card(target / "metadata.json")
+    assert card.kernel_bits == 8 and card.training.settings["kernel_bits"] == 8
+    stored = {variable.dtype for variable in tf.saved_model.load(str(target)).weights}
+    assert tf.int8 in stored
+    image = np.random.default_rng(2).random((3, *card.input.spec().shape), dtype=np.float32)
+    assert load_model(target).predict(image).shape == (3, 2)

@@ -329,10 +329,11 @@ class ModelCard(BaseModel):
     generalisation: Generalisation | None = Field(None, description="absent: the data set has one site")
     by_grade: list[GradeFigure] = Field(default_factory=list, description="empty: the data set has no grades")
     burned_in_marks: BurnedInMarks | None = Field(None, description="absent: not checked (no burned-in marks expected)")
-    kernel_bits: Literal[16, 32] = Field(
+    kernel_bits: Literal[8, 16, 32] = Field(
         32,
-        description="bits each convolution and dense kernel is stored at; 16: float16, computed in float32 (the "
-        "figures are measured on the rounded kernels; biases and normalisation statistics stay 32)",
+        description="bits each convolution and dense kernel is stored at; 16: float16; 8: int8 with a float32 "
+        "scale per output channel; computed in float32 either way (the figures are measured on the rounded "
+        "kernels; biases and normalisation statistics stay 32, the out-of-distribution matrices 16 below 32)",
     )
     derived_from: int | None = Field(None, description="version whose weights this one re-exports, if any")
     ensemble_of: list[EnsembleMember] = Field(

@@ -12,6 +12,7 @@ from typing import Any
 
 from app.contract.preprocessing import Enhancement
 from training.networks.architectures import ARCHITECTURES
+from training.networks.stored_kernels import STORED_BITS
 
 
 @dataclass(frozen=True)
@@ -97,10 +98,11 @@ def add_export_choices(parser: argparse.ArgumentParser, default_flips: str) -> N
     parser.add_argument(
         "--kernel-bits",
         type=int,
-        choices=(16, 32),
+        choices=STORED_BITS,
         default=None,
-        help="store the convolution and dense kernels at 16 bits (half the size, the figures measured on the "
-        "rounded kernels) or 32 (default: calibrate: as the version; ensemble: 32)",
+        help="store the convolution and dense kernels at 16 bits (float16: half the size), 8 (int8 per output "
+        "channel: a quarter) or 32, the figures measured on the rounded kernels (default: calibrate: as the "
+        "version; ensemble: 32)",
     )
 
 
@@ -156,6 +158,15 @@ def add_training(parser: argparse.ArgumentParser) -> None:
         metavar="LAYER",
         help="train only the layers above this one (e.g. block10_add, the end of EfficientNet-Lite0's stage 5), "
         "on its outputs computed once per image and flip; with --frozen-backbone, after the head's regression",
+    )
+    parser.add_argument(
+        "--kernel-bits",
+        type=int,
+        choices=STORED_BITS,
+        default=None,
+        help="train from kernels rounded as a version stored at 16 or 8 bits keeps them (all but the head), "
+        "and store the version so: a frozen backbone's head then learns the features the export computes "
+        "(default: the recipe's, 32)",
     )
     add_description(parser)
     add_network(parser)
@@ -247,6 +258,7 @@ def train_options(args: argparse.Namespace, disease: str | None = None):
         intensity_jitter=args.intensity_jitter,
         frozen_backbone=args.frozen_backbone,
         fine_tune_from=args.fine_tune_from,
+        kernel_bits=args.kernel_bits,
         dihedral=args.dihedral,
         seed=args.seed,
         init_seed=args.init_seed,

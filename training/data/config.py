@@ -57,6 +57,10 @@ class Recipe:
     # With a frozen backbone and labels read from a number (e.g. a grade >= 2): one regression per level here
     # (e.g. grade >= 1, 2, 3), their logits summed into the head (training/networks/frozen_head.py).
     ordinal_levels: tuple[float, ...] = ()
+    # Train from kernels rounded as a version stored at these bits keeps them (16: float16; 8: int8 per output
+    # channel; the head stays 32), and store the version so: a frozen backbone's head then learns the features
+    # the export computes (training/networks/stored_kernels.py).
+    kernel_bits: int = 32
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)

@@ -41,7 +41,7 @@ from training.data.samples import DataError, Sample, manifest_notes, split_by_gr
 from training.evaluation.assessment import group_intervals
 from training.evaluation.metrics import compute_metrics, expected_calibration_error, operating_point, probabilities_of
 from training.evaluation.prevalence import estimate_prevalence, shifted_probabilities
-from training.experiments.crossval import jitter_tag, ordinal_tag
+from training.experiments.crossval import bits_tag, jitter_tag, ordinal_tag
 from training.networks.architectures import PAPER_CNN
 from training.networks.fitting import fit_model
 from training.networks.pretrain import pretraining_record
@@ -287,7 +287,7 @@ def cross_site(options: TrainOptions, report_dir: Path | None = None, only: list
         report_dir.mkdir(parents=True, exist_ok=True)
         arch = "" if options.arch == PAPER_CNN else f"-{options.arch}"  # another network, another report
         arch += ("-frozen" if options.frozen_backbone else "") + ("-vflip" if recipe.flip_vertical else "")
-        arch += jitter_tag(recipe) + ordinal_tag(recipe)
+        arch += jitter_tag(recipe) + ordinal_tag(recipe) + bits_tag(recipe)
         path = report_dir / f"{options.disease}{arch}-{spec.height}px.json"
         result["report"] = str(path)
         result["scores_file"] = path.with_suffix(".scores.json").name

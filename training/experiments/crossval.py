@@ -363,6 +363,11 @@ def ordinal_tag(recipe: Recipe) -> str:
     return f"-ordinal{'-'.join(f'{level:g}' for level in recipe.ordinal_levels)}" if recipe.ordinal_levels else ""
 
 
+def bits_tag(recipe: Recipe) -> str:
+    """`-8bit` for a recipe trained from kernels rounded as stored at 8 bits (Recipe.kernel_bits)."""
+    return "" if recipe.kernel_bits == 32 else f"-{recipe.kernel_bits}bit"
+
+
 def jitter_tag(recipe: Recipe) -> str:
     """`-stain` and `-intensity` for the colour augmentations a recipe adds."""
     return f"{'-stain' if recipe.stain_jitter else ''}{'-intensity' if recipe.intensity_jitter else ''}"
@@ -377,7 +382,8 @@ def report_tag(disease: str, arch: str, spec: InputSpec, recipe: Recipe, init_se
         f"{disease}{arch_part}{enhancement}-{recipe.name}{'-augment' if recipe.augment else ''}"
         f"{'-vflip' if recipe.flip_vertical else ''}{'-dihedral' if recipe.dihedral else ''}"
         f"{jitter_tag(recipe)}"
-        f"{'-frozen' if recipe.frozen_backbone else ''}{ordinal_tag(recipe)}{fine_tuned}-{spec.height}px-"
+        f"{'-frozen' if recipe.frozen_backbone else ''}{ordinal_tag(recipe)}{bits_tag(recipe)}{fine_tuned}"
+        f"-{spec.height}px-"
         f"{recipe.epochs}ep{learning_rate}{'' if init_seed is None else f'-init{init_seed}'}"
     )
 

@@ -38,6 +38,7 @@ from training.data.pipeline import DecodedSet, augmenter_for, evaluation_batches
 from training.networks.architectures import make_architecture
 from training.networks.batchnorm import recalibrate_batch_norm, worth_recalibrating
 from training.networks.model import built_adam, learning_rate_schedule
+from training.networks.servable import round_kernels
 
 log = logging.getLogger("training")
 
@@ -169,6 +170,7 @@ def _replicated(
     replicas = strategy.num_replicas_in_sync
     with strategy.scope():
         model = make_architecture(arch, spec, weights=initial_weights, bn_momentum=recipe.bn_momentum)
+        round_kernels(model, recipe.kernel_bits)  # the start as the export will store it
         schedule = learning_rate_schedule(
             recipe.learning_rate * replicas, recipe.lr_schedule, recipe.epochs * steps_per_epoch
         )

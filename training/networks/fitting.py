@@ -17,6 +17,7 @@ from training.networks.architectures import PAPER_CNN, make_architecture
 from training.networks.batchnorm import RecalibratedValidation, keep_best_epoch, worth_recalibrating
 from training.networks.frozen_head import fit_head
 from training.networks.model import compile_model, learning_rate_schedule
+from training.networks.servable import round_kernels
 from training.networks.top_finetune import fine_tune_top
 
 
@@ -84,6 +85,7 @@ def fit_model(
     )
     validation_batches = evaluation_batches(validation_part, batch_size=recipe.batch_size)
     model = make_architecture(arch, spec, weights=initial_weights, bn_momentum=recipe.bn_momentum)
+    round_kernels(model, recipe.kernel_bits)  # the start as the export will store it
     if recipe.frozen_backbone or recipe.fine_tune_from:
         return _fit_frozen(model, recipe, train_part, validation_part, weights, per_image, verbose)
     steps_per_epoch = -(-train_part.size // recipe.batch_size)

@@ -41,6 +41,7 @@ from training.networks.servable import (
     Networks,
     feature_widths,
     features_and_log_odds,
+    ood_bits,
     round_kernels,
     write_savedmodel,
 )
@@ -138,7 +139,12 @@ def with_trust(card: ModelCard, trust: FittedTrust, target_sensitivity: float, v
 
 
 def _fitted_trust(
-    networks: Networks, data: ReleaseData, flips: Sequence[str], batch_size: int, target_sensitivity: float
+    networks: Networks,
+    data: ReleaseData,
+    flips: Sequence[str],
+    batch_size: int,
+    target_sensitivity: float,
+    matrix_bits: int,
 ) -> tuple[FittedTrust, np.ndarray, np.ndarray]:
     """The trust layer fitted on the validation part as the export will answer it (with its flips): (the trust
     layer, the validation part's features, the test part's log-odds)."""
@@ -159,6 +165,7 @@ def _fitted_trust(
         data.validation_groups,
         target_sensitivity=target_sensitivity,
         feature_widths=feature_widths(networks),
+        ood_bits=matrix_bits,
     )
     return trust, validation_features, test_odds
 
@@ -177,12 +184,14 @@ def release(
 ) -> Path:
     """Fit, export, check, measure and publish one network or an ensemble's; returns the new version folder.
     The card's test-time flips are exported into the graph, and the temperature and thresholds are fitted on
-    the answers with them; with the card's `kernel_bits` 16, the networks' kernels are first rounded in place
-    to the float16 the export stores."""
+    the answers with them; with the card's `kernel_bits` 16 or 8, the networks' kernels are first rounded in place
+    to what the export stores."""
     flips = card.test_time_flips
-    if card.kernel_bits == 16:  # before anything is fitted or measured: the figures are those of the export
-        round_kernels(networks)
-    trust, validation_features, test_odds = _fitted_trust(networks, data, flips, batch_size, target_sensitivity)
+    # before anything is fitted or measured: the figures are those of the export
+    round_kernels(networks, card.kernel_bits)
+    trust, validation_features, test_odds = _fitted_trust(
+        networks, data, flips, batch_size, target_sensitivity, ood_bits(card.kernel_bits)
+    )
     log.info(
         "%s: calibration %s (temperature %.3f, bias %.3f), screening threshold %.4f, ood threshold %.2f",
         card.disease,

@@ -62,6 +62,7 @@ class TrainOptions:
     intensity_jitter: bool | None = None  # None: the recipe's own choice
     frozen_backbone: bool | None = None  # None: the recipe's own choice
     fine_tune_from: str | None = None  # None: the recipe's own choice (training/networks/top_finetune.py)
+    kernel_bits: int | None = None  # None: the recipe's own choice (training/networks/stored_kernels.py)
     dihedral: bool | None = None  # None: the recipe's own choice
     seed: int = 42  # the split and the cross-validation folds; and, without init_seed, the training below
     init_seed: int | None = None  # initial weights, shuffling, augmentation; runs that differ only in it share
@@ -112,6 +113,8 @@ def resolve_recipe(config: DiseaseConfig, options: TrainOptions) -> Recipe:
         recipe = replace(recipe, frozen_backbone=options.frozen_backbone)
     if options.fine_tune_from is not None:
         recipe = replace(recipe, fine_tune_from=options.fine_tune_from or None)
+    if options.kernel_bits is not None:
+        recipe = replace(recipe, kernel_bits=options.kernel_bits)
     if options.weights is not None:  # an explicit start replaces the recipe's
         recipe = replace(recipe, pretrained_start=options.weights.endswith(".keras"))
     return recipe
@@ -245,6 +248,7 @@ def _card(
         preprocessing=preprocessing.describe(spec),
         output=OUTPUT_DESCRIPTION,
         test_time_flips=list(config.test_time_flips),
+        kernel_bits=recipe.kernel_bits,
         metrics=PENDING_METRICS,
         data=DataCard(
             source=config.source, split=split, split_spec=split_spec, counts=counts, caveats=list(config.caveats)

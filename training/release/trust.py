@@ -151,9 +151,14 @@ def target_sensitivity_of(card: ModelCard) -> float:
 MAX_OOD_COMPONENTS = 640  # every feature of the paper's CNN (at most 592); the largest of a backbone's
 
 
-def fit_ood(features: np.ndarray, labels: np.ndarray) -> OodStatistics:
+def fit_ood(features: np.ndarray, labels: np.ndarray, bits: int = 32) -> OodStatistics:
     """Class means and a shared, shrunk covariance (Ledoit-Wolf) of standardised features; beyond
-    MAX_OOD_COMPONENTS features, its largest directions and one variance for the rest (OodStatistics)."""
+    MAX_OOD_COMPONENTS features, its largest directions and one variance for the rest (OodStatistics). With
+    `bits` 16, its matrices rounded as the export stores them, so a threshold fitted on it is the export's."""
+    return _fitted_ood(features, labels).rounded(bits)
+
+
+def _fitted_ood(features: np.ndarray, labels: np.ndarray) -> OodStatistics:
     center = features.mean(axis=0)
     scale = features.std(axis=0) + 1e-6  # a dead feature must not divide by zero
     standard = (features - center) / scale
@@ -201,11 +206,15 @@ def _low_rank_ood(center: np.ndarray, scale: np.ndarray, means: np.ndarray, resi
 
 
 def fit_memberwise_ood(
-    train_features: np.ndarray, train_labels: np.ndarray, validation_features: np.ndarray, widths: Sequence[int]
+    train_features: np.ndarray,
+    train_labels: np.ndarray,
+    validation_features: np.ndarray,
+    widths: Sequence[int],
+    bits: int = 32,
 ) -> MemberwiseOod:
     """One Gaussian per member on its own features, each scaled by its validation part's OOD_QUANTILE."""
     bounds = np.cumsum(widths)[:-1]
-    members = tuple(fit_ood(part, train_labels) for part in np.split(train_features, bounds, axis=1))
+    members = tuple(fit_ood(part, train_labels, bits) for part in np.split(train_features, bounds, axis=1))
     scales = tuple(
         float(np.quantile(member.distances(part), OOD_QUANTILE))
         for member, part in zip(members, np.split(validation_features, bounds, axis=1))
@@ -232,15 +241,16 @@ def fit_trust(
     *,
     target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY,
     feature_widths: Sequence[int] = (),
+    ood_bits: int = 32,
 ) -> FittedTrust:
     """`feature_widths`: an ensemble's members' numbers of features side by side; each member then gets its own
-    distance (MemberwiseOod)."""
+    distance (MemberwiseOod). `ood_bits`: what the export stores the distance's matrices at."""
     calibration, threshold = answer_rule(validation_log_odds, validation_labels, validation_groups, target_sensitivity)
     probabilities = calibrated_probability(validation_log_odds, *calibration.parameters)
     ood: OutOfDistribution = (
-        fit_memberwise_ood(train_features, train_labels, validation_features, feature_widths)
+        fit_memberwise_ood(train_features, train_labels, validation_features, feature_widths, ood_bits)
         if len(feature_widths) > 1
-        else fit_ood(train_features, train_labels)
+        else fit_ood(train_features, train_labels, ood_bits)
     )
     ood_threshold = float(np.quantile(ood.distances(validation_features), OOD_QUANTILE))
     return FittedTrust(
