@@ -110,14 +110,7 @@ def _switch(parser: argparse.ArgumentParser, name: str, help_text: str) -> None:
     parser.add_argument(name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
 
 
-def add_training(parser: argparse.ArgumentParser) -> None:
-    """The disease and the recipe's choices: what `train_options` turns into a run's options."""
-    add_data(parser)
-    parser.add_argument("--recipe", choices=("medscan", "paper"), default="medscan")
-    parser.add_argument("--epochs", type=positive, default=None)
-    parser.add_argument("--batch-size", type=positive, default=None)
-    parser.add_argument("--learning-rate", type=fraction, default=None, help="Adam's initial rate (default: 0.001)")
-    parser.add_argument("--image-size", type=positive, default=None, help="square input side in pixels")
+def _add_seeds(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seed", type=int, default=42, help="the split and the folds (and the training, without --init-seed)"
     )
@@ -128,6 +121,17 @@ def add_training(parser: argparse.ArgumentParser) -> None:
         help="initial weights, shuffling and augmentation only: models of several init seeds share "
         "their test part and folds, to form a seed ensemble (`ensemble`, `ensemble-crossval`)",
     )
+
+
+def add_training(parser: argparse.ArgumentParser) -> None:
+    """The disease and the recipe's choices: what `train_options` turns into a run's options."""
+    add_data(parser)
+    parser.add_argument("--recipe", choices=("medscan", "paper"), default="medscan")
+    parser.add_argument("--epochs", type=positive, default=None)
+    parser.add_argument("--batch-size", type=positive, default=None)
+    parser.add_argument("--learning-rate", type=fraction, default=None, help="Adam's initial rate (default: 0.001)")
+    parser.add_argument("--image-size", type=positive, default=None, help="square input side in pixels")
+    _add_seeds(parser)
     _switch(parser, "--augment", "augment the training images (default: the recipe's choice for the disease)")
     _switch(
         parser,

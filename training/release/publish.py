@@ -33,7 +33,14 @@ from app.contract.scoring import calibrated_probability
 from training.data.config import DiseaseConfig, other_diseases
 from training.data.pipeline import DecodedSet, kept_samples, pixels_of, prediction_batches
 from training.data.samples import Sample, Split
-from training.evaluation.assessment import Probe, assess, probe_sets, with_assessment, write_assessment_report
+from training.evaluation.assessment import (
+    Assessment,
+    Probe,
+    assess,
+    probe_sets,
+    with_assessment,
+    write_assessment_report,
+)
 from training.evaluation.generalisation import breakdowns
 from training.evaluation.metrics import compute_metrics, probabilities_of
 from training.networks.servable import (
@@ -170,6 +177,26 @@ def _fitted_trust(
     return trust, validation_features, test_odds
 
 
+def _with_breakdowns(
+    card: ModelCard, data: ReleaseData, assessment: Assessment, trust: FittedTrust, validation_features: np.ndarray
+) -> ModelCard:
+    """The card with its figures per site and grade, where the release knows the data folder they come from."""
+    if data.data_dir is None or data.config is None:
+        return card
+    return card.model_copy(
+        update=breakdowns(
+            card,
+            data.config,
+            data.data_dir,
+            data.test_samples,
+            assessment.labels,
+            assessment.uncalibrated,
+            assessment.calibrated,
+            trust.ood.distances(validation_features),
+        )
+    )
+
+
 def release(
     networks: Networks,
     spec: InputSpec,
@@ -215,19 +242,6 @@ def release(
         drift = float(np.max(np.abs(assessment.log_odds - test_odds), initial=0.0))
         if drift > PARITY_TOLERANCE:
             raise RuntimeError(f"the exported model answers differently from the trained one (log-odds {drift:.2e})")
-        final = with_assessment(provisional, assessment)
-        if data.data_dir is not None and data.config is not None:
-            final = final.model_copy(
-                update=breakdowns(
-                    final,
-                    data.config,
-                    data.data_dir,
-                    data.test_samples,
-                    assessment.labels,
-                    assessment.uncalibrated,
-                    assessment.calibrated,
-                    trust.ood.distances(validation_features),
-                )
-            )
+        final = _with_breakdowns(with_assessment(provisional, assessment), data, assessment, trust, validation_features)
         write_assessment_report(staged.folder, final, assessment, history)
         return staged.publish(final)
