@@ -33,16 +33,20 @@ CANDIDATES = (
     ("top_avg", "stage5_avg", "stage5_max"),
     ("top_avg", "top_max", "stage6_max", "stage5_max"),
     ("top_avg", "top_max", "stage6_avg", "stage6_max", "stage5_avg", "stage5_max"),
+    # earlier stages at their maximum: a detector of small lesions (a microaneurysm is a few pixels) fires somewhere
+    ("top_avg", "stage6_avg", "stage6_max", "stage4_max"),
+    ("top_avg", "stage6_avg", "stage6_max", "stage4_avg", "stage4_max"),
+    ("top_avg", "stage6_avg", "stage6_max", "stage3_max", "stage4_max"),
 )
 STRENGTHS = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)
 
 
 def taps(arch: str) -> dict[str, str]:
-    """Where an EfficientNet-Lite's stages end: the network's input side / 16 and / 32, and its head."""
+    """Where an EfficientNet-Lite's stages end (the network's input side / 8, / 16, / 16, / 32), and its head."""
     variant = variant_of(arch)
     if variant is None:
         raise ValueError(f"feature-probe reads an EfficientNet-Lite's stages; {arch} is not one")
-    return {"stage5": variant.stage_end(5), "stage6": variant.stage_end(6), "top": TOP}
+    return {f"stage{stage}": variant.stage_end(stage) for stage in (3, 4, 5, 6)} | {"top": TOP}
 
 
 def tapped_features(model: keras.Model, pixels: np.ndarray, batch_size: int = 16) -> dict[str, np.ndarray]:
