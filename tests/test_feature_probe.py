@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from app.contract.preprocessing import ColourMode, InputSpec
-from training.experiments.feature_probe import CANDIDATES, probe_round, taps, tapped_features
+from training.experiments.feature_probe import CANDIDATES, probe_round, tapped_features, taps
 from training.networks.architectures import make_architecture
 
 SIDE = 64
