@@ -6,13 +6,14 @@ import argparse
 import json
 
 from training.commands.arguments import Command, add_report_dir, add_training, positive, train_options
-from training.networks.architectures import ARCHITECTURES
+from training.networks.architectures import ARCHITECTURES, FUNDUS_LESIONS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("disease")
     add_training(parser)
-    parser.add_argument("--archs", nargs="+", default=list(ARCHITECTURES), choices=ARCHITECTURES)
+    learnt = [arch for arch in ARCHITECTURES if arch != FUNDUS_LESIONS]  # the lesion measures need a frozen head
+    parser.add_argument("--archs", nargs="+", default=learnt, choices=ARCHITECTURES)
     parser.add_argument("--folds", type=positive, default=3)
     parser.add_argument(
         "--subset",

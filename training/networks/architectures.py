@@ -19,6 +19,8 @@ from keras import layers
 
 from app.contract.preprocessing import InputSpec
 from training.networks.efficientnet_lite import INPUT_MEAN, INPUT_STD, STAGES_SUFFIX, VARIANTS, constructor
+from training.networks.fundus_lesions import MIN_SIDE as LESIONS_MIN_SIDE
+from training.networks.fundus_lesions import make_lesion_network
 from training.networks.model import MIN_SIDE as PAPER_MIN_SIDE
 from training.networks.model import make_model
 from training.networks.pretrain import start_from_backbone
@@ -45,13 +47,17 @@ for _name in VARIANTS:
     APPLICATIONS[_name] = APPLICATIONS[_name + STAGES_SUFFIX] = (constructor(_name), 32, "lite")
 # Architectures whose head reads earlier layers too: name -> the layers pooled (average and maximum) beside the last.
 TAPPED_LAYERS = {name + STAGES_SUFFIX: (variant.stage_end(6),) for name, variant in VARIANTS.items()}
-ARCHITECTURES = (PAPER_CNN, PAPER_CNN_POOLED, *APPLICATIONS)
+# Not a learnt network: hand-made lesion measures of a fundus photograph, for a frozen head (fundus_lesions.py).
+FUNDUS_LESIONS = "fundus_lesions"
+ARCHITECTURES = (PAPER_CNN, PAPER_CNN_POOLED, *APPLICATIONS, FUNDUS_LESIONS)
 IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)  # "torch" mode
 IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
 
 def min_side(arch: str) -> int:
+    if arch == FUNDUS_LESIONS:
+        return LESIONS_MIN_SIDE
     return PAPER_MIN_SIDE if arch in (PAPER_CNN, PAPER_CNN_POOLED) else APPLICATIONS[_known(arch)][1]
 
 
@@ -70,6 +76,10 @@ def make_architecture(
         if weights not in (None, "none"):
             start_from_backbone(model, weights)
         return model
+    if arch == FUNDUS_LESIONS:
+        if weights not in (None, "none"):
+            raise ValueError("fundus_lesions has no weights to load: train it with --frozen-backbone")
+        return make_lesion_network(spec)
     constructor, smallest, mode = APPLICATIONS[arch]
     if min(spec.height, spec.width) < smallest:
         raise ValueError(

@@ -1,0 +1,95 @@
+"""The hand-made lesion measures (`--arch fundus_lesions`): they see spots, not vessels, and build as a network."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from app.contract.preprocessing import ColourMode, InputSpec
+from training.networks import fundus_lesions as lesions
+from training.networks.architectures import FUNDUS_LESIONS, make_architecture
+from training.networks.servable import analysis_model
+
+SIDE = 256
+SPEC = InputSpec(height=SIDE, width=SIDE, colour_mode=ColourMode.RGB)
+DARK_SMALL = 0  # index of the map of the shortest line (microaneurysms)
+BRIGHT_SMALL = len(lesions.LINE_LENGTHS)
+
+
+LATTICE = [(y, x) for y in (50, 66, 82) for x in (135, 155, 175, 195)]  # 12 places clear of the vessels
+
+
+def fundus(*, dark_spots: int = 0, bright_spots: int = 0, seed: int = 0) -> np.ndarray:
+    """An orange disc on black, an optic disc, three vessels as dark curves, mild noise; then the spots (1 px
+    sigma, 28% contrast: a microaneurysm or a small exudate at 256 px), dark ones first, on LATTICE."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:SIDE, :SIDE].astype(np.float32)
+    centre = (SIDE - 1) / 2
+    inside = (y - centre) ** 2 + (x - centre) ** 2 < (0.48 * SIDE) ** 2
+    green = np.full((SIDE, SIDE), 90.0, np.float32) + rng.normal(0, 1.0, (SIDE, SIDE))
+    green += 80 * np.exp(-((y - centre) ** 2 + (x - 0.3 * SIDE) ** 2) / (2 * 12.0**2))  # the optic disc
+    for bend in (-0.4, 0.0, 0.5):  # vessels from the disc, 2-3 px wide
+        curve = centre + bend * (x - 0.3 * SIDE) + 0.002 * (x - 0.3 * SIDE) ** 2
+        green -= 30 * np.exp(-((y - curve) ** 2) / (2 * 1.2**2)) * (x > 0.3 * SIDE)
+    for index, (sy, sx) in enumerate(LATTICE[: dark_spots + bright_spots]):
+        sign = -1 if index < dark_spots else 1
+        green += sign * 25 * np.exp(-((y - sy) ** 2 + (x - sx) ** 2) / (2 * 1.0**2))
+    image = np.stack([np.full_like(green, 200.0), green, np.full_like(green, 40.0)], axis=-1)
+    return (np.clip(image, 0, 255) * inside[..., None]).astype(np.uint8)
+
+
+def measures(*images: np.ndarray) -> np.ndarray:
+    model = make_architecture(FUNDUS_LESIONS, SPEC)
+    pool = keras.Model(model.inputs, model.get_layer("pool").output)
+    return pool(tf.convert_to_tensor(np.stack(images), tf.float32) / 255.0).numpy()
+
+
+def spot_count(row: np.ndarray, map_index: int, multiple_index: int = 3) -> int:
+    """The count of spots above NOISE_MULTIPLES[multiple_index] (12: far above the noise) in one map, unlogged."""
+    per_map = 2 * len(lesions.QUANTILES) + 2 * len(lesions.NOISE_MULTIPLES)
+    start = 1 + map_index * per_map + 2 * len(lesions.QUANTILES)
+    return round(float(np.expm1(row[start + 2 * multiple_index])))
+
+
+def test_dark_spots_are_counted_and_vessels_are_not():
+    plain, spotted = measures(fundus(), fundus(dark_spots=12))
+    assert spot_count(plain, DARK_SMALL) == 0  # three vessels, about 200 px each, give no spots
+    assert spot_count(spotted, DARK_SMALL) == 12
+    assert spot_count(spotted, BRIGHT_SMALL) <= 1  # dark spots are not bright ones
+
+
+def test_bright_spots_are_counted_in_the_bright_maps():
+    plain, exudates = measures(fundus(), fundus(bright_spots=12))
+    assert spot_count(plain, BRIGHT_SMALL) == 0
+    assert spot_count(exudates, BRIGHT_SMALL) == 12
+    assert spot_count(exudates, DARK_SMALL) <= 1
+
+
+def test_measures_do_not_depend_on_exposure():
+    # the green channel is divided by its own local background: another camera's gain cancels
+    image = fundus(dark_spots=6, bright_spots=6)
+    assert spot_count(measures(image)[0], DARK_SMALL) == 6
+    darker = (image.astype(np.float32) * np.array([1.0, 0.7, 1.0])).astype(np.uint8)
+    a, b = measures(image, darker)
+    assert spot_count(a, DARK_SMALL) == spot_count(b, DARK_SMALL) == 6
+    assert spot_count(a, BRIGHT_SMALL) == spot_count(b, BRIGHT_SMALL) == 6
+
+
+def test_the_network_serves_like_the_others():
+    model = make_architecture(FUNDUS_LESIONS, SPEC)
+    assert model.get_layer("pool").output.shape[-1] == lesions.MEASURES
+    assert model.layers[-1].units == 2
+    outputs = analysis_model(model)(tf.zeros((2, SIDE, SIDE, 3)) + 0.5)
+    assert outputs["last_conv"].shape == (2, SIDE, SIDE, lesions.CHANNELS)
+    assert np.isfinite(outputs["features"].numpy()).all()  # a blank image (no fundus at all) too
+
+
+def test_it_refuses_what_it_cannot_read():
+    with pytest.raises(ValueError, match="rgb"):
+        make_architecture(FUNDUS_LESIONS, InputSpec(height=SIDE, width=SIDE, colour_mode=ColourMode.GRAYSCALE))
+    with pytest.raises(ValueError, match="at least 128"):
+        make_architecture(FUNDUS_LESIONS, InputSpec(height=96, width=96, colour_mode=ColourMode.RGB))
+    with pytest.raises(ValueError, match="no weights"):
+        make_architecture(FUNDUS_LESIONS, SPEC, weights="backbones/anything.weights.h5")

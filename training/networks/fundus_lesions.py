@@ -1,0 +1,185 @@
+"""`--arch fundus_lesions`: hand-made measurements of a fundus photograph's lesions, a network without weights.
+
+Frozen ImageNet features miss what grade 1 is (a few microaneurysms, 3-5 px at 512 px): every frozen variant
+measured landed within 0.01 AUC of the others (docs/models.md). These measures look for exactly that, in the
+green channel divided by its local background (so another camera's exposure cancels): dark round spots
+(microaneurysms, haemorrhages) as what a closing with a line fills in every orientation but a vessel survives in
+its own (the minimum over 12 orientations), and bright spots (exudates) as a white top-hat, both away from the
+optic disc; each map summarised by its upper quantiles and its counts of spots and area above multiples of the
+image's own noise. Chosen by a probe on grouped CV and a collection held out (2026-12-06): alone any grade AUC
+0.787, referable 0.833; averaged with frozen Lite2 any grade 0.826 -> 0.837 and held out 0.776 / 0.716 ->
+0.788 / 0.748.
+
+Only graph operations (blurs, pooling, rotations, sorting, counting), so it exports and serves like every other
+network: image -> LesionMaps -> a fixed 1x1 identity convolution (what Grad-CAM and the out-of-distribution
+statistics read) -> LesionMeasures, the head's input "pool" -> Dense(2, sigmoid), fitted by the frozen recipe.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
+
+from app.contract.preprocessing import InputSpec
+
+WORK_SIDE = 512  # the sizes below are in pixels at this side (the fundus originals'); other inputs scale them
+LINE_LENGTHS = (7, 13, 25)  # dark spots shorter than these in every orientation
+BRIGHT_RADII = (3, 6)  # bright spots narrower than these
+ROTATIONS = 6  # each rotation pools along rows and columns: 12 orientations, 15 degrees apart
+NOISE_MULTIPLES = (3.0, 5.0, 8.0, 12.0)
+QUANTILES = (0.99, 0.995, 0.999, 0.9997)
+DISC_RADIUS = 48
+MIN_SIDE = 128  # a microaneurysm is a pixel there already
+MAPS = len(LINE_LENGTHS) + len(BRIGHT_RADII)
+CHANNELS = MAPS + 2  # the maps, the mask of where they count, the image's noise (broadcast)
+MEASURES = 1 + MAPS * (2 * len(QUANTILES) + 2 * len(NOISE_MULTIPLES))
+
+
+def _odd(value: float) -> int:
+    return max(3, int(round(value)) // 2 * 2 + 1)
+
+
+def gaussian_blur(x: tf.Tensor, sigma: float) -> tf.Tensor:
+    """N x H x W x 1, separable, zeros beyond the edge."""
+    radius = max(1, math.ceil(3 * sigma))
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    kernel = tf.constant(taps / taps.sum(), tf.float32)
+    x = tf.nn.conv2d(x, tf.reshape(kernel, (-1, 1, 1, 1)), 1, "SAME")
+    return tf.nn.conv2d(x, tf.reshape(kernel, (1, -1, 1, 1)), 1, "SAME")
+
+
+def _max(x: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
+    return tf.nn.max_pool2d(x, size, 1, "SAME")
+
+
+def _min(x: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
+    return -tf.nn.max_pool2d(-x, size, 1, "SAME")
+
+
+def _rotated(x: tf.Tensor, angle: float, fill: float = 1.0) -> tf.Tensor:
+    """Rotated about the centre, bilinear, `fill` where nothing maps (1.0: the background's ratio)."""
+    height, width = x.shape[1], x.shape[2]
+    cos, sin = math.cos(angle), math.sin(angle)
+    cy, cx = (height - 1) / 2, (width - 1) / 2
+    transform = [cos, -sin, cx - cos * cx + sin * cy, sin, cos, cy - sin * cx - cos * cy, 0.0, 0.0]
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=x,
+        transforms=tf.tile(tf.constant([transform], tf.float32), [tf.shape(x)[0], 1]),
+        output_shape=tf.constant([height, width]),
+        fill_value=fill,
+        interpolation="BILINEAR",
+        fill_mode="CONSTANT",
+    )
+
+
+def dark_spots(ratio: tf.Tensor, lengths: tuple[int, ...]) -> list[tf.Tensor]:
+    """Per length, what a closing with a line of it fills in every one of 12 orientations: round dark spots
+    shorter than it, not vessels (a vessel along a line survives that line's closing). Each rotation's two
+    closings (along rows and columns) are joined, and what they fill is taken in the rotated frame (the
+    interpolation blurs a vessel there too, and would show it as filled), then rotated back once."""
+    filled_by: list[list[tf.Tensor]] = [[] for _ in lengths]
+    for step in range(ROTATIONS):
+        angle = step * math.pi / (2 * ROTATIONS)
+        turned = _rotated(ratio, angle) if step else ratio
+        for index, length in enumerate(lengths):
+            closed = tf.minimum(*[_min(_max(turned, size), size) for size in ((1, length), (length, 1))])
+            filled_by[index].append(_rotated(closed - turned, -angle, fill=0.0) if step else closed - turned)
+    return [tf.reduce_min(tf.stack(filled), axis=0) for filled in filled_by]
+
+
+def bright_spots(ratio: tf.Tensor, radius: int) -> tf.Tensor:
+    """A white top-hat with a square (rows, then columns: the same as the square, cheaper)."""
+    rows, columns = (1, 2 * radius + 1), (2 * radius + 1, 1)
+    return ratio - _max(_max(_min(_min(ratio, rows), columns), rows), columns)
+
+
+class LesionMaps(layers.Layer):
+    """[0, 1] RGB -> N x H x W x CHANNELS: each lesion map (zero where it does not count), the mask, the noise."""
+
+    def call(self, images):
+        scale = images.shape[1] / WORK_SIDE
+        red, green = images[..., :1] * 255.0, images[..., 1:2] * 255.0
+        fov = _min(tf.cast(red > 25.0, tf.float32), (_odd(13 * scale),) * 2)
+        smooth = gaussian_blur(green, 0.8 * scale)
+        background = gaussian_blur(smooth * fov, 12 * scale) / tf.maximum(gaussian_blur(fov, 12 * scale), 1e-3)
+        ratio = tf.where(fov > 0, smooth / tf.maximum(background, 5.0), 1.0)
+        counted = tf.logical_and(fov > 0, self._off_disc(gaussian_blur(green * fov, 12 * scale), scale))
+        mask = tf.cast(counted, tf.float32)
+        residual = tf.abs(ratio - gaussian_blur(ratio, 1.5 * scale)) * mask
+        # sqrt(pi / 2) x the mean absolute deviation: the standard deviation of Gaussian noise, without a sort
+        noise = 1.2533 * tf.reduce_sum(residual, [1, 2, 3]) / tf.maximum(tf.reduce_sum(mask, [1, 2, 3]), 1.0) + 1e-4
+        maps = dark_spots(ratio, tuple(_odd(length * scale) for length in LINE_LENGTHS))
+        maps += [bright_spots(ratio, max(1, round(radius * scale))) for radius in BRIGHT_RADII]
+        noise_map = tf.ones_like(mask) * noise[:, None, None, None]
+        return tf.concat([m * mask for m in maps] + [mask, noise_map], axis=-1)
+
+    @staticmethod
+    def _off_disc(blurred: tf.Tensor, scale: float) -> tf.Tensor:
+        """Away from the optic disc: the brightest spot of the blurred green channel."""
+        height, width = blurred.shape[1], blurred.shape[2]
+        brightest = tf.argmax(tf.reshape(blurred, (-1, height * width)), axis=1, output_type=tf.int32)
+        cy, cx = brightest // width, brightest % width
+        ys = tf.range(height)[None, :, None] - cy[:, None, None]
+        xs = tf.range(width)[None, None, :] - cx[:, None, None]
+        return (ys * ys + xs * xs > int(DISC_RADIUS * scale) ** 2)[..., None]
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:3], CHANNELS)
+
+
+def upper_quantiles(values: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    """Per image the QUANTILES of the values where mask holds, from the top 1% only -> N x len(QUANTILES)."""
+    batch = tf.shape(values)[0]
+    flat = tf.reshape(tf.where(mask, values, np.float32(-np.inf)), (batch, -1))
+    count = tf.reduce_sum(tf.cast(tf.reshape(mask, (batch, -1)), tf.float32), axis=1)
+    top = int(math.ceil((1 - min(QUANTILES)) * values.shape[1] * values.shape[2])) + 1
+    highest = tf.math.top_k(flat, k=top).values
+    ranks = [tf.clip_by_value(tf.cast((1 - q) * (count - 1), tf.int32), 0, top - 1) for q in QUANTILES]
+    return tf.stack([tf.gather(highest, rank[:, None], batch_dims=1)[:, 0] for rank in ranks], axis=1)
+
+
+class LesionMeasures(layers.Layer):
+    """LesionMaps' channels -> N x MEASURES: log noise; per map its upper quantiles (as they are and in noise
+    units), and per multiple of the noise its spots (local maxima above it) and area above it, both logged."""
+
+    def call(self, channels):
+        mask = channels[..., MAPS : MAPS + 1] > 0.5
+        noise = channels[:, 0, 0, MAPS + 1]
+        area = tf.maximum(tf.reduce_sum(tf.cast(mask, tf.float32), axis=[1, 2, 3]), 1.0)
+        measures = [tf.math.log(noise)[:, None]]
+        for index in range(MAPS):
+            spots = channels[..., index : index + 1]
+            quantiles = upper_quantiles(spots, mask)
+            measures += [quantiles, quantiles / noise[:, None]]
+            peaks = tf.logical_and(tf.equal(spots, _max(spots, (5, 5))), mask)
+            for multiple in NOISE_MULTIPLES:
+                above = spots > multiple * noise[:, None, None, None]
+                count = tf.reduce_sum(tf.cast(tf.logical_and(peaks, above), tf.float32), axis=[1, 2, 3])
+                covered = tf.reduce_sum(tf.cast(tf.logical_and(mask, above), tf.float32), axis=[1, 2, 3])
+                measures += [tf.math.log1p(count)[:, None], tf.math.log1p(covered / area * 1e4)[:, None]]
+        return tf.concat(measures, axis=1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], MEASURES)
+
+
+def make_lesion_network(spec: InputSpec) -> keras.Model:
+    """[0, 1] RGB of `spec` -> Dense(2, sigmoid) on the lesion measures (the head left to the frozen recipe)."""
+    if spec.shape[-1] != 3:
+        raise ValueError("fundus_lesions reads colour fundus photographs (rgb), not one channel")
+    if min(spec.height, spec.width) < MIN_SIDE:
+        raise ValueError(f"fundus_lesions needs inputs of at least {MIN_SIDE} px, got {spec.height}x{spec.width}")
+    inputs = keras.Input(shape=spec.shape, name="image")
+    maps = LesionMaps(name="lesion_maps_raw")(inputs)
+    # A fixed identity: the convolution Grad-CAM and the out-of-distribution statistics read in every network.
+    identity = layers.Conv2D(CHANNELS, 1, use_bias=False, trainable=False, name="lesion_maps")
+    shown = identity(maps)
+    identity.set_weights([np.eye(CHANNELS, dtype=np.float32)[None, None]])
+    features = LesionMeasures(name="pool")(shown)
+    features = layers.Dropout(0.0, name="dropout_head")(features)
+    outputs = layers.Dense(2, activation="sigmoid", name="scores")(features)
+    return keras.Model(inputs, outputs, name="fundus_lesions")
