@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from app.contract.preprocessing import ColourMode, InputSpec
-from training.networks.architectures import APPLICATIONS, ARCHITECTURES, make_architecture, min_side
+from training.networks.architectures import APPLICATIONS, ARCHITECTURES, FUNDUS_LESIONS, make_architecture, min_side
 from training.networks.model import compile_model
 
 pytestmark = pytest.mark.slow
@@ -18,6 +18,8 @@ pytestmark = pytest.mark.slow
 
 def tiny_spec(arch: str, colour_mode: ColourMode = ColourMode.GRAYSCALE) -> InputSpec:
     side = max(min_side(arch), 48)
+    if arch == FUNDUS_LESIONS:  # colour fundus photographs only
+        colour_mode = ColourMode.RGB
     return InputSpec(height=side, width=side, colour_mode=colour_mode)
 
 
