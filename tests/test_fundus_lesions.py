@@ -93,3 +93,11 @@ def test_it_refuses_what_it_cannot_read():
         make_architecture(FUNDUS_LESIONS, InputSpec(height=96, width=96, colour_mode=ColourMode.RGB))
     with pytest.raises(ValueError, match="no weights"):
         make_architecture(FUNDUS_LESIONS, SPEC, weights="backbones/anything.weights.h5")
+
+
+@pytest.mark.parametrize("length", [3, 5, 7, 13, 25])
+@pytest.mark.parametrize("axis", [1, 2])
+def test_line_max_is_a_same_max_pool(length: int, axis: int):
+    x = tf.random.stateless_uniform((2, 37, 41, 1), seed=(length, axis))
+    size = (length, 1) if axis == 1 else (1, length)
+    np.testing.assert_array_equal(lesions.line_max(x, length, axis), tf.nn.max_pool2d(x, size, 1, "SAME"))
