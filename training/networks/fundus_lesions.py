@@ -205,6 +205,5 @@ def make_lesion_network(spec: InputSpec) -> keras.Model:
     shown = identity(maps)
     identity.set_weights([np.eye(CHANNELS, dtype=np.float32)[None, None]])
     features = LesionMeasures(name="pool")(shown)
-    features = layers.Dropout(0.0, name="dropout_head")(features)
     outputs = layers.Dense(2, activation="sigmoid", name="scores")(features)
     return keras.Model(inputs, outputs, name="fundus_lesions")
