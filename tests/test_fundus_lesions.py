@@ -101,3 +101,12 @@ def test_line_max_is_a_same_max_pool(length: int, axis: int):
     x = tf.random.stateless_uniform((2, 37, 41, 1), seed=(length, axis))
     size = (length, 1) if axis == 1 else (1, length)
     np.testing.assert_array_equal(lesions.line_max(x, length, axis), tf.nn.max_pool2d(x, size, 1, "SAME"))
+
+
+def test_measures_do_not_depend_on_flips():
+    # what lets the served graph read a lesion member once under test-time flips (servable.member_analysis)
+    image = fundus(dark_spots=6, bright_spots=6)
+    rows = measures(image, image[:, ::-1], image[::-1], image[::-1, ::-1])
+    np.testing.assert_allclose(rows[1:], np.repeat(rows[:1], 3, axis=0), atol=1e-3)
+    assert lesions.flip_invariant(make_architecture(FUNDUS_LESIONS, SPEC))
+    assert not lesions.flip_invariant(make_architecture("paper_cnn", SPEC))

