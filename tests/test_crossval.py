@@ -288,7 +288,8 @@ def left_half_model() -> keras.Model:
     return keras.Model(images, keras.layers.Lambda(lambda p: keras.ops.stack([p, 1 - p], axis=1))(left))
 
 
-def test_a_rounds_flip_scores_are_the_models_answers_on_the_flipped_images(monkeypatch) -> None:
+@pytest.mark.parametrize("flip_invariant", [False, True])
+def test_a_rounds_flip_scores_are_the_models_answers_on_the_flipped_images(monkeypatch, flip_invariant: bool) -> None:
     from app.contract.preprocessing import ColourMode, InputSpec
     from training.data.config import DISEASES
     from training.experiments import crossval
@@ -302,6 +303,8 @@ def test_a_rounds_flip_scores_are_the_models_answers_on_the_flipped_images(monke
     stand_in = left_half_model()
     fitted = FittedModel(model=stand_in, history={"loss": [1.0]}, best_epoch=1, seconds=0.0, class_weights=None)
     monkeypatch.setattr(crossval, "fit_model", lambda *args, **kwargs: fitted)
+    # a network declared flip-invariant (fundus_lesions) is not run on the flips: its answers stand for them
+    monkeypatch.setattr(crossval, "flip_invariant", lambda model: flip_invariant)
     recipe = DISEASES["malaria"].medscan  # horizontal and vertical flips
     options = TrainOptions(config=DISEASES["malaria"], data_dir=Path("."), models_dir=Path("."))
     result, _, _, _ = crossval.evaluate_round(options, InputSpec(8, 8, ColourMode.GRAYSCALE), recipe, pool, 0, 3)
@@ -314,6 +317,9 @@ def test_a_rounds_flip_scores_are_the_models_answers_on_the_flipped_images(monke
     views = [held, held[:, :, ::-1], held[:, ::-1, :], held[:, ::-1, ::-1]]  # as sent, each flip, both
     kept = result.scores["held_out"]
     assert kept["infected"] == pytest.approx(left(held), abs=1e-5)
+    if flip_invariant:
+        assert kept["infected_with_flips"] == kept["infected"]
+        return
     assert kept["infected_with_flips"] == pytest.approx(np.mean([left(v) for v in views], axis=0), abs=1e-5)
     assert not np.allclose(kept["infected"], kept["infected_with_flips"])  # the flips did change the answers
 

@@ -15,6 +15,7 @@ images are kept too: test-time augmentation, measured on the same rounds without
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -22,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
@@ -41,6 +43,7 @@ from training.data.pipeline import (
 from training.data.samples import DataError, Sample, check_trainable, split_as
 from training.evaluation.metrics import compute_metrics, probabilities_of
 from training.networks.fitting import FittedModel, fit_model
+from training.networks.fundus_lesions import flip_invariant
 from training.networks.model import Predictor, predictor
 from training.networks.pretrain import pretraining_record
 from training.networks.servable import flip_views
@@ -200,6 +203,7 @@ def evaluate_round(
     )
     predict_started = time.perf_counter()
     predict = predictor(fitted.model)
+    flipped = functools.partial(_flipped_scores, fitted.model, predict, recipe=recipe)
     scores = _scores(predict, pool.pixels[evaluated], recipe.batch_size)
     predict_seconds = time.perf_counter() - predict_started
     validation_scores = _scores(predict, pool.pixels[validation], recipe.batch_size)
@@ -219,10 +223,8 @@ def evaluate_round(
         screening_threshold=round(threshold, 6),
         metrics_at_screening={name: getattr(at_screening, name) for name in METRICS},
         scores={
-            "held_out": _kept(pool.labels[evaluated], scores, _flipped_scores(predict, pool.pixels[evaluated], recipe)),
-            "validation": _kept(
-                pool.labels[validation], validation_scores, _flipped_scores(predict, pool.pixels[validation], recipe)
-            ),
+            "held_out": _kept(pool.labels[evaluated], scores, flipped(pool.pixels[evaluated])),
+            "validation": _kept(pool.labels[validation], validation_scores, flipped(pool.pixels[validation])),
         },
     )
     log.info(
@@ -255,8 +257,11 @@ def recipe_flips(recipe: Recipe) -> list[str]:
     ]
 
 
-def _flipped_scores(predict: Predictor, pixels: np.ndarray, recipe: Recipe) -> list[np.ndarray]:
-    """Scores of every flipped view, the same views an export with these flips answers from."""
+def _flipped_scores(model: keras.Model, predict: Predictor, pixels: np.ndarray, recipe: Recipe) -> list[np.ndarray]:
+    """Scores of every flipped view, the same views an export with these flips answers from. A flip-invariant
+    network's are its answers to the images as they are, not computed again."""
+    if flip_invariant(model):
+        return [_scores(predict, pixels, recipe.batch_size)] * len(flip_views(recipe_flips(recipe)))
     return [
         _scores(predict, np.flip(pixels, axis=tuple(axes)), recipe.batch_size)
         for axes in flip_views(recipe_flips(recipe))
