@@ -295,3 +295,28 @@ def test_a_flip_invariant_member_reads_the_image_once_and_answers_as_every_view_
     # (the rotations interpolate): measured 2 pixels of 32,768 apart, 0.7% of the heatmaps' mass.
     assert np.abs(once_cam - cam).sum() <= 0.02 * np.abs(cam).sum()
     assert np.abs(cam).max() > 0
+
+
+@pytest.mark.parametrize("kernel_bits", [32, 16])
+def test_a_network_without_variables_before_its_head_is_explained_when_its_kernels_are_stored_narrower(
+    tmp_path: Path, kernel_bits: int
+) -> None:
+    # fundus_lesions' one kernel (a fixed identity) is read as a constant at 16 bits: the heatmap's gradient
+    # must still reach it (the first retinopathy ensemble with it failed there)
+    from training.networks.architectures import FUNDUS_LESIONS, make_architecture
+
+    spec = InputSpec(height=128, width=128, colour_mode=ColourMode.RGB)
+    model = make_architecture(FUNDUS_LESIONS, spec)
+    folder = export_untrained(
+        tmp_path,
+        "retinopathy",
+        colour_mode="rgb",
+        size=128,
+        model=model,
+        flips=("horizontal",),
+        kernel_bits=kernel_bits,
+    )
+    image = np.random.default_rng(5).random((1, 128, 128, 3), dtype=np.float32)
+    heatmap = load_model(folder).explain(image)
+    assert heatmap.shape == (1, 128, 128)
+    assert np.isfinite(heatmap).all() and np.abs(heatmap).max() > 0

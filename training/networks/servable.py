@@ -465,6 +465,9 @@ def hires_cam(
 ) -> tf.Tensor:
     """The explanation signature's heatmaps, N x H x W on the image as sent."""
     with tf.GradientTape() as tape:
+        # Watched, so every operation from the image on is recorded: a member with no variable before its head
+        # (fundus_lesions, its fixed kernel read as a constant when stored narrower) would otherwise have none.
+        tape.watch(image)
         outputs = analysed(members, analyses, image, flips)
         last_convs = outputs["last_convs"]
         # The logit difference, not the log-odds: log_sigmoid saturates for a confident answer and
