@@ -467,6 +467,7 @@ def hires_cam(
     with tf.GradientTape() as tape:
         # Watched, so every operation from the image on is recorded: a member with no variable before its head
         # (fundus_lesions, its fixed kernel read as a constant when stored narrower) would otherwise have none.
+        image = tf.convert_to_tensor(image, tf.float32)  # an eager call may pass a NumPy array
         tape.watch(image)
         outputs = analysed(members, analyses, image, flips)
         last_convs = outputs["last_convs"]
