@@ -15,7 +15,6 @@ images are kept too: test-time augmentation, measured on the same rounds without
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import time
@@ -203,7 +202,6 @@ def evaluate_round(
     )
     predict_started = time.perf_counter()
     predict = predictor(fitted.model)
-    flipped = functools.partial(_flipped_scores, fitted.model, predict, recipe=recipe)
     scores = _scores(predict, pool.pixels[evaluated], recipe.batch_size)
     predict_seconds = time.perf_counter() - predict_started
     validation_scores = _scores(predict, pool.pixels[validation], recipe.batch_size)
@@ -223,8 +221,16 @@ def evaluate_round(
         screening_threshold=round(threshold, 6),
         metrics_at_screening={name: getattr(at_screening, name) for name in METRICS},
         scores={
-            "held_out": _kept(pool.labels[evaluated], scores, flipped(pool.pixels[evaluated])),
-            "validation": _kept(pool.labels[validation], validation_scores, flipped(pool.pixels[validation])),
+            "held_out": _kept(
+                pool.labels[evaluated],
+                scores,
+                _flipped_scores(fitted.model, predict, pool.pixels[evaluated], scores, recipe),
+            ),
+            "validation": _kept(
+                pool.labels[validation],
+                validation_scores,
+                _flipped_scores(fitted.model, predict, pool.pixels[validation], validation_scores, recipe),
+            ),
         },
     )
     log.info(
@@ -257,11 +263,13 @@ def recipe_flips(recipe: Recipe) -> list[str]:
     ]
 
 
-def _flipped_scores(model: keras.Model, predict: Predictor, pixels: np.ndarray, recipe: Recipe) -> list[np.ndarray]:
+def _flipped_scores(
+    model: keras.Model, predict: Predictor, pixels: np.ndarray, scores: np.ndarray, recipe: Recipe
+) -> list[np.ndarray]:
     """Scores of every flipped view, the same views an export with these flips answers from. A flip-invariant
-    network's are its answers to the images as they are, not computed again."""
+    network's are its `scores` of the images as they are, not computed again."""
     if flip_invariant(model):
-        return [_scores(predict, pixels, recipe.batch_size)] * len(flip_views(recipe_flips(recipe)))
+        return [scores] * len(flip_views(recipe_flips(recipe)))
     return [
         _scores(predict, np.flip(pixels, axis=tuple(axes)), recipe.batch_size)
         for axes in flip_views(recipe_flips(recipe))
