@@ -221,16 +221,10 @@ def evaluate_round(
         screening_threshold=round(threshold, 6),
         metrics_at_screening={name: getattr(at_screening, name) for name in METRICS},
         scores={
-            "held_out": _kept(
-                pool.labels[evaluated],
-                scores,
-                _flipped_scores(fitted.model, predict, pool.pixels[evaluated], scores, recipe),
-            ),
-            "validation": _kept(
-                pool.labels[validation],
-                validation_scores,
-                _flipped_scores(fitted.model, predict, pool.pixels[validation], validation_scores, recipe),
-            ),
+            part: _kept(
+                pool.labels[rows], kept, _flipped_scores(fitted.model, predict, pool.pixels[rows], kept, recipe)
+            )
+            for part, rows, kept in (("held_out", evaluated, scores), ("validation", validation, validation_scores))
         },
     )
     log.info(
