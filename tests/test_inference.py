@@ -262,3 +262,27 @@ def test_a_dicom_file_is_opened_and_decoded_off_the_event_loop(trust_client, mon
     assert threads and all(name != "MainThread" and "loop" not in name.lower() for name in threads)
     loop_thread = trust_client.portal.call(lambda: threading.current_thread().name)
     assert loop_thread not in threads
+
+
+def test_an_image_the_model_answers_nan_for_is_422_and_the_others_are_still_answered(trust_client, monkeypatch) -> None:
+    from app.contract.savedmodel import ImageOutputs
+
+    served = trust_client.app.state.registry.models["malaria"]
+    analyse = served.model.analyse
+
+    def nan_for_flat_images(batch: np.ndarray) -> list[ImageOutputs]:
+        # a flat image is the one the stand-in breaks on (as the lesion measures did on a black photograph)
+        return [
+            ImageOutputs(log_odds=float("nan"), ood_distance=o.ood_distance) if image.std() == 0 else o
+            for o, image in zip(analyse(batch), batch, strict=True)
+        ]
+
+    monkeypatch.setattr(served.batcher, "_predict", nan_for_flat_images)  # what the batcher calls the model by
+    black = ("black.png", image_bytes(Image.new("L", (40, 40))), "image/png")
+    single = post(trust_client, "malaria", black)
+    assert single.status_code == 422, single.text
+    assert single.json()["error"]["code"] == "unscorable_image"
+    for explain in ("false", "true"):
+        response = post(trust_client, "malaria", png(name="a.png"), black, explain=explain)
+        results = response.json()["results"]
+        assert "score" in results[0] and results[1]["error"]["code"] == "unscorable_image", response.text

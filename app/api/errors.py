@@ -16,7 +16,7 @@ from app import request_context
 from app.api.multipart import MalformedForm, NotMultipartRelated
 from app.api.query import InvalidQuery
 from app.api.schemas import ErrorBody, ErrorDetail
-from app.contract.image_errors import CorruptImage, ImageTooLarge, UnsupportedImage
+from app.contract.image_errors import CorruptImage, ImageTooLarge, UnscorableImage, UnsupportedImage
 from app.contract.savedmodel import ExplanationUnavailable
 from app.runtime.errors import (
     BodyTooLarge,
@@ -43,6 +43,7 @@ STATUS_OF: dict[type[Exception], tuple[int, str]] = {
     DecodeBusy: (503, "overloaded"),
     EmptyUpload: (422, "empty_file"),
     CorruptImage: (422, "corrupt_image"),
+    UnscorableImage: (422, "unscorable_image"),
     UnsupportedImage: (415, "unsupported_media_type"),
     ImageTooLarge: (413, "image_too_large"),
     BodyTooLarge: (413, "body_too_large"),

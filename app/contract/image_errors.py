@@ -17,3 +17,7 @@ class CorruptImage(ImageError):
 
 class ImageTooLarge(ImageError):
     """More pixels than the configured limit (a decompression-bomb guard)."""
+
+
+class UnscorableImage(ImageError):
+    """The model's answer for this image is not a number: nothing it could be calibrated or thresholded from."""

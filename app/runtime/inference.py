@@ -8,6 +8,7 @@ cannot be used gives its own error in its place; the others are still answered.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.contract import modality, site_shift
 from app.contract.dicom import dicom_decoded_bytes, looks_like_dicom
-from app.contract.image_errors import ImageError
+from app.contract.image_errors import ImageError, UnscorableImage
 from app.contract.modality import Modality
 from app.contract.model_card import ModelCard, OutOfDistribution
 from app.contract.preprocessing import (
@@ -36,7 +37,7 @@ from app.contract.preprocessing import (
     scale,
 )
 from app.contract.savedmodel import ExplanationUnavailable, ImageOutputs
-from app.contract.scoring import DEFAULT_THRESHOLD, as_percentages, calibrated_score, label_index
+from app.contract.scoring import DEFAULT_THRESHOLD, POSITIVE, as_percentages, calibrated_score, label_index
 from app.runtime.decode_budget import FUNDUS_WORKING_COPIES, WORKING_COPIES, DecodeBudget, decoded_bytes
 from app.runtime.errors import DecodeBusy, EmptyUpload, InvalidInput, InvalidThreshold, TooManyImages
 from app.runtime.explanations import class_heatmap, overlay, png_bytes
@@ -137,6 +138,8 @@ Outcome = Screening | Exception  # per image: the answer, or the domain error th
 
 def interpret(card: ModelCard, outputs: ImageOutputs, threshold: float | None = None) -> tuple[float, int, float]:
     """(calibrated P(infected), label index, threshold used) for one image."""
+    if not math.isfinite(outputs.log_odds):  # a model that breaks on an image must not answer NaN (or a 500)
+        raise UnscorableImage("the model gave no numeric answer for this image: it cannot be screened")
     temperature, bias = card.calibration_parameters()
     used = threshold if threshold is not None else (card.screening.threshold if card.screening else DEFAULT_THRESHOLD)
     probability = calibrated_score(float(outputs.log_odds), temperature, bias)
@@ -196,14 +199,17 @@ class InferencePipeline:
                 else:  # the Grad-CAM pass needs no answer first: both model calls run side by side
                     sources = [u for u, d in zip(uploads, decoded, strict=True) if isinstance(d, DecodedImage)]
                     outputs, maps = await asyncio.gather(predict(batch), self._gradcam(served, batch))
-                    labels = [interpret(card, output, threshold)[1] for output in outputs]
+                    labels = [
+                        interpret(card, output, threshold)[1] if math.isfinite(output.log_odds) else 1 - POSITIVE
+                        for output in outputs
+                    ]
                     explanations = list(await self._explain(served, maps, sources, labels))
                 kinds = await kinds_pending
             finally:
                 kinds_pending.cancel()
         answers = iter(zip(outputs, usable, explanations, kinds, strict=True))
         return [
-            self._screening(served, *next(answers), threshold=threshold) if isinstance(item, DecodedImage) else item
+            self._outcome(served, *next(answers), threshold=threshold) if isinstance(item, DecodedImage) else item
             for item in decoded
         ]
 
@@ -306,6 +312,13 @@ class InferencePipeline:
             heatmap=heatmap.astype(np.float32),
             overlay_png=png_bytes(overlay(image, heatmap, region=model_region(image, spec))),
         )
+
+    def _outcome(self, served: ServedModel, *answer, threshold: float | None) -> Outcome:
+        """One image's screening, or in its place the error of an image the model could not score."""
+        try:
+            return self._screening(served, *answer, threshold=threshold)
+        except UnscorableImage as error:
+            return error
 
     def _screening(
         self,
