@@ -21,7 +21,9 @@ def two_sites(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_two_site_dataset(tmp_path_factory.mktemp("sites") / "data")
 
 
-def write_member(folder: Path, name: str, data: Path, side: int, seed: int, served: bool = False) -> Path:
+def write_member(
+    folder: Path, name: str, data: Path, side: int, seed: int, served: bool = False, arch: str = "paper_cnn"
+) -> Path:
     """A member's cross-site report with kept answers, as `cross-site` writes it, for every image of each site;
     `served`: with each image's relative distance and the validation part's answers, as it writes them now."""
     samples = disease_samples(data, "lesion")
@@ -50,7 +52,7 @@ def write_member(folder: Path, name: str, data: Path, side: int, seed: int, serv
     report = {
         "disease": "lesion",
         "seed": 42,
-        "arch": "paper_cnn",
+        "arch": arch,
         "input": [side, side, 1],
         "enhancement": "none",
         "sites": {site: sites.count(site) for site in dict.fromkeys(sites)},
@@ -116,6 +118,22 @@ def test_members_that_kept_their_validation_answers_give_the_figures_as_served(t
         assert figures["out_of_distribution"] == pytest.approx(np.mean(held > bound))
         mean = np.mean([1 / (1 + np.exp(-np.array(member[site]["log_odds"]))) for member in kept], axis=0)
         assert figures["roc_auc"] == pytest.approx(1 - roc_auc_score(kept[0][site]["labels"], mean))
+
+
+def test_a_lesion_networks_distance_is_left_out_of_the_ensembles(two_sites: Path, tmp_path: Path) -> None:
+    learnt = write_member(tmp_path, "lesion-cnn", two_sites, 48, seed=1, served=True)
+    lesions = write_member(tmp_path, "lesion-measures", two_sites, 48, seed=2, served=True, arch="fundus_lesions")
+    kept = json.loads(learnt.with_suffix(".scores.json").read_text())
+    for site, answers in kept.items():  # far from the lesion network's, so the test fails if it is read
+        scores = json.loads(lesions.with_suffix(".scores.json").read_text())
+        scores[site]["distance"] = (np.array(answers["distance"]) * 10).tolist()
+        lesions.with_suffix(".scores.json").write_text(json.dumps(scores))
+    result, _ = combine_cross_sites([learnt, lesions], two_sites, tmp_path / "out")
+    assert result["distance_of"] == ["lesion-cnn"]
+    for round_ in result["held_out"]:
+        site = kept[round_["site"]]
+        bound = np.quantile(site["validation"]["distance"], 0.975)
+        assert round_["figures"]["out_of_distribution"] == pytest.approx(np.mean(np.array(site["distance"]) > bound))
 
 
 def test_a_member_without_validation_answers_leaves_the_served_figures_unmeasured(

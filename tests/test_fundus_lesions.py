@@ -110,3 +110,17 @@ def test_measures_do_not_depend_on_flips():
     np.testing.assert_allclose(rows[1:], np.repeat(rows[:1], 3, axis=0), atol=1e-3)
     assert lesions.flip_invariant(make_architecture(FUNDUS_LESIONS, SPEC))
     assert not lesions.flip_invariant(make_architecture("paper_cnn", SPEC))
+
+
+def test_an_ensembles_distance_reads_every_member_but_the_lesion_measures():
+    assert lesions.distance_readers(["efficientnet_lite2_stages", FUNDUS_LESIONS]) == [True, False]
+    assert lesions.distance_readers([FUNDUS_LESIONS, "paper_cnn", "mobilenet_v2"]) == [False, True, True]
+    assert lesions.distance_readers([FUNDUS_LESIONS]) == [True]  # alone, its own distance is all there is
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0])
+def test_an_image_with_no_fundus_gets_finite_measures(value: float):
+    # a black (or flat) image has no region where the maps count: the measures were -inf and the answer NaN
+    spec = InputSpec(height=128, width=128, colour_mode=ColourMode.RGB)
+    outputs = analysis_model(make_architecture(FUNDUS_LESIONS, spec))(tf.fill((1, 128, 128, 3), value))
+    assert np.isfinite(outputs["penultimate"]).all() and np.isfinite(outputs["features"]).all()

@@ -320,3 +320,20 @@ def test_a_network_without_variables_before_its_head_is_explained_when_its_kerne
     heatmap = load_model(folder).explain(image)
     assert heatmap.shape == (1, 128, 128)
     assert np.isfinite(heatmap).all() and np.abs(heatmap).max() > 0
+
+
+def test_an_ensembles_distance_reads_its_learnt_members_not_its_lesion_network() -> None:
+    from training.networks import servable
+    from training.networks.architectures import FUNDUS_LESIONS, make_architecture
+
+    spec = InputSpec(height=128, width=128, colour_mode=ColourMode.RGB)
+    learnt, lesions = make_model(spec), make_architecture(FUNDUS_LESIONS, spec)
+    members = [learnt, lesions]
+    assert servable.distance_members(members) == [learnt]
+    assert servable.distance_members([lesions]) == [lesions]  # alone, it keeps its own distance
+    own = int(analysis_model(learnt).output["features"].shape[-1])
+    assert servable.feature_widths(members) == [own]
+    image = tf.constant(np.random.default_rng(2).random((2, 128, 128, 3)), tf.float32)
+    outputs = servable.analysed(members, [analysis_model(member) for member in members], image, ())
+    np.testing.assert_allclose(outputs["features"], analysis_model(learnt)(image)["features"], rtol=1e-5)
+    assert outputs["log_odds"].shape == (2,)  # both members still answer

@@ -7,7 +7,8 @@ member also kept its validation part's answers and each image's log-odds before 
 distance (over its own validation quantile, as `ensemble` scales each member's distance), the site is measured as
 the ensemble serves it: the mean of the members' P(infected) before calibration, a calibration and screening
 threshold fitted on that mean over the validation part, the largest of the members' distances for the
-out-of-distribution and site-shift figures. Older reports kept neither: then
+out-of-distribution and site-shift figures (of the members the served distance reads: not a lesion network's,
+`fundus_lesions.distance_readers`). Older reports kept neither: then
 those figures are not measured, the report says so, and the card shows them as not measured.
 """
 
@@ -28,6 +29,7 @@ from training.evaluation.assessment import group_intervals
 from training.evaluation.metrics import compute_metrics, probabilities_of
 from training.experiments.cross_site import measure_site
 from training.experiments.ensemble import ensemble_architecture, largest_input, report_and_scores
+from training.networks.fundus_lesions import distance_readers
 from training.networks.servable import mean_over_views
 from training.release.trust import OOD_QUANTILE, CalibrationChoice, answer_rule
 
@@ -35,7 +37,7 @@ METHOD = "leave one site out, each member trained without the site; "
 AS_SERVED = (
     "the ensemble's answer is the mean of its members' P(infected) before calibration, with a calibration and "
     "screening threshold fitted on that mean over the members' validation parts, and the largest of the members' "
-    "relative out-of-distribution distances"
+    "relative out-of-distribution distances (those of the members listed in distance_of)"
 )
 AT_HALF_ONLY = (
     "the ensemble's answer is the mean of its members' calibrated P(infected) (AUC and figures at 0.5 only: no "
@@ -74,13 +76,15 @@ def _same_images(site: str, parts: list[dict], key: str = "labels") -> None:
         raise DataError(f"the members measured different images of {site!r}: evaluate them on the same data")
 
 
-def _site_figures(site: str, members: list[dict], groups: list[str], target_sensitivity: float) -> dict[str, Any]:
+def _site_figures(
+    site: str, members: list[dict], groups: list[str], target_sensitivity: float, readers: list[bool]
+) -> dict[str, Any]:
     _same_images(site, members)
     labels = np.asarray(members[0]["labels"])
     if len(groups) != len(labels):
         raise DataError(f"the members measured different images of {site!r}: evaluate them on the same data")
     if all("validation" in member and "log_odds" in member for member in members):
-        return _served_figures(site, members, labels, groups, target_sensitivity)
+        return _served_figures(site, members, labels, groups, target_sensitivity, readers)
     probability = np.mean([member["probability"] for member in members], axis=0)
     metrics = compute_metrics(labels, probabilities_of(probability))
     return {
@@ -98,9 +102,11 @@ def _served_figures(
     labels: np.ndarray,
     groups: list[str],
     target_sensitivity: float,
+    readers: list[bool],
 ) -> dict[str, Any]:
     """The site as the ensemble serves it: the mean of the members' answers before calibration, calibrated and
-    thresholded by a rule fitted on the members' validation answers."""
+    thresholded by a rule fitted on the members' validation answers; the largest distance of the members the
+    distance reads (`readers`)."""
     validations = [member["validation"] for member in members]
     _same_images(site, validations)
     _same_images(site, validations, "groups")
@@ -109,13 +115,13 @@ def _served_figures(
     calibration, threshold = answer_rule(
         validation_odds, validation_labels, validations[0]["groups"], target_sensitivity
     )
-    validation_distances = np.max([part["distance"] for part in validations], axis=0)
+    validation_distances = np.max([part["distance"] for part, read in zip(validations, readers) if read], axis=0)
     rule = EnsembleRule(calibration, threshold, float(np.quantile(validation_distances, OOD_QUANTILE)))
     return measure_site(
         labels,
         groups,
         mean_answer_log_odds([member["log_odds"] for member in members]),
-        np.max([member["distance"] for member in members], axis=0),
+        np.max([member["distance"] for member, read in zip(members, readers) if read], axis=0),
         rule,
         validation_distances,
         calibrated_at=float(np.mean(validation_labels == POSITIVE)),
@@ -135,6 +141,8 @@ def combine_cross_sites(reports: list[Path], data_dir: Path, report_dir: Path) -
     groups = held_out_groups(data_dir, first["disease"])
     target_sensitivity = describe_disease(first["disease"], data_dir).screening_sensitivity
     rounds = {round_["site"]: round_ for round_ in first["held_out"]}
+    architectures = [r.get("arch", "paper_cnn") for r in results]
+    readers = distance_readers(architectures)
     held_out = []
     for site in rounds:
         if any(site not in kept for _, kept in read):
@@ -147,7 +155,9 @@ def combine_cross_sites(reports: list[Path], data_dir: Path, report_dir: Path) -
                 "best_epoch": [
                     next(r["best_epoch"] for r in result["held_out"] if r["site"] == site) for result in results
                 ],
-                "figures": _site_figures(site, [kept[site] for _, kept in read], groups[site], target_sensitivity),
+                "figures": _site_figures(
+                    site, [kept[site] for _, kept in read], groups[site], target_sensitivity, readers
+                ),
             }
         )
     names = [report.name.removesuffix(".json") for report in reports]
@@ -156,7 +166,8 @@ def combine_cross_sites(reports: list[Path], data_dir: Path, report_dir: Path) -
         "disease": first["disease"],
         "method": METHOD + (AS_SERVED if all("screening" in r["figures"] for r in held_out) else AT_HALF_ONLY),
         "seed": first["seed"],
-        "arch": ensemble_architecture([r.get("arch", "paper_cnn") for r in results]),
+        "arch": ensemble_architecture(architectures),
+        "distance_of": [name for name, reads in zip(names, readers) if reads],
         "input": largest_input(inputs),  # what the ensemble takes
         "member_inputs": inputs,
         "enhancement": first["enhancement"],

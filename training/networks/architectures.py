@@ -20,6 +20,7 @@ from keras import layers
 from app.contract.preprocessing import InputSpec
 from training.networks.efficientnet_lite import INPUT_MEAN, INPUT_STD, STAGES_SUFFIX, VARIANTS, constructor
 from training.networks.fundus_lesions import MIN_SIDE as LESIONS_MIN_SIDE
+from training.networks.fundus_lesions import NAME as FUNDUS_LESIONS
 from training.networks.fundus_lesions import make_lesion_network
 from training.networks.model import MIN_SIDE as PAPER_MIN_SIDE
 from training.networks.model import make_model
@@ -47,8 +48,7 @@ for _name in VARIANTS:
     APPLICATIONS[_name] = APPLICATIONS[_name + STAGES_SUFFIX] = (constructor(_name), 32, "lite")
 # Architectures whose head reads earlier layers too: name -> the layers pooled (average and maximum) beside the last.
 TAPPED_LAYERS = {name + STAGES_SUFFIX: (variant.stage_end(6),) for name, variant in VARIANTS.items()}
-# Not a learnt network: hand-made lesion measures of a fundus photograph, for a frozen head (fundus_lesions.py).
-FUNDUS_LESIONS = "fundus_lesions"
+# FUNDUS_LESIONS: not a learnt network, hand-made lesion measures of a fundus photograph for a frozen head.
 ARCHITECTURES = (PAPER_CNN, PAPER_CNN_POOLED, *APPLICATIONS, FUNDUS_LESIONS)
 IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)  # "torch" mode
 IMAGENET_STD_RGB = (0.229, 0.224, 0.225)

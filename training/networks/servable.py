@@ -43,7 +43,7 @@ import tensorflow as tf
 
 from app.contract.preprocessing import InputSpec
 from app.contract.savedmodel import ANALYSE, EXPLAIN, SERVE
-from training.networks.fundus_lesions import flip_invariant
+from training.networks.fundus_lesions import distance_readers, flip_invariant
 from training.networks.stored_kernels import SCALE_SUFFIX, is_kernel, quantized, round_variables, rounded
 
 
@@ -396,25 +396,36 @@ def member_analysis(member: keras.Model, analysis: keras.Model, image, batch, fl
 
 
 def analysed(members: list[keras.Model], analyses: list[keras.Model], image, flips: Sequence[str]) -> dict:
-    """image -> its features (as sent; every member's side by side), each member's logits and last
-    convolution, and the log-odds of P(infected) averaged over the members and the flips."""
+    """image -> its features (as sent; those of the `distance_members` side by side), each member's logits and
+    last convolution, and the log-odds of P(infected) averaged over the members and the flips."""
     batch = with_flips(image, flips) if flips else image
     outputs = [member_analysis(member, analysis, image, batch, flips) for member, analysis in zip(members, analyses)]
     logits = [logits_of(member, output["penultimate"]) for member, output in zip(members, outputs)]
     per_view = tf.concat([log_odds_from_logits(member_logits) for member_logits in logits], axis=0)
     views = len(members) * (1 + len(flip_views(flips)))
     count = tf.shape(image)[0]
+    read = distance_members(members)
     return {
-        "features": tf.concat([output["features"][:count] for output in outputs], axis=1),
+        "features": tf.concat(
+            [output["features"][:count] for member, output in zip(members, outputs) if member in read], axis=1
+        ),
         "last_convs": [output["last_conv"] for output in outputs],
         "logits": logits,
         "log_odds": mean_over_views(per_view, views) if views > 1 else per_view,
     }
 
 
+def distance_members(members: list[keras.Model]) -> list[keras.Model]:
+    """The members whose features the out-of-distribution distance reads, in order (`distance_readers`; a lesion
+    network's Keras name is its architecture's, fundus_lesions.NAME)."""
+    return [member for member, reads in zip(members, distance_readers([m.name for m in members])) if reads]
+
+
 def feature_widths(networks: Networks) -> list[int]:
-    """Each member's number of out-of-distribution features, in the order `analysed` puts them side by side."""
-    return [int(analysis_model(member).output["features"].shape[-1]) for member in members_of(networks)]
+    """The number of out-of-distribution features of each member the distance reads, in the order `analysed`
+    puts them side by side."""
+    members = distance_members(members_of(networks))
+    return [int(analysis_model(member).output["features"].shape[-1]) for member in members]
 
 
 def features_and_log_odds(
