@@ -95,12 +95,13 @@ def test_it_refuses_what_it_cannot_read():
         make_architecture(FUNDUS_LESIONS, SPEC, weights="backbones/anything.weights.h5")
 
 
-@pytest.mark.parametrize("length", [3, 5, 7, 13, 25])
-@pytest.mark.parametrize("axis", [1, 2])
-def test_line_max_is_a_same_max_pool(length: int, axis: int):
-    x = tf.random.stateless_uniform((2, 37, 41, 1), seed=(length, axis))
-    size = (length, 1) if axis == 1 else (1, length)
-    np.testing.assert_array_equal(lesions.line_max(x, length, axis), tf.nn.max_pool2d(x, size, 1, "SAME"))
+@pytest.mark.parametrize("size", [(1, 7), (13, 1), (5, 5), (25, 3)])
+def test_a_rectangles_maximum_is_centred_and_reads_nothing_beyond_the_edge(size: tuple[int, int]):
+    from scipy.ndimage import maximum_filter
+
+    x = tf.random.stateless_uniform((2, 37, 41, 1), seed=size) - 2.0  # all negative: a zero pad would show
+    expected = maximum_filter(x.numpy(), size=(1, *size, 1), mode="constant", cval=-np.inf)
+    np.testing.assert_array_equal(lesions._max(x, size), expected)
 
 
 def test_measures_do_not_depend_on_flips():

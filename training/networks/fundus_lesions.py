@@ -54,33 +54,16 @@ def gaussian_blur(x: tf.Tensor, sigma: float) -> tf.Tensor:
     return tf.nn.conv2d(x, tf.reshape(kernel, (1, -1, 1, 1)), 1, "SAME")
 
 
-def line_max(x: tf.Tensor, length: int, axis: int) -> tf.Tensor:
-    """The maximum over a centred window of odd `length` along `axis` (1 rows, 2 columns), as a SAME max pool,
-    by doubling: windows of 1, 2, 4, ... joined, log2(length) maxima instead of `length` (3.5 x faster at 25)."""
-    half = length // 2
-    padding = [[0, 0]] * 4
-    padding[axis] = [half, half]
-    window, width = tf.pad(x, padding, constant_values=-np.inf), 1
-    size = x.shape[axis] + 2 * half
-
-    def shifted(values, start: int, stop: int):
-        return values[:, start:stop] if axis == 1 else values[:, :, start:stop]
-
-    while 2 * width <= length:
-        window, size = tf.maximum(shifted(window, 0, size - width), shifted(window, width, size)), size - width
-        width *= 2
-    if width < length:  # the rest: two windows of `width` overlapping to cover `length`
-        rest = length - width
-        window = tf.maximum(shifted(window, 0, size - rest), shifted(window, rest, size))
-    return window
-
-
 def _max(x: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
-    """A rectangle's maximum: its rows', then its columns' (exact for a rectangle)."""
+    """The maximum over a centred rectangle of odd sides (rows, columns), nothing beyond the edge: a max pool
+    along rows, then one along columns (a pool's cost grows with its window's area). The max by doubling windows
+    it replaces (log2 of the length in slices) was no faster (0.34 against 0.31 s for a 512 px photograph's
+    analysis), but its thousands of slices made the SavedModel 6.9 MB of graph against 2.3: more than an
+    ensemble with it had room for under a model's 20 MB."""
     rows, columns = size
     if rows > 1:
-        x = line_max(x, rows, 1)
-    return line_max(x, columns, 2) if columns > 1 else x
+        x = tf.nn.max_pool2d(x, (1, rows, 1, 1), 1, "SAME")
+    return tf.nn.max_pool2d(x, (1, 1, columns, 1), 1, "SAME") if columns > 1 else x
 
 
 def _min(x: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
