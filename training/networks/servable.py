@@ -310,27 +310,26 @@ def members_of(networks: Networks) -> list[keras.Model]:
     return [networks] if isinstance(networks, keras.Model) else list(networks)
 
 
-def analysis_model(model: keras.Model) -> keras.Model:
-    """image -> {features, logits, last_conv}: what the signatures and the fitting both start from.
+def analysis_model(model: keras.Model, features: bool = True) -> keras.Model:
+    """image -> {features, penultimate, last_conv}: what the signatures and the fitting both start from. Without
+    `features` for the signatures that measure no distance (serve, explain), whose graphs then hold none of the
+    pooling and input statistics (the three-network retinopathy ensemble's SavedModel was 20.0 MiB with them).
 
     Features are the spatial mean of every convolution's output (low-level statistics tell modalities
     apart), the input of the head (what the decision is made from) and three statistics of the input: its
     intensity histogram, its gradient histogram and its coarse layout. The last two lifted brain_tumor's flag
     on breast ultrasound from 92.5% to 96.9% of the ultrasound's non-test images (they were chosen there),
     its own test part flagged 2.0% either way (docs/models.md)."""
-    convs = conv_layers(model)
-    pooled = [
-        keras.layers.GlobalAveragePooling2D(name=f"ood_pool_{layer.name}")(layer.output)
-        for layer in ood_conv_layers(model)
-    ]
     penultimate = head(model).input
-    statistics = [layer(name=name)(model.inputs[0]) for name, layer in INPUT_STATISTICS.items()]
-    features = keras.layers.Concatenate(name="ood_features")([*pooled, penultimate, *statistics])
-    return keras.Model(
-        model.inputs,
-        {"features": features, "penultimate": penultimate, "last_conv": convs[-1].output},
-        name=f"{model.name}_analysis",
-    )
+    outputs = {"penultimate": penultimate, "last_conv": conv_layers(model)[-1].output}
+    if features:
+        pooled = [
+            keras.layers.GlobalAveragePooling2D(name=f"ood_pool_{layer.name}")(layer.output)
+            for layer in ood_conv_layers(model)
+        ]
+        statistics = [layer(name=name)(model.inputs[0]) for name, layer in INPUT_STATISTICS.items()]
+        outputs["features"] = keras.layers.Concatenate(name="ood_features")([*pooled, penultimate, *statistics])
+    return keras.Model(model.inputs, outputs, name=f"{model.name}_analysis")
 
 
 def logits_of(model: keras.Model, penultimate):
@@ -388,31 +387,30 @@ def member_analysis(member: keras.Model, analysis: keras.Model, image, batch, fl
     if not flips or not flip_invariant(member):
         return analysis(resized_for(analysis, batch), training=False)
     once = analysis(resized_for(analysis, image), training=False)
-    return {
-        "features": once["features"],  # the image's own; `analysed` keeps those of the first view only
-        "penultimate": tf.tile(once["penultimate"], [1 + len(flip_views(flips)), 1]),
-        "last_conv": once["last_conv"],  # the image's maps only: `view_heatmaps` flips them for each view
-    }
+    # The features are the image's own (`analysed` keeps those of the first view only), and the last convolution
+    # the image's maps only (`view_heatmaps` flips them for each view).
+    return once | {"penultimate": tf.tile(once["penultimate"], [1 + len(flip_views(flips)), 1])}
 
 
 def analysed(members: list[keras.Model], analyses: list[keras.Model], image, flips: Sequence[str]) -> dict:
-    """image -> its features (as sent; those of the `distance_members` side by side), each member's logits and
-    last convolution, and the log-odds of P(infected) averaged over the members and the flips."""
+    """image -> its features (as sent; those of the `distance_members` side by side, where the analyses have
+    them), each member's logits and last convolution, and the log-odds of P(infected) averaged over the members
+    and the flips."""
     batch = with_flips(image, flips) if flips else image
     outputs = [member_analysis(member, analysis, image, batch, flips) for member, analysis in zip(members, analyses)]
     logits = [logits_of(member, output["penultimate"]) for member, output in zip(members, outputs)]
     per_view = tf.concat([log_odds_from_logits(member_logits) for member_logits in logits], axis=0)
     views = len(members) * (1 + len(flip_views(flips)))
-    count = tf.shape(image)[0]
-    read = distance_members(members)
-    return {
-        "features": tf.concat(
-            [output["features"][:count] for member, output in zip(members, outputs) if member in read], axis=1
-        ),
+    result = {
         "last_convs": [output["last_conv"] for output in outputs],
         "logits": logits,
         "log_odds": mean_over_views(per_view, views) if views > 1 else per_view,
     }
+    if all("features" in output for output in outputs):
+        read, count = distance_members(members), tf.shape(image)[0]
+        chosen = [output["features"][:count] for member, output in zip(members, outputs) if member in read]
+        result["features"] = tf.concat(chosen, axis=1)
+    return result
 
 
 def distance_members(members: list[keras.Model]) -> list[keras.Model]:
@@ -536,6 +534,7 @@ def servable_endpoints(
     """The three signatures' functions of an image batch (`write_savedmodel` traces them; called directly
     they run eagerly)."""
     analyses = [analysis_model(member) for member in members]
+    answers = [analysis_model(member, features=False) for member in members]  # what serve and explain read
     grids = [grid_on_input(member, spec) for member in members]
     one_view = len(members) == 1 and not flips  # serving_default is then exactly the trained network
 
@@ -548,7 +547,7 @@ def servable_endpoints(
     def serve(image):
         if one_view:
             return members[0](image, training=False)
-        return as_scores(analysed(members, analyses, image, flips))
+        return as_scores(analysed(members, answers, image, flips))
 
     def analyse(image):
         outputs = analysed(members, analyses, image, flips)
@@ -559,7 +558,7 @@ def servable_endpoints(
         }
 
     def explain(image):
-        return {"gradcam": hires_cam(members, analyses, grids, image, flips, spec)}
+        return {"gradcam": hires_cam(members, answers, grids, image, flips, spec)}
 
     return {SERVE: serve, ANALYSE: analyse, EXPLAIN: explain}
 
