@@ -311,3 +311,19 @@ def test_its_distance_is_the_largest_of_the_members_own_each_over_its_validation
     np.testing.assert_allclose(layer(odd.astype(np.float32)).numpy(), ood.distances(odd), rtol=1e-4)
     card = read_card(two_sizes / "malaria" / "3" / METADATA_FILE)
     assert "the largest of them" in card.out_of_distribution.method
+
+
+def test_the_card_says_which_members_the_distance_skips() -> None:
+    from types import SimpleNamespace
+
+    from app.contract.preprocessing import ColourMode, InputSpec
+    from training.networks.architectures import FUNDUS_LESIONS, make_architecture
+    from training.networks.model import make_model
+    from training.release.publish import MEMBERWISE_METHOD, UNREAD_MEMBERS_METHOD, ood_method
+
+    spec = InputSpec(height=128, width=128, colour_mode=ColourMode.RGB)
+    learnt, lesions = make_model(spec), make_architecture(FUNDUS_LESIONS, spec)
+    one_distance = SimpleNamespace(ood=None)  # one network's statistics, not MemberwiseOod
+    assert ood_method([learnt, lesions], one_distance).endswith(UNREAD_MEMBERS_METHOD)
+    assert UNREAD_MEMBERS_METHOD not in ood_method([learnt, make_model(spec)], one_distance)
+    assert MEMBERWISE_METHOD not in ood_method(learnt, one_distance)

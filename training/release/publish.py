@@ -46,8 +46,10 @@ from training.evaluation.metrics import compute_metrics, probabilities_of
 from training.networks.servable import (
     MemberwiseOod,
     Networks,
+    distance_members,
     feature_widths,
     features_and_log_odds,
+    members_of,
     ood_bits,
     round_kernels,
     write_savedmodel,
@@ -71,6 +73,10 @@ OUTPUT_DESCRIPTION = (
 MEMBERWISE_METHOD = (
     "; an ensemble's: each member's distance on its own features over that member's 97.5th-percentile "
     "distance of the validation part, the largest of them (flagged where any member finds the image unlike)"
+)
+UNREAD_MEMBERS_METHOD = (
+    "; not on the lesion measures' features (fundus_lesions), which tell collections apart by how their "
+    "photographs were saved"
 )
 PARITY_TOLERANCE = 1e-3  # log-odds: the SavedModel must answer as the Keras model did
 
@@ -121,7 +127,16 @@ def split_counts(split: Split, decoded: dict[str, DecodedSet]) -> SplitCounts:
     )
 
 
-def with_trust(card: ModelCard, trust: FittedTrust, target_sensitivity: float, validation_images: int) -> ModelCard:
+def ood_method(networks: Networks, trust: FittedTrust) -> str:
+    """How the card says the distance is measured: over one network, each member's, and which members it skips."""
+    members = members_of(networks)
+    method = OOD_METHOD + (MEMBERWISE_METHOD if isinstance(trust.ood, MemberwiseOod) else "")
+    return method + (UNREAD_MEMBERS_METHOD if len(distance_members(members)) < len(members) else "")
+
+
+def with_trust(
+    card: ModelCard, trust: FittedTrust, target_sensitivity: float, validation_images: int, ood_method: str
+) -> ModelCard:
     fitted_on = f"validation part ({validation_images} images)"
     return card.model_copy(
         update={
@@ -136,7 +151,7 @@ def with_trust(card: ModelCard, trust: FittedTrust, target_sensitivity: float, v
                 target_sensitivity=target_sensitivity, threshold=trust.threshold, validation=trust.validation_point
             ),
             "out_of_distribution": OutOfDistribution(
-                method=OOD_METHOD + (MEMBERWISE_METHOD if isinstance(trust.ood, MemberwiseOod) else ""),
+                method=ood_method,
                 fitted_on="training part (Gaussian); validation part (threshold)",
                 threshold=trust.ood_threshold,
                 threshold_quantile=OOD_QUANTILE,
@@ -228,7 +243,9 @@ def release(
         trust.threshold,
         trust.ood_threshold,
     )
-    provisional = with_trust(card, trust, target_sensitivity, data.validation.size).model_copy(
+    provisional = with_trust(
+        card, trust, target_sensitivity, data.validation.size, ood_method(networks, trust)
+    ).model_copy(
         update={"metrics": compute_metrics(data.test.labels, probabilities_of(calibrated_probability(test_odds)))}
     )
 
