@@ -183,6 +183,23 @@ def test_reports_of_other_folds_do_not_combine(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*ensemble*"))
 
 
+def test_members_with_long_report_names_give_a_report_whose_name_a_file_system_takes(tmp_path: Path) -> None:
+    from training.experiments.ensemble import combine_crossvalidations
+
+    labels = [[0, 0, 1, 1]]
+    long = "-disc-medscan-augment-vflip-frozen-ordinal1-2-3-448px-30ep"  # as the fundus recipes' names run
+    members = [
+        write_crossval(tmp_path, f"malaria-{arch}{long}", [[0.9, 0.4, 0.6, 0.1]], labels)
+        for arch in ("efficientnet_lite0_stages", "efficientnet_lite2_stages", "fundus_lesions")
+    ]
+    result, written = combine_crossvalidations(members, tmp_path)
+    assert written.exists() and len(written.name) <= 255 and len(result["scores_file"]) <= 255
+    assert written.name.startswith("malaria-ensemble-efficientnet_lite0_stages")
+    assert result["recipe"]["member_reports"] == [path.stem for path in members]  # named in full inside
+    again, _ = combine_crossvalidations(members[::-1], tmp_path / "other")
+    assert again["scores_file"] != result["scores_file"]  # shortened names stay apart
+
+
 def test_recipes_of_different_inputs_combine_each_over_its_own_flips(published, tmp_path: Path) -> None:
     from training.experiments.card_crossval import record_in_card
     from training.experiments.ensemble import combine_crossvalidations

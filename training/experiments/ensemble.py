@@ -21,6 +21,7 @@ each member's input.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -178,6 +179,19 @@ def report_and_scores(report: Path) -> tuple[dict, Any]:
     return result, json.loads((report.parent / result["scores_file"]).read_text(encoding="utf-8"))
 
 
+MAX_TAG = 200  # characters: with ".scores.json", within the 255 bytes a file name may have
+
+
+def ensemble_tag(disease: str, names: list[str]) -> str:
+    """`<disease>-ensemble-<member>+<member>...`, the members' report names without the disease; shortened to
+    MAX_TAG with a digest of the whole where it is longer (three fundus recipes' names made 265 characters; the
+    report lists every member in full)."""
+    tag = f"{disease}-ensemble-" + "+".join(name.removeprefix(f"{disease}-") for name in names)
+    if len(tag) <= MAX_TAG:
+        return tag
+    return f"{tag[: MAX_TAG - 11]}-{hashlib.sha256(tag.encode()).hexdigest()[:10]}"
+
+
 def largest_input(shapes: list[list[int]]) -> list[int]:
     """The input an ensemble of members reading `shapes` takes: the largest (the others resized down to theirs)."""
     return max(shapes, key=lambda shape: shape[0] * shape[1])
@@ -253,6 +267,6 @@ def combine_crossvalidations(reports: list[Path], report_dir: Path) -> tuple[dic
         result["with_flips"] = {"flips": union, **measured_with(rounds, "infected_with_flips")}
         if any(member != flips[0] for member in flips):
             result["with_flips"]["member_flips"] = flips
-    tag = f"{first['disease']}-ensemble-" + "+".join(name.removeprefix(f"{first['disease']}-") for name in names)
+    tag = ensemble_tag(first["disease"], names)
     write_report(result, report_dir, tag)
     return result, report_dir / f"{tag}.json"

@@ -28,7 +28,7 @@ from training.data.samples import DataError, manifest_notes
 from training.evaluation.assessment import group_intervals
 from training.evaluation.metrics import compute_metrics, probabilities_of
 from training.experiments.cross_site import measure_site
-from training.experiments.ensemble import ensemble_architecture, largest_input, report_and_scores
+from training.experiments.ensemble import ensemble_architecture, ensemble_tag, largest_input, report_and_scores
 from training.networks.fundus_lesions import distance_readers
 from training.networks.servable import mean_over_views
 from training.release.trust import OOD_QUANTILE, CalibrationChoice, answer_rule
@@ -176,8 +176,7 @@ def combine_cross_sites(reports: list[Path], data_dir: Path, report_dir: Path) -
         "held_out": held_out,
         "seconds": round(sum(r["seconds"] for r in results), 1),
     }
-    tag = "+".join(name.removeprefix(f"{first['disease']}-") for name in names)
-    path = report_dir / f"{first['disease']}-ensemble-{tag}.json"
+    path = report_dir / f"{ensemble_tag(first['disease'], names)}.json"
     result["report"] = str(path)
     report_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
