@@ -37,7 +37,7 @@ METHOD = "leave one site out, each member trained without the site; "
 AS_SERVED = (
     "the ensemble's answer is the mean of its members' P(infected) before calibration, with a calibration and "
     "screening threshold fitted on that mean over the members' validation parts, and the largest of the members' "
-    "relative out-of-distribution distances (those of the members listed in distance_of)"
+    "relative out-of-distribution distances (of the members the served distance reads: all but lesion measures)"
 )
 AT_HALF_ONLY = (
     "the ensemble's answer is the mean of its members' calibrated P(infected) (AUC and figures at 0.5 only: no "
