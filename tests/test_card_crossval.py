@@ -191,3 +191,29 @@ def test_a_report_that_did_not_measure_the_versions_flips_is_refused(tmp_path: P
     with pytest.raises(DataError, match="kept no scores"):
         record_in_card(tmp_path / "models", "malaria", a_result(tmp_path))
     assert (folder / "metadata.json").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "temperature, bias, method", [(1.0, 0.0, "none"), (0.7, 0.0, "temperature"), (0.7, 0.3, "platt")]
+)
+def test_the_versions_own_calibration_is_measured_round_by_round(tmp_path: Path, temperature, bias, method) -> None:
+    from training.experiments.card_crossval import record_in_card
+    from training.experiments.crossval import calibrated_ece
+
+    folder = a_version(tmp_path / "models")
+    card = read_card(folder / "metadata.json")
+    calibration = card.calibration.model_copy(
+        update={"temperature": temperature, "bias": bias, "method": "platt" if bias else "temperature"}
+    )
+    write_card(card.model_copy(update={"calibration": calibration}), folder / "metadata.json")
+    recorded = record_in_card(tmp_path / "models", "malaria", with_kept_scores(tmp_path)).cross_validation
+    expected = calibrated_ece([{"scores": kept} for kept in kept_scores()], "infected", method)
+    assert recorded.calibration.model_dump() == expected
+    assert 0 < recorded.calibration.pooled_ece < 0.5
+
+
+def test_a_report_without_kept_scores_records_no_calibration(tmp_path: Path) -> None:
+    from training.experiments.card_crossval import record_in_card
+
+    a_version(tmp_path / "models")
+    assert record_in_card(tmp_path / "models", "malaria", a_result(tmp_path)).cross_validation.calibration is None

@@ -340,3 +340,38 @@ def test_operating_points_by_hand_on_a_tiny_fixed_example() -> None:
     assert full["at_0_5"]["accuracy"]["mean"] == 0.5  # 0.7 and 0.65 flagged, 0.2 and 0.1 not
     half = measured_with([round_], "infected", target_sensitivity=0.5)  # threshold 0.9: only 0.9-and-up flagged
     assert half["at_screening"]["sensitivity"]["mean"] == 0.0 and half["at_screening"]["specificity"]["mean"] == 1.0
+
+
+def overconfident_rounds(rounds: int = 4, count: int = 400, seed: int = 3) -> list[dict]:
+    """Kept scores whose log-odds are three times what the truth is: calibrated answers would be P = sigmoid(z)."""
+    rng = np.random.default_rng(seed)
+
+    def part() -> dict:
+        z = rng.normal(0, 1.5, count)
+        labels = np.where(rng.random(count) < 1 / (1 + np.exp(-z)), 0, 1)  # 0 = infected
+        return {"labels": labels.tolist(), "infected": (1 / (1 + np.exp(-3 * z))).round(5).tolist()}
+
+    return [{"scores": {"held_out": part(), "validation": part()}} for _ in range(rounds)]
+
+
+def test_calibration_is_fitted_on_each_validation_fold_and_measured_on_its_held_out_fold() -> None:
+    from training.evaluation.metrics import expected_calibration_error
+    from training.experiments.crossval import calibrated_ece
+
+    rounds = overconfident_rounds()
+    uncalibrated = calibrated_ece(rounds, "infected", "none")
+    by_hand = [
+        expected_calibration_error(
+            np.array(r["scores"]["held_out"]["infected"]), np.array(r["scores"]["held_out"]["labels"])
+        )
+        for r in rounds
+    ]
+    assert uncalibrated["ece"]["mean"] == pytest.approx(np.mean(by_hand), abs=1e-6)
+    pooled = expected_calibration_error(
+        np.concatenate([r["scores"]["held_out"]["infected"] for r in rounds]),
+        np.concatenate([r["scores"]["held_out"]["labels"] for r in rounds]),
+    )
+    assert uncalibrated["pooled_ece"] == pytest.approx(pooled, abs=1e-6)
+    temperature = calibrated_ece(rounds, "infected", "temperature")
+    assert uncalibrated["pooled_ece"] > 0.1 and temperature["pooled_ece"] < 0.04  # T near 3 undoes the overconfidence
+    assert temperature["method"] == "temperature" and temperature["ece"]["std"] > 0

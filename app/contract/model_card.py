@@ -256,6 +256,15 @@ class ScreeningCrossValidation(BaseModel):
     summary: dict[str, dict[str, float]]
 
 
+class CrossValidatedCalibration(BaseModel):
+    """The version's calibration method fitted on each round's validation fold and measured on its held-out fold:
+    its calibration on every patient of the pool, not only on the test part's few hundred."""
+
+    method: Literal["none", "temperature", "platt"]
+    pooled_ece: float = Field(description="ECE over every round's held-out answers together")
+    ece: dict[str, float] = Field(description="mean and std of the rounds' ECE")
+
+
 class CrossValidation(BaseModel):
     """Grouped, stratified k-fold cross-validation of the recipe on the non-test part (`python -m training
     cross-validate`): how it does on patients it has not seen, mean and standard deviation over rounds."""
@@ -276,6 +285,7 @@ class CrossValidation(BaseModel):
     )
     summary: dict[str, dict[str, float]] = Field(description="at a threshold of 0.5")
     screening: ScreeningCrossValidation | None = Field(None, description="absent: measured at 0.5 only")
+    calibration: CrossValidatedCalibration | None = Field(None, description="absent: recorded before it was measured")
     seconds: float
     report: str = Field(description="the full result, rounds included, in the repository")
 

@@ -114,6 +114,7 @@ def trust_table(models_dir: Path) -> str:
         "disease",
         "calibration",
         "ECE before -> after (test)",
+        "ECE, grouped CV: all rounds (mean +- sd)",
         "Brier before -> after",
         "screening threshold",
         "sens / spec at it (test)",
@@ -126,7 +127,7 @@ def trust_table(models_dir: Path) -> str:
     for card in shipped_cards(models_dir):
         cal, screen, ood = card.calibration, card.screening, card.out_of_distribution
         if not (cal and cal.test and screen and screen.test and screen.test_at_0_5 and ood):
-            lines.append(f"| {card.disease} | (exported before the trust layer) |||||||||")
+            lines.append(f"| {card.disease} | (exported before the trust layer) ||||||||||")
             continue
         flagged = ood.flagged
         others = {
@@ -136,7 +137,8 @@ def trust_table(models_dir: Path) -> str:
         lowest_text = f"{lowest[1].flagged:.1%} ({lowest[0].removesuffix(' test part')})" if lowest else "-"
         lines.append(
             f"| {card.disease} | {_calibration(cal)} | {cal.test.ece_before:.4f} -> {cal.test.ece_after:.4f} "
-            f"| {cal.test.brier_before:.4f} -> {cal.test.brier_after:.4f} | {screen.threshold:.4f} "
+            f"| {_crossval_ece(card)} | {cal.test.brier_before:.4f} -> {cal.test.brier_after:.4f} "
+            f"| {screen.threshold:.4f} "
             f"| {_point(screen.test)} "
             f"| {screen.test_at_0_5.sensitivity:.1%} / {screen.test_at_0_5.specificity:.1%} "
             f"| {flagged['own test part'].flagged:.1%} "
@@ -144,6 +146,14 @@ def trust_table(models_dir: Path) -> str:
             f"| {_flag(flagged, 'natural photographs (skimage.data)')} | {_flag(flagged, 'noise and blank images')} |"
         )
     return "\n".join(lines)
+
+
+def _crossval_ece(card: ModelCard) -> str:
+    """The ECE of the version's calibration fitted and measured round by round under grouped CV."""
+    measured = card.cross_validation.calibration if card.cross_validation else None
+    if measured is None:
+        return "-"
+    return f"{measured.pooled_ece:.4f} ({measured.ece['mean']:.4f} +- {measured.ece['std']:.4f})"
 
 
 def _point(point) -> str:

@@ -10,11 +10,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from app.contract.model_card import CrossValidation, ModelCard, read_card, replace_card
+from app.contract.model_card import (
+    UNCALIBRATED,
+    CrossValidatedCalibration,
+    CrossValidation,
+    ModelCard,
+    read_card,
+    replace_card,
+)
 from app.contract.model_store import METADATA_FILE
 from training.data.samples import DataError
 from training.data.versions import published_version
-from training.experiments.crossval import kept_rounds, measured_with
+from training.experiments.crossval import calibrated_ece, kept_rounds, measured_with
 from training.experiments.ensemble import largest_input
 from training.release.trust import target_sensitivity_of
 
@@ -74,6 +81,21 @@ def as_served(card: ModelCard, result: dict, report: Path) -> tuple[dict, dict |
     return measured["at_0_5"], {"target_sensitivity": target, "summary": measured["at_screening"]}
 
 
+def calibration_method(card: ModelCard) -> str:
+    """The method the version calibrates with: `none` where its fit left the log-odds as they were."""
+    if card.calibration is None or card.calibration.parameters() == UNCALIBRATED:
+        return "none"
+    return card.calibration.method
+
+
+def served_calibration(card: ModelCard, result: dict, report: Path) -> CrossValidatedCalibration | None:
+    """The version's calibration method fitted and measured round by round from the kept scores (None without)."""
+    if "scores_file" not in result:
+        return None
+    key = "infected_with_flips" if card.test_time_flips else "infected"
+    return CrossValidatedCalibration(**calibrated_ece(kept_rounds(report, result), key, calibration_method(card)))
+
+
 def record_in_card(models_dir: Path, disease: str, report: Path, version: int | None = None) -> ModelCard:
     result = json.loads(report.read_text(encoding="utf-8"))
     if result.get("disease") != disease:
@@ -95,6 +117,7 @@ def record_in_card(models_dir: Path, disease: str, report: Path, version: int | 
         test_time_flips=card.test_time_flips,
         summary=summary,
         screening=screening,
+        calibration=served_calibration(card, result, report),
         seconds=result["seconds"],
         report=report.as_posix(),
     )

@@ -28,7 +28,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from app.contract.model_card import SplitSpec
 from app.contract.preprocessing import Enhancement, InputSpec
-from app.contract.scoring import normalise
+from app.contract.scoring import calibrated_probability, normalise
 from training.data.config import DEFAULT_LEARNING_RATE, Recipe, samples_of
 from training.data.pipeline import (
     DecodedSet,
@@ -40,7 +40,7 @@ from training.data.pipeline import (
     prediction_batches,
 )
 from training.data.samples import DataError, Sample, check_trainable, split_as
-from training.evaluation.metrics import compute_metrics, probabilities_of
+from training.evaluation.metrics import compute_metrics, expected_calibration_error, probabilities_of
 from training.networks.fitting import FittedModel, fit_model
 from training.networks.fundus_lesions import flip_invariant
 from training.networks.model import Predictor, predictor
@@ -52,7 +52,7 @@ from training.release.train import (
     resolve_recipe,
     resolve_start,
 )
-from training.release.trust import DEFAULT_TARGET_SENSITIVITY, screening_threshold
+from training.release.trust import CALIBRATION_METHODS, DEFAULT_TARGET_SENSITIVITY, screening_threshold
 
 log = logging.getLogger("training")
 METRICS = ("accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc")
@@ -295,6 +295,34 @@ def measured_with(
             metrics = compute_metrics(labels, probabilities_of(infected), cut)
             measured.append({name: getattr(metrics, name) for name in METRICS})
     return {"at_0_5": _over_rounds(at_half), "at_screening": _over_rounds(at_screening)}
+
+
+def calibrated_ece(rounds: list[dict], key: str, method: str) -> dict[str, Any]:
+    """The calibration `method` fitted on each round's validation fold from kept scores, as an export fits it on
+    its validation part, and its ECE on the round's held-out fold: per round, and over every round's answers
+    together (the whole pool, so far less noisy than one test part)."""
+    answers, labels, per_round = [], [], []
+    for round_ in rounds:
+        held_out, validation = round_["scores"]["held_out"], round_["scores"]["validation"]
+        fitted = CALIBRATION_METHODS[method](log_odds_of(validation[key]), np.array(validation["labels"]))
+        calibrated = calibrated_probability(log_odds_of(held_out[key]), *fitted)
+        per_round.append(expected_calibration_error(calibrated, np.array(held_out["labels"])))
+        answers.append(calibrated)
+        labels.append(np.array(held_out["labels"]))
+    return {
+        "method": method,
+        "pooled_ece": expected_calibration_error(np.concatenate(answers), np.concatenate(labels)),
+        "ece": {
+            "mean": float(np.mean(per_round)),
+            "std": float(np.std(per_round, ddof=1)) if len(per_round) > 1 else 0.0,
+        },
+    }
+
+
+def log_odds_of(kept: list[float]) -> np.ndarray:
+    """Kept P(infected) (rounded to 5 decimals) -> log-odds, finite at 0 and 1."""
+    p = np.clip(np.asarray(kept, dtype=np.float64), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
 
 
 def kept_rounds(report: Path, result: dict) -> list[dict]:
