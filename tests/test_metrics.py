@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from training.evaluation.metrics import INTERVAL_METRICS, compute_metrics, probabilities_of, resampled_metrics, roc_auc
+from training.evaluation.metrics import (
+    INTERVAL_METRICS,
+    compute_metrics,
+    expected_calibration_error,
+    probabilities_of,
+    resampled_metrics,
+    roc_auc,
+)
 
 
 @pytest.mark.parametrize("levels", [None, 5], ids=["continuous", "many-ties"])
@@ -51,3 +58,15 @@ def test_resampled_metrics_are_compute_metrics_of_each_resample(levels: int | No
                 assert np.isnan(together[name][row])
             else:
                 assert together[name][row] == pytest.approx(expected, abs=1e-12), (row, name)
+
+
+def test_the_ece_floor_is_what_a_perfectly_calibrated_model_measures_and_shrinks_with_more_images() -> None:
+    from training.evaluation.metrics import calibrated_ece_floor
+
+    rng = np.random.default_rng(5)
+    few, many = (1 / (1 + np.exp(-rng.normal(0, 1.8, n))) for n in (220, 2200))
+    measured = [  # a model calibrated by construction: labels drawn from its own answers, other draws than the floor's
+        expected_calibration_error(few, np.where(rng.random(len(few)) < few, 0, 1)) for _ in range(300)
+    ]
+    assert calibrated_ece_floor(few) == pytest.approx(np.mean(measured), rel=0.1)
+    assert calibrated_ece_floor(few) > 0.04 and calibrated_ece_floor(many) < 0.5 * calibrated_ece_floor(few)

@@ -262,7 +262,9 @@ class CrossValidatedCalibration(BaseModel):
 
     method: Literal["none", "temperature", "platt"]
     pooled_ece: float = Field(description="ECE over every round's held-out answers together")
+    pooled_floor: float = Field(description="the mean ECE a perfectly calibrated model would show on those answers")
     ece: dict[str, float] = Field(description="mean and std of the rounds' ECE")
+    floor: float = Field(description="the same floor, on one round's answers (mean over rounds)")
 
 
 class CrossValidation(BaseModel):

@@ -114,7 +114,7 @@ def trust_table(models_dir: Path) -> str:
         "disease",
         "calibration",
         "ECE before -> after (test)",
-        "ECE, grouped CV: all rounds (mean +- sd)",
+        "ECE, grouped CV: all rounds; per round (floor: a perfectly calibrated model's)",
         "Brier before -> after",
         "screening threshold",
         "sens / spec at it (test)",
@@ -153,7 +153,10 @@ def _crossval_ece(card: ModelCard) -> str:
     measured = card.cross_validation.calibration if card.cross_validation else None
     if measured is None:
         return "-"
-    return f"{measured.pooled_ece:.4f} ({measured.ece['mean']:.4f} +- {measured.ece['std']:.4f})"
+    return (
+        f"{measured.pooled_ece:.4f} (floor {measured.pooled_floor:.4f}); "
+        f"{measured.ece['mean']:.4f} +- {measured.ece['std']:.4f} (floor {measured.floor:.4f})"
+    )
 
 
 def _point(point) -> str:

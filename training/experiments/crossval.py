@@ -40,7 +40,12 @@ from training.data.pipeline import (
     prediction_batches,
 )
 from training.data.samples import DataError, Sample, check_trainable, split_as
-from training.evaluation.metrics import compute_metrics, expected_calibration_error, probabilities_of
+from training.evaluation.metrics import (
+    calibrated_ece_floor,
+    compute_metrics,
+    expected_calibration_error,
+    probabilities_of,
+)
 from training.networks.fitting import FittedModel, fit_model
 from training.networks.fundus_lesions import flip_invariant
 from training.networks.model import Predictor, predictor
@@ -300,22 +305,24 @@ def measured_with(
 def calibrated_ece(rounds: list[dict], key: str, method: str) -> dict[str, Any]:
     """The calibration `method` fitted on each round's validation fold from kept scores, as an export fits it on
     its validation part, and its ECE on the round's held-out fold: per round, and over every round's answers
-    together (the whole pool, so far less noisy than one test part)."""
-    answers, labels, per_round = [], [], []
+    together (the whole pool, so far less noisy than one test part). Each beside its floor: what a perfectly
+    calibrated model answering the same would show on as many images."""
+    answers, labels, per_round, floors = [], [], [], []
     for round_ in rounds:
         held_out, validation = round_["scores"]["held_out"], round_["scores"]["validation"]
         fitted = CALIBRATION_METHODS[method](log_odds_of(validation[key]), np.array(validation["labels"]))
         calibrated = calibrated_probability(log_odds_of(held_out[key]), *fitted)
         per_round.append(expected_calibration_error(calibrated, np.array(held_out["labels"])))
+        floors.append(calibrated_ece_floor(calibrated))
         answers.append(calibrated)
         labels.append(np.array(held_out["labels"]))
+    pooled = np.concatenate(answers)
     return {
         "method": method,
-        "pooled_ece": expected_calibration_error(np.concatenate(answers), np.concatenate(labels)),
-        "ece": {
-            "mean": float(np.mean(per_round)),
-            "std": float(np.std(per_round, ddof=1)) if len(per_round) > 1 else 0.0,
-        },
+        "pooled_ece": expected_calibration_error(pooled, np.concatenate(labels)),
+        "pooled_floor": calibrated_ece_floor(pooled),
+        "ece": {"mean": float(np.mean(per_round)), "std": float(np.std(per_round, ddof=1)) if len(rounds) > 1 else 0.0},
+        "floor": float(np.mean(floors)),
     }
 
 
