@@ -49,6 +49,7 @@ def test_export_is_a_complete_version_with_card_and_report(trained) -> None:
     assert card.format_version == 2 and card.data.split_spec.seed == 42 and card.data.split_spec.test_fraction == 0.15
     # The trust layer is fitted and measured by every training run.
     assert card.calibration.temperature > 0 and card.calibration.test.n_images == card.metrics.n_images
+    assert 0 < card.calibration.test.ece_floor < 0.5  # what sampling alone gives on this test part
     assert 0 <= card.screening.threshold <= 1 and card.screening.validation.sensitivity >= 0.95
     assert card.screening.test is not None and card.screening.test_at_0_5.threshold == 0.5
     assert card.screening.test.intervals is not None and set(card.screening.test.intervals) <= {

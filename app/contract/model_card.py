@@ -81,6 +81,9 @@ class CalibrationFigures(BaseModel):
     bins: int = 15
     ece_before: float
     ece_after: float
+    ece_floor: float | None = Field(
+        None, description="the mean ECE a perfectly calibrated model giving the calibrated answers would show"
+    )
     brier_before: float
     brier_after: float
 

@@ -31,6 +31,7 @@ from training.evaluation.metrics import (
     INFECTED,
     INTERVAL_METRICS,
     brier_score,
+    calibrated_ece_floor,
     compute_metrics,
     expected_calibration_error,
     operating_point,
@@ -127,6 +128,7 @@ def calibration_figures(
         bins=ECE_BINS,
         ece_before=expected_calibration_error(before, labels),
         ece_after=expected_calibration_error(after, labels),
+        ece_floor=calibrated_ece_floor(after),
         brier_before=brier_score(before, labels),
         brier_after=brier_score(after, labels),
     )

@@ -136,7 +136,8 @@ def trust_table(models_dir: Path) -> str:
         lowest = min(others.items(), key=lambda item: item[1].flagged) if others else None
         lowest_text = f"{lowest[1].flagged:.1%} ({lowest[0].removesuffix(' test part')})" if lowest else "-"
         lines.append(
-            f"| {card.disease} | {_calibration(cal)} | {cal.test.ece_before:.4f} -> {cal.test.ece_after:.4f} "
+            f"| {card.disease} | {_calibration(cal)} | {cal.test.ece_before:.4f} -> {cal.test.ece_after:.4f}"
+            f"{f' (floor {cal.test.ece_floor:.4f})' if cal.test.ece_floor is not None else ''} "
             f"| {_crossval_ece(card)} | {cal.test.brier_before:.4f} -> {cal.test.brier_after:.4f} "
             f"| {screen.threshold:.4f} "
             f"| {_point(screen.test)} "
