@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
@@ -71,6 +71,11 @@ class Settings(BaseSettings):
     dicom_ae_title: str = Field("MEDSCAN", max_length=16, description="MedScan's AE title (SCP, and calling C-STORE)")
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     log_format: Literal["text", "json"] = Field("text", description="json: one JSON object per line, with request ids")
+    prevalence: dict[str, Annotated[float, Field(gt=0, lt=1)]] = Field(
+        default_factory=dict,
+        description="this clinic's share of disease per model, as JSON: {\"retinopathy\": 0.2}; each answer's "
+        "P(infected) is moved to it from the share its calibration was fitted at (a request's `prevalence` wins)",
+    )
     # Versions and hot reload (TensorFlow Serving's model_version_policy and file-system polling).
     version_policy: VersionPolicy = Field(VersionPolicy.LATEST, description="latest N, all, or specific versions")
     version_policy_latest: int = Field(1, ge=1, description="N of the `latest` policy")

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.contract.model_card import SplitSpec, read_card
+from app.contract.model_card import SplitSpec, read_card, write_card
 from app.contract.model_store import METADATA_FILE, versions
 from app.contract.preprocessing import file_pixels
 from app.contract.savedmodel import load_model
@@ -117,14 +117,49 @@ def test_members_with_another_input_or_split_are_refused_and_nothing_is_written(
     assert versions(models, "malaria") == before
 
 
-def test_an_ensemble_is_neither_a_member_nor_recalibrated(published, capsys) -> None:
+def test_an_ensemble_is_not_recalibrated(published, capsys) -> None:
     data, models = published
     before = versions(models, "malaria")
-    assert main(["ensemble", "malaria", "--data", str(data), "--out", str(models), "--members", "3", "1"]) == 2
-    assert "is an ensemble of versions 1, 2" in capsys.readouterr().err
     assert main(["calibrate", "malaria", "--data", str(data), "--out", str(models), "--version", "3"]) == 2
     assert "`python -m training ensemble`" in capsys.readouterr().err
     assert versions(models, "malaria") == before
+
+
+def test_an_ensembles_networks_join_a_new_one_each_with_its_own_vote(tmp_path: Path, capsys) -> None:
+    """Kernels at 8 bits all the way: stored again at 8 bits, a kernel read back from 8 bits is the same kernel."""
+    from training.experiments.ensemble import ensemble_versions
+
+    data = write_synthetic_dataset(tmp_path / "data", "malaria", per_class=30)
+    models = tmp_path / "models"
+    for seed in (1, 2, 4):
+        export_untrained(models, "malaria", seed=seed, kernel_bits=8)  # versions 1, 2, 3
+    ensemble_versions("malaria", [1, 2], data_dir=data, models_dir=models, kernel_bits=8)  # version 4
+    ensemble_versions("malaria", [4, 3], data_dir=data, models_dir=models, kernel_bits=8)  # version 5
+    three = (answers(models, 1) + answers(models, 2) + answers(models, 3)) / 3
+    np.testing.assert_allclose(answers(models, 5), three, atol=1e-5)  # not (ensemble + network) / 2
+    assert not np.allclose(answers(models, 5), (answers(models, 4) + answers(models, 3)) / 2, atol=1e-4)
+    card = read_card(models / "malaria" / "5" / METADATA_FILE)
+    assert [member.version for member in card.ensemble_of] == [1, 2, 3] and card.kernel_bits == 8
+    # a network of the ensemble given again would vote twice: refused, nothing written
+    assert main(["ensemble", "malaria", "--data", str(data), "--out", str(models), "--members", "4", "1"]) == 2
+    assert "network of version 1 is among the members more than once" in capsys.readouterr().err
+    assert versions(models, "malaria") == [1, 2, 3, 4, 5]
+
+
+def test_an_ensemble_whose_weights_do_not_fit_its_members_networks_is_refused(published, tmp_path: Path) -> None:
+    """Matched by place, each weight is still checked by path and shape: a card naming another architecture fails."""
+    import shutil
+
+    from training.release.calibrate import rebuilt_ensemble
+
+    _, models = published
+    copy = tmp_path / "3"
+    shutil.copytree(models / "malaria" / "3", copy)
+    card = read_card(copy / METADATA_FILE)
+    wrong = [member.model_copy(update={"architecture": "mobilenet_v2"}) for member in card.ensemble_of]
+    write_card(card.model_copy(update={"ensemble_of": wrong}), copy / METADATA_FILE)
+    with pytest.raises(ValueError, match="saved weight 0 is"):
+        rebuilt_ensemble(copy)
 
 
 def write_crossval(folder: Path, name: str, held_out: list[list[float]], labels: list[list[int]]) -> Path:

@@ -71,6 +71,69 @@ def test_a_threshold_outside_0_to_1_is_422(trust_client, threshold: str, code: s
     assert response.json()["error"]["code"] == code and "threshold" in response.json()["error"]["message"]
 
 
+def moved(probability: float, shift: float) -> float:
+    return float(1 / (1 + np.exp(-(np.log(probability / (1 - probability)) + shift))))
+
+
+@pytest.mark.parametrize("prevalence", [0.05, 0.9])
+def test_a_clinics_prevalence_moves_the_score_by_bayes_rule_and_the_threshold_with_it(
+    trust_client, prevalence: float
+) -> None:
+    plain = post(trust_client, "malaria", png()).json()
+    assert plain["prevalence"] == 0.5  # the fixture's validation part: one image of each class
+    body = post(trust_client, "malaria", png(), prevalence=prevalence).json()
+    shift = np.log(prevalence / (1 - prevalence))  # logit(clinic) - logit(0.5)
+    assert body["prevalence"] == prevalence
+    assert body["score"] == pytest.approx(moved(plain["score"], shift), abs=1e-9)
+    assert body["threshold"] == pytest.approx(moved(THRESHOLD, shift), abs=1e-9)
+    assert body["label"] == plain["label"]  # the screening cut moved with the answers: same sensitivity
+    explicit = post(trust_client, "malaria", png(), prevalence=prevalence, threshold=0.5).json()
+    assert explicit["threshold"] == 0.5 and explicit["label"] == ("infected" if body["score"] >= 0.5 else "uninfected")
+    v2 = {
+        "parameters": {"prevalence": prevalence},
+        "inputs": [
+            {"name": "image_bytes", "shape": [1], "datatype": "BYTES", "data": [base64.b64encode(png()[1]).decode()]}
+        ],
+    }
+    answer = trust_client.post("/v2/models/malaria/infer", json=v2).json()
+    score = next(output for output in answer["outputs"] if output["name"] == "score")["data"][0]
+    assert score == pytest.approx(body["score"], abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("prevalence", "status", "code"),
+    [("0", 422, "invalid_prevalence"), ("1", 422, "invalid_prevalence"), ("nan", 422, "invalid_prevalence"),
+     ("-0.2", 422, "invalid_prevalence"), ("half", 422, "invalid_request")],
+)  # fmt: skip
+def test_a_prevalence_that_is_not_a_share_strictly_between_0_and_1_is_422(
+    trust_client, prevalence: str, status: int, code: str
+) -> None:
+    response = post(trust_client, "malaria", png(), prevalence=prevalence)
+    assert response.status_code == status and response.json()["error"]["code"] == code
+    assert "prevalence" in response.json()["error"]["message"]
+
+
+def test_a_version_that_does_not_record_its_calibrations_prevalence_refuses_one_with_409(trust_client) -> None:
+    assert post(trust_client, "breast_cancer", png()).json()["prevalence"] is None  # exported before the trust layer
+    response = post(trust_client, "breast_cancer", png(), prevalence=0.2)
+    assert response.status_code == 409 and response.json()["error"]["code"] == "prevalence_unavailable"
+
+
+def test_the_deployments_prevalence_applies_where_a_request_gives_none(trust_models) -> None:
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    settings = Settings(models_dir=trust_models, prevalence={"malaria": 0.2})
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        deployed = post(client, "malaria", png()).json()
+        asked = post(client, "malaria", png(), prevalence=0.7).json()
+        assert deployed["prevalence"] == 0.2 and asked["prevalence"] == 0.7
+        assert post(client, "brain_tumor", png()).json()["prevalence"] == 0.5  # another disease: its calibration's
+    assert deployed["score"] == pytest.approx(moved(asked["score"], np.log(0.2 / 0.8) - np.log(0.7 / 0.3)), abs=1e-9)
+
+
 def test_an_image_unlike_the_training_data_is_flagged_but_still_answered(trust_client) -> None:
     body = post(trust_client, "brain_tumor", png()).json()
     assert body["in_distribution"] is False

@@ -39,5 +39,5 @@ def test_the_route_answers_a_wrong_type_with_422_and_documents_every_option(clie
     assert client.post("/predict/malaria?explain=false&version=1", files=files).status_code == 200
     parameters = client.get("/openapi.json").json()["paths"]["/predict/{disease}"]["post"]["parameters"]
     assert [(p["name"], p["in"]) for p in parameters] == [
-        ("disease", "path"), ("threshold", "query"), ("explain", "query"), ("version", "query")
+        ("disease", "path"), ("threshold", "query"), ("prevalence", "query"), ("explain", "query"), ("version", "query")
     ]  # fmt: skip

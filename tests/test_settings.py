@@ -43,6 +43,8 @@ def test_invalid_values_are_refused(monkeypatch) -> None:
         ("MEDSCAN_API_KEYS", "key-without-brackets", "MEDSCAN_API_KEYS: not valid JSON"),
         ("MEDSCAN_VERSION_POLICY_VERSIONS", '{"malaria": "one"}', "MEDSCAN_VERSION_POLICY_VERSIONS: Input should be"),
         ("MEDSCAN_CORS_ORIGINS", "https://lab.example", "MEDSCAN_CORS_ORIGINS: not valid JSON"),
+        ("MEDSCAN_PREVALENCE", '{"retinopathy": 1.0}', "MEDSCAN_PREVALENCE: Input should be less than 1"),
+        ("MEDSCAN_PREVALENCE", '{"retinopathy": 0}', "MEDSCAN_PREVALENCE: Input should be greater than 0"),
     ],
 )
 def test_a_bad_value_stops_start_up_naming_the_variable(
@@ -65,7 +67,9 @@ def test_lists_and_mappings_are_read_as_json(monkeypatch) -> None:
     monkeypatch.setenv("MEDSCAN_API_KEYS", '["lab-1", "lab-2"]')
     monkeypatch.setenv("MEDSCAN_VERSION_POLICY_VERSIONS", '{"malaria": [4, 5]}')
     monkeypatch.setenv("MEDSCAN_CORS_ORIGINS", '["https://lab.example"]')
+    monkeypatch.setenv("MEDSCAN_PREVALENCE", '{"retinopathy": 0.2}')
     settings = Settings(_env_file=None)
+    assert settings.prevalence == {"retinopathy": 0.2}
     assert [key.get_secret_value() for key in settings.api_keys] == ["lab-1", "lab-2"]
     assert settings.version_policy_versions == {"malaria": [4, 5]}
     assert settings.cors_origins == ["https://lab.example"]

@@ -120,6 +120,7 @@ def test_one_image_shows_label_percentages_threshold_and_overlay(page) -> None:
     percentages = result.locator(".percentages").inner_text()
     assert "infected" in percentages and "%" in percentages
     assert "Threshold 0.300" in result.locator(".meta").inner_text()  # the model's screening threshold
+    assert "for 50% prevalence" in result.locator(".meta").inner_text()  # where the calibration holds
     overlay = result.locator("img.overlay")
     assert overlay.is_visible()
     assert overlay.get_attribute("src").startswith("data:image/png;base64,")

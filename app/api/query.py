@@ -12,6 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 THRESHOLD_DOC = "decision threshold on the calibrated P(infected); default: the model's screening threshold"
+PREVALENCE_DOC = (
+    "this clinic's share of disease (0 to 1, not either): P(infected) is moved to it from the share the "
+    "calibration was fitted at (the answer's `prevalence`), and the screening threshold with it; default: the "
+    "deployment's (MEDSCAN_PREVALENCE), else none"
+)
 EXPLAIN_DOC = "add a Grad-CAM heatmap and overlay to each answer"
 VERSION_DOC = "pin a model version (default: the newest ready one)"
 TRUE = frozenset({"true", "1", "yes", "on", "t", "y"})  # what pydantic accepts for a bool
@@ -25,6 +30,7 @@ class InvalidQuery(Exception):
 @dataclass(frozen=True)
 class PredictOptions:
     threshold: float | None = None
+    prevalence: float | None = None
     explain: bool = False
     version: int | None = None
 
@@ -32,6 +38,7 @@ class PredictOptions:
 def predict_options(query: Mapping[str, str]) -> PredictOptions:
     return PredictOptions(
         threshold=_number("threshold", query.get("threshold")),
+        prevalence=_number("prevalence", query.get("prevalence")),
         explain=_flag("explain", query.get("explain")),
         version=_version("version", query.get("version")),
     )
@@ -69,6 +76,13 @@ PARAMETERS = [
         "required": False,
         "schema": {"type": "number", "minimum": 0, "maximum": 1},
         "description": THRESHOLD_DOC,
+    },
+    {
+        "name": "prevalence",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+        "description": PREVALENCE_DOC,
     },
     {
         "name": "explain",

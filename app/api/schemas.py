@@ -53,7 +53,15 @@ class Prediction(BaseModel):
         description="calibrated percent per class, rounded to 2 places, summing to 100",
         examples=[{"infected": 97.31, "uninfected": 2.69}],
     )
-    threshold: float = Field(description="decision threshold used: the model's screening threshold or the request's")
+    threshold: float = Field(
+        description="decision threshold used: the model's screening threshold (moved with `prevalence` where one was "
+        "given) or the request's"
+    )
+    prevalence: float | None = Field(
+        None,
+        description="the share of disease `score` holds at: the request's or the deployment's, else the one the "
+        "calibration was fitted at; null: the version does not record it",
+    )
     in_distribution: bool | None = Field(
         description="false: not the kind of image the model reads (by the modality check where the service has "
         "one, else by the model's feature distance; or a colour picture sent to an X-ray, MRI or ultrasound "

@@ -366,6 +366,15 @@ class ModelCard(BaseModel):
         """(temperature, bias) as the service applies them; (1, 0) for a card without calibration."""
         return self.calibration.parameters() if self.calibration else UNCALIBRATED
 
+    def calibrated_prevalence(self) -> float | None:
+        """The share of `infected` in the part the calibration was fitted on (the validation part): where the
+        calibrated P(infected) holds. None without calibration or without that part's counts."""
+        if self.calibration is None:
+            return None
+        counts = self.data.counts.validation
+        total = sum(counts.values())
+        return counts.get(self.classes[0], 0) / total if total else None
+
     def views_per_image(self) -> int:
         """The network passes one image costs: itself and every combination of its test-time flips."""
         return views_under(self.test_time_flips)

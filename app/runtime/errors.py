@@ -63,6 +63,15 @@ class InvalidThreshold(Exception):
         super().__init__(f"threshold must be a number from 0 to 1, got {threshold}")
 
 
+class InvalidPrevalence(Exception):
+    def __init__(self, prevalence: float) -> None:
+        super().__init__(f"prevalence must be a share of disease between 0 and 1 (not either), got {prevalence}")
+
+
+class PrevalenceUnavailable(Exception):
+    """A version whose card does not say at what share of disease its calibration holds."""
+
+
 class TooManyImages(Exception):
     def __init__(self, count: int, limit: int) -> None:
         super().__init__(f"{count} images in one request; the limit is {limit}")

@@ -37,9 +37,25 @@ from app.contract.preprocessing import (
     scale,
 )
 from app.contract.savedmodel import ExplanationUnavailable, ImageOutputs
-from app.contract.scoring import DEFAULT_THRESHOLD, POSITIVE, as_percentages, calibrated_score, label_index
+from app.contract.scoring import (
+    DEFAULT_THRESHOLD,
+    POSITIVE,
+    as_percentages,
+    calibrated_score,
+    label_index,
+    prior_shift,
+    shifted_score,
+)
 from app.runtime.decode_budget import FUNDUS_WORKING_COPIES, WORKING_COPIES, DecodeBudget, decoded_bytes
-from app.runtime.errors import DecodeBusy, EmptyUpload, InvalidInput, InvalidThreshold, TooManyImages
+from app.runtime.errors import (
+    DecodeBusy,
+    EmptyUpload,
+    InvalidInput,
+    InvalidPrevalence,
+    InvalidThreshold,
+    PrevalenceUnavailable,
+    TooManyImages,
+)
 from app.runtime.explanations import class_heatmap, overlay, png_bytes
 from app.runtime.modality_check import KindAnswer, ModalityCheck
 from app.runtime.registry import ModelRegistry, ServedModel
@@ -80,6 +96,7 @@ class Screening:
     grayscale_source: bool = False  # a colour model answered from an image without colour
     colour_source: bool = False  # a gray-modality model sent a colour picture: the wrong kind of image
     kind: KindAnswer | None = None  # the modality check's answer, where the service has one for this model
+    prevalence: float | None = None  # the share of disease `score` holds at: the clinic's, else the calibration's
 
     @property
     def unlike_training_sites(self) -> bool | None:
@@ -136,14 +153,32 @@ class Screening:
 Outcome = Screening | Exception  # per image: the answer, or the domain error that image raised
 
 
-def interpret(card: ModelCard, outputs: ImageOutputs, threshold: float | None = None) -> tuple[float, int, float]:
-    """(calibrated P(infected), label index, threshold used) for one image."""
+def interpret(
+    card: ModelCard, outputs: ImageOutputs, threshold: float | None = None, prevalence: float | None = None
+) -> tuple[float, int, float]:
+    """(calibrated P(infected), label index, threshold used) for one image; at `prevalence`, the answer moved to
+    that share of disease and the card's screening threshold with it (an explicit threshold cuts as given)."""
     if not math.isfinite(outputs.log_odds):  # a model that breaks on an image must not answer NaN (or a 500)
         raise UnscorableImage("the model gave no numeric answer for this image: it cannot be screened")
     temperature, bias = card.calibration_parameters()
-    used = threshold if threshold is not None else (card.screening.threshold if card.screening else DEFAULT_THRESHOLD)
-    probability = calibrated_score(float(outputs.log_odds), temperature, bias)
+    shift = prevalence_shift(card, prevalence)
+    screening = card.screening.threshold if card.screening else DEFAULT_THRESHOLD
+    used = threshold if threshold is not None else shifted_score(screening, shift)
+    probability = calibrated_score(float(outputs.log_odds), temperature, bias + shift)
     return probability, label_index(probability, used), used
+
+
+def prevalence_shift(card: ModelCard, prevalence: float | None) -> float:
+    """What to add to the calibrated log-odds at `prevalence` (0 at none)."""
+    if prevalence is None:
+        return 0.0
+    calibrated_at = card.calibrated_prevalence()
+    if calibrated_at is None:
+        raise PrevalenceUnavailable(
+            f"version {card.version} of the {card.disease} model does not record the share of disease its "
+            "calibration was fitted at, so it cannot answer for another; leave out `prevalence`"
+        )
+    return prior_shift(calibrated_at, prevalence)
 
 
 class InferencePipeline:
@@ -169,14 +204,17 @@ class InferencePipeline:
         uploads: Sequence[Upload],
         *,
         threshold: float | None = None,
+        prevalence: float | None = None,
         explain: bool = False,
         version: int | None = None,
     ) -> list[Outcome]:
         """Encoded images (PNG, JPEG, BMP, TIFF, GIF, DICOM) -> one outcome per image, in order."""
         check_threshold(threshold)
+        prevalence = self._prevalence(disease, prevalence)
         self._check_count(len(uploads))
         served = self.registry.get(disease, version)
         card = served.loaded.card
+        prevalence_shift(card, prevalence)  # a version that cannot answer at it refuses before any decoding
         if explain and not served.loaded.can_explain:
             raise ExplanationUnavailable(
                 f"version {served.version} of the {disease} model has no Grad-CAM signature; "
@@ -200,7 +238,9 @@ class InferencePipeline:
                     sources = [u for u, d in zip(uploads, decoded, strict=True) if isinstance(d, DecodedImage)]
                     outputs, maps = await asyncio.gather(predict(batch), self._gradcam(served, batch))
                     labels = [
-                        interpret(card, output, threshold)[1] if math.isfinite(output.log_odds) else 1 - POSITIVE
+                        interpret(card, output, threshold, prevalence)[1]
+                        if math.isfinite(output.log_odds)
+                        else 1 - POSITIVE
                         for output in outputs
                     ]
                     explanations = list(await self._explain(served, maps, sources, labels))
@@ -209,21 +249,38 @@ class InferencePipeline:
                 kinds_pending.cancel()
         answers = iter(zip(outputs, usable, explanations, kinds, strict=True))
         return [
-            self._outcome(served, *next(answers), threshold=threshold) if isinstance(item, DecodedImage) else item
+            self._outcome(served, *next(answers), threshold=threshold, prevalence=prevalence)
+            if isinstance(item, DecodedImage)
+            else item
             for item in decoded
         ]
 
     async def screen_arrays(
-        self, disease: str, images: np.ndarray, *, threshold: float | None = None, version: int | None = None
+        self,
+        disease: str,
+        images: np.ndarray,
+        *,
+        threshold: float | None = None,
+        prevalence: float | None = None,
+        version: int | None = None,
     ) -> list[Screening]:
         """Already-preprocessed float32 N x H x W x C in [0, 1] (the protocols' tensors) -> outcomes."""
         check_threshold(threshold)
+        prevalence = self._prevalence(disease, prevalence)
         self._check_count(len(images))
         served = self.registry.get(disease, version)
         check_tensor(images, served.loaded.card.input.spec().shape)
         with self.registry.admitted(served, len(images)) as predict:
             outputs = await predict(list(np.asarray(images, dtype=np.float32)))
-        return [self._screening(served, output, None, None, threshold=threshold) for output in outputs]
+        return [
+            self._screening(served, output, None, None, threshold=threshold, prevalence=prevalence)
+            for output in outputs
+        ]
+
+    def _prevalence(self, disease: str, asked: float | None) -> float | None:
+        """The request's share of disease, else the deployment's for this disease (settings), else none."""
+        check_prevalence(asked)
+        return asked if asked is not None else self.settings.prevalence.get(disease)
 
     def _check_count(self, count: int) -> None:
         """The same limit on every door: uploads, and the protocols' array instances."""
@@ -313,10 +370,12 @@ class InferencePipeline:
             overlay_png=png_bytes(overlay(image, heatmap, region=model_region(image, spec))),
         )
 
-    def _outcome(self, served: ServedModel, *answer, threshold: float | None) -> Outcome:
+    def _outcome(
+        self, served: ServedModel, *answer, threshold: float | None, prevalence: float | None = None
+    ) -> Outcome:
         """One image's screening, or in its place the error of an image the model could not score."""
         try:
-            return self._screening(served, *answer, threshold=threshold)
+            return self._screening(served, *answer, threshold=threshold, prevalence=prevalence)
         except UnscorableImage as error:
             return error
 
@@ -329,9 +388,10 @@ class InferencePipeline:
         kind: KindAnswer | None = None,
         *,
         threshold: float | None,
+        prevalence: float | None = None,
     ) -> Screening:
         card = served.loaded.card
-        probability, label, used = interpret(card, outputs, threshold)
+        probability, label, used = interpret(card, outputs, threshold, prevalence)
         ood = card.out_of_distribution
         known = ood is not None and outputs.ood_distance is not None
         colour_source = bool(image and image.colour_source)
@@ -343,6 +403,7 @@ class InferencePipeline:
             score=probability,
             probabilities=as_percentages(probability, card.classes),
             threshold=used,
+            prevalence=prevalence if prevalence is not None else card.calibrated_prevalence(),
             in_distribution=in_distribution(outputs, ood, colour_source, kind),
             ood_distance=outputs.ood_distance,
             ood_threshold=ood.threshold if ood else None,
@@ -391,3 +452,8 @@ def check_tensor(images: np.ndarray, shape: tuple[int, int, int]) -> None:
 def check_threshold(threshold: float | None) -> None:
     if threshold is not None and not (0.0 <= threshold <= 1.0 and np.isfinite(threshold)):
         raise InvalidThreshold(threshold)
+
+
+def check_prevalence(prevalence: float | None) -> None:
+    if prevalence is not None and not (0.0 < prevalence < 1.0):  # NaN fails both comparisons
+        raise InvalidPrevalence(prevalence)

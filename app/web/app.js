@@ -318,7 +318,9 @@ function showPrediction(row, prediction) {
   node.querySelector(".bar-infected").style.width = `${infected}%`;
   node.querySelector(".bar").setAttribute("aria-label", `infected ${infected}%, uninfected ${uninfected}%`);
   node.querySelector(".percentages").textContent = `infected ${infected.toFixed(1)}% · uninfected ${uninfected.toFixed(1)}%`;
-  node.querySelector(".meta").textContent = `Threshold ${prediction.threshold.toFixed(3)} · ${prediction.disease} model version ` +
+  // the share of disease the percentages hold at: the calibration's, or the clinic's where one was set
+  const prevalence = prediction.prevalence == null ? "" : ` · for ${(prediction.prevalence * 100).toFixed(0)}% prevalence`;
+  node.querySelector(".meta").textContent = `Threshold ${prediction.threshold.toFixed(3)}${prevalence} · ${prediction.disease} model version ` +
     `${prediction.model_version}` + (prediction.image ? ` · image ${prediction.image.width}x${prediction.image.height}` : "");
   if (prediction.in_distribution === false) {
     const warning = node.querySelector(".warning");

@@ -6,7 +6,9 @@
   mean of their maps, and the out-of-distribution check sees every member's features. It gets its own
   temperature, screening threshold and out-of-distribution statistics on the split's validation part, and
   is measured on the test part as served, like any version; its card lists the members (`ensemble_of`),
-  and it needs none of their folders afterwards.
+  and it needs none of their folders afterwards. A member version may itself be an ensemble: its networks join
+  the new one each with its own vote (so v9's two networks and a third version answer as the three recipes'
+  cross-validated ensemble did), rebuilt from its SavedModel and checked together to answer as it does.
 - `python -m training ensemble-crossval <report> <report> ...`: what the same ensemble scores under
   cross-validation, with no training: the reports' kept P(infected) of the same rounds, averaged. Each round
   then measures the ensemble of the recipes' models fitted on that round's training folds; its screening
@@ -32,12 +34,13 @@ import numpy as np
 
 from app.contract.model_card import EnsembleMember, InputCard, ModelCard, TrainingCard, read_card
 from app.contract.model_store import METADATA_FILE
+from app.contract.savedmodel import LoadedModel
 from training.data.config import describe_disease, samples_of
 from training.data.pipeline import decode_split
 from training.data.samples import DataError, card_split_spec, split_as
 from training.data.versions import published_version
 from training.experiments.crossval import measured_with, write_report
-from training.release.calibrate import rebuilt_network
+from training.release.calibrate import rebuilt_ensemble, rebuilt_network
 from training.release.publish import OUTPUT_DESCRIPTION, release, release_data, split_counts
 from training.release.trust import DEFAULT_TARGET_SENSITIVITY, target_sensitivity_of
 
@@ -104,11 +107,14 @@ def same_kind_of_input(one: InputCard, other: InputCard) -> bool:
     )
 
 
-def ensemble_card(cards: list[ModelCard], flips: list[str], kernel_bits: int = 32) -> ModelCard:
+def ensemble_card(
+    cards: list[ModelCard], flips: list[str], kernel_bits: int = 32, members: list[EnsembleMember] | None = None
+) -> ModelCard:
     """The first member's card (data, caveats), the largest member's input, the ensemble's training, and no
-    figures of its own yet."""
+    figures of its own yet. `members`: the networks, where a member version is itself an ensemble (default: one
+    per card)."""
     first = cards[0]
-    members = [member_of(card) for card in cards]
+    members = members if members is not None else [member_of(card) for card in cards]
     training = TrainingCard(
         recipe="ensemble",
         architecture=ensemble_architecture([m.architecture for m in members]),
@@ -150,16 +156,18 @@ def ensemble_versions(
     the members all answer with (none where they differ), and kernels at 32 bits."""
     folders = [published_version(models_dir, disease, version) for version in members]
     check_members([read_card(folder / METADATA_FILE) for folder in folders])  # before any network is rebuilt
-    rebuilt = [rebuilt_network(folder) for folder in folders]
-    networks: list[keras.Model] = [network for network, _ in rebuilt]
-    cards = [exported.card for _, exported in rebuilt]
+    rebuilt = [rebuilt_networks(folder) for folder in folders]
+    networks: list[keras.Model] = [network for member_networks, _, _ in rebuilt for network in member_networks]
+    cards = [exported.card for _, exported, _ in rebuilt]
+    networks_of = [member for _, _, card_members in rebuilt for member in card_members]
+    check_networks(networks_of)
     if test_time_flips is None:
         test_time_flips = (
             list(cards[0].test_time_flips)
             if all(card.test_time_flips == cards[0].test_time_flips for card in cards)
             else []
         )
-    card = ensemble_card(cards, test_time_flips, kernel_bits or 32)
+    card = ensemble_card(cards, test_time_flips, kernel_bits or 32, networks_of)
     spec = card.input.spec()
     config = describe_disease(disease, data_dir)
     split = split_as(samples_of(config, data_dir), card_split_spec(card))
@@ -169,6 +177,25 @@ def ensemble_versions(
     return release(
         networks, spec, data, card, models_dir, target_sensitivity=target_sensitivity or target_sensitivity_of(cards[0])
     )
+
+
+def rebuilt_networks(folder: Path) -> tuple[list[keras.Model], LoadedModel, list[EnsembleMember]]:
+    """A member version's networks and how its card names them: its one network, or every network of an
+    ensemble version (which then joins the new ensemble as its networks, not as one vote)."""
+    card = read_card(folder / METADATA_FILE)
+    if card.ensemble_of:
+        networks, exported = rebuilt_ensemble(folder)
+        return networks, exported, list(card.ensemble_of)
+    network, exported = rebuilt_network(folder)
+    return [network], exported, [member_of(exported.card)]
+
+
+def check_networks(members: list[EnsembleMember]) -> None:
+    """No network twice: an ensemble version and one of its own members would give that network two votes."""
+    versions = [member.version for member in members]
+    repeated = sorted({version for version in versions if versions.count(version) > 1})
+    if repeated:
+        raise DataError(f"network of version {', '.join(map(str, repeated))} is among the members more than once")
 
 
 def report_and_scores(report: Path) -> tuple[dict, Any]:

@@ -648,6 +648,36 @@ def _read(parts: list[tf.Variable]):
     return values * parts[1] if len(parts) > 1 else values
 
 
+def rebuild_ensemble_networks(folder: Path, makes: Sequence[keras.Model]) -> list[keras.Model]:
+    """Put the weights of an exported ensemble back into freshly built Keras models of its members' architectures
+    (`makes`, in the card's order). Networks of one family repeat their variables' paths, so they are matched by
+    place: `write_savedmodel` saved the members' variables one network after another, each checked here by path
+    and shape."""
+    loaded = tf.saved_model.load(str(folder))
+    stored = list(loaded.weights)
+    position = 0
+    for make in makes:
+        for variable in make.variables:
+            if position >= len(stored):
+                raise ValueError(f"{folder}: fewer saved weights than its members' networks have")
+            source = stored[position]
+            position += 1
+            if "seed_generator" in variable.path:  # dropout RNG state, named by creation order: not used in inference
+                continue
+            if source.name.removesuffix(":0") != variable.path or tuple(source.shape) != tuple(variable.shape):
+                raise ValueError(
+                    f"{folder}: saved weight {position - 1} is {source.name} {tuple(source.shape)}, "
+                    f"the member's network expects {variable.path} {tuple(variable.shape)}"
+                )
+            scale = None
+            if position < len(stored) and stored[position].name.removesuffix(":0") == variable.path + SCALE_SUFFIX:
+                scale = stored[position]
+                position += 1
+            values = source.numpy() * scale.numpy() if scale is not None else source.numpy()
+            variable.assign(values.astype(variable.dtype))
+    return list(makes)
+
+
 def rebuild_keras_model(folder: Path, make: keras.Model) -> keras.Model:
     """Put the weights of an exported SavedModel back into a freshly built Keras model of the same
     architecture (`make`), matched by variable path, so an old version can be re-exported unchanged."""

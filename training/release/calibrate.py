@@ -10,6 +10,7 @@ version answers for the image and those flips of it together (the weights stay t
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,7 +25,12 @@ from training.data.pipeline import decode_split
 from training.data.samples import DataError, card_split_spec, split_as
 from training.data.versions import published_version
 from training.networks.architectures import make_architecture
-from training.networks.servable import features_and_log_odds, rebuild_keras_model
+from training.networks.servable import (
+    Networks,
+    features_and_log_odds,
+    rebuild_ensemble_networks,
+    rebuild_keras_model,
+)
 from training.release.publish import OUTPUT_DESCRIPTION, release, release_data
 from training.release.trust import target_sensitivity_of
 
@@ -43,14 +49,40 @@ def rebuilt_network(folder: Path) -> tuple[keras.Model, LoadedModel]:
         )
     spec = card.input.spec()
     model = rebuild_keras_model(folder, make_architecture(card.training.architecture, spec))
+    check_rebuilt(folder, model, exported)
+    return model, exported
+
+
+def rebuilt_ensemble(folder: Path) -> tuple[list[keras.Model], LoadedModel]:
+    """The Keras models of a published ensemble's networks, in its card's order, checked together to answer as
+    the exported ensemble does."""
+    exported = load_model(folder)
+    card = exported.card
+    if not card.ensemble_of:
+        raise DataError(f"{folder} is not an ensemble")
+    spec = card.input.spec()
+    makes = [
+        make_architecture(
+            member.architecture,
+            replace(spec, height=member.input[0], width=member.input[1]) if member.input else spec,
+        )
+        for member in card.ensemble_of
+    ]
+    networks = rebuild_ensemble_networks(folder, makes)
+    check_rebuilt(folder, networks, exported)
+    return networks, exported
+
+
+def check_rebuilt(folder: Path, networks: Networks, exported: LoadedModel) -> None:
+    """The rebuilt networks' log-odds on random images (over the version's flips) must be the exported ones."""
+    spec = exported.card.input.spec()
     probe = np.random.default_rng(0).random((4, *spec.shape), dtype=np.float32)
     _, rebuilt_odds = features_and_log_odds(
-        model, tf.data.Dataset.from_tensor_slices(probe).batch(4), card.test_time_flips
+        networks, tf.data.Dataset.from_tensor_slices(probe).batch(4), exported.card.test_time_flips
     )
     difference = float(np.max(np.abs(rebuilt_odds - [o.log_odds for o in exported.analyse(probe)])))
     if difference > REBUILD_TOLERANCE:
         raise DataError(f"{folder}: the rebuilt model differs from the exported one by {difference:.2e}")
-    return model, exported
 
 
 def calibrate_version(

@@ -9,7 +9,7 @@ from fastapi.responses import Response
 
 from app.api.deps import PipelineDep
 from app.api.errors import responses
-from app.api.routes.predict import ThresholdQuery, VersionQuery, read_uploads
+from app.api.routes.predict import PrevalenceQuery, ThresholdQuery, VersionQuery, read_uploads
 
 router = APIRouter(tags=["predict"])
 
@@ -28,10 +28,16 @@ async def explain(
     file: Annotated[UploadFile, File(description="one image, as for /predict")],
     pipeline: PipelineDep,
     threshold: ThresholdQuery = None,
+    prevalence: PrevalenceQuery = None,
     version: VersionQuery = None,
 ) -> Response:
     (outcome,) = await pipeline.screen(
-        disease, await read_uploads([file]), threshold=threshold, explain=True, version=version
+        disease,
+        await read_uploads([file]),
+        threshold=threshold,
+        prevalence=prevalence,
+        explain=True,
+        version=version,
     )
     if isinstance(outcome, Exception):
         raise outcome

@@ -12,7 +12,8 @@ or `image` (FP32, [N, H, W, C] of the model's input, pixels / 255). Outputs, all
 `probabilities` (FP32 [N, 2], calibrated, in class order infected, uninfected), `label` (BYTES),
 `score` (FP64, calibrated P(infected)), `threshold` (FP32), `in_distribution` (INT8: 1, 0, or -1 when
 the version has no out-of-distribution check) and `ood_distance` (FP32, NaN when unchecked). Request
-parameter `threshold` overrides the screening threshold. Errors: {"error": "<message>"}.
+parameter `threshold` overrides the screening threshold; `prevalence` moves P(infected) to a clinic's share of
+disease. Errors: {"error": "<message>"}.
 """
 
 from __future__ import annotations
@@ -148,11 +149,9 @@ async def _infer(
         body, binary = split_body(await request.body(), request.headers.get(HEADER_LENGTH))
         (image,) = _one_input(read_inputs(body, binary))
         parameters = body.get("parameters") or {}
-        threshold = parameters.get("threshold")
-        if threshold is not None and not isinstance(threshold, int | float):
-            raise TensorError("parameter 'threshold' must be a number from 0 to 1")
+        threshold, prevalence = _number(parameters, "threshold"), _number(parameters, "prevalence")
         requested = _requested_outputs(body)
-        answers = await _screen(pipeline, name, pinned, image, threshold)
+        answers = await _screen(pipeline, name, pinned, image, threshold, prevalence)
     except ANSWERED as error:
         return _v2_error(error)
     outputs = [tensor for tensor in _output_tensors(answers) if tensor.name in requested]
@@ -203,19 +202,32 @@ def _requested_outputs(body: dict[str, Any]) -> dict[str, bool]:
     return requested
 
 
+def _number(parameters: dict[str, Any], name: str) -> float | None:
+    """A request parameter that must be a number where given (the pipeline checks its range)."""
+    value = parameters.get(name)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise TensorError(f"parameter {name!r} must be a number from 0 to 1")
+    return value
+
+
 async def _screen(
-    pipeline: InferencePipeline, name: str, version: int | None, image: Tensor, threshold: float | None
+    pipeline: InferencePipeline,
+    name: str,
+    version: int | None,
+    image: Tensor,
+    threshold: float | None,
+    prevalence: float | None,
 ) -> list[Screening]:
     if image.datatype == "BYTES":
         outcomes = await pipeline.screen(
-            name, [Upload(data) for data in image.value], threshold=threshold, version=version
+            name, [Upload(data) for data in image.value], threshold=threshold, prevalence=prevalence, version=version
         )
         for outcome in outcomes:
             if isinstance(outcome, Exception):
                 raise outcome  # one bad image fails the request, as in Triton
         return outcomes  # type: ignore[return-value]
     return await pipeline.screen_arrays(
-        name, np.asarray(image.value, dtype=np.float32), threshold=threshold, version=version
+        name, np.asarray(image.value, dtype=np.float32), threshold=threshold, prevalence=prevalence, version=version
     )
 
 

@@ -12,7 +12,7 @@ from app.api.deps import PipelineDep, SettingsDep
 from app.api.errors import error_detail, responses
 from app.api.multipart import form_files
 from app.api.query import PARAMETERS as QUERY_PARAMETERS
-from app.api.query import THRESHOLD_DOC, VERSION_DOC, predict_options
+from app.api.query import PREVALENCE_DOC, THRESHOLD_DOC, VERSION_DOC, predict_options
 from app.api.schemas import Prediction, Predictions
 from app.api.spool import spooled
 from app.runtime.errors import MissingImage
@@ -50,6 +50,7 @@ REQUEST_BODY = {
 # /explain's query parameters; /predict reads its own by hand (app/api/query.py)
 ThresholdQuery = Annotated[float | None, Query(ge=0, le=1, description=THRESHOLD_DOC)]
 VersionQuery = Annotated[int | None, Query(ge=1, description=VERSION_DOC)]
+PrevalenceQuery = Annotated[float | None, Query(gt=0, lt=1, description=PREVALENCE_DOC)]
 
 
 async def read_uploads(parts: list[UploadFile]) -> list[Upload]:
@@ -82,6 +83,7 @@ def answer(screening: Screening) -> dict[str, Any]:
         "score": screening.score,
         "probabilities": screening.probabilities,
         "threshold": screening.threshold,
+        "prevalence": screening.prevalence,
         "in_distribution": screening.in_distribution,
         "out_of_distribution": (
             {
@@ -141,7 +143,12 @@ async def predict(disease: str, request: Request, pipeline: PipelineDep, setting
     options = predict_options(request.query_params)
     uploads = await read_request_images(request, settings)
     outcomes = await pipeline.screen(
-        disease, uploads, threshold=options.threshold, explain=options.explain, version=options.version
+        disease,
+        uploads,
+        threshold=options.threshold,
+        prevalence=options.prevalence,
+        explain=options.explain,
+        version=options.version,
     )
     if len(outcomes) == 1:  # one image: its answer, or its error as the response
         (outcome,) = outcomes

@@ -179,6 +179,7 @@ def _value(answer: Screening, signature: str) -> Any:
             "score": answer.score,
             "probabilities": answer.probabilities,
             "threshold": answer.threshold,
+            "prevalence": answer.prevalence,
             "in_distribution": answer.in_distribution,
             "ood_distance": answer.ood_distance,
             "model_version": answer.model_version,
@@ -225,6 +226,7 @@ def _metadata(model: ModelMetadata) -> dict[str, Any]:
                                 ("label", "DT_STRING"),
                                 ("score", "DT_DOUBLE"),
                                 ("threshold", "DT_DOUBLE"),
+                                ("prevalence", "DT_DOUBLE"),
                                 ("in_distribution", "DT_BOOL"),
                                 ("ood_distance", "DT_DOUBLE"),
                             )
