@@ -224,7 +224,7 @@ def sites_table(models_dir: Path) -> str:
         "unseen patients: AUC",
         "site held out: AUC (95% CI)",
         "held out: sens / spec at the screening threshold",
-        "held out: ECE",
+        "held out: ECE (told the site's prevalence, ?prevalence=)",
         "held out: flagged as another site / out of distribution",
     )
     for card in shipped_cards(models_dir):
@@ -255,8 +255,10 @@ def _held_out_trust(out: dict[str, Any]) -> str:
     if "screening" not in out:
         return "not measured | - | -"
     screening, shift = out["screening"], out["site_shift"]
+    told = (out.get("prior_shift") or {}).get("ece_at_site_prevalence")
+    ece = f"{out['ece']['after']:.3f}" + (f" ({told:.3f})" if told is not None else "")
     return (
-        f"{screening['sensitivity']:.1%} / {screening['specificity']:.1%} | {out['ece']['after']:.3f} "
+        f"{screening['sensitivity']:.1%} / {screening['specificity']:.1%} | {ece} "
         f"| {shift['flagged']:.1%} / {out['out_of_distribution']:.1%}"
     )
 
