@@ -48,6 +48,20 @@ def test_features_come_for_the_image_and_every_combination_of_its_flips() -> Non
     assert np.abs(rows[:6] - rows[18:]).max() > 100 * 1e-5 + 1e-4 * np.abs(rows).max()
 
 
+def test_a_flip_invariant_network_is_read_once_and_its_rows_repeated_for_every_view(monkeypatch) -> None:
+    """The lesion measures answer a flip as the image (tests/test_fundus_lesions.py), and the served graph reads them
+    once: the head's rows are the image's features for every view, not four passes of the network."""
+    from training.networks import frozen_head
+
+    model = small_network()
+    part, pixels = images(6, 1)
+    monkeypatch.setattr(frozen_head, "flip_invariant", lambda network: network is model)
+    rows = pooled_features(model, part, batch_size=4, flips=("horizontal", "vertical"))
+    assert rows.shape[0] == 4 * 6
+    for view in range(4):
+        np.testing.assert_allclose(rows[view * 6 : (view + 1) * 6], features_of(model, pixels), rtol=1e-4, atol=1e-5)
+
+
 def test_the_network_answers_as_the_fitted_regression() -> None:
     from sklearn.linear_model import LogisticRegression
 
