@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field("text", description="json: one JSON object per line, with request ids")
     prevalence: dict[str, Annotated[float, Field(gt=0, lt=1)]] = Field(
         default_factory=dict,
-        description="this clinic's share of disease per model, as JSON: {\"retinopathy\": 0.2}; each answer's "
+        description="this clinic's share of disease per model, as JSON: {\"<disease>\": 0.2}; each answer's "
         "P(infected) is moved to it from the share its calibration was fitted at (a request's `prevalence` wins)",
     )
     # Versions and hot reload (TensorFlow Serving's model_version_policy and file-system polling).

@@ -10,7 +10,7 @@ when the calibrated probability reaches the card's screening threshold.
 A clinic whose share of disease differs from the one the calibration was fitted at may state it: Bayes' rule
 moves the log-odds by logit(clinic) - logit(calibrated at) (Saerens et al., 2002), and the screening threshold
 moves with them, so the labels (and the sensitivity) stay those of the card. Measured at held-out collections
-(docs/models.md): retinopathy v15's ECE 0.141 / 0.052 fell to 0.042 / 0.032 at the collections' own prevalence.
+(docs/models.md): the any-grade fundus model v15's ECE 0.141 / 0.052 fell to 0.042 / 0.032 at their own prevalence.
 """
 
 from __future__ import annotations
