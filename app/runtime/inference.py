@@ -270,6 +270,7 @@ class InferencePipeline:
         self._check_count(len(images))
         served = self.registry.get(disease, version)
         check_tensor(images, served.loaded.card.input.spec().shape)
+        prevalence_shift(served.loaded.card, prevalence)  # refused before the model runs, as for uploads
         with self.registry.admitted(served, len(images)) as predict:
             outputs = await predict(list(np.asarray(images, dtype=np.float32)))
         return [
