@@ -24,10 +24,15 @@ EM_ITERATIONS = 200
 EM_TOLERANCE = 1e-7
 
 
+def log_odds(probabilities: np.ndarray | list[float]) -> np.ndarray:
+    """P(infected) -> log-odds, finite at 0 and 1."""
+    p = np.clip(np.asarray(probabilities, dtype=np.float64), CLIP, 1 - CLIP)
+    return np.log(p / (1 - p))
+
+
 def shifted_probabilities(probabilities: np.ndarray, calibrated_at: float, site: float) -> np.ndarray:
     """Calibrated P(infected) -> the same answers at a site of prevalence `site`."""
-    p = np.clip(np.asarray(probabilities, dtype=np.float64), CLIP, 1 - CLIP)
-    z = np.log(p / (1 - p)) + prior_shift(calibrated_at, site)
+    z = log_odds(probabilities) + prior_shift(calibrated_at, site)
     return 1.0 / (1.0 + np.exp(-z))
 
 

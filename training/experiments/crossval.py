@@ -46,6 +46,7 @@ from training.evaluation.metrics import (
     expected_calibration_error,
     probabilities_of,
 )
+from training.evaluation.prevalence import log_odds
 from training.networks.fitting import FittedModel, fit_model
 from training.networks.fundus_lesions import flip_invariant
 from training.networks.model import Predictor, predictor
@@ -310,8 +311,8 @@ def calibrated_ece(rounds: list[dict], key: str, method: str) -> dict[str, Any]:
     answers, labels, per_round, floors = [], [], [], []
     for round_ in rounds:
         held_out, validation = round_["scores"]["held_out"], round_["scores"]["validation"]
-        fitted = CALIBRATION_METHODS[method](log_odds_of(validation[key]), np.array(validation["labels"]))
-        calibrated = calibrated_probability(log_odds_of(held_out[key]), *fitted)
+        fitted = CALIBRATION_METHODS[method](log_odds(validation[key]), np.array(validation["labels"]))
+        calibrated = calibrated_probability(log_odds(held_out[key]), *fitted)
         per_round.append(expected_calibration_error(calibrated, np.array(held_out["labels"])))
         floors.append(calibrated_ece_floor(calibrated))
         answers.append(calibrated)
@@ -324,12 +325,6 @@ def calibrated_ece(rounds: list[dict], key: str, method: str) -> dict[str, Any]:
         "ece": {"mean": float(np.mean(per_round)), "std": float(np.std(per_round, ddof=1)) if len(rounds) > 1 else 0.0},
         "floor": float(np.mean(floors)),
     }
-
-
-def log_odds_of(kept: list[float]) -> np.ndarray:
-    """Kept P(infected) (rounded to 5 decimals) -> log-odds, finite at 0 and 1."""
-    p = np.clip(np.asarray(kept, dtype=np.float64), 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
 
 
 def kept_rounds(report: Path, result: dict) -> list[dict]:

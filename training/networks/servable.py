@@ -673,8 +673,7 @@ def rebuild_ensemble_networks(folder: Path, makes: Sequence[keras.Model]) -> lis
             if position < len(stored) and stored[position].name.removesuffix(":0") == variable.path + SCALE_SUFFIX:
                 scale = stored[position]
                 position += 1
-            values = source.numpy() * scale.numpy() if scale is not None else source.numpy()
-            variable.assign(values.astype(variable.dtype))
+            assign_stored(variable, source, scale)
     return list(makes)
 
 
@@ -691,7 +690,12 @@ def rebuild_keras_model(folder: Path, make: keras.Model) -> keras.Model:
         source = saved.get(variable.path)
         if source is None or tuple(source.shape) != tuple(variable.shape):
             raise ValueError(f"{folder}: no saved weight matches {variable.path} {tuple(variable.shape)}")
-        scale = saved.get(variable.path + SCALE_SUFFIX)  # an int8 kernel's
-        values = source.numpy() * scale.numpy() if scale is not None else source.numpy()
-        variable.assign(values.astype(variable.dtype))  # kernels stored at 16 or 8 bits come back as float32
+        assign_stored(variable, source, saved.get(variable.path + SCALE_SUFFIX))
     return make
+
+
+def assign_stored(variable: keras.Variable, source: tf.Variable, scale: tf.Variable | None) -> None:
+    """A saved weight into its Keras variable; an int8 kernel with its scale. Kernels stored at 16 or 8 bits come
+    back as float32."""
+    values = source.numpy() * scale.numpy() if scale is not None else source.numpy()
+    variable.assign(values.astype(variable.dtype))
