@@ -21,6 +21,7 @@ from tests.images import blob
 
 SHARED_DATASETS = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"
 REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
+needs_shared_data = pytest.mark.skipif(not SHARED_DATASETS.is_dir(), reason="../shared/datasets is not on this machine")
 
 
 def write_synthetic_dataset(

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SHARED_DATASETS, write_synthetic_dataset
+from tests.conftest import SHARED_DATASETS, needs_shared_data, write_synthetic_dataset
 from training.data.samples import DataError, check_trainable, class_counts, find_samples, split_by_group
 
 
@@ -72,7 +72,7 @@ def test_too_few_groups_for_a_split_is_reported(tmp_path: Path) -> None:
         check_trainable(split_by_group(find_samples(root, "malaria")))
 
 
-@pytest.mark.skipif(not SHARED_DATASETS.is_dir(), reason="../shared/datasets is not on this machine")
+@needs_shared_data
 def test_real_malaria_split_keeps_every_slide_on_one_side() -> None:
     split = split_by_group(find_samples(SHARED_DATASETS, "malaria"))
     slides = {part: {s.group for s in items} for part, items in split.parts().items()}

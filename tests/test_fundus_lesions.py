@@ -104,6 +104,19 @@ def test_a_rectangles_maximum_is_centred_and_reads_nothing_beyond_the_edge(size:
     np.testing.assert_array_equal(lesions._max(x, size), expected)
 
 
+@pytest.mark.parametrize("sigma", [0.8, 3.0, 12.0])
+def test_the_blur_is_a_gaussian_correlation_with_zeros_beyond_the_edge(sigma: float):
+    """The banded products reproduce a separable correlation with zero padding, at the edges too."""
+    from scipy.ndimage import correlate1d
+
+    x = tf.random.stateless_uniform((2, 37, 41, 1), seed=(1, 2)).numpy()
+    radius = max(1, int(np.ceil(3 * sigma)))
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps /= taps.sum()
+    expected = correlate1d(correlate1d(x, taps, axis=1, mode="constant"), taps, axis=2, mode="constant")
+    np.testing.assert_allclose(lesions.gaussian_blur(tf.constant(x), sigma), expected, atol=1e-6)
+
+
 def test_measures_do_not_depend_on_flips():
     # what lets the served graph read a lesion member once under test-time flips (servable.member_analysis)
     image = fundus(dark_spots=6, bright_spots=6)

@@ -18,12 +18,19 @@ from tests.live_server import free_port
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 RAY = Path(sys.executable).parent / "ray"
+# Serve's controller gives a starting proxy 5 s to say it is ready, then kills and restarts it, and the driver
+# waiting on the first one gets ActorDiedError (CI, 2026-12-07: both cores busy with the other tests' models).
+# The cluster's processes inherit these from `ray start`.
+PATIENT_CHECKS = {
+    "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60",
+    "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "60",
+}
 
 
 @pytest.fixture
 def ray_cluster(tmp_path: Path):
     pytest.importorskip("ray", reason="Ray is the optional extra [ray]; the test extras install it")
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **PATIENT_CHECKS}
     port = free_port()  # outside Ray's worker-port range (10002-19999), which refuses a GCS port
     common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats"]
     try:
@@ -57,6 +64,7 @@ def test_two_replicas_on_a_two_node_cluster_answer_like_the_plain_service(
         "MEDSCAN_MODEL_POLL_INTERVAL_S": "0",
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "PYTHONPATH": str(ROOT),
+        **PATIENT_CHECKS,
     }
     for name, value in settings.items():
         monkeypatch.setenv(name, value)

@@ -5,6 +5,9 @@ the `analyse` and `explain` signatures, and the temperature, screening threshold
 out-of-distribution statistics are fitted on the card's own split. `serving_default` answers exactly
 as before (release() checks it); only the version number moves up. With `test_time_flips`, the new
 version answers for the image and those flips of it together (the weights stay the same).
+
+An ensemble version is re-exported from its rebuilt networks the same way: the graph the code builds today (a
+faster one of the same arithmetic, say) with the weights it was published with.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from app.contract.model_store import REPORT_DIR
+from app.contract.model_card import read_card
+from app.contract.model_store import METADATA_FILE, REPORT_DIR
 from app.contract.savedmodel import LoadedModel, load_model
 from training.data.config import describe_disease, samples_of
 from training.data.pipeline import decode_split
@@ -97,7 +101,11 @@ def calibrate_version(
 ) -> Path:
     """None keeps the version's own target sensitivity, flips and kernel precision."""
     folder = published_version(models_dir, disease, version)
-    model, exported = rebuilt_network(folder)
+    networks: Networks
+    if read_card(folder / METADATA_FILE).ensemble_of:
+        networks, exported = rebuilt_ensemble(folder)  # its networks, each keeping its vote
+    else:
+        networks, exported = rebuilt_network(folder)
     card = exported.card
     spec = card.input.spec()
     config = describe_disease(disease, data_dir)
@@ -116,7 +124,7 @@ def calibrate_version(
         }
     )
     return release(
-        model,
+        networks,
         spec,
         data,
         new_card,
