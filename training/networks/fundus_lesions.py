@@ -92,24 +92,28 @@ def _running_max(x: tf.Tensor, length: int, axis: int) -> tf.Tensor:
 
 
 def _along(x: tf.Tensor, axis: int, start: int, size: int) -> tf.Tensor:
-    index = [slice(None)] * 4
-    index[axis] = slice(start, start + size)
-    return x[tuple(index)]
+    begin, sizes = [0] * 4, [-1] * 4
+    begin[axis], sizes[axis] = start, size
+    return tf.slice(x, begin, sizes)
 
 
 def _min(x: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
     return -_max(-x, size)
 
 
-def _rotated(x: tf.Tensor, angle: float, fill: float = 1.0) -> tf.Tensor:
-    """Rotated about the centre, bilinear, `fill` where nothing maps (1.0: the background's ratio)."""
-    height, width = x.shape[1], x.shape[2]
-    cos, sin = math.cos(angle), math.sin(angle)
+def _rotated(images: tf.Tensor, angles: Sequence[float], fill: float = 1.0) -> tf.Tensor:
+    """(len(angles) x N) x H x W x C, angle-major: each block of N rotated about the centre by its angle, in one
+    operation; bilinear, `fill` where nothing maps (1.0: the background's ratio). An angle of 0 is the identity,
+    exactly."""
+    height, width = images.shape[1], images.shape[2]
     cy, cx = (height - 1) / 2, (width - 1) / 2
-    transform = [cos, -sin, cx - cos * cx + sin * cy, sin, cos, cy - sin * cx - cos * cy, 0.0, 0.0]
+    transforms = []
+    for angle in angles:
+        cos, sin = math.cos(angle), math.sin(angle)
+        transforms.append([cos, -sin, cx - cos * cx + sin * cy, sin, cos, cy - sin * cx - cos * cy, 0.0, 0.0])
     return tf.raw_ops.ImageProjectiveTransformV3(
-        images=x,
-        transforms=tf.tile(tf.constant([transform], tf.float32), [tf.shape(x)[0], 1]),
+        images=images,
+        transforms=tf.repeat(tf.constant(transforms, tf.float32), tf.shape(images)[0] // len(angles), axis=0),
         output_shape=tf.constant([height, width]),
         fill_value=fill,
         interpolation="BILINEAR",
@@ -121,19 +125,21 @@ def dark_spots(ratio: tf.Tensor, lengths: tuple[int, ...]) -> list[tf.Tensor]:
     """Per length, what a closing with a line of it fills in every one of 12 orientations: round dark spots
     shorter than it, not vessels (a vessel along a line survives that line's closing). Each rotation's two
     closings (along rows and columns) are joined, and what they fill is taken in the rotated frame (the
-    interpolation blurs a vessel there too, and would show it as filled), then rotated back once. The rotations
-    are pooled together as channels (a pool's cost barely grows with them)."""
+    interpolation blurs a vessel there too, and would show it as filled), then rotated back once. All rotations
+    are pooled at once as channels (a pool's cost barely grows with them), and turned back at once, every length's
+    map together: few operations, so a small graph."""
     angles = [step * math.pi / (2 * ROTATIONS) for step in range(ROTATIONS)]
-    turned = tf.concat([ratio] + [_rotated(ratio, angle) for angle in angles[1:]], axis=-1)
-    filled = [
-        tf.minimum(*[_min(_max(turned, size), size) for size in ((1, length), (length, 1))]) - turned
-        for length in lengths
-    ]
-    # per rotation, every length's map rotated back at once
-    back = [tf.stack([by_length[..., step] for by_length in filled], axis=-1) for step in range(ROTATIONS)]
-    back = [back[0]] + [_rotated(maps, -angle, fill=0.0) for maps, angle in zip(back[1:], angles[1:])]
-    least = tf.reduce_min(tf.stack(back), axis=0)
-    return [least[..., index : index + 1] for index in range(len(lengths))]
+    height, width = ratio.shape[1], ratio.shape[2]
+    turned = _rotated(tf.tile(ratio, [ROTATIONS, 1, 1, 1]), angles)
+    turned = tf.transpose(tf.reshape(turned, (ROTATIONS, -1, height, width)), (1, 2, 3, 0))
+    filled = tf.stack(
+        [tf.minimum(_min(_max(turned, (1, n)), (1, n)), _min(_max(turned, (n, 1)), (n, 1))) - turned for n in lengths],
+        axis=-1,
+    )  # N x H x W x rotations x lengths
+    by_rotation = tf.reshape(tf.transpose(filled, (3, 0, 1, 2, 4)), (-1, height, width, len(lengths)))
+    back = _rotated(by_rotation, [-angle for angle in angles], fill=0.0)
+    least = tf.reduce_min(tf.reshape(back, (ROTATIONS, -1, height, width, len(lengths))), axis=0)
+    return tf.split(least, len(lengths), axis=-1)
 
 
 def bright_spots(ratio: tf.Tensor, radius: int) -> tf.Tensor:
@@ -142,35 +148,42 @@ def bright_spots(ratio: tf.Tensor, radius: int) -> tf.Tensor:
     return ratio - _max(_min(ratio, size), size)
 
 
+@tf.function(autograph=False)
+def lesion_maps(images: tf.Tensor) -> tf.Tensor:
+    """LesionMaps' computation, one function in the SavedModel that every signature calls: inlined, its ~2,000
+    operations were stored once per signature (the served graph would not fit a model's 20 MB)."""
+    scale = images.shape[1] / WORK_SIDE
+    red, green = images[..., :1] * 255.0, images[..., 1:2] * 255.0
+    fov = _min(tf.cast(red > 25.0, tf.float32), (_odd(13 * scale),) * 2)
+    smooth = gaussian_blur(green, 0.8 * scale)
+    background = gaussian_blur(smooth * fov, 12 * scale) / tf.maximum(gaussian_blur(fov, 12 * scale), 1e-3)
+    ratio = tf.where(fov > 0, smooth / tf.maximum(background, 5.0), 1.0)
+    counted = tf.logical_and(fov > 0, _off_disc(gaussian_blur(green * fov, 12 * scale), scale))
+    mask = tf.cast(counted, tf.float32)
+    residual = tf.abs(ratio - gaussian_blur(ratio, 1.5 * scale)) * mask
+    # sqrt(pi / 2) x the mean absolute deviation: the standard deviation of Gaussian noise, without a sort
+    noise = 1.2533 * tf.reduce_sum(residual, [1, 2, 3]) / tf.maximum(tf.reduce_sum(mask, [1, 2, 3]), 1.0) + 1e-4
+    maps = dark_spots(ratio, tuple(_odd(length * scale) for length in LINE_LENGTHS))
+    maps += [bright_spots(ratio, max(1, round(radius * scale))) for radius in BRIGHT_RADII]
+    noise_map = tf.ones_like(mask) * noise[:, None, None, None]
+    return tf.concat([m * mask for m in maps] + [mask, noise_map], axis=-1)
+
+
+def _off_disc(blurred: tf.Tensor, scale: float) -> tf.Tensor:
+    """Away from the optic disc: the brightest spot of the blurred green channel."""
+    height, width = blurred.shape[1], blurred.shape[2]
+    brightest = tf.argmax(tf.reshape(blurred, (-1, height * width)), axis=1, output_type=tf.int32)
+    cy, cx = brightest // width, brightest % width
+    ys = tf.range(height)[None, :, None] - cy[:, None, None]
+    xs = tf.range(width)[None, None, :] - cx[:, None, None]
+    return (ys * ys + xs * xs > int(DISC_RADIUS * scale) ** 2)[..., None]
+
+
 class LesionMaps(layers.Layer):
     """[0, 1] RGB -> N x H x W x CHANNELS: each lesion map (zero where it does not count), the mask, the noise."""
 
     def call(self, images):
-        scale = images.shape[1] / WORK_SIDE
-        red, green = images[..., :1] * 255.0, images[..., 1:2] * 255.0
-        fov = _min(tf.cast(red > 25.0, tf.float32), (_odd(13 * scale),) * 2)
-        smooth = gaussian_blur(green, 0.8 * scale)
-        background = gaussian_blur(smooth * fov, 12 * scale) / tf.maximum(gaussian_blur(fov, 12 * scale), 1e-3)
-        ratio = tf.where(fov > 0, smooth / tf.maximum(background, 5.0), 1.0)
-        counted = tf.logical_and(fov > 0, self._off_disc(gaussian_blur(green * fov, 12 * scale), scale))
-        mask = tf.cast(counted, tf.float32)
-        residual = tf.abs(ratio - gaussian_blur(ratio, 1.5 * scale)) * mask
-        # sqrt(pi / 2) x the mean absolute deviation: the standard deviation of Gaussian noise, without a sort
-        noise = 1.2533 * tf.reduce_sum(residual, [1, 2, 3]) / tf.maximum(tf.reduce_sum(mask, [1, 2, 3]), 1.0) + 1e-4
-        maps = dark_spots(ratio, tuple(_odd(length * scale) for length in LINE_LENGTHS))
-        maps += [bright_spots(ratio, max(1, round(radius * scale))) for radius in BRIGHT_RADII]
-        noise_map = tf.ones_like(mask) * noise[:, None, None, None]
-        return tf.concat([m * mask for m in maps] + [mask, noise_map], axis=-1)
-
-    @staticmethod
-    def _off_disc(blurred: tf.Tensor, scale: float) -> tf.Tensor:
-        """Away from the optic disc: the brightest spot of the blurred green channel."""
-        height, width = blurred.shape[1], blurred.shape[2]
-        brightest = tf.argmax(tf.reshape(blurred, (-1, height * width)), axis=1, output_type=tf.int32)
-        cy, cx = brightest // width, brightest % width
-        ys = tf.range(height)[None, :, None] - cy[:, None, None]
-        xs = tf.range(width)[None, None, :] - cx[:, None, None]
-        return (ys * ys + xs * xs > int(DISC_RADIUS * scale) ** 2)[..., None]
+        return lesion_maps(images)
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:3], CHANNELS)
@@ -199,11 +212,12 @@ class LesionMeasures(layers.Layer):
         noise = tf.reduce_mean(channels[..., MAPS + 1], axis=[1, 2])  # one value, read evenly (Grad-CAM's gradient)
         area = tf.maximum(tf.reduce_sum(tf.cast(mask, tf.float32), axis=[1, 2, 3]), 1.0)
         measures = [tf.math.log(noise)[:, None]]
+        maxima = _max(channels[..., :MAPS], (5, 5))  # every map's at once: one operation, not one per map
         for index in range(MAPS):
             spots = channels[..., index : index + 1]
             quantiles = upper_quantiles(spots, mask)
             measures += [quantiles, quantiles / noise[:, None]]
-            peaks = tf.logical_and(tf.equal(spots, _max(spots, (5, 5))), mask)
+            peaks = tf.logical_and(tf.equal(spots, maxima[..., index : index + 1]), mask)
             for multiple in NOISE_MULTIPLES:
                 above = spots > multiple * noise[:, None, None, None]
                 count = tf.reduce_sum(tf.cast(tf.logical_and(peaks, above), tf.float32), axis=[1, 2, 3])
