@@ -40,7 +40,7 @@ from training.data.pipeline import decode_split
 from training.data.samples import DataError, card_split_spec, split_as
 from training.data.versions import published_version
 from training.experiments.crossval import measured_with, write_report
-from training.release.calibrate import rebuilt_ensemble, rebuilt_network
+from training.release.calibrate import rebuilt_version
 from training.release.publish import OUTPUT_DESCRIPTION, release, release_data, split_counts
 from training.release.trust import DEFAULT_TARGET_SENSITIVITY, target_sensitivity_of
 
@@ -182,12 +182,9 @@ def ensemble_versions(
 def rebuilt_networks(folder: Path) -> tuple[list[keras.Model], LoadedModel, list[EnsembleMember]]:
     """A member version's networks and how its card names them: its one network, or every network of an
     ensemble version (which then joins the new ensemble as its networks, not as one vote)."""
-    card = read_card(folder / METADATA_FILE)
-    if card.ensemble_of:
-        networks, exported = rebuilt_ensemble(folder)
-        return networks, exported, list(card.ensemble_of)
-    network, exported = rebuilt_network(folder)
-    return [network], exported, [member_of(exported.card)]
+    networks, exported = rebuilt_version(folder)
+    card = exported.card
+    return networks, exported, list(card.ensemble_of) if card.ensemble_of else [member_of(card)]
 
 
 def check_networks(members: list[EnsembleMember]) -> None:

@@ -77,6 +77,14 @@ def rebuilt_ensemble(folder: Path) -> tuple[list[keras.Model], LoadedModel]:
     return networks, exported
 
 
+def rebuilt_version(folder: Path) -> tuple[list[keras.Model], LoadedModel]:
+    """A published version's networks: its one network, or every network of an ensemble (each keeping its vote)."""
+    if read_card(folder / METADATA_FILE).ensemble_of:
+        return rebuilt_ensemble(folder)
+    network, exported = rebuilt_network(folder)
+    return [network], exported
+
+
 def check_rebuilt(folder: Path, networks: Networks, exported: LoadedModel) -> None:
     """The rebuilt networks' log-odds on random images (over the version's flips) must be the exported ones."""
     spec = exported.card.input.spec()
@@ -101,11 +109,7 @@ def calibrate_version(
 ) -> Path:
     """None keeps the version's own target sensitivity, flips and kernel precision."""
     folder = published_version(models_dir, disease, version)
-    networks: Networks
-    if read_card(folder / METADATA_FILE).ensemble_of:
-        networks, exported = rebuilt_ensemble(folder)  # its networks, each keeping its vote
-    else:
-        networks, exported = rebuilt_network(folder)
+    networks, exported = rebuilt_version(folder)
     card = exported.card
     spec = card.input.spec()
     config = describe_disease(disease, data_dir)
