@@ -122,14 +122,18 @@ def test_an_ensemble_is_re_exported_as_a_new_version_that_answers_as_it_does(pub
     its vote; the card still names its members."""
     import shutil
 
-    data, published_models = published
-    models = tmp_path / "models"
-    shutil.copytree(published_models, models)  # the module's versions stay as they are
-    assert main(["calibrate", "malaria", "--data", str(data), "--out", str(models), "--version", "3"]) == 0
+    published_data, published_models = published
+    models, data = tmp_path / "models", tmp_path / "data"
+    shutil.copytree(published_models, models)  # the module's versions and images stay as they are
+    shutil.copytree(published_data, data)
+    write_synthetic_dataset(data, "brain_tumor", per_class=40, manifest=False)  # another organ to flag
+    arguments = ["calibrate", "malaria", "--data", str(data), "--out", str(models), "--version", "3"]
+    assert main([*arguments, "--probe-limit", "5"]) == 0
     new = max(versions(models, "malaria"))
     np.testing.assert_allclose(answers(models, new), answers(models, 3), atol=1e-5)
     card = read_card(models / "malaria" / str(new) / METADATA_FILE)
     assert card.derived_from == 3 and [member.version for member in card.ensemble_of] == [1, 2]
+    assert card.out_of_distribution.flagged["brain_tumor test part"].n_images == 5  # its test part holds more
 
 
 def test_an_ensembles_networks_join_a_new_one_each_with_its_own_vote(tmp_path: Path, capsys) -> None:

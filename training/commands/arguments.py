@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from app.contract.preprocessing import Enhancement
+from training.evaluation.assessment import PROBE_LIMIT
 from training.networks.architectures import ARCHITECTURES
 from training.networks.stored_kernels import STORED_BITS
 
@@ -66,6 +67,7 @@ def export_choices(args: argparse.Namespace) -> dict[str, Any]:
         "target_sensitivity": args.target_sensitivity,
         "test_time_flips": args.test_time_flips,
         "kernel_bits": args.kernel_bits,
+        "probe_limit": args.probe_limit,
     }
 
 
@@ -103,6 +105,13 @@ def add_export_choices(parser: argparse.ArgumentParser, default_flips: str) -> N
         help="store the convolution and dense kernels at 16 bits (float16: half the size), 8 (int8 per output "
         "channel: a quarter) or 32, the figures measured on the rounded kernels (default: calibrate: as the "
         "version; ensemble: 32)",
+    )
+    parser.add_argument(
+        "--probe-limit",
+        type=positive,
+        default=PROBE_LIMIT,
+        help="images of each other disease's test part the out-of-distribution flags are measured on (default: "
+        f"{PROBE_LIMIT}; fewer for a model of seconds per image)",
     )
 
 

@@ -279,11 +279,18 @@ def assess(
     )
 
 
+# Images of each other disease a release measures its out-of-distribution flags on: the flag rates' 95% interval
+# is then within +-1.4 points; a slow model may take fewer (`--probe-limit`), the card's n_images says how many.
+PROBE_LIMIT = 1000
+
+
 def other_disease_key(disease: str) -> str:
     return f"{disease} test part"
 
 
-def probe_sets(data_dir: Path, disease: str, spec: InputSpec, known: list[str], limit: int = 1000) -> dict[str, Probe]:
+def probe_sets(
+    data_dir: Path, disease: str, spec: InputSpec, known: list[str], limit: int = PROBE_LIMIT
+) -> dict[str, Probe]:
     """What the out-of-distribution check must flag, prepared at this model's input: the test part of
     every other disease found in `data_dir` (a fixed sample of at most `limit`), photographs, noise."""
     probes: dict[str, Probe] = {}

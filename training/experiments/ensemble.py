@@ -39,6 +39,7 @@ from training.data.config import describe_disease, samples_of
 from training.data.pipeline import decode_split
 from training.data.samples import DataError, card_split_spec, split_as
 from training.data.versions import published_version
+from training.evaluation.assessment import PROBE_LIMIT
 from training.experiments.crossval import measured_with, write_report
 from training.release.calibrate import rebuilt_version
 from training.release.publish import OUTPUT_DESCRIPTION, release, release_data, split_counts
@@ -151,6 +152,7 @@ def ensemble_versions(
     target_sensitivity: float | None = None,
     test_time_flips: list[str] | None = None,
     kernel_bits: int | None = None,
+    probe_limit: int = PROBE_LIMIT,
 ) -> Path:
     """Publish the members as one new version. None keeps the first member's target sensitivity, the flips
     the members all answer with (none where they differ), and kernels at 32 bits."""
@@ -173,7 +175,7 @@ def ensemble_versions(
     split = split_as(samples_of(config, data_dir), card_split_spec(card))
     decoded = decode_split(split, spec)
     card = card.model_copy(update={"data": card.data.model_copy(update={"counts": split_counts(split, decoded)})})
-    data = release_data(config, split, decoded, data_dir, spec)
+    data = release_data(config, split, decoded, data_dir, spec, probe_limit)
     return release(
         networks, spec, data, card, models_dir, target_sensitivity=target_sensitivity or target_sensitivity_of(cards[0])
     )

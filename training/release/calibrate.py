@@ -28,6 +28,7 @@ from training.data.config import describe_disease, samples_of
 from training.data.pipeline import decode_split
 from training.data.samples import DataError, card_split_spec, split_as
 from training.data.versions import published_version
+from training.evaluation.assessment import PROBE_LIMIT
 from training.networks.architectures import make_architecture
 from training.networks.servable import (
     Networks,
@@ -106,6 +107,7 @@ def calibrate_version(
     target_sensitivity: float | None = None,
     test_time_flips: list[str] | None = None,
     kernel_bits: int | None = None,
+    probe_limit: int = PROBE_LIMIT,
 ) -> Path:
     """None keeps the version's own target sensitivity, flips and kernel precision."""
     folder = published_version(models_dir, disease, version)
@@ -115,7 +117,7 @@ def calibrate_version(
     config = describe_disease(disease, data_dir)
     split = split_as(samples_of(config, data_dir), card_split_spec(card))
     decoded = decode_split(split, spec)
-    data = release_data(config, split, decoded, data_dir, spec)
+    data = release_data(config, split, decoded, data_dir, spec, probe_limit)
     new_card = card.model_copy(
         update={
             "format_version": 2,

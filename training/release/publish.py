@@ -34,6 +34,7 @@ from training.data.config import DiseaseConfig, other_diseases
 from training.data.pipeline import DecodedSet, kept_samples, pixels_of, prediction_batches
 from training.data.samples import Sample, Split
 from training.evaluation.assessment import (
+    PROBE_LIMIT,
     Assessment,
     Probe,
     assess,
@@ -95,7 +96,12 @@ class ReleaseData:
 
 
 def release_data(
-    config: DiseaseConfig, split: Split, decoded: dict[str, DecodedSet], data_dir: Path, spec: InputSpec
+    config: DiseaseConfig,
+    split: Split,
+    decoded: dict[str, DecodedSet],
+    data_dir: Path,
+    spec: InputSpec,
+    probe_limit: int = PROBE_LIMIT,
 ) -> ReleaseData:
     """The decoded parts of a split, their patient groups, and the images the OOD check must refuse."""
     return ReleaseData(
@@ -107,7 +113,7 @@ def release_data(
         test_samples=kept_samples(split.test, decoded["test"]),
         data_dir=data_dir,
         config=config,
-        probes=probe_sets(data_dir, config.name, spec, known=other_diseases(config)),
+        probes=probe_sets(data_dir, config.name, spec, known=other_diseases(config), limit=probe_limit),
     )
 
 
