@@ -224,6 +224,7 @@ def test_a_lab_trains_and_serves_a_disease_of_its_own_without_code(tmp_path: Pat
             }
         )
     )
+    write_synthetic_dataset(data, "malaria", per_class=30, manifest=False)  # another organ its gate must flag
     models = tmp_path / "models"
     code = main(
         [
@@ -241,6 +242,8 @@ def test_a_lab_trains_and_serves_a_disease_of_its_own_without_code(tmp_path: Pat
             "Made by a test.",
             "--enhancement",
             "fundus",
+            "--probe-limit",
+            "4",
         ]
     )
     assert code == 0
@@ -254,6 +257,7 @@ def test_a_lab_trains_and_serves_a_disease_of_its_own_without_code(tmp_path: Pat
     assert card.training.settings["augment"] is False
     assert "disease.json" in card.training.settings["disease_config"]
     assert card.screening.target_sensitivity == 0.9 and card.test_time_flips == ["horizontal"]
+    assert card.out_of_distribution.flagged["malaria test part"].n_images == 4  # --probe-limit of a larger part
     with TestClient(create_app(Settings(models_dir=models))) as client:
         response = client.post("/predict/tuberculosis", files={"file": ("x.png", image_bytes(blob(40, True, 1)))})
         listed = client.get("/models/tuberculosis").json()

@@ -106,6 +106,11 @@ def add_export_choices(parser: argparse.ArgumentParser, default_flips: str) -> N
         "channel: a quarter) or 32, the figures measured on the rounded kernels (default: calibrate: as the "
         "version; ensemble: 32)",
     )
+    add_probe_limit(parser)
+
+
+def add_probe_limit(parser: argparse.ArgumentParser) -> None:
+    """How many images of each other organ a release measures its out-of-distribution flags on."""
     parser.add_argument(
         "--probe-limit",
         type=positive,

@@ -27,6 +27,7 @@ from app.contract.model_card import (
 from training.data.config import DiseaseConfig, DiseaseFlags, Recipe, describe_disease, samples_of, sites_of
 from training.data.pipeline import DecodedSet, decode_split, kept_samples
 from training.data.samples import Split, check_trainable, manifest_notes, split_as
+from training.evaluation.assessment import PROBE_LIMIT
 from training.networks.architectures import PAPER_CNN
 from training.networks.distributed import StrategyName, fit_distributed, is_chief, make_strategy, task
 from training.networks.fitting import FittedModel, fit_model
@@ -73,6 +74,7 @@ class TrainOptions:
     backbones_dir: Path = Path("backbones")  # where a recipe's pretrained start is kept (training/networks/pretrain.py)
     strategy: str = "default"  # tf.distribute: default, mirrored or multiworker (training/networks/distributed.py)
     checkpoint_dir: Path | None = None  # per-epoch checkpoints to resume from (mirrored, multiworker)
+    probe_limit: int = PROBE_LIMIT  # images of each other organ the release measures its OOD flags on
     verbose: int = 1
 
     @property
@@ -160,7 +162,7 @@ def train(options: TrainOptions) -> Path | None:
     # Fit the trust layer, export, measure on the untouched test part as served, publish.
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     card = _card(options, recipe, start, split_spec, split_counts(split, decoded), fitted, replicas)
-    data = release_data(options.config, split, decoded, options.data_dir, spec)
+    data = release_data(options.config, split, decoded, options.data_dir, spec, options.probe_limit)
     target = release(
         fitted.model,
         spec,
