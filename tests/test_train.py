@@ -14,6 +14,7 @@ from app.contract.savedmodel import load_model
 from tests.images import model_input
 from training.cli import main
 from training.data.config import DiseaseFlags
+from training.evaluation.answers import OWN_TEST, answers_path, figures_from_answers, read_answers
 from training.evaluation.run import evaluate_version
 from training.release.train import options_for, train
 
@@ -72,6 +73,14 @@ def test_export_is_a_complete_version_with_card_and_report(trained) -> None:
     report = json.loads((target / "report" / "evaluation.json").read_text())
     assert report["metrics"]["accuracy"] == card.metrics.accuracy
     assert len(report["history"]["val_loss"]) == len(report["history"]["loss"]) == 2
+    # Every answer the card was measured on is kept, and gives the card's figures again.
+    kept = read_answers(answers_path(target))
+    assert all(image.startswith("malaria/") for image in kept[OWN_TEST].images)
+    assert len(kept[OWN_TEST].images) == card.metrics.n_images and set(kept) == set(flagged)
+    figures = figures_from_answers(card, kept)
+    assert figures.metrics == card.metrics.model_copy(update={"intervals": None})
+    assert figures.screening == card.screening.test.model_copy(update={"intervals": None})
+    assert figures.flagged == flagged
     assert not [p for p in (models / "malaria").iterdir() if p.name.startswith(".")]
     assert target.stat().st_mode & 0o755 == 0o755  # readable by a service running as another user
 
@@ -184,21 +193,35 @@ def test_calibrate_gives_an_old_version_the_trust_layer_as_a_new_version_with_th
 def test_evaluate_write_replaces_the_figures_in_place(trained, tmp_path: Path, capsys) -> None:
     import shutil
 
+    from tests.conftest import write_synthetic_dataset
+
     data, models, target = trained
     copy = tmp_path / "models"
     shutil.copytree(models, copy)
+    data = tmp_path / "data"  # with another organ, whose test part holds more than the 7 images asked below
+    shutil.copytree(trained[0], data)
+    write_synthetic_dataset(data, "pneumonia", per_class=40, manifest=False)
     card_path = copy / "malaria" / "1" / "metadata.json"
     stale = read_card(card_path).model_copy(
         update={"metrics": read_card(card_path).metrics.model_copy(update={"accuracy": 0.0})}
     )
     card_path.write_text(stale.model_dump_json())
-    assert main(["evaluate", "malaria", "--version", "1", "--write", "--data", str(data), "--out", str(copy)]) == 0
+    answers_path(copy / "malaria" / "1").unlink()  # a version measured before its answers were kept
+    arguments = ["evaluate", "malaria", "--version", "1", "--write", "--data", str(data), "--out", str(copy)]
+    assert main([*arguments, "--probe-limit", "7"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert (
         read_card(card_path).metrics.accuracy
         == printed["metrics"]["accuracy"]
         == read_card(target / "metadata.json").metrics.accuracy
     )
+    # its answers kept now, the other organ's measured on as many images as asked, the training history kept
+    rewritten, original = read_answers(answers_path(copy / "malaria" / "1")), read_answers(answers_path(target))
+    assert rewritten[OWN_TEST].images == original[OWN_TEST].images
+    np.testing.assert_allclose(rewritten[OWN_TEST].log_odds, original[OWN_TEST].log_odds, atol=1e-4)
+    assert len(rewritten["pneumonia test part"].images) == 7 and "pneumonia test part" not in original
+    report = json.loads((copy / "malaria" / "1" / "report" / "evaluation.json").read_text())
+    assert len(report["history"]["loss"]) == 2
 
 
 def test_a_lab_trains_and_serves_a_disease_of_its_own_without_code(tmp_path: Path) -> None:

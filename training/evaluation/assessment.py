@@ -26,6 +26,7 @@ from app.contract.savedmodel import ImageOutputs, LoadedModel
 from app.contract.scoring import calibrated_probability
 from training.data.pipeline import decode_samples, kept_samples, pixels_of
 from training.data.samples import DataError, Sample, find_samples, split_as
+from training.evaluation.answers import OWN_TEST, AnswerSet, answers_path, flag_rates, image_names, write_answers
 from training.evaluation.metrics import (
     ECE_BINS,
     INFECTED,
@@ -60,7 +61,6 @@ PHOTOGRAPHS = (
     "text",
     "stereo_motorcycle",
 )
-OWN_TEST = "own test part"
 PHOTOGRAPHS_KEY = "natural photographs (skimage.data)"
 NOISE_KEY = "noise and blank images"
 
@@ -72,12 +72,14 @@ class Probe:
 
     pixels: np.ndarray
     colour_picture: np.ndarray  # bool per image
+    images: list[str]  # how the kept answers name each (answers.image_names, or a made-up name)
 
     @classmethod
-    def of(cls, images: list[Image.Image], spec: InputSpec) -> Probe:
+    def of(cls, images: dict[str, Image.Image], spec: InputSpec) -> Probe:
         return cls(
-            pixels=np.stack([to_pixels(image, spec) for image in images]),
-            colour_picture=np.array([colour_picture_for(image, spec) for image in images], dtype=bool),
+            pixels=np.stack([to_pixels(image, spec) for image in images.values()]),
+            colour_picture=np.array([colour_picture_for(image, spec) for image in images.values()], dtype=bool),
+            images=list(images),
         )
 
 
@@ -175,21 +177,16 @@ def group_intervals(
     }
 
 
-def flag_rate(distances: np.ndarray, threshold: float, target: str, also_flagged: np.ndarray | None = None) -> FlagRate:
-    flagged = distances > threshold if also_flagged is None else (distances > threshold) | also_flagged
-    return FlagRate(n_images=len(distances), flagged=float(np.mean(flagged)), target=target)
-
-
 def photographs(spec: InputSpec) -> Probe:
     """scikit-image's natural photographs, prepared as the service prepares an upload."""
     import skimage.data
 
-    images = []
+    images = {}
     for name in PHOTOGRAPHS:
         array = getattr(skimage.data, name)()
         if isinstance(array, tuple):  # stereo pairs: the left view
             array = array[0]
-        images.append(Image.fromarray(np.asarray(array)))
+        images[f"skimage.data.{name}"] = Image.fromarray(np.asarray(array))
     return Probe.of(images, spec)
 
 
@@ -201,23 +198,29 @@ def noise_and_blank(spec: InputSpec, seed: int = 0) -> Probe:
     arrays += [np.clip(rng.normal(128, 40, (256, 256)), 0, 255).astype(np.uint8) for _ in range(2)]
     arrays += [np.full((200, 200), level, np.uint8) for level in (0, 64, 128, 192, 255)]
     arrays += [np.full((200, 200, 3), colour, np.uint8) for colour in ((255, 0, 0), (0, 0, 255))]
-    return Probe.of([Image.fromarray(array) for array in arrays], spec)
+    return Probe.of({f"noise or blank {index}": Image.fromarray(array) for index, array in enumerate(arrays)}, spec)
 
 
-def ood_flags(model: LoadedModel, own_test: Outputs, probes: dict[str, Probe]) -> dict[str, FlagRate]:
+def probe_answers(model: LoadedModel, probes: dict[str, Probe]) -> dict[str, AnswerSet]:
+    """How the model answers each image its out-of-distribution check must flag (none without the check)."""
+    if model.card.out_of_distribution is None:
+        return {}
+    answers = {}
+    for name, probe in probes.items():
+        outputs = run_model(model, probe.pixels)
+        answers[name] = AnswerSet(probe.images, outputs.log_odds, outputs.ood_distance, probe.colour_picture)
+    return answers
+
+
+def ood_flags(model: LoadedModel, answers: dict[str, AnswerSet]) -> dict[str, FlagRate]:
     """Share flagged on the model's own test part (target <= 5%) and on each probe set (>= 95%, 100%), as the
     service flags: by the distance, or, for a gray-modality model, because the image is a colour picture. (No
     image of a gray modality's own data is one: COLOUR_PICTURE_CHROMA's measurements.)"""
     ood = model.card.out_of_distribution
-    if ood is None or own_test.ood_distance is None:
+    if ood is None or answers[OWN_TEST].ood_distance is None:
         return {}
-    flags = {OWN_TEST: flag_rate(own_test.ood_distance, ood.threshold, "<= 5%")}
-    for name, probe in probes.items():
-        distances = run_model(model, probe.pixels).ood_distance
-        assert distances is not None
-        target = "100%" if name == NOISE_KEY else ">= 95%"
-        flags[name] = flag_rate(distances, ood.threshold, target, also_flagged=probe.colour_picture)
-    return flags
+    targets = {name: ">= 95%" for name in answers} | {OWN_TEST: "<= 5%", NOISE_KEY: "100%"}
+    return flag_rates(answers, ood.threshold, targets)
 
 
 def _point_with_intervals(
@@ -242,6 +245,7 @@ class Assessment:
     log_odds: np.ndarray
     uncalibrated: np.ndarray  # P(infected) per test image, temperature 1
     calibrated: np.ndarray
+    answers: dict[str, AnswerSet]  # every answer the figures were measured on, kept in the report
 
 
 def assess(
@@ -250,9 +254,14 @@ def assess(
     test_labels: np.ndarray,
     test_groups: list[str],
     probes: dict[str, Probe],
+    test_images: list[str],
 ) -> Assessment:
     card = model.card
     outputs = run_model(model, test_pixels)
+    own = AnswerSet(
+        test_images, outputs.log_odds, outputs.ood_distance, np.zeros(len(test_labels), dtype=bool), test_labels
+    )
+    answers = {OWN_TEST: own, **probe_answers(model, probes)}
     calibration = card.calibration_parameters()
     uncalibrated = calibrated_probability(outputs.log_odds, 1.0)
     calibrated = calibrated_probability(outputs.log_odds, *calibration)
@@ -271,11 +280,12 @@ def assess(
         screening_test_at_0_5=(
             _point_with_intervals(calibrated, test_labels, test_groups, 0.5) if card.screening else None
         ),
-        ood_flagged=ood_flags(model, outputs, probes),
+        ood_flagged=ood_flags(model, answers),
         labels=test_labels,
         log_odds=outputs.log_odds,
         uncalibrated=uncalibrated,
         calibrated=calibrated,
+        answers=answers,
     )
 
 
@@ -304,8 +314,10 @@ def probe_sets(
         test = test[:: max(1, len(test) // limit)][:limit]
         decoded = decode_samples(test, spec)
         if decoded.size:
-            colour = colour_pictures_in_files(kept_samples(test, decoded), spec)
-            probes[other_disease_key(other)] = Probe(pixels_of(decoded), colour)
+            kept = kept_samples(test, decoded)
+            probes[other_disease_key(other)] = Probe(
+                pixels_of(decoded), colour_pictures_in_files(kept, spec), image_names(kept, data_dir)
+            )
     probes[PHOTOGRAPHS_KEY] = photographs(spec)
     probes[NOISE_KEY] = noise_and_blank(spec)
     return probes
@@ -341,3 +353,4 @@ def write_assessment_report(
             "out_of_distribution": card.out_of_distribution.model_dump() if card.out_of_distribution else None,
         },
     )
+    write_answers(answers_path(folder), assessment.answers)

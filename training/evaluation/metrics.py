@@ -124,8 +124,12 @@ def write_report(
     extra: dict[str, object] | None = None,
 ) -> None:
     """evaluation.json, classification_report.txt and PNG plots in `folder`. Without a training
-    history, an existing learning_curves.png (of the version this one re-exports) is kept."""
+    history, an existing report's (of the version this one re-exports or re-measures) is kept, and its
+    learning_curves.png."""
     folder.mkdir(parents=True, exist_ok=True)
+    kept_history = None
+    if history is None and (folder / "evaluation.json").is_file():
+        kept_history = json.loads((folder / "evaluation.json").read_text(encoding="utf-8")).get("history")
     text = report_text(labels, probabilities)
     (folder / "classification_report.txt").write_text(text, encoding="utf-8")
     (folder / "evaluation.json").write_text(
@@ -135,7 +139,7 @@ def write_report(
                 "metrics": metrics.model_dump(),
                 "classification_report": text,
                 **(extra or {}),
-                "history": history,
+                "history": history or kept_history,
             },
             indent=2,
         )

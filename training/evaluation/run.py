@@ -14,7 +14,9 @@ from training.data.config import describe_disease, disease_samples, other_diseas
 from training.data.pipeline import decode_samples, images_only, kept_samples, pixels_of
 from training.data.samples import DataError, Sample, card_split_spec, split_as
 from training.data.versions import published_version
+from training.evaluation.answers import image_names
 from training.evaluation.assessment import (
+    PROBE_LIMIT,
     assess,
     batch_for,
     probe_sets,
@@ -62,6 +64,7 @@ def evaluate_version(
     models_dir: Path,
     version: int | None = None,
     write: bool = False,
+    probe_limit: int = PROBE_LIMIT,
 ) -> ModelCard:
     """Re-measure a version on its test part (metrics with intervals, calibration, screening threshold,
     out-of-distribution flags, per-site and per-grade figures) and keep its validation part's distances for
@@ -72,8 +75,10 @@ def evaluate_version(
     split = split_as(samples_of(config, data_dir), card_split_spec(model.card))
     decoded = decode_samples(split.test, spec)
     test = kept_samples(split.test, decoded)
-    probes = probe_sets(data_dir, disease, spec, known=other_diseases(config))
-    assessment = assess(model, pixels_of(decoded), decoded.labels, [s.group for s in test], probes)
+    probes = probe_sets(data_dir, disease, spec, known=other_diseases(config), limit=probe_limit)
+    assessment = assess(
+        model, pixels_of(decoded), decoded.labels, [s.group for s in test], probes, image_names(test, data_dir)
+    )
     validation = run_model(model, pixels_of(decode_samples(split.validation, spec)))
     card = with_assessment(model.card, assessment)
     card = card.model_copy(

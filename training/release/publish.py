@@ -33,6 +33,7 @@ from app.contract.scoring import calibrated_probability
 from training.data.config import DiseaseConfig, other_diseases
 from training.data.pipeline import DecodedSet, kept_samples, pixels_of, prediction_batches
 from training.data.samples import Sample, Split
+from training.evaluation.answers import image_names
 from training.evaluation.assessment import (
     PROBE_LIMIT,
     Assessment,
@@ -261,7 +262,14 @@ def release(
             shutil.copytree(previous_report, staged.folder / REPORT_DIR)
         write_card(provisional, staged.folder / METADATA_FILE)  # load_model reads it
         served = load_model(staged.folder)
-        assessment = assess(served, pixels_of(data.test), data.test.labels, data.test_groups, data.probes)
+        assessment = assess(
+            served,
+            pixels_of(data.test),
+            data.test.labels,
+            data.test_groups,
+            data.probes,
+            image_names(data.test_samples, data.data_dir),
+        )
         drift = float(np.max(np.abs(assessment.log_odds - test_odds), initial=0.0))
         if drift > PARITY_TOLERANCE:
             raise RuntimeError(f"the exported model answers differently from the trained one (log-odds {drift:.2e})")
