@@ -14,6 +14,7 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from app.contract.model_card import CLASS_NAMES, ModelCard, SplitSpec
 
@@ -216,3 +217,11 @@ def check_trainable(split: Split) -> None:
             raise DataError(
                 f"the {part} part has no {' or '.join(missing)} images: need more images or groups per class"
             )
+
+
+T = TypeVar("T")
+
+
+def fixed_sample(items: list[T], limit: int) -> list[T]:
+    """At most `limit` items spread over the list, every k-th: the same ones on every run."""
+    return items[:: max(1, len(items) // limit)][:limit]

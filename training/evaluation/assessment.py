@@ -25,7 +25,7 @@ from app.contract.preprocessing import ColourMode, InputSpec, decode, is_colour_
 from app.contract.savedmodel import ImageOutputs, LoadedModel
 from app.contract.scoring import calibrated_probability
 from training.data.pipeline import decode_samples, kept_samples, pixels_of
-from training.data.samples import DataError, Sample, find_samples, split_as
+from training.data.samples import DataError, Sample, find_samples, fixed_sample, split_as
 from training.evaluation.answers import OWN_TEST, AnswerSet, answers_path, flag_rates, image_names, write_answers
 from training.evaluation.metrics import (
     ECE_BINS,
@@ -311,7 +311,7 @@ def probe_sets(
             test = split_as(find_samples(data_dir, other), SplitSpec()).test
         except DataError:
             continue
-        test = test[:: max(1, len(test) // limit)][:limit]
+        test = fixed_sample(test, limit)
         decoded = decode_samples(test, spec)
         if decoded.size:
             kept = kept_samples(test, decoded)

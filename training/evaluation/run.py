@@ -4,21 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from app.contract.model_card import ModelCard, replace_card
 from app.contract.model_store import METADATA_FILE
 from app.contract.savedmodel import LoadedModel, load_model
-from app.contract.scoring import normalise
 from training.data.config import describe_disease, disease_samples, other_diseases, samples_of
-from training.data.pipeline import decode_samples, images_only, kept_samples, pixels_of
+from training.data.pipeline import decode_samples, kept_samples, pixels_of
 from training.data.samples import DataError, Sample, card_split_spec, split_as
 from training.data.versions import published_version
 from training.evaluation.answers import image_names
 from training.evaluation.assessment import (
     PROBE_LIMIT,
     assess,
-    batch_for,
     probe_sets,
     run_model,
     with_assessment,
@@ -35,26 +31,6 @@ def load_version(disease: str, models_dir: Path, version: int | None) -> LoadedM
 
 def test_part(model: LoadedModel, data_dir: Path) -> list[Sample]:
     return split_as(disease_samples(data_dir, model.card.disease), card_split_spec(model.card)).test
-
-
-def predict_test_part(
-    disease: str,
-    *,
-    data_dir: Path,
-    models_dir: Path,
-    version: int | None = None,
-    limit: int | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, normalised probabilities) of the exported model on its test part, or a fixed sample of it."""
-    model = load_version(disease, models_dir, version)
-    test = test_part(model, data_dir)
-    if limit is not None and limit < len(test):
-        # A fixed, class-stratified sample: every k-th file of the (sorted) test part.
-        test = test[:: max(1, len(test) // limit)][:limit]
-    decoded = decode_samples(test, model.card.input.spec())
-    batches = images_only(decoded, batch_size=batch_for(model.card))
-    scores = np.concatenate([model.predict(batch.numpy()) for batch in batches])
-    return decoded.labels, normalise(scores)
 
 
 def evaluate_version(
