@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SHARED_DATASETS, needs_shared_data, write_synthetic_dataset
-from training.data.samples import DataError, check_trainable, class_counts, find_samples, split_by_group
+from training.data.samples import DataError, check_trainable, class_counts, find_samples, fixed_sample, split_by_group
 
 
 def test_samples_carry_labels_and_manifest_groups(synthetic_data: Path) -> None:
@@ -79,3 +79,11 @@ def test_real_malaria_split_keeps_every_slide_on_one_side() -> None:
     assert not slides["train"] & slides["test"] and not slides["validation"] & slides["test"]
     assert not slides["train"] & slides["validation"]
     assert len(slides["test"]) > 10
+
+
+def test_a_fixed_sample_is_spread_over_the_list_and_never_longer_than_asked() -> None:
+    items = list(range(10))
+    assert fixed_sample(items, 3) == [0, 3, 6]
+    assert fixed_sample(items, 4) == [0, 2, 4, 6]
+    assert fixed_sample(items, 10) == fixed_sample(items, 50) == items
+    assert fixed_sample([], 5) == []
