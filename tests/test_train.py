@@ -12,9 +12,10 @@ from app.contract.model_card import read_card
 from app.contract.model_store import versions
 from app.contract.savedmodel import load_model
 from tests.images import model_input
+from tests.kept_figures import assert_card_figures_from_answers
 from training.cli import main
 from training.data.config import DiseaseFlags
-from training.evaluation.answers import OWN_TEST, answers_path, figures_from_answers, read_answers
+from training.evaluation.answers import OWN_TEST, answers_path, read_answers
 from training.evaluation.run import evaluate_version
 from training.release.train import options_for, train
 
@@ -77,10 +78,7 @@ def test_export_is_a_complete_version_with_card_and_report(trained) -> None:
     kept = read_answers(answers_path(target))
     assert all(image.startswith("malaria/") for image in kept[OWN_TEST].images)
     assert len(kept[OWN_TEST].images) == card.metrics.n_images and set(kept) == set(flagged)
-    figures = figures_from_answers(card, kept)
-    assert figures.metrics == card.metrics.model_copy(update={"intervals": None})
-    assert figures.screening == card.screening.test.model_copy(update={"intervals": None})
-    assert figures.flagged == flagged
+    assert_card_figures_from_answers(card, kept)
     assert not [p for p in (models / "malaria").iterdir() if p.name.startswith(".")]
     assert target.stat().st_mode & 0o755 == 0o755  # readable by a service running as another user
 
