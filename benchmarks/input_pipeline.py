@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from app.contract.memory import keep_freed_memory
+from app.runtime.machine import describe_machine
 from training.data.config import get_disease
 from training.data.pipeline import decode_samples, scale_batch, training_batches
 from training.data.samples import find_samples, split_by_group
@@ -84,7 +84,7 @@ def main() -> None:
         "images_per_second": {k: [round(v, 1) for v in vs] for k, vs in rates.items()},
         "median_images_per_second": {k: round(float(np.median(vs)), 1) for k, vs in rates.items()},
         "ratio_tf_data_to_in_memory": round(float(np.median(rates["tf_data"]) / np.median(rates["in_memory"])), 3),
-        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores",
+        "machine": describe_machine(),
         "tensorflow": tf.__version__,
     }
     args.out.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 
+from app.runtime.machine import describe_machine
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -42,7 +44,7 @@ def running_service(port: int, env: dict[str, str], startup_timeout_s: float = 1
 
 def write_result(result: dict[str, Any], out: Path) -> int:
     """The result with the machine it ran on, as JSON to `out` and stdout; exit code 0 if it passed."""
-    result["machine"] = f"{os.cpu_count()} cores; client and server on the same machine"
+    result["machine"] = f"{describe_machine()}; client and server on it"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

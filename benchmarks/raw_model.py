@@ -20,6 +20,7 @@ import numpy as np
 from app.contract.model_store import latest_version_dir
 from app.contract.savedmodel import load_model
 from app.runtime import tf_runtime
+from app.runtime.machine import describe_machine
 from app.settings import Settings
 
 
@@ -61,6 +62,7 @@ def measure(
     return {
         "disease": disease,
         "version": loaded.card.version,
+        "machine": describe_machine(),
         "signature": signature,
         "input": list(shape),
         "single_call_ms": {

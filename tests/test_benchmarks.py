@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from app.runtime.machine import describe_machine
 from benchmarks import input_pipeline, raw_model, serving
 
 
@@ -18,6 +19,7 @@ def test_raw_model_measures_latency_and_throughput(model_factory, tmp_path: Path
     assert result["single_call_ms"]["p50"] > 0 and result["single_call_after_10ms_idle_ms"]["p50"] > 0
     assert set(result["images_per_second_by_batch"]) == {1, 4}
     assert result["R_images_per_second"] == max(result["images_per_second_by_batch"].values())
+    assert result["machine"] == describe_machine()  # latencies compare only within one machine
 
 
 def test_input_pipeline_benchmark_writes_its_result(synthetic_data: Path, tmp_path: Path, monkeypatch) -> None:

@@ -11,6 +11,7 @@ import pytest
 from app.contract.model_card import read_card
 from app.contract.model_store import versions
 from app.contract.savedmodel import load_model
+from app.runtime.machine import describe_machine
 from tests.images import model_input
 from tests.kept_figures import assert_card_figures_from_answers
 from training.cli import main
@@ -48,6 +49,7 @@ def test_export_is_a_complete_version_with_card_and_report(trained) -> None:
     assert card.training.seed == 42 and card.training.recipe == "medscan" and card.training.epochs_run == 2
     assert sum(card.data.counts.test.values()) == card.metrics.n_images > 0
     assert card.data.caveats and card.frameworks["tensorflow"]
+    assert card.training.machine == describe_machine()  # where its training time was measured
     assert card.format_version == 2 and card.data.split_spec.seed == 42 and card.data.split_spec.test_fraction == 0.15
     # The trust layer is fitted and measured by every training run.
     assert card.calibration.temperature > 0 and card.calibration.test.n_images == card.metrics.n_images

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import platform
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from app.contract.preprocessing import InputSpec
+from app.runtime.machine import describe_machine
 from training.data.config import DISEASES, Recipe
 from training.experiments.crossval import (
     METRICS,
@@ -102,7 +101,7 @@ def compare(
         "weights": options.weights or "none",
         "architectures": results,
         "seconds": 0.0,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU",
+        "machine": describe_machine(),
     }
     earlier = _earlier_results(report_dir / options.disease / "compare.json", comparison)
     for arch in archs:

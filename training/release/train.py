@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import platform
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -24,6 +23,7 @@ from app.contract.model_card import (
     TestMetrics,
     TrainingCard,
 )
+from app.runtime.machine import describe_machine
 from training.data.config import DiseaseConfig, DiseaseFlags, Recipe, describe_disease, samples_of, sites_of
 from training.data.pipeline import DecodedSet, decode_split, kept_samples
 from training.data.samples import Split, check_trainable, manifest_notes, split_as
@@ -263,7 +263,7 @@ def _card(
             epochs_run=len(fitted.history.get("loss", [])),
             best_epoch=fitted.best_epoch,
             seconds=round(fitted.seconds, 1),
-            machine=machine_description(),
+            machine=describe_machine(),
         ),
         frameworks=framework_versions(),
         created=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -278,10 +278,6 @@ def training_sites(
         return None
     kept = kept_samples(split.train, decoded["train"])
     return sites_of(kept, manifest_notes(data_dir, kept), config.sites)
-
-
-def machine_description() -> str:
-    return f"{platform.machine()} {platform.processor() or 'cpu'}, {os.cpu_count()} cores, no GPU"
 
 
 def framework_versions() -> dict[str, str]:
