@@ -18,8 +18,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from app.contract.machine import describe_machine
 from app.contract.memory import keep_freed_memory
-from app.runtime.machine import describe_machine
 from training.data.config import get_disease
 from training.data.pipeline import decode_samples, scale_batch, training_batches
 from training.data.samples import find_samples, split_by_group

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from app.runtime.machine import describe_machine
+from app.contract.machine import describe_machine
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from app.contract.machine import describe_machine
 from app.contract.model_store import latest_version_dir
 from app.contract.savedmodel import load_model
 from app.runtime import tf_runtime
-from app.runtime.machine import describe_machine
 from app.settings import Settings
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from app.runtime.machine import describe_machine
+from app.contract.machine import describe_machine
 from benchmarks import input_pipeline, raw_model, serving
 
 

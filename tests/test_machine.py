@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from app.runtime.machine import describe_machine, processor_name
+from app.contract.machine import describe_machine, processor_name
 
 
 def test_the_processor_is_named_from_cpuinfo(tmp_path: Path) -> None:

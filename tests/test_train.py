@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from app.contract.machine import describe_machine
 from app.contract.model_card import read_card
 from app.contract.model_store import versions
 from app.contract.savedmodel import load_model
-from app.runtime.machine import describe_machine
 from tests.images import model_input
 from tests.kept_figures import assert_card_figures_from_answers
 from training.cli import main

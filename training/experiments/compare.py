@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from app.contract.machine import describe_machine
 from app.contract.preprocessing import InputSpec
-from app.runtime.machine import describe_machine
 from training.data.config import DISEASES, Recipe
 from training.experiments.crossval import (
     METRICS,

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from app.contract import preprocessing
+from app.contract.machine import describe_machine
 from app.contract.model_card import (
     DataCard,
     InputCard,
@@ -23,7 +24,6 @@ from app.contract.model_card import (
     TestMetrics,
     TrainingCard,
 )
-from app.runtime.machine import describe_machine
 from training.data.config import DiseaseConfig, DiseaseFlags, Recipe, describe_disease, samples_of, sites_of
 from training.data.pipeline import DecodedSet, decode_split, kept_samples
 from training.data.samples import Split, check_trainable, manifest_notes, split_as
