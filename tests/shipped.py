@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from app.contract.model_card import ModelCard, read_card
-from app.contract.model_store import METADATA_FILE, disease_names, latest_version, version_dir
+from app.contract.model_store import METADATA_FILE, disease_names, latest_version_dir
 from app.contract.preprocessing import file_pixels
 from app.contract.savedmodel import LoadedModel, load_model
 from tests.conftest import REPO_MODELS, SHARED_DATASETS
@@ -23,7 +23,7 @@ ANSWER_TOLERANCE = 1e-3
 
 
 def shipped_folder(disease: str) -> Path:
-    return version_dir(REPO_MODELS, disease, latest_version(REPO_MODELS, disease))
+    return latest_version_dir(REPO_MODELS, disease)
 
 
 def shipped_card(disease: str) -> ModelCard:

@@ -241,11 +241,19 @@ class Assessment:
     screening_test: OperatingPoint | None
     screening_test_at_0_5: OperatingPoint | None
     ood_flagged: dict[str, FlagRate]
-    labels: np.ndarray
-    log_odds: np.ndarray
     uncalibrated: np.ndarray  # P(infected) per test image, temperature 1
     calibrated: np.ndarray
     answers: dict[str, AnswerSet]  # every answer the figures were measured on, kept in the report
+
+    @property
+    def labels(self) -> np.ndarray:
+        labels = self.answers[OWN_TEST].labels
+        assert labels is not None
+        return labels
+
+    @property
+    def log_odds(self) -> np.ndarray:
+        return self.answers[OWN_TEST].log_odds
 
 
 def assess(
@@ -281,8 +289,6 @@ def assess(
             _point_with_intervals(calibrated, test_labels, test_groups, 0.5) if card.screening else None
         ),
         ood_flagged=ood_flags(model, answers),
-        labels=test_labels,
-        log_odds=outputs.log_odds,
         uncalibrated=uncalibrated,
         calibrated=calibrated,
         answers=answers,
