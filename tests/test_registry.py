@@ -338,3 +338,23 @@ async def test_a_large_input_gets_a_smaller_batch(tmp_path: Path, model_factory)
         assert registry.get("pneumonia").batcher.max_batch_size == 10
     finally:
         await registry.close()
+
+
+def test_a_version_is_in_one_state_at_a_time_and_only_a_ready_one_has_a_model() -> None:
+    from typing import cast
+
+    from app.contract.savedmodel import LoadedModel
+    from app.runtime.errors import ModelUnavailable
+    from app.runtime.registry import Failed, Ready, ServedModel
+
+    found = ServedModel(disease="malaria", version=3)
+    assert (found.status, found.model, found.batcher, found.error) == (ModelStatus.LOADING, None, None, None)
+    with pytest.raises(ModelUnavailable, match="loading"):
+        found.loaded
+    found.state = Failed("variables missing")
+    assert (found.status, found.model, found.error) == (ModelStatus.FAILED, None, "variables missing")
+    with pytest.raises(ModelUnavailable, match="variables missing"):
+        found.loaded
+    model = cast(LoadedModel, object())  # the state holds it; nothing here calls it
+    found.state = Ready(model, batcher=None)
+    assert (found.status, found.loaded, found.batcher, found.error) == (ModelStatus.READY, model, None, None)

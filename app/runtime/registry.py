@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import partial
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -35,19 +36,59 @@ class ModelStatus(StrEnum):
     FAILED = "failed"
 
 
+@dataclass(frozen=True)
+class Loading:
+    """Found on disk; being loaded and warmed in the background."""
+
+    status: ClassVar[ModelStatus] = ModelStatus.LOADING
+
+
+@dataclass(frozen=True)
+class Ready:
+    """Loaded and warmed: answers requests."""
+
+    model: LoadedModel
+    batcher: DynamicBatcher | None  # None with MEDSCAN_BATCHING=false: each call goes to the model thread
+    status: ClassVar[ModelStatus] = ModelStatus.READY
+
+
+@dataclass(frozen=True)
+class Failed:
+    """Would not load; reported, and retried when its files change."""
+
+    error: str
+    status: ClassVar[ModelStatus] = ModelStatus.FAILED
+
+
+LoadState = Loading | Ready | Failed
+
+
 @dataclass
 class ServedModel:
-    """One version of one disease's model."""
+    """One version of one disease's model: where it is on its way to answering (`state`), and its files."""
 
     disease: str
     version: int | None
-    status: ModelStatus = ModelStatus.LOADING
-    error: str | None = None
-    model: LoadedModel | None = None
-    batcher: DynamicBatcher | None = None
+    state: LoadState = field(default_factory=Loading)
     fingerprint: tuple[int, ...] = ()  # a failed version is retried, a served one reloaded, when its files change
     card_stamp: tuple[int, int] = (0, 0)  # metadata.json's size and mtime when loaded
     in_flight: int = 0  # requests admitted and not finished; a retired version waits for 0
+
+    @property
+    def status(self) -> ModelStatus:
+        return self.state.status
+
+    @property
+    def error(self) -> str | None:
+        return self.state.error if isinstance(self.state, Failed) else None
+
+    @property
+    def model(self) -> LoadedModel | None:
+        return self.state.model if isinstance(self.state, Ready) else None
+
+    @property
+    def batcher(self) -> DynamicBatcher | None:
+        return self.state.batcher if isinstance(self.state, Ready) else None
 
     @property
     def card(self) -> ModelCard | None:
@@ -60,9 +101,9 @@ class ServedModel:
     @property
     def loaded(self) -> LoadedModel:
         """The model of a READY entry (what `ModelRegistry.get` returns)."""
-        if self.model is None:
+        if not isinstance(self.state, Ready):
             raise ModelUnavailable(f"the {self.disease} model is {self.status.value}: {self.error or 'not ready yet'}")
-        return self.model
+        return self.state.model
 
 
 NO_VERSION = -1  # the key of a disease folder's entry that holds no version folder
@@ -164,9 +205,7 @@ class ModelRegistry:
         if found == []:  # a disease folder without versions: reported, as a failed entry
             if NO_VERSION not in entries:
                 log.error("%s: no integer version folder", disease)
-            entries[NO_VERSION] = ServedModel(
-                disease=disease, version=None, status=ModelStatus.FAILED, error="no integer version folder"
-            )
+            entries[NO_VERSION] = ServedModel(disease=disease, version=None, state=Failed("no integer version folder"))
         found = found or []
         wanted = chosen_versions(
             found,
@@ -201,7 +240,8 @@ class ModelRegistry:
         """A served version whose files changed on disk: what is served must be what is on disk. A new card alone
         (the `record-*` commands rewrite cards) is read in place; any other change loads the version anew beside
         the old one, which keeps answering until the new one is ready, and keeps answering if it fails."""
-        assert current.version is not None and current.model is not None
+        assert current.version is not None
+        loaded = current.loaded  # `_sync_disease` refreshes ready versions only
         path = version_dir(self.settings.models_dir, current.disease, current.version)
         if current.card_stamp != _card_stamp(path) and current.fingerprint_without_card == _without_card(fingerprint):
             try:
@@ -210,11 +250,11 @@ class ModelRegistry:
                 log.error("%s version %s: the rewritten card is not readable, keeping the old one: %s",
                           current.disease, current.version, error)  # fmt: skip
                 return
-            if card.input != current.model.card.input or card.disease != current.disease:
+            if card.input != loaded.card.input or card.disease != current.disease:
                 log.error("%s version %s: the rewritten card changes the input or disease; not taken",
                           current.disease, current.version)  # fmt: skip
                 return
-            current.model.card = card
+            loaded.card = card
             current.fingerprint, current.card_stamp = fingerprint, _card_stamp(path)
             log.info("%s version %s: card reloaded", current.disease, current.version)
             return
@@ -258,33 +298,34 @@ class ModelRegistry:
             model = await asyncio.to_thread(load_model, path)
             await asyncio.to_thread(self._warm_up, model)
         except ModelLoadError as error:
-            served.status, served.error = ModelStatus.FAILED, str(error)
+            served.state = Failed(str(error))
             log.error("%s version %s failed to load: %s", served.disease, served.version, error)
             return
         except Exception as error:  # whatever else breaks one model must not stop the others
-            served.status, served.error = ModelStatus.FAILED, f"{type(error).__name__}: {error}"
+            served.state = Failed(f"{type(error).__name__}: {error}")
             log.exception("%s version %s failed to load", served.disease, served.version)
             return
         if model.card.disease != served.disease:
-            served.status = ModelStatus.FAILED
-            served.error = f"{path}: card says disease {model.card.disease!r}"
+            served.state = Failed(f"{path}: card says disease {model.card.disease!r}")
             log.error(served.error)
             return
-        served.model = model
         served.card_stamp = _card_stamp(path)
-        if self.settings.batching:
-            served.batcher = DynamicBatcher(
-                model.analyse,
-                max_batch_size=self.batch_size_for(model),
-                name=f"{served.disease}-{served.version}",
-                timeout_s=self.settings.batch_timeout_ms / 1000,
-                gather_s=self.settings.batch_gather_ms / 1000,
-                max_queue=self.settings.max_queue,
-                observer=partial(self.batch_observer, served.disease, served.version) if self.batch_observer else None,
-            )
-            served.batcher.start()
-        served.status = ModelStatus.READY
+        served.state = Ready(model, self._batcher_for(served, model) if self.settings.batching else None)
         log.info("%s version %s ready (input %s)", served.disease, served.version, model.card.input.spec().shape)
+
+    def _batcher_for(self, served: ServedModel, model: LoadedModel) -> DynamicBatcher:
+        """A started batcher for one version's model calls."""
+        batcher = DynamicBatcher(
+            model.analyse,
+            max_batch_size=self.batch_size_for(model),
+            name=f"{served.disease}-{served.version}",
+            timeout_s=self.settings.batch_timeout_ms / 1000,
+            gather_s=self.settings.batch_gather_ms / 1000,
+            max_queue=self.settings.max_queue,
+            observer=partial(self.batch_observer, served.disease, served.version) if self.batch_observer else None,
+        )
+        batcher.start()
+        return batcher
 
     def _warm_up(self, model: LoadedModel) -> None:
         # load_model's probe already made the first call (batch 1), which runs the graph's one-off
@@ -324,16 +365,18 @@ class ModelRegistry:
         """Let a request of `count` images in, or raise `Overloaded` at once when its model's queue
         is full, and give it the call that answers it. Call this before decoding: the admitted images
         count towards the queue from then on, and the batcher waits briefly for them."""
-        assert served.model is not None
+        if not isinstance(served.state, Ready):  # `get` hands out ready versions only
+            raise ModelUnavailable(f"the {served.disease} model version {served.version} is {served.status.value}")
+        model, batcher = served.state.model, served.state.batcher
         served.in_flight += 1
         try:
-            if served.batcher is None:
-                yield partial(self._predict_unbatched, served.model)
+            if batcher is None:
+                yield partial(self._predict_unbatched, model)
                 return
-            if count > served.batcher.max_queue:  # no retry could ever get it in: not a 503
-                raise TooManyImages(count, served.batcher.max_queue)
+            if count > batcher.max_queue:  # no retry could ever get it in: not a 503
+                raise TooManyImages(count, batcher.max_queue)
             try:
-                admission = served.batcher.admit(count)
+                admission = batcher.admit(count)
             except QueueFull as error:
                 raise Overloaded(served.disease) from error
             with admission:
