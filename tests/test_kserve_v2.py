@@ -161,9 +161,13 @@ ZEROS = [0.0] * (50 * 50)  # one malaria input of the trust models
          "must be BYTES, got FP32"),
         (json.dumps({**_fp32(ZEROS, [1, 50, 50, 1]), "outputs": [{"name": "nope"}]}), "unknown output 'nope'"),
         (json.dumps({**_fp32(ZEROS, [1, 50, 50, 1]), "outputs": {"name": "score"}}), "'outputs' must be a list"),
+        (json.dumps({**_fp32(ZEROS, [1, 50, 50, 1]), "parameters": [1]}), "'parameters' must be an object"),
+        (json.dumps({**_fp32(ZEROS, [1, 50, 50, 1]), "outputs": [{"name": "score", "parameters": 1}]}),
+         "'parameters' must be an object"),
+        ('{"inputs": ' + "[" * 100_000 + "]" * 100_000 + "}", "not valid JSON"),
     ],
     ids=["nan", "inf", "above-1", "empty-n", "datatype", "bytes-n-2", "bytes-as-fp32", "unknown-output",
-         "outputs-not-a-list"],
+         "outputs-not-a-list", "parameters-not-an-object", "output-parameters-not-an-object", "nested-too-deep"],
 )  # fmt: skip
 def test_protocol_inputs_that_cannot_be_answered_are_400_with_the_reason(trust_client, body: str, words: str) -> None:
     response = trust_client.post("/v2/models/malaria/infer", content=body, headers={"content-type": "application/json"})

@@ -86,6 +86,11 @@ def test_not_json_and_unknown_verbs(trust_client) -> None:
         "/v1/models/malaria:predict", content=b"{oops", headers={"content-type": "application/json"}
     )
     assert response.status_code == 400 and "JSON" in response.json()["error"]
+    nested = '{"instances": ' + "[" * 100_000 + "]" * 100_000 + "}"  # deeper than the parser's stack
+    response = trust_client.post(
+        "/v1/models/malaria:predict", content=nested, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400 and "JSON" in response.json()["error"]
     assert trust_client.post("/v1/models/malaria:classify", json={}).status_code == 404
     assert trust_client.post("/v1/models/cholera:predict", json={"instances": [[0]]}).status_code == 404
 

@@ -46,6 +46,18 @@ def test_binary_inputs_are_read_in_order_after_the_json_header() -> None:
         ([{"name": "a", "shape": [1], "datatype": "FP32", "data": [1]}], b"xx", "belong to no input"),
         ([{"name": "a", "shape": [1], "datatype": "COMPLEX", "data": [1]}], b"", "unknown datatype"),
         ([{"name": "a", "shape": [-1], "datatype": "FP32", "data": [1]}], b"", "non-negative"),
+        ([{"name": "a", "shape": [True, 1], "datatype": "FP32", "data": [1]}], b"", "non-negative integers"),
+        # 2**64 elements: a product that wraps around to 0 would let an empty tensor through
+        ([{"name": "a", "shape": [2**32, 2**32], "datatype": "FP32", "data": []}], b"", "do not fill"),
+        (
+            [{"name": "a", "shape": [2**32, 2**32], "datatype": "FP32", "parameters": {"binary_data_size": 0}}],
+            b"",
+            "do not hold",
+        ),
+        ([{"name": "a", "shape": [1], "datatype": "UINT8", "data": [300]}], b"", "does not fit UINT8"),
+        ([{"name": "a", "shape": [1], "datatype": "INT8", "data": [-200]}], b"", "does not fit INT8"),
+        ([{"name": "a", "shape": [1], "datatype": "INT64", "data": [10**30]}], b"", "does not fit INT64"),
+        ([{"name": "a", "shape": [1], "datatype": "FP32", "data": [1], "parameters": [4]}], b"", "must be an object"),
     ],
 )
 def test_malformed_tensors_are_refused_with_a_reason(inputs, binary: bytes, words: str) -> None:
@@ -58,3 +70,9 @@ def test_outputs_in_json_and_in_binary() -> None:
     header, chunks = encode_outputs(outputs, {"l"})
     assert header["outputs"][0]["data"] == [0.5, None]  # NaN has no JSON form
     assert header["outputs"][1]["parameters"] == {"binary_data_size": 5} and chunks == [bytes_element(b"x")]
+
+
+def test_a_header_nested_deeper_than_the_parser_can_go_is_not_valid_json() -> None:
+    header = b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with pytest.raises(TensorError, match="not valid JSON"):
+        split_body(header, None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -59,7 +60,7 @@ def split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], 
         header, rest = body[:length], body[length:]
     try:
         request = json.loads(header)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError; nesting past the stack is refused
         raise TensorError("the request header is not valid JSON") from None
     if not isinstance(request, dict):
         raise TensorError("the request must be a JSON object")
@@ -86,10 +87,10 @@ def _read_tensor(spec: Any, binary: bytes) -> tuple[Tensor, int]:
     name, datatype, shape = spec.get("name"), spec.get("datatype"), spec.get("shape")
     if not isinstance(name, str) or not isinstance(datatype, str):
         raise TensorError("each input needs a 'name' and a 'datatype'")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):  # not bool: True is 1
         raise TensorError(f"input {name!r}: 'shape' must be a list of non-negative integers")
-    count = int(np.prod(shape)) if shape else 1
-    size = (spec.get("parameters") or {}).get("binary_data_size")
+    count = math.prod(shape)  # exact: numpy's product wraps around past 2**63, and a huge shape would look empty
+    size = parameters_of(spec, f"input {name!r}").get("binary_data_size")
     if size is not None:
         if not isinstance(size, int) or not 0 <= size <= len(binary):
             raise TensorError(f"input {name!r}: binary_data_size {size!r} is larger than the data sent")
@@ -135,9 +136,21 @@ def _from_json(name: str, datatype: str, shape: list[int], count: int, data: Any
         array: np.ndarray = np.asarray(data, dtype=dtype)
     except (TypeError, ValueError):
         raise TensorError(f"input {name!r}: data is not a list of {datatype} numbers") from None
+    except OverflowError:  # e.g. 300 as UINT8: numpy refuses rather than wraps
+        raise TensorError(f"input {name!r}: a value does not fit {datatype}") from None
     if array.size != count:
         raise TensorError(f"input {name!r}: {array.size} values do not fill shape {shape}")
     return array.reshape(shape)
+
+
+def parameters_of(owner: dict[str, Any], where: str) -> dict[str, Any]:
+    """The `parameters` object of a request, an input or an output: {} where absent."""
+    parameters = owner.get("parameters")
+    if parameters is None:
+        return {}
+    if not isinstance(parameters, dict):
+        raise TensorError(f"{where}: 'parameters' must be an object")
+    return parameters
 
 
 def _numeric(name: str, datatype: str) -> type:

@@ -27,7 +27,15 @@ from fastapi.responses import JSONResponse
 
 from app.api.deps import LookupDep, PipelineDep, RegistryDep
 from app.api.errors import STATUS_OF, ProtocolWords, protocol_answer
-from app.api.v2_tensors import HEADER_LENGTH, Tensor, TensorError, encode_outputs, read_inputs, split_body
+from app.api.v2_tensors import (
+    HEADER_LENGTH,
+    Tensor,
+    TensorError,
+    encode_outputs,
+    parameters_of,
+    read_inputs,
+    split_body,
+)
 from app.runtime.errors import UnknownDisease, UnknownVersion
 from app.runtime.inference import InferencePipeline, Screening, Upload
 from app.runtime.model_lookup import ModelLookup, parse_version
@@ -148,7 +156,7 @@ async def _infer(
         pinned = lookup.state(name, parse_version(name, version)).version
         body, binary = split_body(await request.body(), request.headers.get(HEADER_LENGTH))
         (image,) = _one_input(read_inputs(body, binary))
-        parameters = body.get("parameters") or {}
+        parameters = parameters_of(body, "the request")
         threshold, prevalence = _number(parameters, "threshold"), _number(parameters, "prevalence")
         requested = _requested_outputs(body)
         answers = await _screen(pipeline, name, pinned, image, threshold, prevalence)
@@ -198,7 +206,7 @@ def _requested_outputs(body: dict[str, Any]) -> dict[str, bool]:
         name = spec.get("name") if isinstance(spec, dict) else None
         if name not in OUTPUTS:
             raise TensorError(f"unknown output {name!r}; outputs: {', '.join(OUTPUTS)}")
-        requested[name] = bool((spec.get("parameters") or {}).get("binary_data", False))
+        requested[name] = bool(parameters_of(spec, f"output {name!r}").get("binary_data", False))
     return requested
 
 

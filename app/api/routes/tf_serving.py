@@ -112,7 +112,7 @@ async def predict(target: str, request: Request, lookup: LookupDep, pipeline: Pi
 async def _json(request: Request) -> dict[str, Any]:
     try:
         body = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # nesting deeper than the parser's stack is not JSON we take
         raise BadRequest("JSON Parse error: the request body is not JSON") from None
     if not isinstance(body, dict):
         raise BadRequest("JSON Value: the request body must be an object")
