@@ -91,3 +91,26 @@ def test_content_type_alone_marks_dicom_without_a_preamble() -> None:
     data = shipped("no_meta.dcm")
     assert not looks_like_dicom(data)
     assert looks_like_dicom(data, "application/dicom")
+
+
+def _without_palette(dataset: pydicom.Dataset) -> None:
+    dataset.PhotometricInterpretation = "PALETTE COLOR"  # and no palette to look colours up in
+
+
+def _voi_lut_without_descriptor(dataset: pydicom.Dataset) -> None:
+    item = pydicom.Dataset()
+    item.add_new((0x0028, 0x3006), "US", [0, 1, 2])  # LUTData, with no LUTDescriptor to read it by
+    dataset.VOILUTSequence = [item]
+
+
+def _window_in_words(dataset: pydicom.Dataset) -> None:
+    dataset.add_new((0x0028, 0x1050), "LO", "brain")  # WindowCenter, not a number
+    dataset.add_new((0x0028, 0x1051), "LO", "wide")
+
+
+@pytest.mark.parametrize("spoil", [_without_palette, _voi_lut_without_descriptor, _window_in_words])
+def test_display_attributes_that_cannot_be_applied_are_refused_saying_so(spoil) -> None:
+    dataset = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    spoil(dataset)
+    with pytest.raises(UnsupportedImage, match="display attributes"):
+        read_dicom(as_bytes(dataset), max_pixels=LIMIT)

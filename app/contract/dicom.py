@@ -12,6 +12,7 @@ tags are never logged or returned.
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -50,7 +51,6 @@ def read_dicom(data: bytes, *, max_pixels: int) -> Image.Image:
     """Bytes of a DICOM file -> its first frame as an 8-bit L or RGB image."""
     import pydicom
     from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
 
     try:
         dataset = pydicom.dcmread(io.BytesIO(data), force=True)
@@ -65,13 +65,32 @@ def read_dicom(data: bytes, *, max_pixels: int) -> Image.Image:
         raise ImageTooLarge(
             f"the DICOM image has {columns}x{rows} = {rows * columns:,} pixels; the limit is {max_pixels:,}"
         )
+    try:  # the frame is handed on, not kept here: `_eight_bit_image` frees it once it has the values
+        return _eight_bit_image(_first_frame(dataset), dataset)
+    except (UnsupportedImage, MemoryError):
+        raise
+    except Exception as error:  # noqa: BLE001 - a missing or malformed palette, LUT or window: many types, one meaning
+        raise UnsupportedImage(
+            f"the DICOM image's display attributes (palette, LUT or window) cannot be applied: {_first_line(error)}"
+        ) from None
+
+
+def _first_frame(dataset: Any) -> np.ndarray:
+    """The first frame's stored values; only that frame is decoded."""
+    from pydicom.pixels import pixel_array
+
     try:
-        frame = pixel_array(dataset, index=0)  # only the first frame is decoded
+        return pixel_array(dataset, index=0)
     except Exception as error:  # noqa: BLE001 - pydicom raises many types for one meaning: can't decode
         syntax = _transfer_syntax(dataset)
         raise UnsupportedImage(
             f"the DICOM pixel data ({syntax}) cannot be decoded here: {_first_line(error)}"
         ) from None
+
+
+def _eight_bit_image(frame: np.ndarray, dataset: Any) -> Image.Image:
+    """A decoded frame as an 8-bit L or RGB image, by the dataset's palette, LUTs, window and photometric."""
+    from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
     photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if photometric == "PALETTE COLOR":
