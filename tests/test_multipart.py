@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from app.api.multipart import MalformedForm, form_files
+from app.api.multipart import MalformedForm, form_files, parts_of
 
 FORM_B = "multipart/form-data; boundary=b"
 
@@ -61,3 +61,9 @@ def test_an_empty_part_is_an_empty_file_and_no_such_field_is_no_file() -> None:
 def test_a_malformed_body_says_what_is_wrong(body: bytes, content_type: str, phrase: str) -> None:
     with pytest.raises(MalformedForm, match=phrase):
         form_files(body, content_type, "file")
+
+
+@pytest.mark.parametrize("kind", ["multipart/form-data", 'multipart/related; type="application/dicom"'])
+def test_a_missing_boundary_is_named_for_the_type_sent(kind: str) -> None:
+    with pytest.raises(MalformedForm, match=f"^{kind.split(';')[0]} needs a boundary"):
+        list(parts_of(b"--b\r\n\r\nx\r\n--b--", kind))

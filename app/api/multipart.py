@@ -24,7 +24,7 @@ HEADERS_END = b"\r\n\r\n"
 
 
 class MalformedForm(Exception):
-    """The body says it is multipart/form-data but is not."""
+    """The body says it is multipart (form-data, or related for STOW-RS) but is not."""
 
 
 class NotMultipartRelated(Exception):
@@ -32,10 +32,12 @@ class NotMultipartRelated(Exception):
 
 
 def boundary_of(content_type: str) -> bytes:
-    _, params = parse_options_header(content_type)
+    kind, params = parse_options_header(content_type)
     boundary = params.get(b"boundary", b"")
     if not boundary or len(boundary) > 200:  # RFC 2046: 1-70 characters; some clients send more
-        raise MalformedForm("multipart/form-data needs a boundary parameter in its Content-Type")
+        raise MalformedForm(
+            f"{kind.decode('latin-1') or 'a multipart body'} needs a boundary parameter in its Content-Type"
+        )
     return boundary
 
 
