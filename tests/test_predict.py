@@ -119,6 +119,17 @@ def test_truncated_image_is_422(client) -> None:
     )
 
 
+def test_a_png_with_rows_missing_is_422(client) -> None:
+    from tests.test_png_rows import grey_png
+
+    assert_error(
+        post(client, "malaria", grey_png(120, 120, rows_sent=40), "x.png", "image/png"),
+        422,
+        "corrupt_image",
+        "before its last row",
+    )
+
+
 def test_image_over_the_pixel_limit_is_413_before_decoding(client) -> None:
     # 2100 x 2000 = 4.2 MP > the 4 MP test limit, but only a few KB as PNG.
     data = image_bytes(Image.new("L", (2100, 2000)), "PNG")

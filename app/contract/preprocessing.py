@@ -18,6 +18,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from app.contract import contrast, fundus, modality
 from app.contract.dicom import looks_like_dicom, read_dicom
 from app.contract.image_errors import CorruptImage, ImageTooLarge, UnsupportedImage
+from app.contract.png_rows import opened_missing_row_bytes
 
 SUPPORTED_FORMATS = frozenset({"PNG", "JPEG", "MPO", "BMP", "TIFF", "GIF"})
 RESAMPLING = Image.Resampling.BILINEAR
@@ -225,6 +226,9 @@ def size_as_sent(header: Image.Image) -> tuple[int, int]:
 def decode_opened(header: Image.Image, spec: InputSpec, *, for_kind: bool = False) -> DecodedImage:
     """An image from `read_header` -> pixels in the model's input size, plus the size as sent; `for_kind`:
     also as the modality check reads it."""
+    # First: reading the EXIF or the pixels lets Pillow go of the bytes this check reads.
+    if rows_missing := opened_missing_row_bytes(header):
+        raise CorruptImage(f"the PNG's image data ends {rows_missing:,} bytes before its last row")
     width, height = size_as_sent(header)
     image = load_first_frame(header, spec, min_side=modality.SIDE if for_kind else 0)
     return DecodedImage(
