@@ -57,6 +57,12 @@ def test_folds_are_deterministic_for_a_seed_and_change_with_it() -> None:
     assert (fold_of_each(samples, 5, seed=3) != fold_of_each(samples, 5, seed=4)).any()
 
 
+def small_cross_validation(data: Path, reports: Path, *more: str) -> list[str]:
+    """`cross-validate malaria` in 3 folds of one epoch: the command line of the runs below."""
+    return ["cross-validate", "malaria", "--data", str(data), "--folds", "3", "--epochs", "1", "--batch-size", "16",
+            "--report-dir", str(reports), *more]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def a_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     """A 3-fold cross-validation of a small synthetic malaria set: (its report, the report folder)."""
@@ -67,22 +73,7 @@ def a_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     reports = root / "reports"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        code = main(
-            [
-                "cross-validate",
-                "malaria",
-                "--data",
-                str(data),
-                "--folds",
-                "3",
-                "--epochs",
-                "1",
-                "--batch-size",
-                "16",
-                "--report-dir",
-                str(reports),
-            ]
-        )
+        code = main(small_cross_validation(data, reports))
     assert code == 0
     (root / "printed.json").write_text(printed.getvalue())  # the command's answer on stdout
     (report,) = reports.glob("malaria-*[0-9]ep.json")
@@ -240,27 +231,7 @@ def test_another_init_seed_trains_other_models_on_the_same_folds_into_its_own_re
 
     first, reports = a_run
     data = write_synthetic_dataset(tmp_path / "data", per_class=30)  # the same images as a_run's
-    assert (
-        main(
-            [
-                "cross-validate",
-                "malaria",
-                "--data",
-                str(data),
-                "--folds",
-                "3",
-                "--epochs",
-                "1",
-                "--batch-size",
-                "16",
-                "--report-dir",
-                str(reports),
-                "--init-seed",
-                "5",
-            ]
-        )
-        == 0
-    )
+    assert main(small_cross_validation(data, reports, "--init-seed", "5")) == 0
     (report,) = reports.glob("malaria-*-init5.json")
     second = json.loads(report.read_text())
     assert second["seed"] == first["seed"] == 42 and second["init_seed"] == 5 and first["init_seed"] == 42
