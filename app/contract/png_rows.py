@@ -63,10 +63,12 @@ def _rows_size(width: int, height: int, bits: int) -> int:
 
 
 def _interlaced_size(width: int, height: int, bits: int) -> int:
-    return sum(
-        _rows_size(-(-(width - x) // dx) if width > x else 0, -(-(height - y) // dy) if height > y else 0, bits)
-        for x, y, dx, dy in ADAM7
-    )
+    return sum(_rows_size(_in_pass(width, x, dx), _in_pass(height, y, dy), bits) for x, y, dx, dy in ADAM7)
+
+
+def _in_pass(side: int, first: int, step: int) -> int:
+    """How many of a side's pixels a pass takes: every `step`-th from `first`."""
+    return max(0, (side - first + step - 1) // step)
 
 
 def _idat_chunks(data: bytes | memoryview) -> Iterator[memoryview]:
