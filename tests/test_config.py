@@ -84,7 +84,7 @@ def test_referable_retinopathy_reads_the_retinopathy_images_labelled_by_grade() 
     assert [site.name for site in referable.sites] == [site.name for site in get_disease("retinopathy").sites]
 
 
-@pytest.mark.parametrize("field", ["stain_jitter", "intensity_jitter", "dihedral"])
+@pytest.mark.parametrize("field", ["stain_jitter", "intensity_jitter", "aspect_jitter", "dihedral"])
 def test_augmentation_flags_set_the_recipe_from_the_command_line(field: str) -> None:
     from training.cli import build_parser
     from training.commands.arguments import train_options

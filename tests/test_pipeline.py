@@ -124,6 +124,30 @@ def test_intensity_jitter_changes_each_images_gain_and_gamma_keeping_black_black
     assert np.array_equal(augmenter(images, training=False).numpy(), images.numpy())  # served images untouched
 
 
+def _square_proportions(images: np.ndarray) -> np.ndarray:
+    """Width over height of the bright square in each N x H x W x 1 image."""
+    bright = images[..., 0] > 0.5
+    return bright.any(axis=1).sum(axis=1) / bright.any(axis=2).sum(axis=1)
+
+
+def test_aspect_jitter_stretches_width_apart_from_height_where_plain_zoom_keeps_the_shape() -> None:
+    from training.data.pipeline import decoded_from_arrays, make_augmenter
+
+    square = np.zeros((64, 64, 1), np.uint8)
+    square[16:48, 16:48] = 255  # 32 x 32 in the middle: zoom within 30% keeps it inside the frame
+    spec = InputSpec(height=64, width=64, colour_mode=ColourMode.GRAYSCALE)
+    decoded = decoded_from_arrays(np.repeat(square[np.newaxis], 64, axis=0), np.zeros(64, np.int32))
+    proportions = {}
+    for aspect_jitter in (False, True):
+        augmenter = make_augmenter(spec, flip_horizontal=False, seed=5, aspect_jitter=aspect_jitter)
+        images, _, _ = next(iter(training_batches(decoded, batch_size=64, seed=1, augmenter=augmenter)))
+        proportions[aspect_jitter] = _square_proportions(images.numpy())
+    assert np.abs(proportions[False] - 1).max() < 0.15  # one zoom for both sides (rotation shifts a pixel or two)
+    stretched = proportions[True]
+    assert stretched.min() < 0.85 and stretched.max() > 1.2  # narrower and wider, each drawn per image
+    assert stretched.min() > 0.55 and stretched.max() < 1.6  # within ASPECT_ZOOM's range
+
+
 def test_stain_jitter_refuses_grayscale_and_no_augmentation_is_none() -> None:
     from training.data.pipeline import make_augmenter
 

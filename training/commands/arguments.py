@@ -166,6 +166,12 @@ def add_training(parser: argparse.ArgumentParser) -> None:
     )
     _switch(
         parser,
+        "--aspect-jitter",
+        "zoom each training image's width apart from its height, as frames squashed to a square from another "
+        "aspect would distort it (default: the recipe's choice)",
+    )
+    _switch(
+        parser,
         "--frozen-backbone",
         "keep an ImageNet backbone (--arch, --weights) frozen and fit only a logistic-regression head on "
         "its pooled features (default: the recipe's choice)",
@@ -274,6 +280,7 @@ def train_options(args: argparse.Namespace, disease: str | None = None):
         augment=args.augment,
         stain_jitter=args.stain_jitter,
         intensity_jitter=args.intensity_jitter,
+        aspect_jitter=args.aspect_jitter,
         frozen_backbone=args.frozen_backbone,
         fine_tune_from=args.fine_tune_from,
         kernel_bits=args.kernel_bits,

@@ -43,6 +43,9 @@ class Recipe:
     stain_jitter: bool = False
     # Random gain and gamma per image, as another scanner's settings would render the same tissue (any colour mode).
     intensity_jitter: bool = False
+    # Zoom width and height apart (width over height 0.64-1.44), as frames squashed to a square from another
+    # aspect would distort the same lesion (BUSI's publisher squashed its frames; BUS-BRA's keep theirs).
+    aspect_jitter: bool = False
     # Start the paper's CNN from a backbone pretrained on the other data sets (training/networks/pretrain.py), made
     # on first use and kept in backbones/; for the small sets, whose own images are too few for features.
     pretrained_start: bool = False
@@ -193,6 +196,7 @@ RECIPE_KEYS = frozenset(
         "flip_vertical",
         "stain_jitter",
         "intensity_jitter",
+        "aspect_jitter",
         "dihedral",
         "pretrained_start",
         "balance_sites",

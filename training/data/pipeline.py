@@ -111,6 +111,8 @@ BRIGHTNESS_SCALE = 0.15
 # channel alike: the gain by up to 25% and a gamma between exp(-0.35) and exp(0.35) (0.70-1.42). Both keep black black.
 GAIN_SCALE = 0.25
 LOG_GAMMA = 0.35
+# Width zoomed apart from height by up to 30%, height by up to 10%: width over height 0.64-1.44.
+ASPECT_ZOOM = 0.3
 
 
 class RandomPerImage(keras.layers.Layer):
@@ -174,10 +176,11 @@ def make_augmenter(
     stain_jitter: bool = False,
     dihedral: bool = False,
     intensity_jitter: bool = False,
+    aspect_jitter: bool = False,
 ) -> keras.Sequential | None:
     """Flips, small rotations, shifts and zooms (`geometric`), the 8 flips and quarter turns of a square
     (`dihedral`), then the stain's colour (`stain_jitter`, RGB only) and the scanner's gain and gamma
-    (`intensity_jitter`); None where none is asked for."""
+    (`intensity_jitter`); None where none is asked for. `aspect_jitter` zooms width apart from height."""
     if stain_jitter and spec.colour_mode is not ColourMode.RGB:
         raise ValueError("stain jitter changes colour: it needs RGB input")
     if dihedral and spec.height != spec.width:
@@ -200,7 +203,9 @@ def make_augmenter(
         steps += [
             keras.layers.RandomRotation(0.05, fill_mode="constant", fill_value=fill, seed=seed),
             keras.layers.RandomTranslation(0.08, 0.08, fill_mode="constant", fill_value=fill, seed=seed + 1),
-            keras.layers.RandomZoom(0.1, fill_mode="constant", fill_value=fill, seed=seed + 2),
+            keras.layers.RandomZoom(
+                0.1, ASPECT_ZOOM if aspect_jitter else None, fill_mode="constant", fill_value=fill, seed=seed + 2
+            ),
         ]
     if stain_jitter:
         steps.append(RandomStainJitter(seed=seed + 4))
@@ -220,6 +225,7 @@ def augmenter_for(spec: InputSpec, recipe: Recipe, *, seed: int) -> keras.Sequen
         stain_jitter=recipe.stain_jitter,
         dihedral=recipe.dihedral,
         intensity_jitter=recipe.intensity_jitter,
+        aspect_jitter=recipe.aspect_jitter,
     )
 
 

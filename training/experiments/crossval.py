@@ -406,8 +406,11 @@ def bits_tag(recipe: Recipe) -> str:
 
 
 def jitter_tag(recipe: Recipe) -> str:
-    """`-stain` and `-intensity` for the colour augmentations a recipe adds."""
-    return f"{'-stain' if recipe.stain_jitter else ''}{'-intensity' if recipe.intensity_jitter else ''}"
+    """`-stain`, `-intensity` and `-aspect` for the augmentations a recipe adds to the geometric ones."""
+    return (
+        f"{'-stain' if recipe.stain_jitter else ''}{'-intensity' if recipe.intensity_jitter else ''}"
+        f"{'-aspect' if recipe.aspect_jitter else ''}"
+    )
 
 
 def report_tag(disease: str, arch: str, spec: InputSpec, recipe: Recipe, init_seed: int | None = None) -> str:

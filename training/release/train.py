@@ -61,6 +61,7 @@ class TrainOptions:
     augment: bool | None = None  # None: the recipe's own choice
     stain_jitter: bool | None = None  # None: the recipe's own choice
     intensity_jitter: bool | None = None  # None: the recipe's own choice
+    aspect_jitter: bool | None = None  # None: the recipe's own choice
     frozen_backbone: bool | None = None  # None: the recipe's own choice
     fine_tune_from: str | None = None  # None: the recipe's own choice (training/networks/top_finetune.py)
     kernel_bits: int | None = None  # None: the recipe's own choice (training/networks/stored_kernels.py)
@@ -109,6 +110,8 @@ def resolve_recipe(config: DiseaseConfig, options: TrainOptions) -> Recipe:
         recipe = replace(recipe, stain_jitter=options.stain_jitter)
     if options.intensity_jitter is not None:
         recipe = replace(recipe, intensity_jitter=options.intensity_jitter)
+    if options.aspect_jitter is not None:
+        recipe = replace(recipe, aspect_jitter=options.aspect_jitter)
     if options.dihedral is not None:
         recipe = replace(recipe, dihedral=options.dihedral)
     if options.frozen_backbone is not None:
