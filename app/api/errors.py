@@ -11,11 +11,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.routing import Match
 
 from app import request_context
 from app.api.multipart import MalformedForm, NotMultipartRelated
 from app.api.query import InvalidQuery
-from app.api.schemas import ErrorBody, ErrorDetail
+from app.api.schemas import ErrorBody, ErrorDetail, ProtocolError
 from app.contract.image_errors import CorruptImage, ImageTooLarge, UnscorableImage, UnsupportedImage
 from app.contract.savedmodel import ExplanationUnavailable
 from app.runtime.errors import (
@@ -73,6 +74,16 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
+# Where TF Serving's and KServe V2's routers (app/api/routes/) live: every answer under them, a path or method no
+# route serves included, is in the protocol's error shape, which is what their clients parse.
+TF_SERVING_PREFIX = "/v1/models"
+V2_PREFIX = "/v2"
+
+
+def under_protocol(path: str) -> bool:
+    return any(path == prefix or path.startswith(prefix + "/") for prefix in (TF_SERVING_PREFIX, V2_PREFIX))
+
+
 def protocol_message(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     """TF Serving's and KServe V2's error shape: {"error": "<message>"}."""
     return JSONResponse({"error": message}, status_code=status, headers=headers)
@@ -104,6 +115,11 @@ def responses(*statuses: int) -> dict[int | str, dict]:
     return {status: {"model": ErrorBody} for status in statuses}
 
 
+def protocol_responses(*statuses: int) -> dict[int | str, dict]:
+    """OpenAPI description of the error responses a TF Serving or V2 route can give, in the protocols' shape."""
+    return {status: {"model": ProtocolError} for status in statuses}
+
+
 async def _domain_error(request: Request, error: Exception) -> JSONResponse:
     status, code = STATUS_OF[type(error)]
     headers = {"Retry-After": str(error.retry_after_s)} if isinstance(error, Overloaded) else None
@@ -123,7 +139,26 @@ async def _validation_error(request: Request, error: RequestValidationError) -> 
 
 async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
     code = {404: "not_found", 405: "method_not_allowed", 400: "bad_request"}.get(error.status_code, "http_error")
-    return error_response(error.status_code, code, str(error.detail), getattr(error, "headers", None))
+    headers = getattr(error, "headers", None)
+    if error.status_code == 405:
+        headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
+    if under_protocol(request.url.path):
+        return protocol_message(error.status_code, str(error.detail), headers)
+    return error_response(error.status_code, code, str(error.detail), headers)
+
+
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method a route serves at the request's path, asked of the routes themselves. Starlette's 405 names
+    the first such route's only: a path two routes serve (TF Serving's GET and POST /v1/models/...) claimed one."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in HTTP_METHODS
+        if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)
+    ]
 
 
 async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:

@@ -124,6 +124,12 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
+class ProtocolError(BaseModel):
+    """TF Serving's and KServe V2's error shape."""
+
+    error: str
+
+
 class ImageError(ErrorBody):
     """One image of a multi-image request that could not be screened."""
 

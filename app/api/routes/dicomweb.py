@@ -25,6 +25,32 @@ from app.pacs.ingest import CANNOT_UNDERSTAND, InstanceOutcome, PacsIngest
 
 router = APIRouter(prefix="/dicomweb", tags=["DICOMweb (STOW-RS)"])
 DICOM_JSON = "application/dicom+json"
+# The body is split by app/api/multipart.py; its form and the answers are documented here.
+STOW_BODY = {
+    "required": True,
+    "content": {
+        'multipart/related; type="application/dicom"': {
+            "schema": {"type": "string", "format": "binary"},
+            "description": "one DICOM instance (Part 10 file) per part",
+        }
+    },
+}
+DISEASE_QUERY = {
+    "name": "disease",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "answer every instance with this model, instead of routing each by its attributes",
+}
+STOW_ANSWER = {
+    "content": {DICOM_JSON: {"schema": {"type": "object"}}, "application/json": {"schema": {"type": "object"}}}
+}
+STOW_RESPONSES = {
+    200: STOW_ANSWER | {"description": "every instance answered (Accept: application/json adds MedScan's answers)"},
+    202: STOW_ANSWER | {"description": "some instances answered; FailedSOPSequence says why the others were not"},
+    409: STOW_ANSWER | {"description": "no instance answered; FailedSOPSequence says why"},
+} | responses(400, 413, 415)
+STOW_EXTRA = {"requestBody": STOW_BODY, "parameters": [DISEASE_QUERY]}
 
 
 def _ingest(request: Request) -> PacsIngest:
@@ -97,11 +123,15 @@ async def _store(request: Request, settings: SettingsDep, study: str | None) -> 
     return JSONResponse(body, status_code=status, media_type=DICOM_JSON)
 
 
-@router.post("/studies", responses=responses(400, 409, 413), summary="STOW-RS: store (screen) instances")
+@router.post(
+    "/studies", summary="STOW-RS: store (screen) instances", responses=STOW_RESPONSES, openapi_extra=STOW_EXTRA
+)
 async def store_instances(request: Request, settings: SettingsDep) -> JSONResponse:
     return await _store(request, settings, None)
 
 
-@router.post("/studies/{study}", responses=responses(400, 409, 413), summary="STOW-RS: instances of one study")
+@router.post(
+    "/studies/{study}", summary="STOW-RS: instances of one study", responses=STOW_RESPONSES, openapi_extra=STOW_EXTRA
+)
 async def store_study_instances(study: str, request: Request, settings: SettingsDep) -> JSONResponse:
     return await _store(request, settings, study)

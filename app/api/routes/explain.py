@@ -19,7 +19,7 @@ router = APIRouter(tags=["predict"])
     response_class=Response,
     responses={
         200: {"content": {"image/png": {}}, "description": "the heatmap over the image"},
-        **responses(404, 409, 413, 415, 422, 503),
+        **responses(400, 404, 409, 413, 415, 422, 503),
     },
     summary="Grad-CAM overlay of one image for its answered class (label and score in the headers)",
 )

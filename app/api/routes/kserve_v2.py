@@ -26,7 +26,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from app.api.deps import LookupDep, PipelineDep, RegistryDep
-from app.api.errors import STATUS_OF, ProtocolWords, protocol_answer
+from app.api.errors import STATUS_OF, V2_PREFIX, ProtocolWords, protocol_answer, protocol_responses
 from app.api.v2_tensors import (
     HEADER_LENGTH,
     Tensor,
@@ -40,7 +40,7 @@ from app.runtime.errors import UnknownDisease, UnknownVersion
 from app.runtime.inference import InferencePipeline, Screening, Upload
 from app.runtime.model_lookup import ModelLookup, parse_version
 
-router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (KServe V2)"])
+router = APIRouter(prefix=V2_PREFIX, tags=["Open Inference Protocol (KServe V2)"])
 SERVER_NAME = "medscan"
 EXTENSIONS = ["binary_tensor_data"]
 ARRAY_INPUT, BYTES_INPUT = "image", "image_bytes"
@@ -53,6 +53,80 @@ OUTPUTS = {
     "ood_distance": "FP32",
 }
 
+# The body is read by app/api/v2_tensors.py (JSON, or JSON then binary tensor data); its shape is documented here.
+_TENSOR: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "shape", "datatype"],
+    "properties": {
+        "name": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "datatype": {"type": "string"},
+        "parameters": {"type": "object"},
+        "data": {"type": "array", "description": "the values, flat or nested; absent with binary_data_size"},
+    },
+}
+_INPUT = _TENSOR | {
+    "properties": _TENSOR["properties"]
+    | {
+        "name": {"type": "string", "enum": [BYTES_INPUT, ARRAY_INPUT]},
+        "datatype": {"type": "string", "enum": ["BYTES", "FP32"]},
+    }
+}
+INFER_REQUEST = {
+    "type": "object",
+    "required": ["inputs"],
+    "properties": {
+        "id": {"type": "string"},
+        "parameters": {
+            "type": "object",
+            "description": "threshold, prevalence (numbers in (0, 1)), binary_data_output",
+        },
+        "inputs": {"type": "array", "minItems": 1, "maxItems": 1, "items": _INPUT},
+        "outputs": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {"name": {"type": "string", "enum": list(OUTPUTS)}, "parameters": {"type": "object"}},
+            },
+        },
+    },
+}
+BINARY_BODY = {
+    "schema": {"type": "string", "format": "binary"},
+    "description": f"the JSON request, then the tensors' bytes; the JSON's length in the {HEADER_LENGTH} header",
+}
+INFER_BODY = {
+    "required": True,
+    "content": {"application/json": {"schema": INFER_REQUEST}, "application/octet-stream": BINARY_BODY},
+}
+HEADER_PARAMETER = {
+    "name": HEADER_LENGTH,
+    "in": "header",
+    "required": False,
+    "schema": {"type": "integer", "minimum": 0},
+    "description": "with an application/octet-stream body: the length of its JSON part",
+}
+INFER_ANSWER: dict[str, Any] = {
+    "description": f"the outputs; with binary outputs asked for, the JSON then their bytes ({HEADER_LENGTH})",
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["model_name", "outputs"],
+                "properties": {
+                    "model_name": {"type": "string"},
+                    "model_version": {"type": "string"},
+                    "id": {"type": "string"},
+                    "outputs": {"type": "array", "items": _TENSOR},
+                },
+            }
+        },
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    },
+}
+READY = {"application/json": {"schema": {"type": "object", "properties": {"ready": {"type": "boolean"}}}}}
+NOT_READY: dict[int | str, dict[str, Any]] = {503: {"description": "not ready", "content": READY}}
 
 # Every error a V2 route can meet is answered in the protocol's shape (as Triton words it), mapped here once.
 V2_WORDS: ProtocolWords = {
@@ -82,37 +156,53 @@ async def live() -> dict[str, bool]:
     return {"live": True}
 
 
-@router.get("/health/ready", summary="Every model found has loaded or failed")
+@router.get("/health/ready", summary="Every model found has loaded or failed", responses=NOT_READY)
 async def ready(registry: RegistryDep) -> JSONResponse:
     return JSONResponse({"ready": registry.ready}, status_code=200 if registry.ready else 503)
 
 
-@router.get("/models/{name}", summary="Model metadata")
+@router.get("/models/{name}", summary="Model metadata", responses=protocol_responses(404))
 async def model_metadata(name: str, lookup: LookupDep) -> JSONResponse:
     return _metadata(lookup, name, None)
 
 
-@router.get("/models/{name}/versions/{version}", summary="Model metadata of one version")
+@router.get(
+    "/models/{name}/versions/{version}", summary="Model metadata of one version", responses=protocol_responses(404)
+)
 async def version_metadata(name: str, version: str, lookup: LookupDep) -> JSONResponse:
     return _metadata(lookup, name, version)
 
 
-@router.get("/models/{name}/ready", summary="200 when the model answers")
+@router.get("/models/{name}/ready", summary="200 when the model answers", responses=NOT_READY | protocol_responses(404))
 async def model_ready(name: str, lookup: LookupDep) -> JSONResponse:
     return _ready(lookup, name, None)
 
 
-@router.get("/models/{name}/versions/{version}/ready", summary="200 when that version answers")
+@router.get(
+    "/models/{name}/versions/{version}/ready",
+    summary="200 when that version answers",
+    responses={**NOT_READY, **protocol_responses(404)},
+)
 async def version_ready(name: str, version: str, lookup: LookupDep) -> JSONResponse:
     return _ready(lookup, name, version)
 
 
-@router.post("/models/{name}/infer", summary="Inference with the newest ready version")
+@router.post(
+    "/models/{name}/infer",
+    summary="Inference with the newest ready version",
+    responses={200: INFER_ANSWER, **protocol_responses(400, 404, 503)},
+    openapi_extra={"requestBody": INFER_BODY, "parameters": [HEADER_PARAMETER]},
+)
 async def infer(name: str, request: Request, lookup: LookupDep, pipeline: PipelineDep) -> Response:
     return await _infer(lookup, pipeline, request, name, None)
 
 
-@router.post("/models/{name}/versions/{version}/infer", summary="Inference with one version")
+@router.post(
+    "/models/{name}/versions/{version}/infer",
+    summary="Inference with one version",
+    responses={200: INFER_ANSWER, **protocol_responses(400, 404, 503)},
+    openapi_extra={"requestBody": INFER_BODY, "parameters": [HEADER_PARAMETER]},
+)
 async def infer_version(
     name: str, version: str, request: Request, lookup: LookupDep, pipeline: PipelineDep
 ) -> Response:

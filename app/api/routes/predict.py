@@ -36,6 +36,7 @@ REQUEST_BODY = {
                 "properties": {
                     FIELD: {
                         "type": "array",
+                        "minItems": 1,
                         "items": BINARY,
                         "description": "one or several images (repeat the field): PNG, JPEG, BMP, TIFF, GIF "
                         "(first frame) or DICOM",
@@ -43,8 +44,10 @@ REQUEST_BODY = {
                 },
             }
         },
-        "image/*": {"schema": BINARY},
-        "application/dicom": {"schema": BINARY},
+        # A raw body is one image: empty is refused. A form's empty part is answered in its place, as any image
+        # that cannot be read, beside the others' answers.
+        "image/*": {"schema": BINARY | {"minLength": 1}},
+        "application/dicom": {"schema": BINARY | {"minLength": 1}},
     },
 }
 # /explain's query parameters; /predict reads its own by hand (app/api/query.py)

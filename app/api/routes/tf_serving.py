@@ -25,16 +25,54 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from app.api.deps import LookupDep, PipelineDep
-from app.api.errors import STATUS_OF, ProtocolWords, protocol_answer
+from app.api.errors import STATUS_OF, TF_SERVING_PREFIX, ProtocolWords, protocol_answer, protocol_responses
 from app.runtime.errors import UnknownVersion
 from app.runtime.inference import InferencePipeline, Screening, Upload
 from app.runtime.model_lookup import ModelMetadata, VersionState, parse_version
 from app.runtime.registry import ModelStatus
 
-router = APIRouter(prefix="/v1/models", tags=["TensorFlow Serving REST API"])
+router = APIRouter(prefix=TF_SERVING_PREFIX, tags=["TensorFlow Serving REST API"])
 TARGET = re.compile(r"^(?P<name>[a-z][a-z0-9_]{0,63})(?:/versions/(?P<version>\d+))?(?P<rest>/metadata|:predict)?$")
 SIGNATURES = ("serving_default", "screening")
 INPUT_NAME = "image"
+
+
+# The body is parsed here, in TF Serving's words for what is wrong with it; its shape is documented here.
+INSTANCES = (
+    'one per image: {"b64": "<the encoded image>"} or an H x W x C array of the model\'s input in [0, 1], '
+    'either bare or as {"image": ...}'
+)
+PREDICT_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "signature_name": {"type": "string", "enum": list(SIGNATURES), "default": SIGNATURES[0]},
+                    "instances": {"type": "array", "minItems": 1, "description": f"row format, {INSTANCES}"},
+                    "inputs": {
+                        "description": f'columnar format: the list, or {{"{INPUT_NAME}": the list}}; {INSTANCES}'
+                    },
+                },
+                "oneOf": [{"required": ["instances"]}, {"required": ["inputs"]}],
+            }
+        }
+    },
+}
+JSON_OBJECT: dict[str, Any] = {"application/json": {"schema": {"type": "object"}}}
+PREDICT_ANSWER: dict[str, Any] = {
+    "description": "`predictions` for the row format, `outputs` for the columnar one: one entry per instance, "
+    "[P(infected), P(uninfected)] (serving_default) or MedScan's whole answer (screening)",
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {"predictions": {"type": "array"}, "outputs": {"type": "array"}},
+            }
+        }
+    },
+}
 
 
 class BadRequest(Exception):
@@ -71,7 +109,14 @@ def _version(match: re.Match[str]) -> int | None:
     return parse_version(match["name"], match["version"])
 
 
-@router.get("/{target:path}", summary="Model version status, or with /metadata the signatures")
+@router.get(
+    "/{target:path}",
+    summary="Model version status, or with /metadata the signatures",
+    responses={
+        200: {"description": "model_version_status, or the metadata", "content": JSON_OBJECT},
+        **protocol_responses(404, 503),
+    },
+)
 async def status_or_metadata(target: str, lookup: LookupDep) -> JSONResponse:
     try:
         match = _parse(target)
@@ -85,7 +130,12 @@ async def status_or_metadata(target: str, lookup: LookupDep) -> JSONResponse:
         return _tf_serving_error(error)
 
 
-@router.post("/{target:path}", summary=":predict with instances (row format) or inputs (columnar)")
+@router.post(
+    "/{target:path}",
+    summary=":predict with instances (row format) or inputs (columnar)",
+    responses={200: PREDICT_ANSWER, **protocol_responses(400, 404, 503)},
+    openapi_extra={"requestBody": PREDICT_BODY},
+)
 async def predict(target: str, request: Request, lookup: LookupDep, pipeline: PipelineDep) -> JSONResponse:
     try:
         match = _parse(target)
