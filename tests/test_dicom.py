@@ -93,6 +93,17 @@ def test_content_type_alone_marks_dicom_without_a_preamble() -> None:
     assert looks_like_dicom(data, "application/dicom")
 
 
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"@" + b"\xff" * 8,  # found by fuzzing the decode path: pydicom's parser raised struct.error, a 500
+    ],
+)
+def test_bytes_pydicom_cannot_parse_are_refused_as_not_dicom(data: bytes) -> None:
+    with pytest.raises(UnsupportedImage, match="not a readable DICOM dataset"):
+        read_dicom(data, max_pixels=LIMIT)
+
+
 def _without_palette(dataset: pydicom.Dataset) -> None:
     dataset.PhotometricInterpretation = "PALETTE COLOR"  # and no palette to look colours up in
 
