@@ -12,6 +12,7 @@ from pydicom.data import get_testdata_file
 
 from app.contract.dicom import looks_like_dicom, read_dicom
 from app.contract.image_errors import ImageTooLarge, UnsupportedImage
+from tests.dicom_instances import encoded, instance
 
 LIMIT = 10**8
 
@@ -102,6 +103,15 @@ def test_content_type_alone_marks_dicom_without_a_preamble() -> None:
 def test_bytes_pydicom_cannot_parse_are_refused_as_not_dicom(data: bytes) -> None:
     with pytest.raises(UnsupportedImage, match="not a readable DICOM dataset"):
         read_dicom(data, max_pixels=LIMIT)
+
+
+def test_an_element_pydicom_cannot_read_is_refused_as_not_dicom() -> None:
+    # Found by fuzzing: Columns with the unknown VR "KS" raised NotImplementedError when read, a 500.
+    data = encoded(instance(side=16))
+    columns = b"\x28\x00\x11\x00US"  # (0028,0011), explicit VR little endian
+    assert data.count(columns) == 1
+    with pytest.raises(UnsupportedImage, match="not a readable DICOM dataset"):
+        read_dicom(data.replace(columns, b"\x28\x00\x11\x00KS"), max_pixels=LIMIT)
 
 
 def _without_palette(dataset: pydicom.Dataset) -> None:

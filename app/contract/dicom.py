@@ -51,15 +51,18 @@ def read_dicom(data: bytes, *, max_pixels: int) -> Image.Image:
     """Bytes of a DICOM file -> its first frame as an 8-bit L or RGB image."""
     import pydicom
 
+    # pydicom parses elements when they are first read, so reading Rows can fail as parsing the file can: on
+    # garbage, in many types (struct.error for a file cut short, NotImplementedError for an unknown VR, ...).
     try:
         dataset = pydicom.dcmread(io.BytesIO(data), force=True)
+        has_pixels = any(name in dataset for name in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
+        rows, columns = int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0)
     except MemoryError:
         raise
-    except Exception as error:  # noqa: BLE001 - pydicom's parser fails on garbage in many types (struct.error, ...)
+    except Exception as error:  # noqa: BLE001 - many types, one meaning
         raise UnsupportedImage(f"the file is not a readable DICOM dataset ({type(error).__name__})") from None
-    if "PixelData" not in dataset and "FloatPixelData" not in dataset and "DoubleFloatPixelData" not in dataset:
+    if not has_pixels:
         raise UnsupportedImage("the DICOM file has no pixel data (it is not an image, e.g. a report or a plan)")
-    rows, columns = int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0)
     if rows < 1 or columns < 1:
         raise UnsupportedImage("the DICOM file's image has no rows or columns")
     if rows * columns > max_pixels:
