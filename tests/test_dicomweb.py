@@ -84,6 +84,22 @@ def test_each_bad_part_fails_alone_with_its_reason(stow) -> None:
     assert "no pixel data" in reasons[2] and "application/json" in reasons[3]
 
 
+@pytest.mark.parametrize("tag", [b"\x08\x00\x60\x00CS", b"\x20\x00\x0d\x00UI", b"\x10\x00\x10\x00PN"])
+def test_an_element_pydicom_cannot_read_fails_that_instance_alone(stow, tag: bytes) -> None:
+    # pydicom parses an element when it is first read: an unknown VR in Modality (routing), StudyInstanceUID
+    # (the study check) or PatientName (the SR) raised after the header was read, and the request answered 500.
+    client, _ = stow
+    spoiled = encoded(instance("DX", "CHEST", seed=6))
+    assert spoiled.count(tag) == 1
+    spoiled = spoiled.replace(tag, tag[:4] + b"KS")
+    good = encoded(instance("DX", "CHEST", seed=7))
+    response = post(client, [(spoiled, "application/dicom"), (good, "application/dicom")], Accept="application/json")
+    assert response.status_code == 202, response.text  # the good one answered, the spoiled one failed alone
+    (failed,) = response.json()["dicom"][FAILED]["Value"]
+    assert failed[REASON]["Value"] == [0xC000]
+    assert "not a readable DICOM" in response.json()["answers"][0]["failure"]
+
+
 def test_a_named_model_a_study_url_and_wrong_bodies(stow) -> None:
     client, outbox = stow
     smear = instance("XC", "", seed=4)

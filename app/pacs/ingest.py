@@ -40,7 +40,11 @@ class InstanceOutcome:
 
 
 def read_header(data: bytes) -> Dataset:
-    return dcmread(io.BytesIO(data), stop_before_pixels=True)
+    """The instance's attributes, every one parsed now: pydicom parses an element when it is first read, and an
+    element it cannot parse (an unknown VR) would fail later, in routing or in the SR, as the request's error."""
+    header = dcmread(io.BytesIO(data), stop_before_pixels=True)
+    header.walk(lambda dataset, element: None)  # reading each element (sequences' items too) parses it
+    return header
 
 
 class PacsIngest:
