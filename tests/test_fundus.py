@@ -159,3 +159,27 @@ def test_the_disc_preparation_crops_the_disc_and_keeps_its_colours() -> None:
     assert np.abs(from_camera - from_tight).mean() < 3
     centre = from_camera[28:36, 28:36].reshape(-1, 3).mean(axis=0)
     assert centre[0] > centre[1] > centre[2]  # the tint as photographed: red over green over blue
+
+
+@pytest.mark.parametrize("enhancement", [Enhancement.DISC, Enhancement.FUNDUS])
+def test_a_thin_strip_is_prepared_at_the_size_it_is_used_not_squared_at_full_size(enhancement) -> None:
+    # Found by fuzzing: a 20 x 32,792 px image (a 410-byte JPEG) squared to 1.1 G pixels, refused by Pillow's
+    # bomb check as a 500; a strip under the check would have taken hundreds of MB.
+    strip = image_bytes(Image.new("RGB", (20, 32_792), (200, 110, 60)), "JPEG")
+    assert len(strip) < 20_000
+    decoded = decode(strip, InputSpec(48, 48, ColourMode.RGB, enhancement), max_pixels=4_000_000)
+    assert decoded.pixels.shape == (48, 48, 3)
+
+
+def test_a_square_far_beyond_the_frame_is_made_as_cropping_then_resizing_would() -> None:
+    from app.contract.fundus import FAR_BEYOND, crop_disc
+
+    tall = fundus_photo(100, 500, box=(5, 20, 95, 480))  # a disc boxed 460 px a side, 4x the frame
+    box = disc_box(tall)
+    assert (box[2] - box[0]) * (box[3] - box[1]) > FAR_BEYOND * tall.width * tall.height
+    expected = np.asarray(tall.crop(box).resize((96, 96), Image.Resampling.BILINEAR), dtype=np.float32)
+    scaled = crop_disc(tall, 96)
+    assert scaled.size == (96, 96)
+    assert np.abs(np.asarray(scaled, dtype=np.float32) - expected).mean() < 2.0  # edges rounded apart only
+    camera = fundus_photo(300, 200, box=(60, 10, 240, 190))  # a 3:2 frame: cropped at full size, as trained
+    assert crop_disc(camera, 96).tobytes() == camera.crop(disc_box(camera)).tobytes()

@@ -52,10 +52,36 @@ DISC_DESCRIPTION = (
 )
 
 
-def crop_disc(image: Image.Image) -> Image.Image:
+def crop_disc(image: Image.Image, side: int) -> Image.Image:
     """The eye disc alone, as a square (black beyond the frame), colours untouched: a camera's uncropped
-    photograph becomes what the cropped training photographs are, without normalising colour away."""
-    return image.crop(disc_box(image))
+    photograph becomes what the cropped training photographs are, without normalising colour away. Where the
+    square reaches far beyond the frame, it comes at `side` px a side, not at full size (`_crop_scaled`)."""
+    box = disc_box(image)
+    left, top, right, bottom = box
+    if (right - left) * (bottom - top) > FAR_BEYOND * image.width * image.height:
+        return _crop_scaled(image, box, side)
+    return image.crop(box)
+
+
+# A disc square of more than twice the frame's pixels (an aspect past 2:1; camera frames are 4:3 to 16:9) is made
+# at the size it is used at: at full size, a 20 x 32,792 px image (656 k pixels, a 410-byte JPEG) squared to
+# 1.1 G pixels, Pillow's bomb check refused it and the request answered 500 (found by fuzzing); under the check
+# (a 12,000 x 300 px image) it would have taken 430 MB for one request.
+FAR_BEYOND = 2
+
+
+def _crop_scaled(image: Image.Image, box: tuple[int, int, int, int], side: int) -> Image.Image:
+    """image.crop(box).resize((side, side)), the part of the box inside the frame resized and placed on black."""
+    left, top, right, bottom = box
+    scale = side / max(right - left, bottom - top)
+    inside = (max(left, 0), max(top, 0), min(right, image.width), min(bottom, image.height))
+    size = (max(1, round((inside[2] - inside[0]) * scale)), max(1, round((inside[3] - inside[1]) * scale)))
+    canvas = Image.new(image.mode, (side, side))
+    canvas.paste(
+        image.crop(inside).resize(size, Image.Resampling.BILINEAR),
+        (round((inside[0] - left) * scale), round((inside[1] - top) * scale)),
+    )
+    return canvas
 
 
 def circle_mask(side: int) -> np.ndarray:
@@ -72,7 +98,7 @@ def work_side(input_side: int) -> int:
 def normalise_fundus(image: Image.Image, input_side: int) -> Image.Image:
     """An RGB or L fundus photograph -> the disc alone, square, colour-normalised, in the same mode."""
     side = work_side(input_side)
-    disc = image.crop(disc_box(image)).resize((side, side), Image.Resampling.BILINEAR)
+    disc = crop_disc(image, side).resize((side, side), Image.Resampling.BILINEAR)
     blurred = disc.filter(ImageFilter.GaussianBlur(radius=side / 60))
     detail = np.asarray(disc, dtype=np.float32) - np.asarray(blurred, dtype=np.float32)
     if detail.ndim == 2:

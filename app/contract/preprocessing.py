@@ -191,7 +191,7 @@ def to_pixels(image: Image.Image, spec: InputSpec) -> np.ndarray:
     if spec.enhancement is Enhancement.FUNDUS:
         converted = fundus.normalise_fundus(converted, max(spec.height, spec.width))
     elif spec.enhancement is Enhancement.DISC:
-        converted = fundus.crop_disc(converted)
+        converted = fundus.crop_disc(converted, max(spec.height, spec.width))
     if converted.size != (spec.width, spec.height):
         converted = converted.resize((spec.width, spec.height), RESAMPLING)
     if spec.enhancement is Enhancement.CONTRAST:
