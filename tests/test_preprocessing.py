@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import struct
 
 import numpy as np
 import pytest
@@ -106,6 +107,17 @@ def test_truncated_image_is_corrupt() -> None:
     data = image_bytes(gradient(200, 200), "PNG")
     with pytest.raises(CorruptImage):
         decode(data[: len(data) // 2], GRAY, max_pixels=LIMIT)
+
+
+def test_a_tiff_whose_strip_offset_is_a_fraction_is_corrupt() -> None:
+    # Found by fuzzing: Pillow's TIFF loader raised TypeError (not OSError) seeking to a RATIONAL offset, a 500.
+    data = bytearray(image_bytes(gradient(8, 6), "TIFF"))
+    ifd = struct.unpack_from("<I", data, 4)[0]  # little-endian ("II"): the first directory's offset
+    entries = [ifd + 2 + 12 * i for i in range(struct.unpack_from("<H", data, ifd)[0])]
+    (strip_offsets,) = [at for at in entries if struct.unpack_from("<H", data, at)[0] == 273]
+    struct.pack_into("<H", data, strip_offsets + 2, 5)  # its type: LONG -> RATIONAL
+    with pytest.raises(CorruptImage, match="truncated or corrupt"):
+        decode(bytes(data), GRAY, max_pixels=LIMIT)
 
 
 def test_pixel_limit_is_checked_from_the_header_before_decoding() -> None:

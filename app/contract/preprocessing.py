@@ -13,7 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from app.contract import contrast, fundus, modality
 from app.contract.dicom import looks_like_dicom, read_dicom
@@ -92,7 +92,9 @@ def read_header(data: bytes, *, max_pixels: int, content_type: str | None = None
         image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as error:
         raise ImageTooLarge(str(error)) from error
-    except (UnidentifiedImageError, OSError, ValueError) as error:
+    except MemoryError:
+        raise
+    except Exception as error:  # noqa: BLE001 - UnidentifiedImageError mostly; a damaged header in other types
         raise UnsupportedImage("the file is not an image in a supported format") from error
     if image.format not in SUPPORTED_FORMATS:
         raise UnsupportedImage(
@@ -123,7 +125,10 @@ def load_first_frame(image: Image.Image, target: InputSpec | None = None, min_si
         return image
     except Image.DecompressionBombError as error:
         raise ImageTooLarge(str(error)) from error
-    except (OSError, ValueError, SyntaxError, EOFError) as error:
+    except MemoryError:
+        raise
+    except Exception as error:  # noqa: BLE001 - Pillow's decoders fail on damaged data in many types: one meaning
+        # (OSError and EOFError for data cut short; TypeError for a TIFF strip offset stored as a fraction, ...)
         raise CorruptImage(f"the image data is truncated or corrupt ({error})") from error
 
 
@@ -218,7 +223,7 @@ def size_as_sent(header: Image.Image) -> tuple[int, int]:
     width, height = header.size
     try:
         orientation = header.getexif().get(EXIF_ORIENTATION)
-    except (OSError, ValueError, SyntaxError):  # a damaged EXIF block: the decoder will say more
+    except Exception:  # noqa: BLE001 - a damaged EXIF block, in whatever type: the decoder will say more
         orientation = None
     return (height, width) if orientation in TRANSPOSED_ORIENTATIONS else (width, height)
 
