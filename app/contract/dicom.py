@@ -60,7 +60,7 @@ def read_dicom(data: bytes, *, max_pixels: int) -> Image.Image:
     except MemoryError:
         raise
     except Exception as error:  # noqa: BLE001 - many types, one meaning
-        raise UnsupportedImage(f"the file is not a readable DICOM dataset ({type(error).__name__})") from None
+        raise UnsupportedImage(f"the file is not a readable DICOM dataset ({error_kind(error)})") from None
     if not has_pixels:
         raise UnsupportedImage("the DICOM file has no pixel data (it is not an image, e.g. a report or a plan)")
     if rows < 1 or columns < 1:
@@ -157,3 +157,10 @@ def _transfer_syntax(dataset: object) -> str:
 
 def _first_line(error: Exception) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+
+
+def error_kind(error: Exception) -> str:
+    """The failure's type, named so that a client can tell it ("struct.error", not "error"); never its message,
+    which may quote an attribute's value."""
+    kind = type(error)
+    return kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__.split('.')[0]}.{kind.__name__}"

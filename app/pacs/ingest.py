@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
+from app.contract.dicom import error_kind
 from app.pacs.outbox import Outbox
 from app.pacs.report import overlay_capture, structured_report
 from app.pacs.routing import Route, route
@@ -66,7 +67,7 @@ class PacsIngest:
             header = await asyncio.to_thread(read_header, data)
             outcome = InstanceOutcome(str(header.SOPClassUID), str(header.SOPInstanceUID))
         except Exception as error:  # noqa: BLE001 - anything unreadable is this instance's failure, not the request's
-            return InstanceOutcome(failure=f"not a readable DICOM instance ({type(error).__name__})",
+            return InstanceOutcome(failure=f"not a readable DICOM instance ({error_kind(error)})",
                                    failure_code=CANNOT_UNDERSTAND)  # fmt: skip
         if study and str(header.get("StudyInstanceUID", "")) != study:
             outcome.failure, outcome.failure_code = f"not of study {study}", NOT_AN_IMAGE
