@@ -54,7 +54,7 @@ def mutated(draw: st.DrawFn) -> tuple[bytes, str]:
 
 @pytest.mark.parametrize("route", ["/predict/malaria", "/explain/retinopathy"])
 @given(body=mutated())
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture], database=None)
 def test_a_mutated_image_is_answered_or_refused_never_a_500(client, route: str, body: tuple[bytes, str]) -> None:
     data, content_type = body
     if route.startswith("/explain"):  # a form upload, as the page sends it
