@@ -10,7 +10,7 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from app.contract.dicom import looks_like_dicom, read_dicom
+from app.contract.dicom import PREAMBLE, dicom_decoded_bytes, file_meta_nests, looks_like_dicom, read_dicom
 from app.contract.image_errors import ImageTooLarge, UnsupportedImage
 from tests.dicom_instances import encoded, instance
 
@@ -135,3 +135,27 @@ def test_display_attributes_that_cannot_be_applied_are_refused_saying_so(spoil) 
     spoil(dataset)
     with pytest.raises(UnsupportedImage, match="display attributes"):
         read_dicom(as_bytes(dataset), max_pixels=LIMIT)
+
+
+GROUP_LENGTH = b"\x02\x00\x00\x00UL\x04\x00"  # (0002,0000) UL, 4 bytes: the file meta group's first element
+
+
+@pytest.mark.parametrize(
+    "nested", [b"\x02\x00\x00\x00SQ\x00\x00\xff\xff\xff\xff", b"\x02\x00\x00\x00OB\x00\x00\xff\xff\xff\xff"]
+)
+def test_a_file_meta_group_that_nests_is_refused_before_pydicom_reads_it(monkeypatch, nested: bytes) -> None:
+    # Found by fuzzing: pydicom formats such a group into an error message that grows exponentially with the
+    # nesting, and a 2.5 kB file took over 4 GB. PS3.10's group 0002 holds no sequence and no undefined length.
+    data = encoded(instance(side=16))
+    assert data.count(GROUP_LENGTH) == 1
+    monkeypatch.setattr(pydicom, "dcmread", lambda *args, **kwargs: pytest.fail("pydicom was asked to read it"))
+    with pytest.raises(UnsupportedImage, match="meta information"):
+        read_dicom(data.replace(GROUP_LENGTH, nested), max_pixels=LIMIT)
+    assert dicom_decoded_bytes(data.replace(GROUP_LENGTH, nested), LIMIT) == 0
+
+
+def test_an_ordinary_file_meta_group_is_read_as_before() -> None:
+    data = encoded(instance(side=16))
+    assert not file_meta_nests(data)
+    assert not file_meta_nests(data[PREAMBLE + 4 :])  # without its preamble, as sent with Content-Type alone
+    assert read_dicom(data, max_pixels=LIMIT).size == (16, 16)

@@ -30,13 +30,46 @@ def looks_like_dicom(data: bytes, content_type: str | None = None) -> bool:
     return (content_type or "").split(";")[0].strip().lower() in DICOM_MEDIA_TYPES
 
 
+# VRs whose length takes 4 bytes after 2 reserved ones in explicit VR (PS3.5 7.1.2); the others take 2.
+LONG_LENGTH_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
+UNDEFINED_LENGTH = 0xFFFFFFFF
+
+
+def file_meta_nests(data: bytes) -> bool:
+    """Whether the file meta group (0002) holds a sequence or an element of undefined length, which PS3.10's never
+    does. pydicom formats such a group into an error message that grows exponentially with its nesting (eagerly,
+    for a log line): a 2.5 kB file took over 4 GB (found by fuzzing)."""
+    position = PREAMBLE + 4 if data[PREAMBLE : PREAMBLE + 4] == b"DICM" else 0
+    while position + 8 <= len(data) and data[position : position + 2] == b"\x02\x00":
+        vr = data[position + 4 : position + 6]
+        if not (vr.isalpha() and vr.isupper()):
+            return False  # implicit VR: pydicom takes the group's VRs from its dictionary, which has no sequence
+        if vr == b"SQ":
+            return True
+        if vr in LONG_LENGTH_VRS:
+            header, length = 12, int.from_bytes(data[position + 8 : position + 12], "little")
+        else:
+            header, length = 8, int.from_bytes(data[position + 6 : position + 8], "little")
+        if length == UNDEFINED_LENGTH:
+            return True
+        position += header + length
+    return False
+
+
+def parse_dicom(data: bytes, *, stop_before_pixels: bool = False, force: bool = True) -> Any:
+    """pydicom's dcmread of the bytes, after refusing what would make it take gigabytes (`file_meta_nests`)."""
+    import pydicom
+
+    if file_meta_nests(data):
+        raise UnsupportedImage("the DICOM file's meta information (group 0002) holds a sequence: not a valid file")
+    return pydicom.dcmread(io.BytesIO(data), force=force, stop_before_pixels=stop_before_pixels)
+
+
 def dicom_decoded_bytes(data: bytes, max_pixels: int) -> int:
     """Estimated peak bytes of decoding a DICOM file's first frame, from its header alone: the stored frame,
     and two float32 working copies per sample. 0 where the header cannot say (decoding then reports why)."""
-    import pydicom
-
     try:
-        dataset = pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=True)
+        dataset = parse_dicom(data, stop_before_pixels=True)
         rows, columns = int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0)
         samples = int(dataset.get("SamplesPerPixel", 1) or 1)
         stored = max(1, int(dataset.get("BitsAllocated", 8) or 8) // 8)
@@ -49,15 +82,13 @@ def dicom_decoded_bytes(data: bytes, max_pixels: int) -> int:
 
 def read_dicom(data: bytes, *, max_pixels: int) -> Image.Image:
     """Bytes of a DICOM file -> its first frame as an 8-bit L or RGB image."""
-    import pydicom
-
     # pydicom parses elements when they are first read, so reading Rows can fail as parsing the file can: on
     # garbage, in many types (struct.error for a file cut short, NotImplementedError for an unknown VR, ...).
     try:
-        dataset = pydicom.dcmread(io.BytesIO(data), force=True)
+        dataset = parse_dicom(data)
         has_pixels = any(name in dataset for name in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
         rows, columns = int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0)
-    except MemoryError:
+    except (MemoryError, UnsupportedImage):
         raise
     except Exception as error:  # noqa: BLE001 - many types, one meaning
         raise UnsupportedImage(f"the file is not a readable DICOM dataset ({error_kind(error)})") from None

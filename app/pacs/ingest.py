@@ -5,13 +5,11 @@ and the C-STORE SCP both adapt to this; a bad instance gets its reason and never
 from __future__ import annotations
 
 import asyncio
-import io
 from dataclasses import dataclass, field
 
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from app.contract.dicom import error_kind
+from app.contract.dicom import error_kind, parse_dicom
 from app.pacs.outbox import Outbox
 from app.pacs.report import overlay_capture, structured_report
 from app.pacs.routing import Route, route
@@ -43,7 +41,7 @@ class InstanceOutcome:
 def read_header(data: bytes) -> Dataset:
     """The instance's attributes, every one parsed now: pydicom parses an element when it is first read, and an
     element it cannot parse (an unknown VR) would fail later, in routing or in the SR, as the request's error."""
-    header = dcmread(io.BytesIO(data), stop_before_pixels=True)
+    header = parse_dicom(data, stop_before_pixels=True, force=False)
     header.walk(lambda dataset, element: None)  # reading each element (sequences' items too) parses it
     return header
 
