@@ -99,8 +99,6 @@ def seed_corpus(folder: Path) -> None:
 
 
 if __name__ == "__main__":
-    corpus = next((Path(arg) for arg in sys.argv[1:] if not arg.startswith("-")), None)
-    if corpus is not None and not corpus.exists():
-        seed_corpus(corpus)
-    atheris.Setup(sys.argv, one_input)
-    atheris.Fuzz()
+    from fuzzing import fuzz  # scripts/fuzzing.py: this folder is on the path of a script run from it
+
+    fuzz(one_input, seed_corpus)
