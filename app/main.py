@@ -63,6 +63,7 @@ def _lifespan(settings: Settings, service_metrics: ServiceMetrics | None):
             if watcher is not None:
                 watcher.cancel()
             await registry.close()
+            memory.release_frozen_objects()
 
     return lifespan
 

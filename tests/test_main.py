@@ -3,6 +3,7 @@ from __future__ import annotations
 import gc
 import subprocess
 import sys
+import weakref
 
 IMPORT_CHECK = """
 import sys
@@ -119,5 +120,25 @@ def test_startup_freezes_what_it_loaded(service_settings) -> None:
             loaded = [registry, *registry.models.values(), *(s.model for s in registry.models.values() if s.model)]
             scanned = {id(obj) for obj in gc.get_objects()}  # every generation but the frozen one
             assert loaded and [obj for obj in loaded if id(obj) in scanned] == []
+    finally:
+        gc.unfreeze()
+
+
+def test_a_stopped_app_frees_its_models(tmp_path, model_factory) -> None:
+    """Frozen objects are never collected: an app stopped with its models still frozen kept them for good
+    (measured: 850 MB a start and stop of the six shipped models, which took a test process past 8 GB)."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    # No broken version here: pytest keeps each log record, and a load error's holds the registry's frame.
+    model_factory(tmp_path, "malaria")
+    try:
+        with TestClient(create_app(Settings(models_dir=tmp_path))) as client:
+            models = [weakref.ref(s.model) for s in client.app.state.registry.models.values() if s.model]
+        del client
+        gc.collect()
+        assert models and [ref for ref in models if ref() is not None] == []
     finally:
         gc.unfreeze()

