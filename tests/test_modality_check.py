@@ -133,3 +133,18 @@ def test_the_model_list_carries_the_checks_card(client):
     assert check["version"] == 1 and check["classes"][-1] == "other" and check["minimum_probability"] == 0.5
     cards = {model["disease"]: model["card"] for model in body["models"]}
     assert cards["malaria"]["modality"] == "blood_smear_cell" and cards["pneumonia"]["modality"] is None
+
+
+def test_many_images_are_checked_a_chunk_at_a_time_with_the_same_answers(models, monkeypatch):
+    from app.runtime import modality_check
+
+    check = modality_check.load_modality_check(models)
+    pixels = np.random.default_rng(0).integers(0, 256, (modality_check.CHUNK * 2 + 3, SIDE, SIDE, 3), np.uint8)
+    calls: list[int] = []
+    call = check._call
+    monkeypatch.setattr(check, "_call", lambda chunk: calls.append(len(chunk)) or call(chunk))
+    together = check.probabilities(pixels)
+    assert calls == [modality_check.CHUNK, modality_check.CHUNK, 3]  # memory bounded by a chunk, not the call
+    one_by_one = np.concatenate([call(pixels[index : index + 1]) for index in range(len(pixels))])
+    np.testing.assert_allclose(together, one_by_one, atol=1e-5)
+    assert check.probabilities(pixels[:0]).shape == (0, len(check.card.classes))
