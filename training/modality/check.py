@@ -74,8 +74,9 @@ class FeatureExtractor:
         self.network = network
         self.model = keras.Model(network.inputs, pooled)
 
-    def __call__(self, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """uint8 N x 224 x 224 x 3 -> N x 1280, a batch at a time (float copies of all N would take GBs)."""
+    def __call__(self, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """uint8 N x 224 x 224 x 3 -> N x 1280, a batch at a time (float copies of all N would take GBs). 64 a call
+        took the process to 5.7 GB, 32 to 3.4 GB, at the same speed (192 images: 4.8-5.3 s either way)."""
         rows = [
             self.model(scale_for_imagenet(pixels[start : start + batch_size] / 255.0), training=False).numpy()
             for start in range(0, len(pixels), batch_size)
