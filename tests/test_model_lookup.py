@@ -43,3 +43,13 @@ def test_what_is_not_held_is_a_typed_error(lookup: ModelLookup) -> None:
     with pytest.raises(UnknownVersion, match="version latest of the malaria model"):
         parse_version("malaria", "latest")
     assert parse_version("malaria", "12") == 12 and parse_version("malaria", None) is None
+    for digit_like in ("\u00b9", "\u2460", "1\u00b2"):  # str.isdigit() takes these, int() does not: a 500 once
+        with pytest.raises(UnknownVersion):
+            parse_version("malaria", digit_like)
+
+
+def test_a_superscript_version_in_every_protocols_url_is_a_404(client) -> None:
+    # found by the OpenAPI test (schemathesis) in a fresh clone: GET /v2/models/{name}/versions/\u00b9 answered 500
+    for path in ("/v2/models/malaria/versions/\u00b9", "/v1/models/malaria/versions/\u00b9"):
+        response = client.get(path)
+        assert response.status_code in (400, 404, 422), (path, response.status_code, response.text)

@@ -8,7 +8,7 @@ from app.contract.model_store import disease_names, is_disease_name, latest_vers
 
 
 def test_versions_are_integer_folders_sorted_numerically(tmp_path: Path) -> None:
-    for name in ("1", "10", "2", ".incomplete-x", "notes"):
+    for name in ("1", "10", "2", ".incomplete-x", "notes", "\u00b2"):  # '²' passes str.isdigit(), not int()
         (tmp_path / "malaria" / name).mkdir(parents=True)
     assert versions(tmp_path, "malaria") == [1, 2, 10]
     assert latest_version(tmp_path, "malaria") == 10

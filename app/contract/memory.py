@@ -62,7 +62,7 @@ def collect_released_objects() -> None:
     """Free what was frozen and is no longer referenced (a retired model version), and freeze the rest again.
 
     Frozen objects are never collected, and a loaded model is full of reference cycles: without this, a version
-    loaded at start-up kept its memory for good once replaced (the retinopathy model: +330 MB, see
+    loaded at start-up kept its memory for good once replaced (a 512 px fundus model: +330 MB, see
     benchmarks/reload_memory.py). One full collection (306 ms with five models loaded) per retired version."""
     if gc.get_freeze_count():
         gc.unfreeze()

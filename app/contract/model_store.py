@@ -33,7 +33,10 @@ def versions(models_dir: Path, disease: str) -> list[int]:
         entries = list(folder.iterdir())
     except (FileNotFoundError, NotADirectoryError):
         return []
-    return sorted(int(entry.name) for entry in entries if entry.is_dir() and entry.name.isdigit())
+    # isascii: isdigit alone takes a folder named '²', which int() refuses
+    return sorted(
+        int(entry.name) for entry in entries if entry.is_dir() and entry.name.isascii() and entry.name.isdigit()
+    )
 
 
 def latest_version(models_dir: Path, disease: str) -> int | None:

@@ -44,7 +44,7 @@ def memory_limit_bytes() -> int:
             text = path.read_text().strip()
         except OSError:
             continue
-        if text.isdigit() and int(text) < machine:  # "max" or a huge v1 number: no limit
+        if text.isascii() and text.isdigit() and int(text) < machine:  # "max" or a huge v1 number: no limit
             return int(text)
     return machine
 

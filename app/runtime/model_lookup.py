@@ -54,7 +54,7 @@ def parse_version(disease: str, version: str | None) -> int | None:
     """A version as a URL gives it: digits, else no version of `disease` the service could hold."""
     if version is None:
         return None
-    if not version.isdigit():
+    if not (version.isascii() and version.isdigit()):  # isdigit alone takes '¹', which int() refuses
         raise UnknownVersion(disease, version, [])
     return int(version)
 
