@@ -19,6 +19,12 @@ def is_disease_name(name: str) -> bool:
     return bool(DISEASE_NAME.fullmatch(name))
 
 
+def is_version_name(name: str) -> bool:
+    """A version folder's name, or a version in a URL: ASCII digits (str.isdigit() alone takes '¹', which int()
+    refuses)."""
+    return name.isascii() and name.isdigit()
+
+
 def disease_names(models_dir: Path, *, strict: bool = False) -> list[str]:
     """The disease folders. strict: a models folder that is missing or unreadable raises OSError
     (the service keeps what it serves) instead of reading as empty."""
@@ -33,10 +39,7 @@ def versions(models_dir: Path, disease: str) -> list[int]:
         entries = list(folder.iterdir())
     except (FileNotFoundError, NotADirectoryError):
         return []
-    # isascii: isdigit alone takes a folder named '²', which int() refuses
-    return sorted(
-        int(entry.name) for entry in entries if entry.is_dir() and entry.name.isascii() and entry.name.isdigit()
-    )
+    return sorted(int(entry.name) for entry in entries if entry.is_dir() and is_version_name(entry.name))
 
 
 def latest_version(models_dir: Path, disease: str) -> int | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.contract.model_card import ModelCard
+from app.contract.model_store import is_version_name
 from app.runtime.errors import ModelUnavailable, UnknownDisease, UnknownVersion
 from app.runtime.registry import ModelRegistry, ModelStatus, ServedModel
 
@@ -54,7 +55,7 @@ def parse_version(disease: str, version: str | None) -> int | None:
     """A version as a URL gives it: digits, else no version of `disease` the service could hold."""
     if version is None:
         return None
-    if not (version.isascii() and version.isdigit()):  # isdigit alone takes '¹', which int() refuses
+    if not is_version_name(version):
         raise UnknownVersion(disease, version, [])
     return int(version)
 
